@@ -1,0 +1,250 @@
+"""The dataset card (the repo's README.md): YAML ``configs`` + ``dataset_info`` derived from the shards.
+
+Counts are never typed in: they are read from the parquet footers of the shards that exist,
+so the card of the paper release, the rc4 release and a user's own build are each right.
+The YAML is produced with the same helpers `datasets` uses to write cards
+(``MetadataConfigs`` and ``DatasetInfosDict``), so the stock loader reads what we write.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import fsspec
+import pyarrow.parquet as pq
+from datasets.info import DatasetInfo, DatasetInfosDict
+from datasets.splits import SplitDict, SplitInfo
+from datasets.utils.metadata import MetadataConfigs
+from huggingface_hub import DatasetCard, DatasetCardData
+
+from .layout import CONFIGS, GROUPS, SPLITS, ShardName, data_files, list_shards
+from .schema import FEATURES, SOURCES, field_docs_markdown
+
+CARD_NAME = "README.md"
+
+UPSTREAM = {
+    "RS5M": ("RS5M (image–text pairs filtered from LAION2B-en, COYO-700M, DataComp and RS datasets)",
+             "Item-level rights are unconfirmed for web-crawled images; research use, check each item's origin."),
+    "SkyScript": ("SkyScript (Google Earth Engine imagery: NAIP, Sentinel-2, others; OSM-derived captions)",
+                  "Rights depend on the imagery product (e.g. NAIP is public domain); see `rights_code`."),
+    "NWPU": ("NWPU-Captions over NWPU-RESISC45 (Google Earth imagery)",
+             "Academic research use under the upstream terms of NWPU-RESISC45 / NWPU-Captions."),
+    "RSICD": ("RSICD (Google Earth, Baidu Map, MapABC, Tianditu imagery)",
+              "Academic research use under the upstream RSICD terms."),
+    "RSITMD": ("RSITMD (fine-grained RS image–text matching)", "Academic research use under the upstream RSITMD terms."),
+}
+
+CITATION = """@article{fusionrs2026,
+  title   = {FusionRS: A Large-Scale RGB--Infrared Remote Sensing Dataset for Dual-Modal
+             Vision--Language Foundation Models},
+  author  = {{FusionRS Authors}},
+  year    = {2026}
+}"""
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    name: ShardName
+    num_rows: int
+    num_bytes: int
+    """Uncompressed size from the parquet footer; what ``dataset_info.num_bytes`` reports."""
+    file_bytes: int
+
+
+def shard_info(fs, root: str, name: ShardName) -> ShardInfo:
+    """Counts from a shard's footer only (no data pages read)."""
+    path = f"{root.rstrip('/')}/{name.path}"
+    with fs.open(path, "rb") as f:
+        md = pq.ParquetFile(f).metadata
+        size = fs.size(path)
+    nbytes = sum(md.row_group(i).total_byte_size for i in range(md.num_row_groups))
+    return ShardInfo(name, md.num_rows, nbytes, size)
+
+
+def scan_repo(root: str | os.PathLike, fs=None) -> tuple[list[ShardInfo], list[str]]:
+    """Footer stats of every shard in a repo folder (local, or any fsspec URL), plus orphan parquet files."""
+    if fs is None:
+        fs, root = fsspec.core.url_to_fs(str(root))
+    shards, orphans = list_shards(fs, str(root))
+    return [shard_info(fs, str(root), s) for s in shards], orphans
+
+
+def expected_stats(shards: list[ShardInfo]) -> dict[str, dict[str, dict[str, int]]]:
+    """``{config: {split: {"num_examples", "num_bytes", "download_size"}}}`` for configs with data."""
+    out: dict[str, dict[str, dict[str, int]]] = {}
+    for cfg in CONFIGS:
+        splits = {}
+        for split in SPLITS:
+            sel = [s for s in shards if s.name.split == split and cfg.includes(s.name.source, s.name.group)]
+            if sel:
+                splits[split] = {
+                    "num_examples": sum(s.num_rows for s in sel),
+                    "num_bytes": sum(s.num_bytes for s in sel),
+                    "download_size": sum(s.file_bytes for s in sel),
+                }
+        out[cfg.name] = splits
+    return out
+
+
+def card_data(shards: list[ShardInfo]) -> DatasetCardData:
+    """The YAML header: configs with per-split globs, and dataset_info with features and sizes."""
+    files = [s.name.path for s in shards]
+    stats = expected_stats(shards)
+    meta: dict[str, dict] = {}
+    infos: dict[str, DatasetInfo] = {}
+    for cfg in CONFIGS:
+        df = data_files(cfg, files)
+        if not df:
+            continue
+        entry: dict = {"data_files": [{"split": sp, "path": pats if len(pats) > 1 else pats[0]}
+                                      for sp, pats in df.items()]}
+        if cfg.default:
+            entry["default"] = True
+        meta[cfg.name] = entry
+        st = stats[cfg.name]
+        infos[cfg.name] = DatasetInfo(
+            description="",
+            features=FEATURES,
+            config_name=cfg.name,
+            splits=SplitDict({sp: SplitInfo(sp, num_bytes=v["num_bytes"], num_examples=v["num_examples"])
+                              for sp, v in st.items()}),
+            download_size=sum(v["download_size"] for v in st.values()),
+            dataset_size=sum(v["num_bytes"] for v in st.values()),
+        )
+    data = DatasetCardData(
+        license="other",
+        license_name="fusionrs-index-and-upstream-terms",
+        task_categories=["zero-shot-image-classification", "image-to-text", "image-text-to-text"],
+        language=["en"],
+        tags=["remote-sensing", "infrared", "synthetic-infrared", "multimodal", "clip"],
+        pretty_name="FusionRS",
+    )
+    MetadataConfigs(meta).to_dataset_card_data(data)
+    DatasetInfosDict(infos).to_dataset_card_data(data)
+    return data
+
+
+def counts_table(shards: list[ShardInfo]) -> str:
+    """Markdown table: rows per source x split x subset (all / IR-aware)."""
+    n: dict[tuple[str, str, str], int] = defaultdict(int)
+    for s in shards:
+        n[s.name.source, s.name.split, s.name.group] += s.num_rows
+    head = "| source | " + " | ".join(f"{sp} (all / IR-aware)" for sp in SPLITS) + " | total |"
+    lines = [head, "|---" * (len(SPLITS) + 2) + "|"]
+    for src in (*SOURCES, None):
+        srcs = SOURCES if src is None else (src,)
+        cells, total = [], 0
+        for sp in SPLITS:
+            tot = sum(n[s, sp, g] for s in srcs for g in GROUPS)
+            ira = sum(n[s, sp, "iraware"] for s in srcs)
+            total += tot
+            cells.append(f"{tot:,} / {ira:,}")
+        label = "**total**" if src is None else src
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {total:,} |")
+    return "\n".join(lines)
+
+
+def _configs_md() -> str:
+    return "\n".join(f"- `{c.name}`{' (default)' if c.default else ''}: {c.description}" for c in CONFIGS)
+
+
+def render_card(shards: list[ShardInfo], *, sample: bool = False, repo_id: str = "<user>/fusionrs") -> str:
+    """The full README.md text of a FusionRS repo."""
+    sample_note = (
+        "> **This repository is a synthetic sample.** Every image was generated procedurally by "
+        "`fusionrs demo` (aerial-like scenes, infrared-style counterparts, template captions). It has "
+        "the FusionRS format and none of its content.\n\n" if sample else ""
+    )
+    rights = "\n".join(f"| {s} | {UPSTREAM[s][0]} | {UPSTREAM[s][1]} |" for s in SOURCES)
+    body = f"""
+# FusionRS
+
+{sample_note}FusionRS pairs RGB remote-sensing images from five public sources (RS5M, SkyScript, NWPU,
+RSICD, RSITMD) with **infrared-style** images translated by DiffV2IR, the source caption, and, for a
+subset, an IR-aware caption written for what the infrared-style image shows.
+
+> **Synthetic infrared.** The `ir` images are generated by an image-to-image diffusion model
+> (DiffV2IR: 512 px, 20 steps, seed 1234). They look like infrared imagery but are not thermal or
+> radiometric measurements: no temperature, emissivity or material property can be read from them.
+> Do not use them where real infrared observations are required.
+
+## Load
+
+```python
+from datasets import load_dataset
+ds = load_dataset("{repo_id}", "iraware", split="train", streaming=True)
+row = next(iter(ds))   # row["rgb"], row["ir"]: PIL images; row["caption"], row["ir_caption"]: str
+```
+
+## Configs
+
+{_configs_md()}
+
+Every config has the splits `train`, `validation` and `test` where it has rows. Shards live at
+`data/{{source}}/{{split}}/{{group}}-{{batch}}-{{index}}.parquet` with group `iraware` or `base`.
+
+## Counts (from the shards in this repo)
+
+{counts_table(shards)}
+
+## Fields
+
+{field_docs_markdown()}
+
+## Rights
+
+The FusionRS authors publish a rights-cleared index only; image bytes come from each user's own copy of
+the sources, whose terms apply to every row of this repository. This card grants no rights.
+
+| source | upstream | terms |
+|---|---|---|
+{rights}
+
+## Citation
+
+```bibtex
+{CITATION}
+```
+"""
+    return f"---\n{card_data(shards).to_yaml()}\n---\n{body}"
+
+
+def write_card(root: str | os.PathLike, *, sample: bool = False, repo_id: str = "<user>/fusionrs") -> Path:
+    """Scan a local repo folder and (re)write its README.md."""
+    shards, _ = scan_repo(str(root))
+    path = Path(root) / CARD_NAME
+    path.write_text(render_card(shards, sample=sample, repo_id=repo_id), encoding="utf-8")
+    return path
+
+
+def read_card_yaml(text: str) -> dict:
+    """The YAML header of a card as a dict (``configs``, ``dataset_info``, ...)."""
+    return DatasetCard(text).data.to_dict()
+
+
+def card_configs(text: str) -> dict[str, dict[str, list[str]]]:
+    """``{config: {split: [patterns]}}`` from a card's YAML."""
+    out: dict[str, dict[str, list[str]]] = {}
+    for c in read_card_yaml(text).get("configs", []) or []:
+        splits: dict[str, list[str]] = {}
+        for df in c.get("data_files", []):
+            p = df["path"]
+            splits[df["split"]] = [p] if isinstance(p, str) else list(p)
+        out[c["config_name"]] = splits
+    return out
+
+
+def card_split_sizes(text: str) -> dict[str, dict[str, dict[str, int]]]:
+    """``{config: {split: {"num_examples", "num_bytes"}}}`` from a card's ``dataset_info``."""
+    info = read_card_yaml(text).get("dataset_info", []) or []
+    if isinstance(info, dict):
+        info = [info]
+    return {
+        i.get("config_name", "default"): {
+            s["name"]: {"num_examples": s["num_examples"], "num_bytes": s["num_bytes"]} for s in i.get("splits", [])
+        }
+        for i in info
+    }

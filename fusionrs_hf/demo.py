@@ -1,0 +1,143 @@
+"""The embedded sample: a small, complete FusionRS-format repo made from procedural scenes.
+
+It exercises every part of the layout the real data has: all five sources, all three splits,
+both groups, sources without IR-aware validation rows (as SkyScript, RSICD and RSITMD in the
+paper), and an IR-aware test split that is the whole test split (as in the paper).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .card import write_card
+from .layout import SPLITS
+from .scenes import captions, jpeg_bytes, render_scene
+from .schema import SOURCES
+from .shards import ShardSink
+
+DEFAULT_COUNTS = {"train": 44, "validation": 8, "test": 10}
+"""Rows per source and split: 5 x 62 = 310 triplets."""
+IRAWARE_VALIDATION_SOURCES = ("RS5M", "NWPU")
+RIGHTS = {
+    "RS5M": "rs5m-item-rights-unconfirmed", "SkyScript": "skyscript-naip-public-domain",
+    "NWPU": "nwpu-research-only", "RSICD": "rsicd-research-only", "RSITMD": "rsitmd-research-only",
+}
+
+
+def is_iraware(source: str, split: str, i: int) -> bool:
+    """The sample's IR-aware membership rule (deterministic in the row position)."""
+    if split == "test":
+        return True
+    if split == "validation":
+        return source in IRAWARE_VALIDATION_SOURCES and i % 2 == 0
+    return i % 3 == 0
+
+
+def sample_rows(seed: int = 0, counts: dict[str, int] | None = None, size: int = 256, quality: int = 90):
+    """Yield ``(source, split, group, row)`` for the sample, deterministically for a seed."""
+    counts = counts or DEFAULT_COUNTS
+    for s_idx, source in enumerate(SOURCES):
+        for sp_idx, split in enumerate(SPLITS):
+            rng = np.random.default_rng([seed, s_idx, sp_idx])
+            for i in range(counts.get(split, 0)):
+                scene = render_scene(rng, size)
+                cap, ir_cap = captions(scene, rng)
+                sid = f"{source.lower()}-{split[:3]}-{i:05d}"
+                group = "iraware" if is_iraware(source, split, i) else "base"
+                row = {
+                    "sample_id": sid,
+                    "source": source,
+                    "source_record_id": f"{source}/{i:06d}",
+                    "rgb": {"bytes": jpeg_bytes(scene.rgb, quality)},
+                    "ir": {"bytes": jpeg_bytes(scene.ir, quality)},
+                    "caption": cap,
+                    "all_captions": None,
+                    "caption_origin": "source",
+                    "ir_caption": ir_cap if group == "iraware" else None,
+                    "class_name": scene.scene_class if source == "NWPU" else None,
+                    "joint_group_id": "joint-group:" + hashlib.sha256(sid.encode()).hexdigest()[:24],
+                    "rights_code": RIGHTS[source],
+                }
+                yield source, split, group, row
+
+
+def make_sample_repo(
+    out: str | os.PathLike,
+    *,
+    seed: int = 0,
+    counts: dict[str, int] | None = None,
+    size: int = 256,
+    quality: int = 90,
+    max_rows: int = 32,
+    batch: str = "main",
+) -> Path:
+    """Write the sample repo (shards + card) to ``out`` and return its path.
+
+    ``max_rows`` is small on purpose: it gives several shards per split, which the worker and
+    DDP tests need.
+    """
+    out = Path(out)
+    sinks: dict[tuple[str, str, str], ShardSink] = {}
+    for source, split, group, row in sample_rows(seed, counts, size, quality):
+        key = (source, split, group)
+        if key not in sinks:
+            sinks[key] = ShardSink(out, source, split, group, batch=batch, max_rows=max_rows)
+        sinks[key].add(row)
+    for sink in sinks.values():
+        sink.close()
+    write_card(out, sample=True, repo_id=str(out))
+    return out
+
+
+def contact_sheet(rows: list[dict], path: str | os.PathLike, thumb: int = 160) -> Path:
+    """A PNG with one line per row: RGB | IR | caption | IR caption."""
+    import textwrap
+
+    from PIL import Image, ImageDraw
+
+    text_w = 360
+    width = 2 * thumb + 2 * text_w + 50
+    sheet = Image.new("RGB", (width, len(rows) * (thumb + 10) + 10), "white")
+    draw = ImageDraw.Draw(sheet)
+    for i, row in enumerate(rows):
+        y = 10 + i * (thumb + 10)
+        sheet.paste(row["rgb"].convert("RGB").resize((thumb, thumb)), (10, y))
+        sheet.paste(row["ir"].convert("RGB").resize((thumb, thumb)), (20 + thumb, y))
+        for j, key in enumerate(("caption", "ir_caption")):
+            txt = f"[{row['sample_id']}] " if j == 0 else ""
+            txt += row.get(key) or "(no IR-aware caption)"
+            draw.multiline_text((30 + 2 * thumb + j * (text_w + 10), y), "\n".join(textwrap.wrap(txt, 52)),
+                                fill="black")
+    path = Path(path)
+    sheet.save(path)
+    return path
+
+
+def run_demo(out: str | os.PathLike, *, seed: int = 0, show: int = 4) -> dict:
+    """Write the sample, load it with the stock client, print counts and one triplet, save a sheet."""
+    from datasets import get_dataset_config_names, load_dataset, load_dataset_builder
+
+    out = Path(out)
+    make_sample_repo(out, seed=seed)
+    counts: dict[str, dict[str, int]] = {}
+    for cfg in get_dataset_config_names(str(out)):
+        info = load_dataset_builder(str(out), cfg).info
+        counts[cfg] = {name: s.num_examples for name, s in (info.splits or {}).items()}
+    ds = load_dataset(str(out), "iraware", split="train", streaming=True)
+    rows = [r for _, r in zip(range(show), ds, strict=False)]
+    sheet = contact_sheet(rows, out / "contact_sheet.png")
+    first = rows[0]
+    return {
+        "repo": str(out),
+        "counts": counts,
+        "triplet": {
+            "sample_id": first["sample_id"], "source": first["source"],
+            "rgb": f"{first['rgb'].mode} {first['rgb'].size}", "ir": f"{first['ir'].mode} {first['ir'].size}",
+            "caption": first["caption"], "ir_caption": first["ir_caption"],
+        },
+        "contact_sheet": str(sheet),
+    }

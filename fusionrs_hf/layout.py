@@ -1,0 +1,187 @@
+"""Where shards live and which shards make up which config: the single registry.
+
+The card (YAML ``configs``), the loading script, the builder, the checker and the pusher all
+derive their paths from this module. A shard path is::
+
+    data/{source_dir}/{split}/{group}-{batch}-{index:05d}.parquet
+
+- ``group`` is ``iraware`` (rows with an IR-aware caption) or ``base`` (the rest), so the
+  ``iraware`` config is a glob over existing shards, never a copy.
+- ``batch`` names one build (``main`` by default). A later batch for one source (new RS5M
+  rows, a regenerated IR set) writes ``{group}-{newbatch}-00000.parquet`` next to the old
+  files: nothing is renamed and every glob keeps matching. There is no ``-of-NNNNN`` total
+  in the name for the same reason.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from .schema import SOURCES
+
+SPLITS: tuple[str, ...] = ("train", "validation", "test")
+INDEX_SPLITS: dict[str, str] = {"train": "train", "val": "validation", "validation": "validation", "test": "test"}
+"""Split names as written in the official index, mapped to the `datasets` names."""
+GROUPS: tuple[str, ...] = ("iraware", "base")
+DEFAULT_BATCH = "main"
+DEFAULT_REPO_ID = "fusionrs/fusionrs"
+"""Hub id used by :func:`fusionrs_hf.load` unless ``FUSIONRS_REPO`` or ``repo=`` says otherwise."""
+
+SOURCE_DIRS: dict[str, str] = {s: s.lower() for s in SOURCES}
+DIR_SOURCES: dict[str, str] = {v: k for k, v in SOURCE_DIRS.items()}
+
+BATCH_RE = re.compile(r"^[a-z0-9_]+$")
+SHARD_RE = re.compile(
+    r"^data/(?P<source_dir>[a-z0-9_]+)/(?P<split>train|validation|test)/"
+    r"(?P<group>iraware|base)-(?P<batch>[a-z0-9_]+)-(?P<index>\d{5})\.parquet$"
+)
+
+
+@dataclass(frozen=True)
+class ConfigSpec:
+    """One `datasets` config: which sources and groups its splits glob over."""
+
+    name: str
+    description: str
+    sources: tuple[str, ...]
+    groups: tuple[str, ...] = GROUPS
+    default: bool = False
+
+    def patterns(self, split: str) -> list[str]:
+        """Glob patterns (relative to the repo root) for one split of this config."""
+        group_glob = "*" if set(self.groups) == set(GROUPS) else None
+        src_globs = ["*"] if set(self.sources) == set(SOURCES) else [SOURCE_DIRS[s] for s in self.sources]
+        out = []
+        for src in src_globs:
+            if group_glob:
+                out.append(f"data/{src}/{split}/*.parquet")
+            else:
+                out.extend(f"data/{src}/{split}/{g}-*.parquet" for g in self.groups)
+        return out
+
+    def includes(self, source: str, group: str) -> bool:
+        return source in self.sources and group in self.groups
+
+
+CONFIGS: tuple[ConfigSpec, ...] = (
+    ConfigSpec("default", "All 600K-style triplets of every source, both groups.", SOURCES, default=True),
+    ConfigSpec("iraware", "Only rows that carry an IR-aware caption (`ir_caption` non-null), every source.",
+               SOURCES, ("iraware",)),
+    *(
+        ConfigSpec(SOURCE_DIRS[s], f"Only rows from {s}, both groups.", (s,))
+        for s in SOURCES
+    ),
+)
+CONFIG_NAMES: tuple[str, ...] = tuple(c.name for c in CONFIGS)
+CONFIGS_BY_NAME: dict[str, ConfigSpec] = {c.name: c for c in CONFIGS}
+
+
+def get_config(name: str) -> ConfigSpec:
+    try:
+        return CONFIGS_BY_NAME[name]
+    except KeyError:
+        raise ValueError(f"unknown config {name!r}; expected one of {', '.join(CONFIG_NAMES)}") from None
+
+
+@dataclass(frozen=True, order=True)
+class ShardName:
+    """A parsed shard path."""
+
+    source: str
+    split: str
+    group: str
+    batch: str = DEFAULT_BATCH
+    index: int = 0
+    path: str = field(default="", compare=False)
+
+    @property
+    def relpath(self) -> str:
+        return shard_path(self.source, self.split, self.group, self.index, self.batch)
+
+
+def shard_path(source: str, split: str, group: str, index: int, batch: str = DEFAULT_BATCH) -> str:
+    """The repo-relative path of a shard; the one place the naming rule is written."""
+    if source not in SOURCE_DIRS:
+        raise ValueError(f"unknown source {source!r}; expected one of {SOURCES}")
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+    if group not in GROUPS:
+        raise ValueError(f"unknown group {group!r}; expected one of {GROUPS}")
+    if not BATCH_RE.match(batch):
+        raise ValueError(f"batch tag {batch!r} must match {BATCH_RE.pattern}")
+    if not 0 <= index <= 99999:
+        raise ValueError(f"shard index {index} out of range 0..99999")
+    return f"data/{SOURCE_DIRS[source]}/{split}/{group}-{batch}-{index:05d}.parquet"
+
+
+def parse_shard_path(relpath: str) -> ShardName | None:
+    """Parse a repo-relative path; ``None`` if it is not a well-formed shard path."""
+    m = SHARD_RE.match(relpath.replace("\\", "/"))
+    if not m or m["source_dir"] not in DIR_SOURCES:
+        return None
+    return ShardName(DIR_SOURCES[m["source_dir"]], m["split"], m["group"], m["batch"], int(m["index"]), relpath)
+
+
+def glob_match(pattern: str, relpath: str) -> bool:
+    """Segment-wise glob match (``*`` never crosses ``/``), as the Hub and fsspec resolve YAML globs."""
+    p, r = pattern.split("/"), relpath.split("/")
+    return len(p) == len(r) and all(fnmatch.fnmatchcase(a, b) for b, a in zip(p, r, strict=True))
+
+
+def config_files(config: ConfigSpec | str, split: str, files: Iterable[str]) -> list[str]:
+    """The shards (from a repo listing) that belong to one config split, sorted."""
+    spec = get_config(config) if isinstance(config, str) else config
+    pats = spec.patterns(split)
+    return sorted(f for f in files if any(glob_match(p, f) for p in pats))
+
+
+def data_files(config: ConfigSpec | str, files: Iterable[str]) -> dict[str, list[str]]:
+    """YAML ``data_files`` for a config: per split, only patterns that match at least one file.
+
+    A pattern that matches nothing makes `datasets` fail ("Unable to find ..."), so a source
+    without, say, IR-aware validation rows simply contributes no pattern; a split with no
+    files at all is left out of the config instead of breaking it.
+    """
+    spec = get_config(config) if isinstance(config, str) else config
+    files = list(files)
+    out: dict[str, list[str]] = {}
+    for split in SPLITS:
+        pats = [p for p in spec.patterns(split) if any(glob_match(p, f) for f in files)]
+        if pats:
+            out[split] = pats
+    return out
+
+
+def list_shards(fs, root: str) -> tuple[list[ShardName], list[str]]:
+    """List a repo's shards through fsspec: (well-formed shards, other parquet files under data/).
+
+    ``fs`` is any fsspec filesystem (local, ``hf://``, ``s3://``); ``root`` the repo root on it.
+    """
+    root = root.rstrip("/")
+    try:
+        found = fs.glob(f"{root}/data/**/*.parquet")
+    except FileNotFoundError:
+        found = []
+    shards, orphans = [], []
+    for full in sorted(found):
+        rel = full[len(root) + 1:] if full.startswith(root + "/") else full.split(root.lstrip("/") + "/", 1)[-1]
+        parsed = parse_shard_path(rel)
+        (shards.append(parsed) if parsed else orphans.append(rel))
+    return sorted(shards), orphans
+
+
+def registry_dict() -> dict:
+    """A JSON-able copy of the registry, embedded in the loading script (a test keeps them equal)."""
+    return {
+        "splits": list(SPLITS),
+        "groups": list(GROUPS),
+        "source_dirs": dict(SOURCE_DIRS),
+        "configs": [
+            {"name": c.name, "description": c.description, "sources": list(c.sources),
+             "groups": list(c.groups), "default": c.default}
+            for c in CONFIGS
+        ],
+    }

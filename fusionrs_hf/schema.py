@@ -1,0 +1,129 @@
+"""The one definition of a FusionRS row.
+
+Every shard, the card's ``dataset_info``, the loading script, the checker and the torch
+streaming code read the column set from here, so a field is added or renamed in one place.
+The order of ``FIELDS`` is the column order in every shard.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import pyarrow as pa
+from datasets import Features, Image, List, Value
+
+SOURCES: tuple[str, ...] = ("RS5M", "SkyScript", "NWPU", "RSICD", "RSITMD")
+"""The five upstream datasets, spelled as in the paper and the official index."""
+
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+JOINT_GROUP_RE = re.compile(r"^joint-group:[0-9a-f]{24}$")
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    feature: object
+    nullable: bool
+    doc: str
+
+
+FIELDS: tuple[Field, ...] = (
+    Field("sample_id", Value("string"), False,
+          "Stable FusionRS id from the official index; unique across all splits and sources."),
+    Field("source", Value("string"), False,
+          "Upstream dataset: one of RS5M, SkyScript, NWPU, RSICD, RSITMD."),
+    Field("source_record_id", Value("string"), True,
+          "The record's id inside its source dataset (for tracing back to the user's copy)."),
+    Field("rgb", Image(), False,
+          "The source RGB image, bytes exactly as in the source dataset (JPEGs are never re-encoded)."),
+    Field("ir", Image(), False,
+          "Infrared-style image translated from `rgb` by DiffV2IR. Synthetic: not a thermal measurement. "
+          "Stored as a 3-channel (RGB-mode) JPEG whose channels look gray but are not forced identical."),
+    Field("caption", Value("string"), False,
+          "The source caption after FusionRS cleaning (or the class-name fallback, see `caption_origin`)."),
+    Field("all_captions", List(Value("string")), True,
+          "Every usable source caption of the image when the build kept them all; null otherwise."),
+    Field("caption_origin", Value("string"), False,
+          "Where `caption` comes from: `source` (an upstream caption) or `class_name` (fallback)."),
+    Field("ir_caption", Value("string"), True,
+          "IR-aware caption describing what the infrared-style image shows; null outside the IR-aware subset."),
+    Field("class_name", Value("string"), True,
+          "Scene class for NWPU-RESISC45 / NWPU-Captions rows (e.g. `airport`); null for other sources."),
+    Field("joint_group_id", Value("string"), True,
+          "Split-construction group (`joint-group:` + 24 hex). Rows of one group never span two splits."),
+    Field("rights_code", Value("string"), True,
+          "Redistribution-rights code of the source item, e.g. `skyscript-naip-public-domain`."),
+    Field("rgb_sha256", Value("string"), False, "SHA-256 (hex) of the stored `rgb` bytes."),
+    Field("ir_sha256", Value("string"), False, "SHA-256 (hex) of the stored `ir` bytes."),
+)
+
+FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in FIELDS)
+IMAGE_FIELDS: tuple[str, ...] = tuple(f.name for f in FIELDS if isinstance(f.feature, Image))
+FEATURES = Features({f.name: f.feature for f in FIELDS})
+NON_NULLABLE: frozenset[str] = frozenset(f.name for f in FIELDS if not f.nullable)
+CAPTION_ORIGINS = ("source", "class_name")
+
+
+def arrow_schema() -> pa.Schema:
+    """The Arrow schema of a shard, with the `huggingface` metadata key that makes images decode as Image."""
+    import json
+
+    schema = FEATURES.arrow_schema
+    meta = {"huggingface": json.dumps({"info": {"features": FEATURES.to_dict()}})}
+    return schema.with_metadata(meta)
+
+
+class SchemaError(ValueError):
+    """A table or row does not match the FusionRS schema; the message names the column (and row)."""
+
+
+def validate_table(table: pa.Table, where: str = "table") -> None:
+    """Reject a table whose columns are missing, extra or mistyped, naming the column.
+
+    Types are compared on the storage level, ignoring field metadata, because that is what
+    a parquet reader will see.
+    """
+    expected = FEATURES.arrow_schema
+    names = set(table.schema.names)
+    for field in expected:
+        if field.name not in names:
+            raise SchemaError(f"{where}: missing column {field.name!r}")
+        got = table.schema.field(field.name).type
+        if not got.equals(field.type):
+            raise SchemaError(f"{where}: column {field.name!r} has type {got}, expected {field.type}")
+    extra = sorted(names - set(FIELD_NAMES))
+    if extra:
+        raise SchemaError(f"{where}: unexpected column(s) {', '.join(map(repr, extra))}")
+    for name in NON_NULLABLE:
+        col = table.column(name)
+        if col.null_count:
+            idx = col.is_null().to_pylist().index(True)
+            raise SchemaError(f"{where}: column {name!r} is null at row {idx} ({_sid(table, idx)})")
+    srcs = set(table.column("source").to_pylist()) - set(SOURCES)
+    if srcs:
+        raise SchemaError(f"{where}: column 'source' has unknown value(s) {sorted(srcs)}; expected one of {SOURCES}")
+
+
+def _sid(table: pa.Table, idx: int) -> str:
+    try:
+        return f"sample_id={table.column('sample_id')[idx].as_py()!r}"
+    except Exception:  # noqa: BLE001 - only used to decorate an error message
+        return "sample_id unknown"
+
+
+def field_docs_markdown() -> str:
+    """A Markdown table of the fields, used by the card and the README."""
+    lines = ["| field | type | nullable | meaning |", "|---|---|---|---|"]
+    for f in FIELDS:
+        kind = type(f.feature).__name__ if isinstance(f.feature, Image) else _type_name(f.feature)
+        lines.append(f"| `{f.name}` | {kind} | {'yes' if f.nullable else 'no'} | {f.doc} |")
+    return "\n".join(lines)
+
+
+def _type_name(feature: object) -> str:
+    if isinstance(feature, Value):
+        return feature.dtype
+    if isinstance(feature, List):
+        return f"list<{_type_name(feature.feature)}>"
+    return type(feature).__name__
