@@ -37,6 +37,16 @@ UPSTREAM = {
     "RSITMD": ("RSITMD (fine-grained RS image–text matching)", "Academic research use under the upstream RSITMD terms."),
 }
 
+PAPER_COUNTS = {
+    # source: ((train, validation, test) all rows, (train, validation, test) IR-aware) — the paper's tables
+    "RS5M": ((471_729, 8_166, 8_138), (40_934, 369, 8_138)),
+    "SkyScript": ((63_134, 1_036, 1_096), (4_916, 0, 1_096)),
+    "NWPU": ((30_122, 549, 515), (2_219, 47, 515)),
+    "RSICD": ((10_494, 166, 164), (719, 0, 164)),
+    "RSITMD": ((4_521, 83, 87), (280, 0, 87)),
+}
+"""The paper's per-source figures, shown in the card for comparison only; counts always come from the shards."""
+
 CITATION = """@article{fusionrs2026,
   title   = {FusionRS: A Large-Scale RGB--Infrared Remote Sensing Dataset for Dual-Modal
              Vision--Language Foundation Models},
@@ -147,6 +157,15 @@ def counts_table(shards: list[ShardInfo]) -> str:
     return "\n".join(lines)
 
 
+def paper_table() -> str:
+    lines = ["| source | " + " | ".join(f"{sp} (all / IR-aware)" for sp in SPLITS) + " |", "|---" * 4 + "|"]
+    for src, (alls, iras) in PAPER_COUNTS.items():
+        lines.append(f"| {src} | " + " | ".join(f"{a:,} / {b:,}" for a, b in zip(alls, iras, strict=True)) + " |")
+    tot = [sum(v[k][i] for v in PAPER_COUNTS.values()) for k in (0, 1) for i in range(3)]
+    lines.append("| **total** | " + " | ".join(f"{tot[i]:,} / {tot[i + 3]:,}" for i in range(3)) + " |")
+    return "\n".join(lines)
+
+
 def _configs_md() -> str:
     return "\n".join(f"- `{c.name}`{' (default)' if c.default else ''}: {c.description}" for c in CONFIGS)
 
@@ -189,6 +208,10 @@ Every config has the splits `train`, `validation` and `test` where it has rows. 
 ## Counts (from the shards in this repo)
 
 {counts_table(shards)}
+
+For comparison, the paper's figures (the authors' later "rc4" split differs per source):
+
+{paper_table()}
 
 ## Fields
 

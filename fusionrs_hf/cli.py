@@ -11,6 +11,10 @@ import argparse
 import importlib
 import sys
 
+from .errors import CliError
+
+__all__ = ["CliError", "main", "build_parser", "COMMANDS"]
+
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
 
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -21,10 +25,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "card": ("fusionrs_hf.card_cli", "re-render a repo's README.md (configs, dataset_info, counts)"),
     "bench": ("fusionrs_hf.bench", "measure streaming throughput against stock datasets and webdataset"),
 }
-
-
-class CliError(Exception):
-    """A usage or input problem reported as one line on stderr with exit code 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -74,6 +74,7 @@ def make_sample_repo(
     quality: int = 90,
     max_rows: int = 32,
     batch: str = "main",
+    repo_id: str | None = None,
 ) -> Path:
     """Write the sample repo (shards + card) to ``out`` and return its path.
 
@@ -89,7 +90,7 @@ def make_sample_repo(
         sinks[key].add(row)
     for sink in sinks.values():
         sink.close()
-    write_card(out, sample=True, repo_id=str(out))
+    write_card(out, sample=True, repo_id=repo_id or str(out))
     return out
 
 

@@ -67,7 +67,7 @@ class ConfigSpec:
 
 
 CONFIGS: tuple[ConfigSpec, ...] = (
-    ConfigSpec("default", "All 600K-style triplets of every source, both groups.", SOURCES, default=True),
+    ConfigSpec("default", "Every triplet of every source, both groups (the paper's 600K set).", SOURCES, default=True),
     ConfigSpec("iraware", "Only rows that carry an IR-aware caption (`ir_caption` non-null), every source.",
                SOURCES, ("iraware",)),
     *(

@@ -1,0 +1,251 @@
+"""FusionRS loading script: the same configs and shards as the README YAML, for code that wants a builder.
+
+Two uses:
+
+* datasets >= 4 (no Hub scripts): import this file and use the builder directly::
+
+      from fusionrs import FusionRS              # with loading_script/ on sys.path
+      b = FusionRS(config_name="iraware", data_dir="path/to/repo")   # or a hf:// URL
+      ds = b.as_streaming_dataset("train")       # or b.download_and_prepare(); b.as_dataset("train")
+
+* datasets < 4: upload it as ``fusionrs.py`` next to the shards; ``load_dataset(repo, "iraware")``
+  then runs it (with ``trust_remote_code=True``). It reads the same parquet shards.
+
+The config registry below is generated from ``fusionrs_hf.layout.registry_dict()`` by
+``python tools/sync_loading_script.py``; a test fails if the two drift. The script itself only
+needs ``datasets`` and ``pyarrow`` so it also works where ``fusionrs_hf`` is not installed.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+
+import datasets
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+try:  # xopen follows hf:// and https:// URLs in streaming mode
+    from datasets.utils.file_utils import xopen as _xopen
+except ImportError:  # pragma: no cover
+    _xopen = open
+
+try:  # datasets >= 5 keys tables by (shard, batch); older versions take any hashable key
+    from datasets.builder import Key as _Key
+except ImportError:  # pragma: no cover - exercised only on old datasets
+    _Key = None
+
+# BEGIN REGISTRY (generated: python tools/sync_loading_script.py)
+REGISTRY = json.loads(
+    r"""
+{
+    "splits": [
+        "train",
+        "validation",
+        "test"
+    ],
+    "groups": [
+        "iraware",
+        "base"
+    ],
+    "source_dirs": {
+        "RS5M": "rs5m",
+        "SkyScript": "skyscript",
+        "NWPU": "nwpu",
+        "RSICD": "rsicd",
+        "RSITMD": "rsitmd"
+    },
+    "configs": [
+        {
+            "name": "default",
+            "description": "Every triplet of every source, both groups (the paper's 600K set).",
+            "sources": [
+                "RS5M",
+                "SkyScript",
+                "NWPU",
+                "RSICD",
+                "RSITMD"
+            ],
+            "groups": [
+                "iraware",
+                "base"
+            ],
+            "default": true
+        },
+        {
+            "name": "iraware",
+            "description": "Only rows that carry an IR-aware caption (`ir_caption` non-null), every source.",
+            "sources": [
+                "RS5M",
+                "SkyScript",
+                "NWPU",
+                "RSICD",
+                "RSITMD"
+            ],
+            "groups": [
+                "iraware"
+            ],
+            "default": false
+        },
+        {
+            "name": "rs5m",
+            "description": "Only rows from RS5M, both groups.",
+            "sources": [
+                "RS5M"
+            ],
+            "groups": [
+                "iraware",
+                "base"
+            ],
+            "default": false
+        },
+        {
+            "name": "skyscript",
+            "description": "Only rows from SkyScript, both groups.",
+            "sources": [
+                "SkyScript"
+            ],
+            "groups": [
+                "iraware",
+                "base"
+            ],
+            "default": false
+        },
+        {
+            "name": "nwpu",
+            "description": "Only rows from NWPU, both groups.",
+            "sources": [
+                "NWPU"
+            ],
+            "groups": [
+                "iraware",
+                "base"
+            ],
+            "default": false
+        },
+        {
+            "name": "rsicd",
+            "description": "Only rows from RSICD, both groups.",
+            "sources": [
+                "RSICD"
+            ],
+            "groups": [
+                "iraware",
+                "base"
+            ],
+            "default": false
+        },
+        {
+            "name": "rsitmd",
+            "description": "Only rows from RSITMD, both groups.",
+            "sources": [
+                "RSITMD"
+            ],
+            "groups": [
+                "iraware",
+                "base"
+            ],
+            "default": false
+        }
+    ]
+}
+"""
+)
+# END REGISTRY
+
+_CITATION = """@article{fusionrs2026,
+  title  = {FusionRS: A Large-Scale RGB--Infrared Remote Sensing Dataset for Dual-Modal
+            Vision--Language Foundation Models},
+  author = {{FusionRS Authors}},
+  year   = {2026}
+}"""
+_DESCRIPTION = (
+    "FusionRS: RGB remote-sensing images from RS5M, SkyScript, NWPU, RSICD and RSITMD paired with "
+    "synthetic infrared-style images (DiffV2IR), source captions and, for a subset, IR-aware captions."
+)
+
+
+def _features() -> datasets.Features:
+    string = datasets.Value("string")
+    seq = datasets.List(string) if hasattr(datasets, "List") else datasets.Sequence(string)
+    return datasets.Features(
+        {
+            "sample_id": string, "source": string, "source_record_id": string,
+            "rgb": datasets.Image(), "ir": datasets.Image(),
+            "caption": string, "all_captions": seq, "caption_origin": string, "ir_caption": string,
+            "class_name": string, "joint_group_id": string, "rights_code": string,
+            "rgb_sha256": string, "ir_sha256": string,
+        }
+    )
+
+
+def split_patterns(config: dict, split: str) -> list[str]:
+    """Glob patterns of one config split; mirrors ``fusionrs_hf.layout.ConfigSpec.patterns``."""
+    all_sources = set(config["sources"]) == set(REGISTRY["source_dirs"])
+    all_groups = set(config["groups"]) == set(REGISTRY["groups"])
+    src_globs = ["*"] if all_sources else [REGISTRY["source_dirs"][s] for s in config["sources"]]
+    out = []
+    for src in src_globs:
+        if all_groups:
+            out.append(f"data/{src}/{split}/*.parquet")
+        else:
+            out.extend(f"data/{src}/{split}/{g}-*.parquet" for g in config["groups"])
+    return out
+
+
+class FusionRSConfig(datasets.BuilderConfig):
+    def __init__(self, *, sources=(), groups=(), **kwargs):
+        super().__init__(**kwargs)
+        self.sources = tuple(sources)
+        self.groups = tuple(groups)
+
+
+class FusionRS(datasets.ArrowBasedBuilder):
+    """Reads FusionRS parquet shards (``data/{source}/{split}/{group}-{batch}-{index}.parquet``)."""
+
+    BUILDER_CONFIG_CLASS = FusionRSConfig
+    BUILDER_CONFIGS = [
+        FusionRSConfig(name=c["name"], description=c["description"], sources=c["sources"], groups=c["groups"],
+                       version=datasets.Version("1.0.0"))
+        for c in REGISTRY["configs"]
+    ]
+    DEFAULT_CONFIG_NAME = next(c["name"] for c in REGISTRY["configs"] if c["default"])
+
+    def _info(self) -> datasets.DatasetInfo:
+        return datasets.DatasetInfo(description=_DESCRIPTION, features=_features(), citation=_CITATION)
+
+    def _root(self) -> str:
+        root = self.config.data_dir or self.base_path
+        if not root:
+            raise ValueError("FusionRS builder needs data_dir=<repo folder or URL> (or a Hub base path)")
+        return str(root)
+
+    def _resolve(self, pattern: str, dl_manager) -> list[str]:
+        from datasets.data_files import resolve_pattern
+
+        download_config = getattr(dl_manager, "download_config", None)
+        try:
+            return sorted(resolve_pattern(pattern, self._root(), download_config=download_config))
+        except FileNotFoundError:
+            return []  # e.g. a source without IR-aware validation rows: not an error
+
+    def _split_generators(self, dl_manager):
+        config = next(c for c in REGISTRY["configs"] if c["name"] == self.config.name)
+        gens = []
+        for split in REGISTRY["splits"]:
+            files = sorted({f for p in split_patterns(config, split) for f in self._resolve(p, dl_manager)})
+            files = [f for f in files if fnmatch.fnmatch(f.rsplit("/", 1)[-1], "*.parquet")]
+            if not files:
+                continue
+            gens.append(datasets.SplitGenerator(name=split, gen_kwargs={"files": dl_manager.download(files)}))
+        return gens
+
+    def _generate_tables(self, files):
+        schema = self.info.features.arrow_schema
+        for file_idx, file in enumerate(files):
+            with _xopen(file, "rb") as f:
+                pf = pq.ParquetFile(f)
+                for batch_idx, batch in enumerate(pf.iter_batches(batch_size=256, columns=schema.names)):
+                    table = pa.Table.from_batches([batch]).select(schema.names).cast(schema)
+                    key = _Key(file_idx, batch_idx) if _Key is not None else f"{file_idx}_{batch_idx}"
+                    yield key, table

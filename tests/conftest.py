@@ -1,0 +1,26 @@
+"""Shared fixtures. Area-specific fixtures live in their own test files or carry the area's prefix."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import pytest
+
+# Set before `datasets` is imported anywhere: tests never reach a hub (fail fast instead of
+# hanging on a resolve) and never write into the user's cache.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+_CACHE = tempfile.mkdtemp(prefix="fusionrs-test-cache-")
+os.environ.setdefault("HF_DATASETS_CACHE", os.path.join(_CACHE, "datasets"))
+os.environ.setdefault("HF_HOME", os.path.join(_CACHE, "home"))
+
+SMALL_COUNTS = {"train": 9, "validation": 4, "test": 4}
+
+
+@pytest.fixture(scope="session")
+def sample_repo(tmp_path_factory):
+    """A small complete repo (5 sources x 3 splits, both groups, several shards per split). Read-only."""
+    from fusionrs_hf.demo import make_sample_repo
+
+    return make_sample_repo(tmp_path_factory.mktemp("sample") / "repo", counts=SMALL_COUNTS, size=64, max_rows=4)
