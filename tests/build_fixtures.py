@@ -1,0 +1,237 @@
+"""Test-data factory for `fusionrs build`: native-layout source trees of all five sources.
+
+Everything is made from `fusionrs_hf.scenes`, so images are real JPEG (and, for RSITMD, real
+TIFF) files with texture. The layouts follow the upstream releases closely enough to exercise
+the real readers:
+
+- NWPU:      NWPU-RESISC45/<class>/<class>_NNN.jpg + NWPU-Captions ``dataset_nwpu.json`` (per-class lists)
+- RSICD:     RSICD_images/<name>.jpg + ``dataset_rsicd.json`` (``images[].filename/sentences[].raw/split``)
+- RSITMD:    images/<name>.tif + ``dataset_RSITMD.json`` (same format as RSICD)
+- RS5M:      <subset>/<id>.jpg + a CSV caption table keyed by source_dataset + source_record_id
+- SkyScript: images/<id>.jpg + a JSONL caption table keyed by sample_id
+
+plus an IR folder (``<source>/<sample_id>.jpg``, one PNG), an IR-aware JSONL file and the index
+in both record variants (public gzip, internal plain).
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from fusionrs_hf.scenes import captions, jpeg_bytes, render_scene
+
+SPLIT_PLAN = ("train", "train", "train", "val", "test")
+"""Index splits of the records of each source (5 per source, 25 in all)."""
+
+
+@dataclass
+class Expect:
+    sample_id: str
+    source: str
+    split: str  # datasets split name
+    rgb_path: Path
+    ir_path: Path
+    caption: str | None
+    caption_origin: str = "source"
+    ir_caption: str | None = None
+    class_name: str | None = None
+    all_captions: list[str] | None = None
+
+    @property
+    def group(self) -> str:
+        return "iraware" if self.ir_caption else "base"
+
+
+@dataclass
+class Fixture:
+    root: Path
+    roots: dict[str, Path]
+    ir_root: Path
+    records: list[dict]
+    index_public: Path
+    index_internal: Path
+    caption_files: list[Path]
+    iraware: Path
+    expect: dict[str, Expect] = field(default_factory=dict)
+    dropped: dict[str, str] = field(default_factory=dict)
+    """sample_id -> expected drop reason in the standard build."""
+
+    def source_root_args(self) -> list[str]:
+        return [f"{k}={v}" for k, v in self.roots.items()]
+
+
+def tiff_bytes(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr, "RGB").save(buf, format="TIFF")
+    return buf.getvalue()
+
+
+def png_bytes(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr, "RGB").save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def public_record(sid: str, source: str, rec_id: str, locator: str, split: str, ir_key: str) -> dict:
+    return {
+        "schema_version": "fusionrs-public-index-v1", "sample_id": sid, "source_dataset": source,
+        "source_record_id": rec_id, "source_locator": locator,
+        "source_rights_code": {"SkyScript": "skyscript-naip-public-domain",
+                               "RS5M": "rs5m-item-rights-unconfirmed"}.get(source, f"{source.lower()}-research"),
+        "split": split, "joint_group_id": "joint-group:" + hashlib.sha256(sid.encode()).hexdigest()[:24],
+        "phash4_component_id": "phash4:" + hashlib.sha256(sid.encode()).hexdigest()[:16],
+        "canonical_component_representative": sid, "is_canonical_component_representative": True,
+        "is_eval_representative": split != "train", "caption_supervision_available_upstream": True,
+        "vlm_train_identity": split == "train", "prior_reused_protected": False,
+        "translation": {"model": "DiffV2IR", "output_key": ir_key, "redistribution": "derived-upstream-terms"},
+    }
+
+
+def internal_record(pub: dict, caption: str | None, class_name: str | None) -> dict:
+    rec = {k: v for k, v in pub.items() if k != "vlm_train_identity"}
+    rec.update(schema_version="fusionrs-index-v1", class_name=class_name, caption=caption,
+               caption_usable=caption is not None, vlm_train_used=pub["vlm_train_identity"],
+               normalized_caption_key=hashlib.sha256((caption or "").lower().encode()).hexdigest()
+               if caption else None)
+    return rec
+
+
+def write_jsonl(path: Path, rows: list[dict], gz: bool = False) -> Path:
+    text = "".join(json.dumps(r) + "\n" for r in rows)
+    if gz:
+        with gzip.open(path, "wt", encoding="utf-8") as f:
+            f.write(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+    return path
+
+
+NWPU_CLASSES = ("airport", "baseball_diamond", "river")
+
+
+def make_fixture(root: Path, size: int = 64, seed: int = 0) -> Fixture:
+    """All five sources in native layout + IR folder + caption files + both index variants."""
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    roots = {s: root / "src" / s for s in ("NWPU", "RSICD", "RSITMD", "RS5M", "SkyScript")}
+    ir_root = root / "ir"
+    records: list[dict] = []
+    expect: dict[str, Expect] = {}
+    dropped: dict[str, str] = {}
+    nwpu_json: dict[str, list] = {c: [] for c in NWPU_CLASSES}
+    karpathy = {"RSICD": {"images": [], "dataset": "rsicd"}, "RSITMD": {"images": [], "dataset": "rsitmd"}}
+    rs5m_rows: list[dict] = []
+    sky_rows: list[dict] = []
+    iraware_rows: list[dict] = []
+    internal_caps: dict[str, str | None] = {}
+
+    for source, sroot in roots.items():
+        for i, split in enumerate(SPLIT_PLAN):
+            scene = render_scene(rng, size)
+            cap, ir_cap = captions(scene, rng)
+            sid = f"{source.lower()}-{i:04d}"
+            cls = None
+            all_caps = [cap, f"There are {i + 2} buildings near a road in this {scene.scene_class} scene."]
+            if source == "NWPU":
+                cls = NWPU_CLASSES[i % len(NWPU_CLASSES)]
+                locator = f"NWPU-RESISC45/{cls}/{cls}_{i + 1:03d}.jpg"
+                data = jpeg_bytes(scene.rgb)
+                entry = {"filename": f"{cls}_{i + 1:03d}.jpg", "split": split, "imgid": i}
+                if i == 1:  # no caption at all -> class-name fallback
+                    all_caps = []
+                elif i == 2:  # only rejected captions -> class-name fallback
+                    all_caps = ["Stock photo of an airport, royalty free", "airport"]
+                if all_caps or i == 2:
+                    entry.update({("raw" if j == 0 else f"raw_{j}"): c for j, c in enumerate(all_caps)})
+                    nwpu_json[cls].append(entry)
+                rec_id = f"{cls}_{i + 1:03d}"
+            elif source in ("RSICD", "RSITMD"):
+                name = f"{scene.scene_class}_{i + 1}"
+                if source == "RSICD":
+                    locator, data = f"RSICD_images/{name}.jpg", jpeg_bytes(scene.rgb)
+                else:
+                    locator, data = f"images/{name}.tif", tiff_bytes(scene.rgb)
+                fname = Path(locator).name
+                karpathy[source]["images"].append({
+                    "filename": fname, "imgid": i, "split": split,
+                    "sentences": [{"raw": c, "tokens": c.lower().split(), "imgid": i, "sentid": 5 * i + j}
+                                  for j, c in enumerate(all_caps)]})
+                rec_id = str(i)
+            elif source == "RS5M":
+                rec_id = f"laion-{i:06d}"
+                locator, data = f"rs5m_part0/{rec_id}.jpg", jpeg_bytes(scene.rgb)
+                if i == 4:  # only a stock-photo caption and no class name -> dropped (caption_dropped)
+                    all_caps = ["Aerial stock photo of a city, Shutterstock royalty free image"]
+                for c in all_caps:
+                    rs5m_rows.append({"source_dataset": "RS5M", "source_record_id": rec_id, "caption": c})
+            else:
+                rec_id = f"sky_{i:05d}"
+                locator, data = f"images/{rec_id}.jpg", jpeg_bytes(scene.rgb)
+                sky_rows.append({"sample_id": sid, "captions": all_caps})
+
+            rgb_path = sroot / locator
+            rgb_path.parent.mkdir(parents=True, exist_ok=True)
+            rgb_path.write_bytes(data)
+            ir_ext = "png" if (source == "SkyScript" and i == 0) else "jpg"
+            ir_key = f"{source.lower()}/{sid}.{ir_ext}"
+            ir_path = ir_root / ir_key
+            ir_path.parent.mkdir(parents=True, exist_ok=True)
+            ir_path.write_bytes(png_bytes(scene.ir) if ir_ext == "png" else jpeg_bytes(scene.ir))
+
+            pub = public_record(sid, source, rec_id, locator, split, ir_key)
+            records.append(pub)
+            usable = [c for c in all_caps if not c.startswith(("Stock", "Aerial stock")) and c != "airport"]
+            exp_cap = usable[0] if usable else None
+            origin = "source"
+            if exp_cap is None and cls:
+                exp_cap, origin = f"a remote sensing image of {cls.replace('_', ' ')}.", "class_name"
+            internal_caps[sid] = usable[0] if usable else None
+            ir_caption = None
+            if i in (0, 3) or split == "test":
+                ir_caption = ir_cap
+                iraware_rows.append({"sample_id": sid, "ir_caption": ir_cap})
+            if i == 2 and source == "RS5M":  # a blocked IR claim: the row stays, in the base group
+                iraware_rows.append({"sample_id": sid, "ir_caption": "Warm roofs appear bright in the infrared image."})
+            expect[sid] = Expect(sid, source, {"val": "validation"}.get(split, split), rgb_path, ir_path, exp_cap,
+                                 origin, ir_caption, cls, usable or None)
+            if exp_cap is None:
+                dropped[sid] = "caption_dropped"
+
+    native_nwpu = write_json(roots["NWPU"] / "dataset_nwpu.json", nwpu_json)
+    rsicd = write_json(roots["RSICD"] / "dataset_rsicd.json", karpathy["RSICD"])
+    rsitmd = write_json(roots["RSITMD"] / "dataset_RSITMD.json", karpathy["RSITMD"])
+    rs5m_csv = root / "rs5m_captions.csv"
+    with open(rs5m_csv, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=["source_dataset", "source_record_id", "caption"])
+        w.writeheader()
+        w.writerows(rs5m_rows)
+    sky = write_jsonl(root / "skyscript_captions.jsonl", sky_rows)
+    iraware = write_jsonl(root / "iraware_strict_v3.jsonl", iraware_rows)
+    index_public = write_jsonl(root / "index_public.jsonl.gz", records, gz=True)
+    index_internal = write_jsonl(
+        root / "index_internal.jsonl",
+        [internal_record(r, internal_caps[r["sample_id"]], expect[r["sample_id"]].class_name) for r in records])
+    return Fixture(root, roots, ir_root, records, index_public, index_internal,
+                   [native_nwpu, rsicd, rsitmd, rs5m_csv, sky], iraware, expect, dropped)
+
+
+def write_json(path: Path, obj) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=1), encoding="utf-8")
+    return path
+
+
+def decoded(data_or_path) -> np.ndarray:
+    """Pixels of an image file or bytes (to compare a TIFF input with its lossless PNG)."""
+    src = io.BytesIO(data_or_path) if isinstance(data_or_path, bytes) else data_or_path
+    with Image.open(src) as im:
+        return np.asarray(im.convert("RGB"))

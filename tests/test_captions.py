@@ -1,0 +1,133 @@
+"""Issue 3: caption cleaning rules (each with a positive and a negative example), choice policy, readers."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from fusionrs_hf.captions import (
+    RULES,
+    CaptionFileError,
+    CaptionStore,
+    decide,
+    decide_ir,
+    detect_format,
+    pick,
+    read_caption_file,
+    read_iraware,
+    violations,
+)
+
+# rule name -> (violating caption, clean caption)
+EXAMPLES = {
+    "stock_photo": ("Aerial view of a harbour - stock photo by Shutterstock",
+                    "Many boats are docked in a harbour next to a pier."),
+    "copyright": ("Farmland with irrigation circles © 2019 Maxar all rights reserved",
+                  "Farmland with green irrigation circles beside a road."),
+    "google_earth": ("Google Earth view of a stadium with parking lots",
+                     "A stadium surrounded by large parking lots."),
+    "non_english": ("Eine Luftaufnahme der Stadt mit vielen Gebäuden und der Straße",
+                    "An aerial image of a town with many buildings along the street."),
+    "too_short": ("dense forest", "A dense forest covers the hills."),
+    "too_long": (" ".join(["tree"] * 80), "A river passes through a dense forest."),
+    "generic": ("An aerial view of the area from above.", "An aerial view of an airport with two runways."),
+    "ir_temperature": ("Warm roofs appear bright in the image.", "Roofs appear as bright blocks."),
+    "ir_emissivity": ("Water has low emissivity and looks dark.", "Water appears as a dark smooth band."),
+    "ir_reflectivity": ("The highly reflective lake is bright.", "The lake is a dark region with sharp edges."),
+    "ir_material": ("Metal roofs of the factory are bright.", "The factory roofs form bright rectangles."),
+    "ir_rgb_colour": ("Green fields surround the village.", "Gray field parcels surround the village."),
+}
+
+
+def test_every_rule_has_examples():
+    assert set(EXAMPLES) == set(RULES)
+
+
+@pytest.mark.parametrize("name", sorted(RULES))
+def test_rule_positive_and_negative(name):
+    rule = RULES[name]
+    bad, good = EXAMPLES[name]
+    assert rule.check(bad) is True, f"{name} should flag {bad!r}"
+    assert rule.check(good) is False, f"{name} should accept {good!r}"
+    assert name in violations(bad, rule.applies_to)
+    assert rule.description
+
+
+def test_non_english_scripts_and_rgb_words_in_words():
+    assert RULES["non_english"].check("飞机停在机场的停机坪上")
+    assert not RULES["ir_rgb_colour"].check("greenhouses and a redevelopment area")  # words, not colours
+    assert not RULES["ir_temperature"].check("a hotel near the beach")
+
+
+def test_decide_fallback_drop_and_skip():
+    d = decide("nwpu-1", ["airport", "stock photo of an airport"], class_name="baseball_diamond")
+    assert d.origin == "class_name" and d.caption == "a remote sensing image of baseball diamond."
+    assert d.rejected["too_short"] == 1 and d.rejected["stock_photo"] == 1
+    d = decide("rs5m-1", [], class_name=None)
+    assert d.caption is None and d.drop_reason == "missing_caption"
+    d = decide("rs5m-2", ["dense forest"], class_name=None)
+    assert d.drop_reason == "caption_dropped"
+    d = decide("rs5m-3", ["dense forest"], skip_rules=["too_short", "generic"])
+    assert d.caption == "dense forest" and d.origin == "source"
+    assert decide_ir("Warm roofs glow.")[0] is None
+    assert decide_ir("  Roofs   appear bright. ") == ("Roofs appear bright.", [])
+
+
+def test_choice_policy():
+    caps = ["one caption here", "two caption here", "three caption here"]
+    assert pick(caps, "first", 0, "x") == ("one caption here", None)
+    assert pick(caps, "all", 0, "x") == ("one caption here", caps)
+    draws = {pick(caps, "random", 7, f"s{i}")[0] for i in range(40)}
+    assert len(draws) == 3  # the draw varies by sample ...
+    assert pick(caps, "random", 7, "s1") == pick(caps, "random", 7, "s1")  # ... and is reproducible
+    with pytest.raises(ValueError):
+        pick(caps, "longest", 0, "x")
+
+
+def test_native_readers_and_store(tmp_path):
+    rsicd = tmp_path / "dataset_rsicd.json"
+    rsicd.write_text(json.dumps({"dataset": "rsicd", "images": [
+        {"filename": "airport_1.jpg", "split": "train", "sentences": [{"raw": "a b c"}, {"raw": "d e f"}]}]}))
+    nwpu = tmp_path / "dataset_nwpu.json"
+    nwpu.write_text(json.dumps({"airport": [{"filename": "airport_001.jpg", "raw_2": "third one", "raw": "first one",
+                                             "raw_1": "second one", "split": "val"}]}))
+    assert detect_format(rsicd) == "RSICD" and detect_format(nwpu) == "NWPU"
+    (e,) = read_caption_file(nwpu)
+    assert e.captions == ("first one", "second one", "third one") and e.class_name == "airport"
+    assert e.key == ("file", "NWPU", "airport_001.jpg")
+
+    table = tmp_path / "caps.parquet"
+    pq.write_table(pa.table({"sample_id": ["s1", "s1"], "caption": ["from table 1", "from table 2"]}), table)
+    csv_t = tmp_path / "caps.csv"
+    csv_t.write_text("source_dataset,source_record_id,caption\nRS5M,r9,from csv\n")
+    store = CaptionStore(tmp_path / "c.sqlite")
+    for p in (rsicd, nwpu, table, csv_t):
+        store.add(read_caption_file(p))
+    store.add_iraware([("s1", "ir one"), ("s1", "ir dup")])
+    store.finish()
+    assert store.lookup("s1", "RS5M", "zzz", "x/y.jpg") == (["from table 1", "from table 2"], None)
+    assert store.lookup("s2", "RS5M", "r9", "x/y.jpg")[0] == ["from csv"]
+    assert store.lookup("s3", "RSICD", "0", "RSICD_images/airport_1.jpg")[0] == ["a b c", "d e f"]
+    assert store.lookup("s4", "NWPU", "n", "NWPU-RESISC45/airport/airport_001.jpg") == (
+        ["first one", "second one", "third one"], "airport")
+    assert store.lookup("s5", "RSITMD", "0", "images/airport_1.jpg") == ([], None)  # source is part of the key
+    assert store.iraware("s1") == "ir one" and store.counts["iraware_duplicates"] == 1
+    store.close()
+
+
+def test_bad_caption_files_named(tmp_path):
+    p = tmp_path / "c.jsonl"
+    p.write_text('{"sample_id": "a", "caption": "x y z"}\n{"caption": "no key"}\n')
+    with pytest.raises(CaptionFileError, match=r"c.jsonl row 2: needs `sample_id`"):
+        list(read_caption_file(p))
+    p.write_text('{"sample_id": "a", "ir_caption": ""}\n')
+    with pytest.raises(CaptionFileError, match=r"sample_id='a'"):
+        list(read_iraware(p))
+    odd = tmp_path / "odd.json"
+    odd.write_text(json.dumps({"images": [{"filename": "x.jpg"}]}))
+    with pytest.raises(CaptionFileError, match="source is unclear"):
+        detect_format(odd)
+    assert detect_format(odd, "RSITMD") == "RSITMD"
