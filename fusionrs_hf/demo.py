@@ -40,6 +40,7 @@ def is_iraware(source: str, split: str, i: int) -> bool:
 def sample_rows(seed: int = 0, counts: dict[str, int] | None = None, size: int = 256, quality: int = 90):
     """Yield ``(source, split, group, row)`` for the sample, deterministically for a seed."""
     counts = counts or DEFAULT_COUNTS
+    first_split: dict[str, str] = {}
     for s_idx, source in enumerate(SOURCES):
         for sp_idx, split in enumerate(SPLITS):
             rng = np.random.default_rng([seed, s_idx, sp_idx])
@@ -47,6 +48,7 @@ def sample_rows(seed: int = 0, counts: dict[str, int] | None = None, size: int =
                 scene = render_scene(rng, size)
                 cap, ir_cap = captions(scene, rng)
                 sid = f"{source.lower()}-{split[:3]}-{i:05d}"
+                cap = _split_unique_caption(cap, split, sid, first_split)
                 group = "iraware" if is_iraware(source, split, i) else "base"
                 row = {
                     "sample_id": sid,
@@ -63,6 +65,20 @@ def sample_rows(seed: int = 0, counts: dict[str, int] | None = None, size: int =
                     "rights_code": RIGHTS[source],
                 }
                 yield source, split, group, row
+
+
+def _split_unique_caption(cap: str, split: str, sid: str, first_split: dict[str, str]) -> str:
+    """Keep FusionRS's split rule on the sample: one caption text never appears in two splits.
+
+    Template captions repeat; the real split keeps repeats in one split, and ``fusionrs check``
+    reports any that cross. A repeat in a later split gets the (unique) sample id appended, which
+    leaves the rng stream, and so every image, unchanged.
+    """
+    if first_split.setdefault(cap.casefold(), split) == split:
+        return cap
+    cap = f"{cap.rstrip('.')} (tile {sid})."
+    first_split.setdefault(cap.casefold(), split)
+    return cap
 
 
 def make_sample_repo(

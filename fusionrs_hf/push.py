@@ -1,0 +1,782 @@
+"""Upload a local FusionRS repo folder to a Hub dataset repo (or any fsspec URL), sending only new or
+changed shards, with the regenerated README.md in the same commit as the last shards it describes.
+
+What it does, in order:
+  1. runs `fusionrs check --fast` on the local folder and refuses a failing repo (--skip-check overrides);
+  2. plans: lists the remote files with their SHA-256 (LFS/xet oid, or git blob id for small files) and
+     compares them with the local shards; prints the plan (files, bytes) and a rights summary of the rows
+     it will upload (per source / rights_code);
+  3. uploads new/changed shards in commits of at most 50 files; the last commit also carries README.md
+     (configs + dataset_info counts re-rendered from every shard the remote will hold) and, with --prune,
+     the deletions, so a reader never sees a card that names missing files.
+
+Re-running after an interruption uploads only what is missing and ends in the same remote state; a re-push
+of an unchanged repo uploads 0 bytes and makes no commit. Remote files are never deleted without --prune
+(and --prune only deletes parquet files under data/). New Hub repos are created private unless --public.
+Shards that exist only on the remote are kept, and the card counts them (their parquet footers are read).
+The token comes from HF_TOKEN or the stored login (`hf auth login`) and is never printed.
+
+Examples:
+  fusionrs push ./my-fusionrs me/fusionrs --dry-run
+  fusionrs push ./my-fusionrs me/fusionrs --message "add RS5M batch b2"
+  fusionrs push ./my-fusionrs s3://bucket/fusionrs --prune
+  fusionrs push ./my-fusionrs file:///data/mirror/fusionrs
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import re
+import sys
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import fsspec
+import pyarrow.parquet as pq
+
+from .card import CARD_NAME, ShardInfo, render_card, scan_repo, shard_info
+from .errors import CliError
+from .layout import parse_shard_path
+
+logger = logging.getLogger(__name__)
+
+MAX_FILES_PER_COMMIT = 50
+"""The Hub recommends commits of a few dozen files; a failed commit then costs little to redo."""
+UPLOAD_GROUP = 5
+"""Files handed to one ``preupload_lfs_files`` call: parallel within a group, progress after each group."""
+MANIFEST_NAME = ".fusionrs-push.json"
+"""fsspec targets only: SHA-256 of what push wrote, so a re-push need not re-read remote files of equal size."""
+TMP_SUFFIX = ".fusionrs-tmp"
+SAMPLE_MARKER = "This repository is a synthetic sample."
+SYNTHETIC_IR_MARKER = "**Synthetic infrared.**"
+TERMS_WARNING = (
+    "The terms of the source datasets (RS5M, SkyScript, NWPU, RSICD, RSITMD) apply to every uploaded row; "
+    "publishing does not grant rights. Make sure you may redistribute these images, and keep the repo "
+    "private unless you may. The `ir` images are synthetic (DiffV2IR), as the card states."
+)
+_CHUNK = 8 * 1024 * 1024
+
+
+# --------------------------------------------------------------------------------------------- secrets
+
+
+_TOKEN_RE = re.compile(r"hf_[A-Za-z0-9]{6,}")
+_BEARER_RE = re.compile(r"(?i)(bearer\s+)\S+")
+
+
+def scrub(text: str, secrets: Iterable[str | None] = ()) -> str:
+    """Remove tokens from text that may be shown: the known secrets, any ``hf_...`` token, bearer headers."""
+    for s in secrets:
+        if s:
+            text = text.replace(s, "***")
+    text = _TOKEN_RE.sub("hf_***", text)
+    return _BEARER_RE.sub(r"\1***", text)
+
+
+def make_api(token: str | None):
+    """The real client (tests swap this for an in-process double)."""
+    from huggingface_hub import HfApi
+
+    from . import __version__
+
+    return HfApi(token=token, library_name="fusionrs-hf", library_version=__version__)
+
+
+# --------------------------------------------------------------------------------------------- data
+
+
+class PushError(Exception):
+    """The push failed; the message is safe to print (no token). Exit code 1."""
+
+
+class CheckFailed(PushError):
+    """`fusionrs check --fast` found problems in the local repo; nothing was uploaded."""
+
+    def __init__(self, report: Any) -> None:
+        self.report = report
+        findings = list(getattr(report, "findings", []) or [])
+        head = "; ".join(_finding_text(f) for f in findings[:3])
+        more = f" (+{len(findings) - 3} more)" if len(findings) > 3 else ""
+        super().__init__(
+            f"local repo fails `fusionrs check --fast` ({len(findings)} finding(s)): {head}{more}; "
+            "fix it, or pass --skip-check to push anyway"
+        )
+
+
+def _finding_text(f: Any) -> str:
+    loc = f.location() if hasattr(f, "location") else ""
+    msg = getattr(f, "message", str(f))
+    return f"{loc}: {msg}" if loc else msg
+
+
+@dataclass(frozen=True)
+class LocalFile:
+    relpath: str
+    path: Path
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    relpath: str
+    size: int
+    sha256: str | None = None
+    """Content SHA-256 when the remote knows it (Hub LFS/xet oid, fsspec manifest)."""
+    blob_id: str | None = None
+    """Git blob id (Hub, non-LFS files)."""
+
+
+@dataclass
+class PushPlan:
+    """What a push will do; computed before anything is written."""
+
+    target: str
+    revision: str | None
+    upload: list[tuple[LocalFile, str]] = field(default_factory=list)
+    """(file, "new" | "changed")."""
+    unchanged: list[str] = field(default_factory=list)
+    readme: str = "unchanged"
+    """"new" | "changed" | "unchanged"."""
+    readme_bytes: bytes = b""
+    delete: list[str] = field(default_factory=list)
+    keep_remote_only: list[str] = field(default_factory=list)
+    rights: list[dict] = field(default_factory=list)
+    repo_exists: bool = True
+
+    @property
+    def upload_bytes(self) -> int:
+        return sum(f.size for f, _ in self.upload) + (len(self.readme_bytes) if self.readme != "unchanged" else 0)
+
+    @property
+    def upload_files(self) -> int:
+        return len(self.upload) + (self.readme != "unchanged")
+
+    @property
+    def empty(self) -> bool:
+        return not self.upload and self.readme == "unchanged" and not self.delete
+
+    def to_dict(self) -> dict:
+        return {
+            "target": self.target,
+            "revision": self.revision,
+            "repo_exists": self.repo_exists,
+            "upload": [{"path": f.relpath, "bytes": f.size, "reason": why} for f, why in self.upload],
+            "readme": self.readme,
+            "delete": list(self.delete),
+            "keep_remote_only": list(self.keep_remote_only),
+            "unchanged": len(self.unchanged),
+            "upload_files": self.upload_files,
+            "upload_bytes": self.upload_bytes,
+            "rights": list(self.rights),
+        }
+
+
+@dataclass
+class PushResult:
+    ok: bool
+    plan: PushPlan
+    dry_run: bool = False
+    check: dict | None = None
+    commits: list[str] = field(default_factory=list)
+    uploaded_files: int = 0
+    uploaded_bytes: int = 0
+    warnings: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    def to_dict(self) -> dict:
+        return {
+            "ok": self.ok, "dry_run": self.dry_run, "plan": self.plan.to_dict(), "check": self.check,
+            "commits": list(self.commits), "uploaded_files": self.uploaded_files,
+            "uploaded_bytes": self.uploaded_bytes, "warnings": list(self.warnings), "error": self.error,
+            "terms_warning": TERMS_WARNING,
+        }
+
+
+# --------------------------------------------------------------------------------------------- hashing
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def git_blob_id(data: bytes) -> str:
+    """The git object id of a blob; what the Hub reports as ``blob_id`` for non-LFS files."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def _file_git_blob_id(path: Path) -> str:
+    h = hashlib.sha1(b"blob %d\0" % path.stat().st_size)
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def rights_summary(files: Iterable[Path]) -> list[dict]:
+    """Rows per (source, rights_code) over the given shards; reads only those two columns."""
+    counts: Counter[tuple[str, str]] = Counter()
+    for path in files:
+        t = pq.read_table(path, columns=["source", "rights_code"])
+        for src, code in zip(t.column("source").to_pylist(), t.column("rights_code").to_pylist(), strict=True):
+            counts[str(src), code if code is not None else "(none)"] += 1
+    return [{"source": s, "rights_code": c, "rows": n} for (s, c), n in sorted(counts.items())]
+
+
+# --------------------------------------------------------------------------------------------- targets
+
+
+def _is_pushed_path(rel: str) -> bool:
+    """Remote paths push manages: README.md and parquet files under data/ (never .gitattributes etc.)."""
+    return rel == CARD_NAME or (rel.startswith("data/") and rel.endswith(".parquet"))
+
+
+class _HubTarget:
+    """A Hub dataset repo reached through ``HfApi`` (or a double with the same methods)."""
+
+    kind = "hub"
+
+    def __init__(self, repo_id: str, api, revision: str | None, private: bool, hub_fs=None) -> None:
+        self.repo_id, self.api, self.revision, self.private = repo_id, api, revision, private
+        self._hub_fs = hub_fs
+        self.list_revision = revision
+        self.parent: str | None = None
+        self.warnings: list[str] = []
+
+    @property
+    def label(self) -> str:
+        return f"hf://datasets/{self.repo_id}" + (f"@{self.revision}" if self.revision else "")
+
+    @property
+    def card_repo_id(self) -> str:
+        return self.repo_id
+
+    def _info(self, revision: str | None):
+        return self.api.repo_info(self.repo_id, repo_type="dataset", revision=revision)
+
+    def prepare(self, dry_run: bool) -> bool:
+        """Find (or, unless dry-run, create) the repo and branch; remember the head to commit on. True if it existed."""
+        from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+
+        existed = True
+        try:
+            info = self._info(self.revision)
+        except RevisionNotFoundError:
+            if dry_run:
+                self.warnings.append(f"branch {self.revision!r} does not exist; it will be created from main")
+                self.list_revision = None
+                info = self._info(None)
+            else:
+                self.api.create_branch(self.repo_id, branch=self.revision, repo_type="dataset", exist_ok=True)
+                info = self._info(self.revision)
+        except RepositoryNotFoundError:
+            existed = False
+            if dry_run:
+                return False
+            self.api.create_repo(self.repo_id, repo_type="dataset", private=self.private, exist_ok=True)
+            logger.info("created %s repo %s", "private" if self.private else "public", self.repo_id)
+            if self.revision:
+                self.api.create_branch(self.repo_id, branch=self.revision, repo_type="dataset", exist_ok=True)
+            info = self._info(self.revision)
+        if existed and getattr(info, "private", None) is not None and bool(info.private) != self.private:
+            self.warnings.append(
+                f"{self.repo_id} exists and is {'private' if info.private else 'public'}; push does not change "
+                "the visibility of an existing repo (use the repo settings on the Hub)"
+            )
+        self.parent = getattr(info, "sha", None)
+        return existed
+
+    def list(self) -> dict[str, RemoteFile]:
+        from huggingface_hub.hf_api import RepoFile
+
+        out = {}
+        for e in self.api.list_repo_tree(self.repo_id, recursive=True, repo_type="dataset",
+                                         revision=self.list_revision):
+            if isinstance(e, RepoFile) and _is_pushed_path(e.path):
+                sha = e.lfs.sha256 if e.lfs is not None else None
+                out[e.path] = RemoteFile(e.path, int(e.size), sha, e.blob_id)
+        return out
+
+    def same(self, local: LocalFile, remote: RemoteFile) -> bool:
+        if remote.sha256:
+            return remote.sha256 == local.sha256
+        return remote.size == local.size and remote.blob_id == _file_git_blob_id(local.path)
+
+    def same_bytes(self, data: bytes, remote: RemoteFile) -> bool:
+        if remote.sha256:
+            return remote.sha256 == hashlib.sha256(data).hexdigest()
+        return remote.blob_id == git_blob_id(data)
+
+    def remote_shard_info(self, rel: str) -> ShardInfo | None:
+        name = parse_shard_path(rel)
+        if name is None:
+            return None
+        if self._hub_fs is None:
+            from huggingface_hub import HfFileSystem
+
+            self._hub_fs = HfFileSystem(endpoint=getattr(self.api, "endpoint", None), token=getattr(self.api, "token", None))
+        root = f"datasets/{self.repo_id}"
+        if self.list_revision:
+            root += "@" + quote(self.list_revision, safe="")
+        return shard_info(self._hub_fs, root, name)
+
+    def apply(self, plan: PushPlan, *, message: str | None, max_files: int, bar) -> list[str]:
+        from huggingface_hub import CommitOperationAdd, CommitOperationDelete
+
+        from . import __version__
+
+        files = [f for f, _ in plan.upload]
+        batches = [files[i:i + max_files] for i in range(0, len(files), max_files)] or [[]]
+        if plan.readme != "unchanged" and len(batches[-1]) >= max_files:
+            # README.md rides with the last shard(s); keep that final commit within max_files too.
+            batches[-1], tail = batches[-1][:-1], batches[-1][-1:]
+            batches.append(tail)
+        base = message or _default_message(plan)
+        commits: list[str] = []
+        done = 0
+        for i, batch in enumerate(batches):
+            last = i == len(batches) - 1
+            ops: list = [CommitOperationAdd(path_in_repo=f.relpath, path_or_fileobj=str(f.path)) for f in batch]
+            for g in range(0, len(ops), UPLOAD_GROUP):
+                group = ops[g:g + UPLOAD_GROUP]
+                self.api.preupload_lfs_files(self.repo_id, additions=group, repo_type="dataset",
+                                             revision=self.revision)
+                done += len(group)
+                bar.update(sum(f.size for f in batch[g:g + UPLOAD_GROUP]))
+                bar.set_description(f"push {done}/{plan.upload_files} files")
+            if last:
+                if plan.readme != "unchanged":
+                    ops.append(CommitOperationAdd(path_in_repo=CARD_NAME, path_or_fileobj=plan.readme_bytes))
+                ops.extend(CommitOperationDelete(path_in_repo=p) for p in plan.delete)
+            title = base if len(batches) == 1 else f"{base} [{i + 1}/{len(batches)}]"
+            info = self.api.create_commit(
+                self.repo_id, operations=ops, commit_message=title,
+                commit_description=f"Pushed with fusionrs-hf {__version__} (`fusionrs push`).",
+                repo_type="dataset", revision=self.revision, parent_commit=self.parent,
+            )
+            self.parent = getattr(info, "oid", None) or self.parent
+            commits.append(getattr(info, "oid", str(info)))
+            logger.info("commit %s: %d file(s)%s", commits[-1], len(ops), " (final, with README.md)" if last else "")
+            if last and plan.readme != "unchanged":
+                done += 1
+                bar.update(len(plan.readme_bytes))
+                bar.set_description(f"push {done}/{plan.upload_files} files")
+        return commits
+
+
+class _FsspecTarget:
+    """Any fsspec URL (``file://``, ``s3://``, ``memory://``, ...): same plan, files copied one by one."""
+
+    kind = "fsspec"
+
+    def __init__(self, url: str, revision: str | None = None, storage_options: dict | None = None) -> None:
+        if revision:
+            raise CliError("--revision applies to Hub repos only, not to fsspec URLs")
+        self.url = url
+        self.fs, self.root = fsspec.core.url_to_fs(url, **(storage_options or {}))
+        self.root = self.root.rstrip("/")
+        self.manifest: dict[str, dict] = {}
+        self.stale_tmp: list[str] = []
+        self.warnings: list[str] = []
+        self.revision = None
+
+    @property
+    def label(self) -> str:
+        return self.url
+
+    @property
+    def card_repo_id(self) -> str:
+        return self.url
+
+    @property
+    def _local(self) -> bool:
+        protos = self.fs.protocol if isinstance(self.fs.protocol, tuple | list) else (self.fs.protocol,)
+        return "file" in protos or "local" in protos
+
+    def _full(self, rel: str) -> str:
+        return f"{self.root}/{rel}"
+
+    def prepare(self, dry_run: bool) -> bool:
+        existed = self.fs.exists(self.root)
+        if not existed and not dry_run:
+            self.fs.makedirs(self.root, exist_ok=True)
+        return existed
+
+    def list(self) -> dict[str, RemoteFile]:
+        if not self.fs.exists(self.root):
+            return {}
+        try:
+            self.manifest = json.loads(self.fs.cat_file(self._full(MANIFEST_NAME))).get("files", {})
+        except (FileNotFoundError, ValueError):
+            self.manifest = {}
+        out = {}
+        for full, info in self.fs.find(self.root, detail=True).items():
+            rel = full[len(self.root) + 1:] if full.startswith(self.root + "/") else full
+            if rel.endswith(TMP_SUFFIX):
+                self.stale_tmp.append(full)
+                continue
+            if _is_pushed_path(rel):
+                size = int(info.get("size") or 0)
+                m = self.manifest.get(rel)
+                sha = m["sha256"] if m and m.get("size") == size else None
+                out[rel] = RemoteFile(rel, size, sha)
+        return out
+
+    def _remote_sha256(self, rel: str) -> str:
+        h = hashlib.sha256()
+        with self.fs.open(self._full(rel), "rb") as f:
+            while chunk := f.read(_CHUNK):
+                h.update(chunk)
+        return h.hexdigest()
+
+    def same(self, local: LocalFile, remote: RemoteFile) -> bool:
+        if remote.size != local.size:
+            return False
+        if remote.sha256:
+            return remote.sha256 == local.sha256
+        sha = self._remote_sha256(remote.relpath)  # no manifest entry: hash once, remember it
+        self.manifest[remote.relpath] = {"sha256": sha, "size": remote.size}
+        return sha == local.sha256
+
+    def same_bytes(self, data: bytes, remote: RemoteFile) -> bool:
+        return remote.size == len(data) and self.fs.cat_file(self._full(remote.relpath)) == data
+
+    def remote_shard_info(self, rel: str) -> ShardInfo | None:
+        name = parse_shard_path(rel)
+        return shard_info(self.fs, self.root, name) if name else None
+
+    def _write(self, rel: str, src: Path | bytes) -> None:
+        """Write one file so that its final name never holds partial content."""
+        dst = self._full(rel)
+        self.fs.makedirs(dst.rsplit("/", 1)[0], exist_ok=True)
+        # An object PUT is atomic already (and a rename would copy the object again); a local file is
+        # written under a temporary name and renamed.
+        tmp = dst + TMP_SUFFIX if self._local else dst
+        if isinstance(src, bytes):
+            self.fs.pipe_file(tmp, src)
+        else:
+            self.fs.put_file(str(src), tmp)
+        if tmp != dst:
+            self.fs.mv(tmp, dst)
+
+    def _save_manifest(self) -> None:
+        data = json.dumps({"version": 1, "files": dict(sorted(self.manifest.items()))}, indent=1).encode()
+        self._write(MANIFEST_NAME, data)
+
+    def apply(self, plan: PushPlan, *, message: str | None, max_files: int, bar) -> list[str]:
+        for full in self.stale_tmp:
+            self.fs.rm_file(full)
+        done = 0
+        for f, _ in plan.upload:
+            self._write(f.relpath, f.path)
+            self.manifest[f.relpath] = {"sha256": f.sha256, "size": f.size}
+            done += 1
+            bar.update(f.size)
+            bar.set_description(f"push {done}/{plan.upload_files} files")
+            if done % max_files == 0:
+                self._save_manifest()
+        if plan.readme != "unchanged":  # after every shard it describes, before removing pruned ones
+            self._write(CARD_NAME, plan.readme_bytes)
+            bar.update(len(plan.readme_bytes))
+            bar.set_description(f"push {done + 1}/{plan.upload_files} files")
+        for rel in plan.delete:
+            self.fs.rm_file(self._full(rel))
+            self.manifest.pop(rel, None)
+        self._save_manifest()
+        return []
+
+
+def _default_message(plan: PushPlan) -> str:
+    parts = []
+    if plan.upload:
+        parts.append(f"{len(plan.upload)} shard(s), {_fmt_bytes(sum(f.size for f, _ in plan.upload))}")
+    if plan.delete:
+        parts.append(f"prune {len(plan.delete)} file(s)")
+    if plan.readme != "unchanged":
+        parts.append("README.md")
+    return "fusionrs push: " + ", ".join(parts)
+
+
+def _fmt_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n} B"
+
+
+def _parse_target(target: str, revision: str | None) -> tuple[str, str | None, bool]:
+    """(repo_id or URL, revision, is_hub). ``hf://datasets/owner/name[@rev]`` counts as a Hub repo."""
+    if target.startswith("hf://"):
+        rest = target[len("hf://"):]
+        if not rest.startswith("datasets/"):
+            raise CliError(f"{target}: only dataset repos are supported (hf://datasets/OWNER/NAME)")
+        rest = rest[len("datasets/"):].rstrip("/")
+        if "@" in rest:
+            rest, rev = rest.split("@", 1)
+            if revision and revision != rev:
+                raise CliError(f"{target}: revision @{rev} conflicts with --revision {revision}")
+            revision = rev
+        target = rest
+    elif "://" in target:
+        return target, revision, False
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(target)
+    except HFValidationError:
+        raise CliError(
+            f"{target!r} is neither a Hub repo id (OWNER/NAME) nor a URL; for a folder use file:///abs/path"
+        ) from None
+    if target.count("/") != 1:
+        raise CliError(f"{target!r}: a Hub dataset repo id is OWNER/NAME")
+    return target, revision, True
+
+
+# --------------------------------------------------------------------------------------------- push
+
+
+def _local_files(local: Path) -> tuple[list[ShardInfo], list[LocalFile], list[str]]:
+    shards, orphans = scan_repo(str(local))
+    files = []
+    for s in shards:
+        p = local / s.name.path
+        files.append(LocalFile(s.name.path, p, p.stat().st_size, file_sha256(p)))
+    return shards, files, orphans
+
+
+def _run_check(local: Path, progress: bool = False):
+    try:
+        from .check import CheckTargetError, check_repo
+    except ImportError as e:
+        raise PushError(f"`fusionrs check` is not available ({e}); pass --skip-check to push unchecked") from None
+    try:
+        return check_repo(str(local), fast=True, progress=progress)
+    except CheckTargetError as e:
+        raise CliError(f"{local}: {e}") from None
+
+
+def push_repo(
+    local: str | Path,
+    target: str,
+    *,
+    api=None,
+    revision: str | None = None,
+    private: bool = True,
+    dry_run: bool = False,
+    prune: bool = False,
+    message: str | None = None,
+    skip_check: bool = False,
+    progress: bool = False,
+    max_files_per_commit: int = MAX_FILES_PER_COMMIT,
+    hub_fs=None,
+    storage_options: dict | None = None,
+    token: str | None = None,
+) -> PushResult:
+    """Push a local FusionRS repo folder to ``target`` (a Hub ``OWNER/NAME``, ``hf://datasets/...`` or an fsspec URL).
+
+    ``api`` is an ``HfApi`` (or a double with the same methods); by default one is made with ``token``,
+    else ``HF_TOKEN`` / the stored login. ``hub_fs`` is the fsspec filesystem used to read footers of
+    shards that exist only on the Hub (default ``HfFileSystem``). Raises :class:`CheckFailed` when the
+    local repo fails ``check --fast`` (unless ``skip_check``), :class:`PushError` when the push fails
+    (message free of tokens), :class:`~fusionrs_hf.errors.CliError` for unusable arguments.
+    """
+    local = Path(local)
+    if not (local / "data").is_dir():
+        raise CliError(f"{local}: not a FusionRS repo folder (no data/ directory)")
+    if max_files_per_commit < 2:
+        raise CliError("max_files_per_commit must be at least 2")
+    ref, revision, is_hub = _parse_target(target, revision)
+    secrets: list[str | None] = [token]
+
+    check_dict = None
+    if not skip_check:
+        report = _run_check(local, progress)
+        check_dict = report.to_dict() if hasattr(report, "to_dict") else {"ok": bool(report.ok)}
+        if not report.ok:
+            raise CheckFailed(report)
+
+    try:
+        if is_hub:
+            if api is None:
+                from huggingface_hub import get_token
+
+                token = token or get_token()
+                secrets.append(token)
+                if token is None and not dry_run:
+                    raise CliError("no Hugging Face token: set HF_TOKEN or run `hf auth login`")
+                api = make_api(token)
+            secrets.append(getattr(api, "token", None) if isinstance(getattr(api, "token", None), str) else None)
+            tgt: _HubTarget | _FsspecTarget = _HubTarget(ref, api, revision, private, hub_fs)
+        else:
+            tgt = _FsspecTarget(ref, revision, storage_options)
+        return _push(local, tgt, dry_run=dry_run, prune=prune, message=message, progress=progress,
+                     max_files=max_files_per_commit, check_dict=check_dict)
+    except CheckFailed:
+        raise
+    except (CliError, PushError) as e:
+        raise type(e)(scrub(str(e), secrets)) from None
+    except Exception as e:  # any client/HTTP error: re-raise with a message that cannot carry the token
+        msg = scrub(f"{type(e).__name__}: {e}", secrets)
+        raise PushError(f"push to {scrub(target, secrets)} failed: {msg}; re-run the same command to resume") from None
+
+
+def _push(local: Path, tgt, *, dry_run: bool, prune: bool, message: str | None, progress: bool,
+          max_files: int, check_dict: dict | None) -> PushResult:
+    shards, files, orphans = _local_files(local)
+    warnings = list(f"local {o}: not a shard name (data/SOURCE/SPLIT/GROUP-BATCH-NNNNN.parquet); not pushed"
+                    for o in orphans)
+    existed = tgt.prepare(dry_run)
+    remote = tgt.list() if existed or not dry_run else {}
+    warnings.extend(tgt.warnings)
+
+    plan = PushPlan(target=tgt.label, revision=tgt.revision, repo_exists=existed)
+    local_paths = {f.relpath for f in files}
+    for f in files:
+        r = remote.get(f.relpath)
+        if r is None:
+            plan.upload.append((f, "new"))
+        elif tgt.same(f, r):
+            plan.unchanged.append(f.relpath)
+        else:
+            plan.upload.append((f, "changed"))
+    card_shards = list(shards)
+    for rel in sorted(set(remote) - local_paths - {CARD_NAME}):
+        if prune:
+            plan.delete.append(rel)
+            continue
+        plan.keep_remote_only.append(rel)
+        info = tgt.remote_shard_info(rel)
+        if info is None:
+            warnings.append(f"remote {rel}: not a shard name; kept (use --prune to delete it)")
+        else:
+            card_shards.append(info)
+    if plan.keep_remote_only:
+        warnings.append(f"{len(plan.keep_remote_only)} remote shard(s) are not in the local repo; kept and counted "
+                        "in the card (pass --prune to delete them)")
+
+    local_card = local / CARD_NAME
+    sample = local_card.is_file() and SAMPLE_MARKER in local_card.read_text(encoding="utf-8", errors="replace")
+    card_shards.sort(key=lambda s: s.name)
+    text = render_card(card_shards, sample=sample, repo_id=tgt.card_repo_id)
+    if SYNTHETIC_IR_MARKER not in text:  # the card must keep telling readers the IR is synthetic
+        raise PushError("rendered card lost the synthetic-infrared note; refusing to push")
+    plan.readme_bytes = text.encode("utf-8")
+    r = remote.get(CARD_NAME)
+    plan.readme = "new" if r is None else ("unchanged" if tgt.same_bytes(plan.readme_bytes, r) else "changed")
+    plan.rights = rights_summary(f.path for f, _ in plan.upload)
+
+    result = PushResult(ok=True, plan=plan, dry_run=dry_run, check=check_dict, warnings=warnings)
+    for w in warnings:
+        logger.warning(w)
+    logger.info("plan for %s: upload %d file(s), %d B; delete %d; unchanged %d", plan.target,
+                plan.upload_files, plan.upload_bytes, len(plan.delete), len(plan.unchanged))
+    if dry_run or plan.empty:
+        return result
+
+    from tqdm import tqdm
+
+    with tqdm(total=plan.upload_bytes, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr,
+              desc=f"push 0/{plan.upload_files} files", disable=not progress) as bar:
+        result.commits = tgt.apply(plan, message=message, max_files=max_files, bar=bar)
+    result.uploaded_files, result.uploaded_bytes = plan.upload_files, plan.upload_bytes
+    return result
+
+
+# --------------------------------------------------------------------------------------------- CLI
+
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("local_repo", metavar="LOCAL_REPO", help="local repo folder (holds data/... and README.md)")
+    p.add_argument("target", metavar="REPO_ID",
+                   help="Hub dataset repo OWNER/NAME (or hf://datasets/OWNER/NAME), or an fsspec URL "
+                        "(file:///abs/path, s3://bucket/prefix, ...)")
+    p.add_argument("--revision", help="Hub branch to push to (created from main if missing); default main")
+    vis = p.add_mutually_exclusive_group()
+    vis.add_argument("--private", dest="private", action="store_true", default=True,
+                     help="create a missing Hub repo as private (the default)")
+    vis.add_argument("--public", dest="private", action="store_false",
+                     help="create a missing Hub repo as public (check the rights summary first)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan (files, bytes, rights) and exit")
+    p.add_argument("--prune", action="store_true",
+                   help="delete remote parquet files under data/ that the local repo does not have")
+    p.add_argument("--message", help="commit message (default: a summary of the change)")
+    p.add_argument("--skip-check", action="store_true",
+                   help="push even if `fusionrs check --fast` fails on the local repo")
+    p.add_argument("--max-files-per-commit", type=int, default=MAX_FILES_PER_COMMIT, help=argparse.SUPPRESS)
+    p.add_argument("--json", action="store_true", help="print one JSON object (plan and result) on stdout")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _print_text(res: PushResult, out=None) -> None:
+    out = out or sys.stdout
+    plan = res.plan
+    rev = f" (revision {plan.revision})" if plan.revision else ""
+    print(f"{'plan' if res.dry_run else 'push'} for {plan.target}{rev}"
+          f"{'' if plan.repo_exists else ' (will be created)' if res.dry_run else ''}:", file=out)
+    print(f"  upload {len(plan.upload)} shard(s) + README.md {plan.readme}: {plan.upload_files} file(s), "
+          f"{_fmt_bytes(plan.upload_bytes)}; unchanged {len(plan.unchanged)}; delete {len(plan.delete)}; "
+          f"remote-only kept {len(plan.keep_remote_only)}", file=out)
+    if res.dry_run:
+        for f, why in plan.upload:
+            print(f"  + {f.relpath}  {_fmt_bytes(f.size)}  ({why})", file=out)
+        if plan.readme != "unchanged":
+            print(f"  + {CARD_NAME}  {_fmt_bytes(len(plan.readme_bytes))}  ({plan.readme}, last commit)", file=out)
+        for rel in plan.delete:
+            print(f"  - {rel}  (prune)", file=out)
+    if plan.rights:
+        print("rights summary of the rows uploaded (source, rights_code: rows):", file=out)
+        for r in plan.rights:
+            print(f"  {r['source']:<10} {r['rights_code']:<36} {r['rows']:>10,}", file=out)
+    if plan.upload:
+        print(f"note: {TERMS_WARNING}", file=out)
+    if res.dry_run:
+        print("dry run: nothing written", file=out)
+    elif plan.empty:
+        print("nothing to do: the remote already matches (0 bytes uploaded, no commit)", file=out)
+    else:
+        how = f" in {len(res.commits)} commit(s)" if res.commits else ""
+        print(f"done: {res.uploaded_files} file(s), {_fmt_bytes(res.uploaded_bytes)} uploaded{how}", file=out)
+
+
+def run(args: argparse.Namespace) -> int:
+    progress = not args.quiet and not args.json and sys.stderr.isatty()
+    try:
+        res = push_repo(args.local_repo, args.target, revision=args.revision, private=args.private,
+                        dry_run=args.dry_run, prune=args.prune, message=args.message,
+                        skip_check=args.skip_check, progress=progress,
+                        max_files_per_commit=args.max_files_per_commit)
+    except CheckFailed as e:
+        _fail(args, str(e), check=e.report.to_dict() if hasattr(e.report, "to_dict") else None)
+        return 1
+    except PushError as e:
+        _fail(args, str(e))
+        return 1
+    for w in res.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(res.to_dict(), default=str))
+    else:
+        _print_text(res)
+    return 0
+
+
+def _fail(args: argparse.Namespace, msg: str, check: dict | None = None) -> None:
+    if args.json:
+        print(json.dumps({"ok": False, "error": msg, "check": check}, default=str))
+    print(f"fusionrs push: error: {msg}", file=sys.stderr)
+
+
+__all__ = ["push_repo", "PushResult", "PushPlan", "PushError", "CheckFailed", "scrub", "rights_summary",
+           "git_blob_id", "MAX_FILES_PER_COMMIT", "TERMS_WARNING"]
