@@ -1,0 +1,125 @@
+"""fusionrs_hf.decode: reduced-scale JPEG decode, crop/resize, normalization, errors."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fusionrs_hf import decode as dec
+from fusionrs_hf.decode import (
+    CLIP_MEAN,
+    CLIP_STD,
+    DecodeError,
+    Normalizer,
+    center_crop_resize,
+    decode_resize,
+    decode_rgb,
+    denormalize,
+    jpeg_scale,
+)
+from fusionrs_hf.scenes import jpeg_bytes, render_scene
+
+
+@pytest.fixture(scope="module")
+def scene256():
+    return render_scene(np.random.default_rng(3), 256)
+
+
+def _enc(arr: np.ndarray, fmt: str = "JPEG", **kw) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+BACKENDS = ["pil"] + (["simplejpeg"] if dec.has_simplejpeg() else [])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(("target", "expected"), [(224, 256), (128, 128), (100, 128), (60, 64), (20, 32)])
+def test_reduced_scale_never_below_target(scene256, backend, target, expected):
+    arr = decode_rgb(jpeg_bytes(scene256.rgb), target, backend=backend)
+    assert arr.shape == (expected, expected, 3) and arr.dtype == np.uint8
+    assert min(arr.shape[:2]) >= target
+
+
+def test_backends_give_identical_pixels(scene256):
+    if not dec.has_simplejpeg():
+        pytest.skip("simplejpeg not installed")
+    data = jpeg_bytes(scene256.ir)
+    for target in (None, 64, 120, 200):
+        a = decode_rgb(data, target, backend="pil")
+        b = decode_rgb(data, target, backend="simplejpeg")
+        assert a.shape == b.shape and np.array_equal(a, b)
+
+
+def test_jpeg_scale_matches_pil_draft():
+    assert [jpeg_scale(512, 512, s) for s in (600, 512, 256, 224, 128, 64, 10)] == [1, 1, 2, 2, 4, 8, 8]
+    assert jpeg_scale(512, 300, 128) == 2  # the shorter side decides
+
+
+def test_decode_resize_close_to_full_pil(scene256):
+    data = jpeg_bytes(scene256.rgb, 95)
+    got = decode_resize(data, 96)
+    assert got.shape == (3, 96, 96) and got.dtype == torch.uint8
+    ref = np.asarray(Image.open(io.BytesIO(data)).convert("RGB").resize((96, 96), Image.BILINEAR))
+    diff = np.abs(got.permute(1, 2, 0).numpy().astype(int) - ref.astype(int))
+    assert diff.mean() < 4  # reduced-scale decode + resize vs full decode + resize: a few grey levels
+    # and the resize itself is PIL's bilinear to the pixel when no DCT scaling applies
+    full = decode_rgb(data, None)
+    exact = center_crop_resize(full, 200).permute(1, 2, 0).numpy()
+    ref200 = np.asarray(Image.fromarray(full).resize((200, 200), Image.BILINEAR))
+    assert np.abs(exact.astype(int) - ref200.astype(int)).max() <= 1
+
+
+def test_center_crop_of_non_square():
+    arr = np.zeros((60, 120, 3), np.uint8)
+    arr[:, :30] = 255  # left quarter white: cropped away
+    arr[:, 90:] = 255  # right quarter white: cropped away
+    arr[:, 30:90] = 80
+    out = center_crop_resize(arr, 30)
+    assert out.shape == (3, 30, 30)
+    assert int(out.max()) == 80 and int(out.min()) == 80
+
+
+def test_grayscale_and_png_inputs(scene256):
+    gray = _enc(scene256.ir[..., 0])  # an L-mode JPEG
+    arr = decode_rgb(gray, 64)
+    assert arr.shape[2] == 3 and np.array_equal(arr[..., 0], arr[..., 1])
+    png = _enc(scene256.rgb, "PNG")
+    assert np.array_equal(decode_rgb(png, 64), scene256.rgb)  # lossless, not scaled (not a JPEG)
+    # 3-channel IR keeps its slightly different channels
+    ir = decode_rgb(jpeg_bytes(scene256.ir), None)
+    assert not np.array_equal(ir[..., 0], ir[..., 1])
+
+
+@pytest.mark.parametrize("bad", [b"", b"not an image", b"\xff\xd8\xff\xe0" + b"\x00" * 40])
+def test_bad_bytes_raise_decode_error(bad):
+    with pytest.raises(DecodeError):
+        decode_resize(bad, 32)
+
+
+def test_truncated_jpeg_raises(scene256):
+    data = jpeg_bytes(scene256.rgb)
+    with pytest.raises(DecodeError):
+        decode_resize(data[:500], 64)
+
+
+def test_normalizer_round_trip_and_validation():
+    u8 = torch.randint(0, 256, (3, 8, 8), dtype=torch.uint8)
+    x = Normalizer()(u8)
+    assert x.dtype == torch.float32
+    m = torch.tensor(CLIP_MEAN).view(3, 1, 1)
+    s = torch.tensor(CLIP_STD).view(3, 1, 1)
+    assert torch.allclose(x, (u8.float() / 255 - m) / s, atol=1e-5)
+    assert torch.allclose(denormalize(x), u8.float() / 255, atol=1e-5)
+    out = torch.empty(2, 3, 8, 8)
+    Normalizer((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))(u8, out[1])
+    assert torch.allclose(out[1], u8.float() / 127.5 - 1, atol=1e-5)
+    with pytest.raises(ValueError):
+        Normalizer(std=(1, 0, 1))
+    with pytest.raises(ValueError):
+        Normalizer(mean=(0.5,))
