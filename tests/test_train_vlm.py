@@ -1,0 +1,159 @@
+"""VLM LoRA trainer: prompt masking, adapter placement, and a few real optimisation steps."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+pytest.importorskip("peft")
+pytest.importorskip("tokenizers")
+
+from PIL import Image  # noqa: E402
+
+from fusionrs_hf.train import vlm  # noqa: E402
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+VLM_COUNTS = {"train": 12, "validation": 2, "test": 1}
+"""12 train rows per source -> 4 IR-aware rows each -> 20 B-iraware samples (>= 2 steps x 8)."""
+PROMPT = "Describe this infrared remote sensing image in detail."
+ANSWER = "An infrared image of a forest, where the tree canopy is bright and textured."
+
+
+def _example(name: str):
+    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _sample(answer: str = ANSWER, sid: str = "s0") -> dict:
+    img = Image.new("RGB", (48, 40), (90, 90, 90))
+    return {"messages": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": PROMPT}]},
+                         {"role": "assistant", "content": [{"type": "text", "text": answer}]}],
+            "images": [img], "sample_id": sid}
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    texts = [PROMPT, ANSWER, "An aerial view of a river landscape with 12 rectangular fields."] * 5
+    return vlm.tiny_vlm(texts)
+
+
+@pytest.fixture(scope="module")
+def vlm_repo(tmp_path_factory):
+    from fusionrs_hf.demo import make_sample_repo
+
+    return make_sample_repo(tmp_path_factory.mktemp("vlm") / "repo", counts=VLM_COUNTS, size=64, max_rows=8)
+
+
+def test_labels_mask_every_prompt_token(tiny):
+    model, processor = tiny
+    tok = processor.tokenizer
+    batch = vlm.VLMCollator(processor)([_sample(), _sample("A forest.", "s1")])
+    ids, labels, attn = batch["input_ids"], batch["labels"], batch["attention_mask"]
+    assert ids.shape == labels.shape and "pixel_values" in batch
+    image_id = tok.convert_tokens_to_ids("<image>")
+    for i, answer in enumerate((ANSWER, "A forest.")):
+        kept = labels[i][labels[i] != vlm.IGNORE_INDEX]
+        # exactly the answer and the end-of-turn marker are supervised
+        assert tok.decode(kept).strip() == answer + "<|im_end|>"
+        first = int((labels[i] != vlm.IGNORE_INDEX).nonzero()[0])
+        prompt_text = tok.decode(ids[i, :first])
+        assert PROMPT in prompt_text and prompt_text.endswith("<|im_start|>assistant\n")
+        # every image token is in the masked prompt, and the prompt is masked entirely
+        assert (ids[i] == image_id).sum() > 1
+        assert (labels[i][ids[i] == image_id] == vlm.IGNORE_INDEX).all()
+        assert (labels[i, :first] == vlm.IGNORE_INDEX).all()
+        # padding is not supervised
+        assert (labels[i][attn[i] == 0] == vlm.IGNORE_INDEX).all()
+    assert (attn[1] == 0).any()  # the shorter answer was padded
+
+
+def test_template_whose_prompt_is_not_a_prefix_is_rejected(tiny):
+    _, processor = tiny
+    collator = vlm.VLMCollator(processor)
+    original = processor.chat_template
+    processor.chat_template = original.replace("<|im_start|>assistant\n{% endif %}", "<|im_start|>bot\n{% endif %}")
+    try:
+        with pytest.raises(ValueError, match="s0.*prefix"):
+            collator([_sample()])
+    finally:
+        processor.chat_template = original
+    with pytest.raises(ValueError, match="last message"):
+        collator([{"messages": _sample()["messages"][:1], "images": [], "sample_id": "x"}])
+
+
+def test_lora_goes_on_the_language_model_only(tiny):
+    model, _ = tiny
+    names = vlm.lora_target_modules(model)
+    assert names and all("language_model" in n for n in names)
+    assert not any("vision_tower" in n or "projector" in n for n in names)
+    assert {n.rsplit(".", 1)[-1] for n in names} == set(vlm.LORA_PROJECTIONS)
+
+
+def test_paper_defaults():
+    cfg = vlm.VLMTrainConfig(data="x")
+    assert (cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout) == (32, 64, 0.05)
+    assert (cfg.epochs, cfg.lr_scheduler_type, cfg.warmup_ratio) == (1, "cosine", 0.03)
+    assert (cfg.per_device_batch_size, cfg.gradient_accumulation_steps, cfg.gradient_checkpointing) == (1, 8, True)
+    args = vlm._training_args(cfg, max_steps=10)
+    assert args.gradient_accumulation_steps == 8 and args.per_device_train_batch_size == 1
+    assert getattr(args, "activation_checkpointing", None) or args.gradient_checkpointing
+    assert getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type) == "cosine"
+    assert args.bf16 == bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+
+
+def test_stream_counts_setting_samples(vlm_repo):
+    n_b = vlm.VLMStream(str(vlm_repo), setting="B-iraware").count()
+    n_c = vlm.VLMStream(str(vlm_repo), setting="C-mixed").count()
+    assert n_b == 5 * 4 and n_c == 2 * n_b
+    first = next(iter(vlm.VLMStream(str(vlm_repo), setting="B-iraware")))
+    assert first["messages"][-1]["role"] == "assistant" and isinstance(first["images"][0], Image.Image)
+
+
+def test_few_steps_change_only_the_adapters(vlm_repo, tmp_path):
+    texts = vlm._texts_for_tokenizer(str(vlm_repo), "iraware")
+    model, processor = vlm.tiny_vlm(texts)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    cfg = vlm.VLMTrainConfig(data=str(vlm_repo), steps=2, out=str(tmp_path / "run"), eval_split="validation",
+                             eval_limit=2)
+    run = vlm.train_vlm(cfg, model=model, processor=processor)
+    peft_model, m = run["model"], run["metrics"]
+    assert m["steps"] == 2 and m["samples_seen"] == 16
+    base = peft_model.base_model.model
+    assert getattr(base, "is_activation_checkpointing", None) or base.is_gradient_checkpointing
+    assert 0 < m["trainable_params"] < m["total_params"]
+    changed_lora, seen = 0, set()
+    for name, p in peft_model.named_parameters():
+        if "lora_" in name:
+            assert p.requires_grad
+            changed_lora += int(not torch.equal(p, torch.zeros_like(p)) and "lora_B" in name)
+            continue
+        assert not p.requires_grad, name
+        orig = name.removeprefix("base_model.model.").replace(".base_layer", "")
+        assert torch.equal(p.detach(), before[orig]), f"base weight {orig} changed"
+        seen.add(orig)
+    assert seen == set(before)  # every base weight was compared
+    assert changed_lora > 0  # lora_B starts at zero: non-zero means the adapters trained
+    assert (tmp_path / "run" / "adapter" / "adapter_config.json").is_file()
+    assert m["eval_samples"] == 2 and m["eval_answer_loss"] > 0
+
+
+def test_command_line_prints_one_json_line(vlm_repo, tmp_path):
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = _example("train_vlm").main(["--data", str(vlm_repo), "--config", "iraware", "--model", "tiny",
+                                         "--steps", "1", "--grad-accum", "2", "--eval-split", "none",
+                                         "--out", str(tmp_path / "cli")])
+    assert rc == 0
+    final = json.loads(buf.getvalue().strip().splitlines()[-1])
+    assert final["steps"] == 1 and final["train_loss"] > 0
+    saved = json.loads((tmp_path / "cli" / "metrics.json").read_text())
+    assert saved["config"]["lora_r"] == 32 and saved["config"]["setting"] == "B-iraware"
