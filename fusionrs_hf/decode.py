@@ -22,6 +22,7 @@ when the file carries EXIF (the PIL path); FusionRS images carry none.
 from __future__ import annotations
 
 import io
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -110,13 +111,21 @@ def decode_rgb(data: bytes, min_size: int | None = None, *, backend: str = "auto
 
 def center_crop_resize(arr: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
     """uint8 HxWx3 -> uint8 3xSxS: centre square crop, then antialiased bilinear resize (CLIP recipe)."""
-    t = torch.from_numpy(np.ascontiguousarray(arr)) if isinstance(arr, np.ndarray) else arr
+    readonly = isinstance(arr, np.ndarray) and not arr.flags.writeable
+    if isinstance(arr, np.ndarray):
+        # PIL hands out read-only buffers; we only read them here (a copy is made below when needed),
+        # so torch's "non-writable array" warning does not apply.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            t = torch.from_numpy(np.ascontiguousarray(arr))
+    else:
+        t = arr
     h, w = int(t.shape[0]), int(t.shape[1])
     side = min(h, w)
     top, left = (h - side) // 2, (w - side) // 2
     t = t[top:top + side, left:left + side].permute(2, 0, 1)  # 3xSxS view, channels-last strides
     if side == size:
-        return t
+        return t.clone() if readonly else t
     # channels-last uint8 input takes torch's vectorised uint8 antialias kernel (the fast path)
     out = F.interpolate(t.unsqueeze(0), size=(size, size), mode="bilinear", antialias=True,
                         align_corners=False)
