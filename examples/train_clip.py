@@ -21,6 +21,7 @@ import argparse
 import json
 import sys
 
+from fusionrs_hf.layout import SPLITS
 from fusionrs_hf.train.clip import RECIPES, ClipTrainConfig, final_line, train_clip
 
 
@@ -40,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dedupe-captions", action="store_true",
                    help="rows of a batch with the same caption string are not each other's negatives")
     p.add_argument("--image-size", type=int, default=64, help="tiny model only; checkpoints use their own size")
-    p.add_argument("--eval-split", default="validation", choices=("validation", "test"))
+    p.add_argument("--eval-split", default="validation", choices=[s for s in SPLITS if s != "train"])
     p.add_argument("--eval-text", default="caption", choices=("caption", "ir_caption"))
     p.add_argument("--eval-limit", type=int, default=None, help="evaluate on the first N rows only")
     p.add_argument("--eval-every", type=int, default=0, help="also evaluate every N steps (0: only at the end)")

@@ -22,6 +22,7 @@ import json
 import sys
 
 from fusionrs_hf.train.vlm import PAPER_DEFAULTS, VLMTrainConfig, train_vlm
+from fusionrs_hf.vlm_data import SETTINGS, TASKS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,8 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="FusionRS repo: Hub dataset id or local folder")
     p.add_argument("--config", default="iraware", help="data config (default iraware)")
-    p.add_argument("--setting", default="B-iraware", choices=("A-original", "B-iraware", "C-mixed"))
-    p.add_argument("--task", default="ir_caption", choices=("ir_caption", "object_qa", "scene_qa", "ir_cue_qa"))
+    p.add_argument("--setting", default="B-iraware", choices=SETTINGS)
+    p.add_argument("--task", default="ir_caption", choices=TASKS)
     p.add_argument("--model", default="tiny", help="tiny | a transformers image-text-to-text model id or folder")
     p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: --epochs over the data)")
     p.add_argument("--epochs", type=float, default=d["epochs"])

@@ -108,6 +108,8 @@ def wds_shards(repo: Path, log=lambda m: None) -> list[str]:
 
     import pyarrow.parquet as pq
 
+    from .torch import BATCH_KEYS
+
     out_dir = repo / "_wds"
     done = out_dir / ".complete"
     shards = _shards(repo)
@@ -118,7 +120,7 @@ def wds_shards(repo: Path, log=lambda m: None) -> list[str]:
     log(f"writing {len(tars)} WebDataset tar shards")
     out_dir.mkdir(exist_ok=True)
     for src, tar in zip(shards, tars, strict=True):
-        table = pq.read_table(src, columns=["sample_id", "source", "rgb", "ir", "caption", "ir_caption"])
+        table = pq.read_table(src, columns=list(BATCH_KEYS))
         with tarfile.open(tar, "w") as tf:
             for row in table.to_pylist():
                 key = row["sample_id"]
@@ -207,8 +209,10 @@ def loader_stock(repo: Path, args):
     from datasets import load_dataset
     from torch.utils.data import DataLoader
 
+    from .torch import BATCH_KEYS
+
     ds = load_dataset(str(repo), CONFIG, split=SPLIT, streaming=True)
-    ds = ds.select_columns(["sample_id", "source", "rgb", "ir", "caption", "ir_caption"])
+    ds = ds.select_columns(list(BATCH_KEYS))
     ds = ds.with_format("torch").map(_StockMap(args.image_size))
     return DataLoader(ds, batch_size=args.batch_size, num_workers=args.workers)
 
@@ -259,9 +263,11 @@ def decode_limit(repo: Path, args) -> dict:
 
     import pyarrow.parquet as pq
 
+    from .schema import IMAGE_FIELDS
+
     pairs = []
     for p in _shards(repo):
-        t = pq.read_table(p, columns=["rgb", "ir"])
+        t = pq.read_table(p, columns=list(IMAGE_FIELDS))
         pairs += list(zip(t.column("rgb").combine_chunks().field("bytes").to_pylist(),
                           t.column("ir").combine_chunks().field("bytes").to_pylist(), strict=True))
     k = max(1, args.workers)

@@ -73,7 +73,7 @@ from .index import (
     iter_index,
 )
 from .layout import DEFAULT_BATCH, GROUPS, SPLITS, list_shards, parse_shard_path, shard_path
-from .schema import SOURCES
+from .schema import SOURCES, joint_group_id_for
 
 BUILDER_VERSION = "1"
 """Bumped when the bytes a build writes for the same inputs change; part of every shard fingerprint."""
@@ -650,7 +650,7 @@ def folder_to_inputs(path: str | os.PathLike, source: str, work: Path, *, split:
             rec = {
                 "schema_version": PUBLIC_SCHEMA, "sample_id": sid, "source_dataset": source,
                 "source_record_id": r["rgb"], "source_locator": r["rgb"], "source_rights_code": r["rights_code"],
-                "split": r["split"], "joint_group_id": "joint-group:" + hashlib.sha256(sid.encode()).hexdigest()[:24],
+                "split": r["split"], "joint_group_id": joint_group_id_for(sid),
                 "phash4_component_id": None, "canonical_component_representative": None,
                 "is_canonical_component_representative": True, "is_eval_representative": False,
                 "caption_supervision_available_upstream": bool(r["captions"]), "vlm_train_identity": False,

@@ -25,12 +25,16 @@ import os
 import re
 import sqlite3
 import unicodedata
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import TypeVar
 
 from .index import open_text
 from .schema import SOURCES
+
+T = TypeVar("T")
 
 CHOICES = ("first", "random", "all")
 """How one caption is picked when an image has several usable ones:
@@ -366,6 +370,10 @@ def read_caption_table(path: str | os.PathLike) -> Iterator[CaptionEntry]:
 def read_iraware(path: str | os.PathLike) -> Iterator[tuple[str, str]]:
     """The IR-aware caption file: ``(sample_id, ir_caption)`` pairs (JSONL, CSV or Parquet)."""
     path = Path(path)
+    yield from _named_errors(path, _iraware_pairs(path))
+
+
+def _iraware_pairs(path: Path) -> Iterator[tuple[str, str]]:
     for n, row in _table_rows(path):
         sid = row.get("sample_id")
         if sid in (None, ""):
@@ -457,14 +465,42 @@ def detect_format(path: str | os.PathLike, source: str | None = None) -> str:
     raise CaptionFileError(f"{p.name}: unrecognised caption file (not a table, RSICD/RSITMD or NWPU-Captions)")
 
 
+_READ_ERRORS = (OSError, EOFError, ValueError, csv.Error, zlib.error)
+"""What a reader raises on a corrupt file: bad UTF-8, truncated gzip, a non-parquet ``.parquet``
+(pyarrow's errors subclass these), a malformed CSV."""
+
+
+def _named_errors(path: Path, items: Iterable[T]) -> Iterator[T]:
+    """Pass ``items`` through; turn a read error into a :class:`CaptionFileError` naming the file.
+
+    The readers stream, so a corrupt byte far into a file surfaces mid-iteration; without this it
+    would be a bare ``UnicodeDecodeError`` / ``ArrowInvalid`` traceback out of ``fusionrs build``.
+    """
+    n = 0
+    try:
+        for item in items:
+            n += 1
+            yield item
+    except CaptionFileError:
+        raise
+    except _READ_ERRORS as e:
+        raise CaptionFileError(f"{path.name}: unreadable after {n} entries ({type(e).__name__}: {e})") from None
+
+
 def read_caption_file(path: str | os.PathLike, source: str | None = None) -> Iterator[CaptionEntry]:
     """Entries of any supported caption file (format detected, or forced by ``source``)."""
-    fmt = detect_format(path, source)
+    p = Path(path)
+    try:
+        fmt = detect_format(path, source)
+    except CaptionFileError:
+        raise
+    except _READ_ERRORS as e:
+        raise CaptionFileError(f"{p.name}: unreadable ({type(e).__name__}: {e})") from None
     if fmt == "table":
-        return read_caption_table(path)
+        return _named_errors(p, read_caption_table(path))
     if fmt == "table-json":
-        return _json_array_table(Path(path))
-    return NATIVE_READERS[fmt](Path(path))
+        return _named_errors(p, _json_array_table(p))
+    return _named_errors(p, NATIVE_READERS[fmt](p))
 
 
 def _json_array_table(path: Path) -> Iterator[CaptionEntry]:

@@ -63,7 +63,6 @@ import os
 import re
 import sys
 import time
-import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
@@ -77,6 +76,7 @@ import pyarrow.parquet as pq
 from .layout import (
     CONFIGS,
     CONFIGS_BY_NAME,
+    SHARD_TEMPLATE,
     SOURCE_DIRS,
     SPLITS,
     ShardName,
@@ -85,7 +85,16 @@ from .layout import (
     list_shards,
 )
 from .phash import DEFAULT_RADIUS, near_pairs, phash
-from .schema import FEATURES, FIELD_NAMES, IMAGE_FIELDS, JOINT_GROUP_RE, NON_NULLABLE, SHA256_RE
+from .schema import (
+    FEATURES,
+    FIELD_NAMES,
+    IMAGE_FIELDS,
+    JOINT_GROUP_RE,
+    NON_NULLABLE,
+    SHA256_FIELDS,
+    SHA256_RE,
+)
+from .text import normalize_caption
 
 IR_SPREAD_THRESHOLD = 16.0
 """Largest mean channel spread (0-255 levels) an ``ir`` image may have.
@@ -126,7 +135,7 @@ KINDS: dict[str, str] = {
     "leak_caption": "the same normalized caption in two splits",
 }
 
-_FAST_COLUMNS = ("sample_id", "source", "ir_caption", "rgb_sha256", "ir_sha256", "joint_group_id")
+_FAST_COLUMNS = ("sample_id", "source", "ir_caption", *SHA256_FIELDS.values(), "joint_group_id")
 _FULL_COLUMNS = (*_FAST_COLUMNS, "caption", *IMAGE_FIELDS)
 _SPLIT_INDEX = {s: i for i, s in enumerate(SPLITS)}
 
@@ -184,29 +193,6 @@ class CheckTargetError(Exception):
 
 
 # --------------------------------------------------------------------------- small helpers
-
-class _PunctToSpace(dict):
-    """``str.translate`` table mapping every Unicode punctuation character (category P*) to a space.
-
-    Filled lazily per character seen, so no table over all of Unicode is built up front.
-    """
-
-    def __missing__(self, ch: int) -> int:
-        val = 32 if unicodedata.category(chr(ch)).startswith("P") else ch
-        self[ch] = val
-        return val
-
-
-_PUNCT = _PunctToSpace()
-
-
-def normalize_caption(text: str) -> str:
-    """The caption form used for leakage: NFKC, casefold, punctuation -> space, whitespace collapsed.
-
-    Punctuation becomes a space (not nothing) so "river,road" and "river, road" agree.
-    """
-    return " ".join(unicodedata.normalize("NFKC", text).casefold().translate(_PUNCT).split())
-
 
 def _h64(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
@@ -392,7 +378,11 @@ def _check_batch(batch: pa.RecordBatch, res: _ShardResult, task: _Task, add, col
     data = {n: batch.column(n) for n in batch.schema.names}
     py = {n: data[n].to_pylist() for n in data if n not in IMAGE_FIELDS}
     n = batch.num_rows
-    sids = py.get("sample_id", [None] * n)
+    none = [None] * n  # one stand-in for an absent column, not a fresh list per row
+    sids = py.get("sample_id", none)
+    shas = {col: py.get(col, none) for col in SHA256_FIELDS.values()}
+    gids = py.get("joint_group_id", none)
+    captions = py.get("caption", none)
     for col in data:
         if col in NON_NULLABLE and data[col].null_count:
             for i in np.flatnonzero(data[col].is_null().to_numpy(zero_copy_only=False)):
@@ -402,7 +392,7 @@ def _check_batch(batch: pa.RecordBatch, res: _ShardResult, task: _Task, add, col
         for col in IMAGE_FIELDS:
             if col in data:
                 arr = data[col]
-                images[col] = arr.field("bytes").to_pylist() if pa.types.is_struct(arr.type) else [None] * n
+                images[col] = arr.field("bytes").to_pylist() if pa.types.is_struct(arr.type) else none
     for i in range(n):
         row = res.rows_read + i
         sid = sids[i]
@@ -418,13 +408,13 @@ def _check_batch(batch: pa.RecordBatch, res: _ShardResult, task: _Task, add, col
                 add("base_has_ir_caption", "base row has a non-null ir_caption (it belongs in an iraware shard)",
                     row, sid)
         stored = {}
-        for col in ("rgb_sha256", "ir_sha256"):
-            val = py.get(col, [None] * n)[i]
+        for col, vals in shas.items():
+            val = vals[i]
             if val is not None and not SHA256_RE.match(val):
                 add("bad_sha256", f"{col} {val[:80]!r} is not 64 lowercase hex digits", row, sid)
             elif val is not None:
                 stored[col] = val
-        gid = py.get("joint_group_id", [None] * n)[i]
+        gid = gids[i]
         if gid is not None and not JOINT_GROUP_RE.match(gid):
             add("bad_joint_group_id", f"joint_group_id {gid[:80]!r} does not match {JOINT_GROUP_RE.pattern}", row, sid)
         rec: dict[str, int | bool] = dict.fromkeys(_ROW_FIELDS, 0)
@@ -432,16 +422,16 @@ def _check_batch(batch: pa.RecordBatch, res: _ShardResult, task: _Task, add, col
                    gid=_h64(gid) if gid else 0, gid_ok=bool(gid))
         stats: dict[str, ImageStats] = {}
         if not task.fast:
-            ck = caption_key(py.get("caption", [None] * n)[i])
+            ck = caption_key(captions[i])
             rec.update(cap=ck or 0, cap_ok=ck is not None)
             for col in IMAGE_FIELDS:
-                raw = images.get(col, [None] * n)[i]
+                raw = images.get(col, none)[i]
                 if not raw:
                     add("undecodable_image", f"{col} has no bytes", row, sid)
                     continue
                 sha = hashlib.sha256(raw).hexdigest()
                 rec[f"{col}_sha0"], rec[f"{col}_sha1"] = _sha_parts(sha)
-                want = stored.get(f"{col}_sha256")
+                want = stored.get(SHA256_FIELDS[col])
                 if want is not None and want != sha:
                     add("sha256_mismatch", f"{col}_sha256 is {want[:12]}... but the bytes hash to {sha[:12]}...",
                         row, sid)
@@ -510,9 +500,8 @@ def _card_findings(card_text: str | None, shards: list[ShardName], orphans: list
 
     out: list[Finding] = []
     for rel in orphans:
-        out.append(Finding("orphan_shard", "parquet file outside the shard naming rule "
-                           "data/{source}/{split}/{group}-{batch}-{index:05d}.parquet; no registry config includes it",
-                           shard=rel))
+        out.append(Finding("orphan_shard", f"parquet file outside the shard naming rule {SHARD_TEMPLATE}; "
+                           "no registry config includes it", shard=rel))
     if card_text is None:
         out.append(Finding("missing_card", "README.md not found: configs and dataset_info cannot be checked"))
         return out

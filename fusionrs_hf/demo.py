@@ -7,7 +7,6 @@ paper), and an IR-aware test split that is the whole test split (as in the paper
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -16,8 +15,9 @@ import numpy as np
 from .card import write_card
 from .layout import SPLITS
 from .scenes import captions, jpeg_bytes, render_scene
-from .schema import SOURCES
+from .schema import SOURCES, joint_group_id_for
 from .shards import ShardSink
+from .text import normalize_caption
 
 DEFAULT_COUNTS = {"train": 44, "validation": 8, "test": 10}
 """Rows per source and split: 5 x 62 = 310 triplets."""
@@ -61,7 +61,7 @@ def sample_rows(seed: int = 0, counts: dict[str, int] | None = None, size: int =
                     "caption_origin": "source",
                     "ir_caption": ir_cap if group == "iraware" else None,
                     "class_name": scene.scene_class if source == "NWPU" else None,
-                    "joint_group_id": "joint-group:" + hashlib.sha256(sid.encode()).hexdigest()[:24],
+                    "joint_group_id": joint_group_id_for(sid),
                     "rights_code": RIGHTS[source],
                 }
                 yield source, split, group, row
@@ -72,12 +72,14 @@ def _split_unique_caption(cap: str, split: str, sid: str, first_split: dict[str,
 
     Template captions repeat; the real split keeps repeats in one split, and ``fusionrs check``
     reports any that cross. A repeat in a later split gets the (unique) sample id appended, which
-    leaves the rng stream, and so every image, unchanged.
+    leaves the rng stream, and so every image, unchanged. Captions are compared in the checker's
+    normalized form (:func:`fusionrs_hf.text.normalize_caption`), so "Farmland, river." and
+    "farmland river" count as one text here exactly as they do in ``leak_caption``.
     """
-    if first_split.setdefault(cap.casefold(), split) == split:
+    if first_split.setdefault(normalize_caption(cap), split) == split:
         return cap
     cap = f"{cap.rstrip('.')} (tile {sid})."
-    first_split.setdefault(cap.casefold(), split)
+    first_split.setdefault(normalize_caption(cap), split)
     return cap
 
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .layout import INDEX_SPLITS
-from .schema import JOINT_GROUP_RE, SOURCES
+from .schema import JOINT_GROUP_RE, SHA256_RE, SOURCES
 
 PUBLIC_SCHEMA = "fusionrs-public-index-v1"
 INTERNAL_SCHEMA = "fusionrs-index-v1"
@@ -52,7 +52,6 @@ DIFFV2IR_SETTINGS = {"model": "DiffV2IR", "size": 512, "steps": 20, "seed": 1234
                      "checkpoint": "after_phase_2.ckpt"}
 """The authors' translation settings; recorded in the build report for users who generate IR images."""
 
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
 _COMMON_BOOLS = ("is_canonical_component_representative", "is_eval_representative",
@@ -208,7 +207,7 @@ def parse_record(obj: object, where: str = "index", line: int = 0) -> IndexRecor
         caption = _req(obj, "caption", str, where, line, nullable=True, nonempty=False)
         usable = _req(obj, "caption_usable", bool, where, line)
         norm_key = _req(obj, "normalized_caption_key", str, where, line, nullable=True)
-        if norm_key is not None and not _HEX64.match(norm_key):
+        if norm_key is not None and not SHA256_RE.match(norm_key):
             raise IndexFormatError(where, line, "normalized_caption_key", "must be 64 lowercase hex digits")
     return IndexRecord(
         sample_id=sid, source=source, source_record_id=str(rec_id), source_locator=locator,

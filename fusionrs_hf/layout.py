@@ -34,10 +34,13 @@ SOURCE_DIRS: dict[str, str] = {s: s.lower() for s in SOURCES}
 DIR_SOURCES: dict[str, str] = {v: k for k, v in SOURCE_DIRS.items()}
 
 BATCH_RE = re.compile(r"^[a-z0-9_]+$")
+SHARD_TEMPLATE = "data/{source_dir}/{split}/{group}-{batch}-{index:05d}.parquet"
+"""The shard naming rule; :func:`shard_path` formats it and messages quote it."""
 SHARD_RE = re.compile(
-    r"^data/(?P<source_dir>[a-z0-9_]+)/(?P<split>train|validation|test)/"
-    r"(?P<group>iraware|base)-(?P<batch>[a-z0-9_]+)-(?P<index>\d{5})\.parquet$"
+    rf"^data/(?P<source_dir>[a-z0-9_]+)/(?P<split>{'|'.join(SPLITS)})/"
+    rf"(?P<group>{'|'.join(GROUPS)})-(?P<batch>[a-z0-9_]+)-(?P<index>\d{{5}})\.parquet$"
 )
+"""The parser of :data:`SHARD_TEMPLATE`; split and group alternatives come from :data:`SPLITS` / :data:`GROUPS`."""
 
 
 @dataclass(frozen=True)
@@ -114,7 +117,7 @@ def shard_path(source: str, split: str, group: str, index: int, batch: str = DEF
         raise ValueError(f"batch tag {batch!r} must match {BATCH_RE.pattern}")
     if not 0 <= index <= 99999:
         raise ValueError(f"shard index {index} out of range 0..99999")
-    return f"data/{SOURCE_DIRS[source]}/{split}/{group}-{batch}-{index:05d}.parquet"
+    return SHARD_TEMPLATE.format(source_dir=SOURCE_DIRS[source], split=split, group=group, batch=batch, index=index)
 
 
 def parse_shard_path(relpath: str) -> ShardName | None:

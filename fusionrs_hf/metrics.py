@@ -95,6 +95,14 @@ def _ids(ids: Sequence[Hashable] | None, n: int, what: str) -> list:
     return ids
 
 
+def _same_ids(rows: Sequence[Hashable], cols: Sequence[Hashable]) -> np.ndarray:
+    """rows x cols bool: ``rows[i] == cols[j]``, via integer codes (no Python loop over all pairs)."""
+    codes: dict[Hashable, int] = {}
+    r = np.fromiter((codes.setdefault(x, len(codes)) for x in rows), dtype=np.int64, count=len(rows))
+    c = np.fromiter((codes.get(x, -1) for x in cols), dtype=np.int64, count=len(cols))
+    return r[:, None] == c[None, :]
+
+
 def retrieval_metrics(
     rgb=None,
     ir=None,
@@ -137,7 +145,7 @@ def retrieval_metrics(
                 if n_txt != n_img:
                     raise ValueError(f"{n_txt} texts for {n_img} images: pass text_ids naming each text's image")
                 txt_ids = img_ids
-            rel = np.asarray([[a == b for b in txt_ids] for a in img_ids], dtype=bool)
+            rel = _same_ids(img_ids, txt_ids)
         if not rel.any(axis=0).all():
             bad = int(np.flatnonzero(~rel.any(axis=0))[0])
             raise ValueError(f"text row {bad} has no matching image")
@@ -154,7 +162,7 @@ def retrieval_metrics(
         out["n_texts"] = float(n_txt)
     if "rgb" in emb and "ir" in emb:
         img_ids = _ids(image_ids, n_img, "image_ids")
-        rel = np.asarray([[a == b for b in img_ids] for a in img_ids], dtype=bool)
+        rel = _same_ids(img_ids, img_ids)
         sim = emb["rgb"] @ emb["ir"].T
         for k, v in recall_at_k(sim, rel, ks).items():
             out[f"rgb2ir_r{k}"] = v

@@ -43,7 +43,7 @@ import pyarrow.parquet as pq
 
 from .card import CARD_NAME, ShardInfo, render_card, scan_repo, shard_info
 from .errors import CliError
-from .layout import parse_shard_path
+from .layout import SHARD_TEMPLATE, parse_shard_path
 
 logger = logging.getLogger(__name__)
 
@@ -635,8 +635,7 @@ def push_repo(
 def _push(local: Path, tgt, *, dry_run: bool, prune: bool, message: str | None, progress: bool,
           max_files: int, check_dict: dict | None) -> PushResult:
     shards, files, orphans = _local_files(local)
-    warnings = list(f"local {o}: not a shard name (data/SOURCE/SPLIT/GROUP-BATCH-NNNNN.parquet); not pushed"
-                    for o in orphans)
+    warnings = list(f"local {o}: not a shard name ({SHARD_TEMPLATE}); not pushed" for o in orphans)
     existed = tgt.prepare(dry_run)
     remote = tgt.list() if existed or not dry_run else {}
     warnings.extend(tgt.warnings)

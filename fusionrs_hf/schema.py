@@ -7,6 +7,7 @@ The order of ``FIELDS`` is the column order in every shard.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 
@@ -18,6 +19,15 @@ SOURCES: tuple[str, ...] = ("RS5M", "SkyScript", "NWPU", "RSICD", "RSITMD")
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 JOINT_GROUP_RE = re.compile(r"^joint-group:[0-9a-f]{24}$")
+
+
+def joint_group_id_for(key: str) -> str:
+    """A ``joint_group_id`` (matching :data:`JOINT_GROUP_RE`) for a row the official index does not group.
+
+    Rows built from a user's own folder and the embedded sample get one group per key (their
+    sample id), derived here so every producer spells the id the same way.
+    """
+    return "joint-group:" + hashlib.sha256(key.encode("utf-8")).hexdigest()[:24]
 
 
 @dataclass(frozen=True)
@@ -62,6 +72,9 @@ FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in FIELDS)
 IMAGE_FIELDS: tuple[str, ...] = tuple(f.name for f in FIELDS if isinstance(f.feature, Image))
 FEATURES = Features({f.name: f.feature for f in FIELDS})
 NON_NULLABLE: frozenset[str] = frozenset(f.name for f in FIELDS if not f.nullable)
+SHA256_FIELDS: dict[str, str] = {name: f"{name}_sha256" for name in IMAGE_FIELDS}
+"""Image column -> the column holding the SHA-256 of its bytes (``rgb`` -> ``rgb_sha256``)."""
+assert set(SHA256_FIELDS.values()) <= set(FIELD_NAMES), "every image field needs its *_sha256 field"
 CAPTION_ORIGINS = ("source", "class_name")
 
 

@@ -21,12 +21,24 @@ from datasets import config as ds_config
 from datasets.arrow_writer import get_parquet_column_options
 
 from .layout import DEFAULT_BATCH, shard_path
-from .schema import FEATURES, FIELD_NAMES, IMAGE_FIELDS, SchemaError, arrow_schema, validate_table
+from .schema import (
+    FEATURES,
+    FIELD_NAMES,
+    IMAGE_FIELDS,
+    SHA256_FIELDS,
+    SchemaError,
+    arrow_schema,
+    validate_table,
+)
 
 DEFAULT_ROW_GROUP_BYTES = 100 * 1024 * 1024
 """Row groups of at most ~100 MB, the Hub's recommendation for image parquet (Viewer page-index scans)."""
 DEFAULT_TARGET_SHARD_BYTES = 500 * 1024 * 1024
 """Same default shard size as `datasets` (``config.MAX_SHARD_SIZE``)."""
+
+
+_DERIVED = frozenset(IMAGE_FIELDS) | frozenset(SHA256_FIELDS.values())
+"""Columns :func:`rows_to_table` fills from the image cells rather than copying from the row."""
 
 
 def sha256_hex(data: bytes) -> str:
@@ -66,11 +78,11 @@ def rows_to_table(rows: Iterable[Mapping], *, where: str = "rows") -> pa.Table:
                 raise SchemaError(f"{where}: sample_id={sid!r}: missing column {name!r}")
             data = image_bytes(row[name], where=f"{where}: sample_id={sid!r} column {name!r}")
             cols[name].append({"bytes": data, "path": f"{sid}.{name}.{_ext(data)}"})
-            sha_col = f"{name}_sha256"
+            sha_col = SHA256_FIELDS[name]
             sha = row.get(sha_col) or sha256_hex(data)
             cols[sha_col].append(sha)
         for name in FIELD_NAMES:
-            if name in IMAGE_FIELDS or name.endswith("_sha256"):
+            if name in _DERIVED:
                 continue
             cols[name].append(row.get(name, "source" if name == "caption_origin" else None))
     try:

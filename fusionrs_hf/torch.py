@@ -38,7 +38,8 @@ Work assignment (the rule the code follows)
 * Resume: a worker's state is ``(epoch, rows consumed)``; as the order is a pure function of the
   seed, epoch and slot, a restart skips the consumed rows without reading them (torchdata
   ``StatefulDataLoader``, ``stateful=True``). Resuming needs the same ``num_workers``,
-  ``world_size``, ``batch_size`` and ``seed``; otherwise ``load_state_dict`` raises.
+  ``world_size``, ``batch_size``, ``seed``, ``shuffle_buffer`` and split (row count); otherwise
+  ``load_state_dict`` (or the first ``next``) raises.
 * Bad data: by default a corrupt or missing image raises :class:`~fusionrs_hf.decode.DecodeError`
   naming the sample id, the shard and the row. With ``on_error="skip"`` the row is left out of its
   batch (that batch is smaller, the batch count stays equal across ranks), counted in
@@ -68,6 +69,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from .decode import CLIP_MEAN, CLIP_STD, DecodeError, Normalizer, center_crop_resize, decode_rgb, pil_to_array
 from .layout import SPLITS, config_files, get_config, list_shards
+from .schema import FIELD_NAMES, IMAGE_FIELDS
 
 __all__ = [
     "CLIP_MEAN", "CLIP_STD", "BATCH_KEYS", "DecodeError", "FusionRSIterable", "FusionRSDataLoader",
@@ -267,6 +269,9 @@ class FusionRSIterable(IterableDataset):
             raise ValueError(f"batch_size must be >= 1 or None, got {batch_size}")
         if image_size < 1:
             raise ValueError(f"image_size must be >= 1, got {image_size}")
+        unknown = [c for c in self.columns if c.split(".", 1)[0] not in FIELD_NAMES]
+        if unknown:  # a subclass's column list must name schema fields (fusionrs_hf.schema)
+            raise ValueError(f"{type(self).__name__}.columns: not FusionRS fields: {unknown}")
         self.batch_size, self.image_size = batch_size, int(image_size)
         self.shuffle, self.seed, self.shuffle_buffer = bool(shuffle), int(seed), int(shuffle_buffer)
         self.tokenizer, self.on_error, self.drop_last = tokenizer, on_error, bool(drop_last)
@@ -340,6 +345,7 @@ class FusionRSIterable(IterableDataset):
             "format": STATE_FORMAT, "epoch": self.epoch, "consumed": int(self._consumed),
             "rank": rank, "world_size": world, "worker": worker, "num_workers": nworkers,
             "seed": self.seed, "shuffle": self.shuffle, "batch_size": self.batch_size,
+            "shuffle_buffer": self.shuffle_buffer, "split_rows": self._split_rows(),
         }
         if self._generic_ds is not None:
             state["generic"] = self._generic_ds.state_dict()
@@ -348,11 +354,19 @@ class FusionRSIterable(IterableDataset):
     def load_state_dict(self, state: dict) -> None:
         if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
             raise ValueError(f"not a FusionRS stream state (format {STATE_FORMAT!r} expected)")
-        for key in ("seed", "shuffle", "batch_size"):
-            if state[key] != getattr(self, key):
-                raise ValueError(f"cannot resume: state has {key}={state[key]!r}, this dataset {getattr(self, key)!r}")
+        # The row order is a pure function of these: any difference would skip the wrong rows.
+        # (shuffle_buffer and split_rows are absent from states saved by older versions.)
+        mine = {"seed": self.seed, "shuffle": self.shuffle, "batch_size": self.batch_size,
+                "shuffle_buffer": self.shuffle_buffer, "split_rows": self._split_rows()}
+        for key, value in mine.items():
+            if key in state and state[key] != value:
+                raise ValueError(f"cannot resume: state has {key}={state[key]!r}, this dataset {value!r}")
         self._resume = dict(state)
         self._epoch[0] = int(state["epoch"])
+
+    def _split_rows(self) -> int | None:
+        """Rows of the whole split (fast path): a resumed state must describe the same data."""
+        return sum(u.num_rows for u in self.units) if self.source is None else None
 
     # -- iteration ---------------------------------------------------------------------------
 
@@ -482,7 +496,9 @@ class FusionRSIterable(IterableDataset):
                         row += m
                         continue
                     lo, hi = max(first - row, 0), min(end - row, m)
-                    data = {name: self._column(rb, name)[lo:hi] for name in rb.schema.names}
+                    # slice first: only this slot's rows are copied out of Arrow (image bytes included)
+                    part = rb.slice(lo, hi - lo) if (lo, hi) != (0, m) else rb
+                    data = {name: self._column(part, name) for name in part.schema.names}
                     for j in range(hi - lo):
                         rec = {name: vals[j] for name, vals in data.items()}
                         rec["_shard"] = unit.shard
@@ -509,7 +525,7 @@ class FusionRSIterable(IterableDataset):
 
         ds = self.source
         feats = getattr(ds, "features", None) or {}
-        for col in ("rgb", "ir"):
+        for col in IMAGE_FIELDS:
             feat = feats.get(col)
             if isinstance(feat, Image) and feat.decode:
                 ds = ds.cast_column(col, Image(decode=False))
@@ -642,7 +658,7 @@ def finish_batch(batch, normalizer: Normalizer, pin: bool = False):
     """Normalize uint8 ``rgb``/``ir`` of a batch (from workers) into float32, image by image."""
     if not isinstance(batch, dict):
         return batch
-    for key in ("rgb", "ir"):
+    for key in IMAGE_FIELDS:
         x = batch.get(key)
         if isinstance(x, torch.Tensor) and x.dtype == torch.uint8:
             out = torch.empty(x.shape, dtype=torch.float32, pin_memory=pin)

@@ -154,7 +154,8 @@ def _ir_image(value) -> Image.Image:
     if not value:
         raise ValueError("missing IR image")
     im = Image.open(io.BytesIO(value))
-    return im.convert("RGB")  # loads; keeps the stored 3 channels
+    im.load()  # decode now, inside the reader's error handling (the bytes may be corrupt)
+    return im if im.mode == "RGB" else im.convert("RGB")  # keeps the stored 3 channels, no copy
 
 
 def vlm_samples(row: Mapping, setting: str, task: str = "ir_caption") -> list[dict]:

@@ -187,6 +187,16 @@ def test_bad_index_line_is_an_error_naming_line_and_field(build_fx, tmp_path, ca
     assert report["written"]["total"] == len(recs) - 2  # the bad line and the caption-less RS5M row
 
 
+def test_corrupt_caption_file_is_a_usage_error(build_fx, tmp_path, capsys):
+    bad = tmp_path / "caps.parquet"
+    bad.write_bytes(b"PAR1 not a parquet file")
+    with pytest.raises(BuildError, match=r"caps.parquet: unreadable"):
+        build(_opts(build_fx, tmp_path / "out", captions=[(None, str(bad))]))
+    args = _cli_args(build_fx, tmp_path / "out")
+    assert cli.main([*args, str(bad)]) == 2  # appended to --captions
+    assert "caps.parquet: unreadable" in capsys.readouterr().err
+
+
 def test_duplicate_sample_id_rejected(build_fx, tmp_path):
     recs = [*build_fx.records, build_fx.records[0]]
     index = write_jsonl(tmp_path / "dup.jsonl", recs)

@@ -131,3 +131,18 @@ def test_bad_caption_files_named(tmp_path):
     with pytest.raises(CaptionFileError, match="source is unclear"):
         detect_format(odd)
     assert detect_format(odd, "RSITMD") == "RSITMD"
+
+
+@pytest.mark.parametrize("name, data", [
+    ("caps.parquet", b"PAR1 this is not parquet"),
+    ("caps.jsonl", b'{"sample_id": "a", "caption": "x y z"}\n\xff\xfe not utf-8\n'),
+    ("caps.csv", b"sample_id,caption\na,\xff\xfe\n"),
+    ("caps.json.gz", b"\x1f\x8b\x08\x00truncated"),
+])
+def test_corrupt_caption_file_is_a_named_error(tmp_path, name, data):
+    """A corrupt or non-UTF-8 caption file is a CaptionFileError naming it, not a decoder traceback."""
+    p = tmp_path / name
+    p.write_bytes(data)
+    for reader in (read_caption_file, read_iraware):
+        with pytest.raises(CaptionFileError, match=rf"^{name.replace('.', '[.]')}: unreadable"):
+            list(reader(p))

@@ -212,6 +212,28 @@ def test_shard_paths_round_trip_and_reject_bad_parts():
             layout.shard_path(**kw)
 
 
+def test_every_split_group_and_source_round_trips_through_the_parser():
+    """SHARD_RE is built from SPLITS / GROUPS: every name shard_path can write, parse_shard_path reads."""
+    for source in SOURCES:
+        for split in layout.SPLITS:
+            for group in layout.GROUPS:
+                p = layout.shard_path(source, split, group, 3, batch="b_2")
+                assert layout.parse_shard_path(p) == layout.ShardName(source, split, group, "b_2", 3)
+
+
+def test_demo_keeps_captions_split_unique_in_the_checkers_normal_form():
+    from fusionrs_hf.check import normalize_caption as check_norm
+    from fusionrs_hf.demo import _split_unique_caption
+    from fusionrs_hf.text import normalize_caption
+
+    assert check_norm is normalize_caption  # one definition, still importable from check
+    seen: dict[str, str] = {}
+    assert _split_unique_caption("Farmland, near a river.", "train", "a", seen) == "Farmland, near a river."
+    # equal to the train caption once punctuation and case are normalized: must not reach validation as is
+    later = _split_unique_caption("farmland near a river", "validation", "b", seen)
+    assert normalize_caption(later) != normalize_caption("Farmland, near a river.") and "(tile b)" in later
+
+
 def test_glob_match_does_not_cross_directories():
     assert layout.glob_match("data/*/train/*.parquet", "data/rs5m/train/base-main-00000.parquet")
     assert not layout.glob_match("data/*/train/*.parquet", "data/rs5m/x/train/base-main-00000.parquet")

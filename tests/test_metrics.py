@@ -105,3 +105,23 @@ def test_torch_tensors_and_errors():
         retrieval_metrics(np.eye(4))
     with pytest.raises(ValueError, match="no matching image"):
         retrieval_metrics(np.eye(3), np.eye(3), np.eye(3), text_ids=[0, 1, 7])
+
+
+def test_string_ids_match_an_explicit_relevance_matrix():
+    # sample-id strings (what the trainers pass), two images sharing one id, ids given per text
+    rng = np.random.default_rng(3)
+    rgb, ir = rng.normal(size=(2, 5, 6))
+    txt = rng.normal(size=(7, 6))
+    image_ids = ["s0", "s1", "s1", "s2", "s3"]
+    text_ids = ["s3", "s0", "s1", "s2", "s2", "s0", "s3"]
+    m = retrieval_metrics(rgb, ir, txt, image_ids=image_ids, text_ids=text_ids)
+    rel = np.array([[a == b for b in text_ids] for a in image_ids])
+    ref = retrieval_metrics(rgb, ir, txt, relevance=rel)
+    text_keys = [k for k in ref if "text" in k]  # RGB<->IR follows image_ids, not `relevance`
+    assert len(text_keys) == 4 * len(KS) + 1
+    for key in text_keys:
+        assert m[key] == pytest.approx(ref[key]), key
+    # RGB<->IR treats the two "s1" images as interchangeable: row 1 may retrieve row 2
+    same = np.array([[a == b for b in image_ids] for a in image_ids])
+    sim = (rgb / np.linalg.norm(rgb, axis=1, keepdims=True)) @ (ir / np.linalg.norm(ir, axis=1, keepdims=True)).T
+    assert m["rgb2ir_r1"] == pytest.approx(recall_at_k(sim, same, (1,))[1])

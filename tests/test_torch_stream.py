@@ -201,6 +201,13 @@ def test_resume_rejects_other_layout(stream_repo):
     c = FusionRSIterable(stream_repo, "default", "train", rank=0, world_size=2, **{**kw, "seed": 3})
     with pytest.raises(ValueError, match="seed"):
         c.load_state_dict(state)
+    # the emission order also depends on the shuffle buffer and on the split's rows
+    e = FusionRSIterable(stream_repo, "default", "train", rank=0, world_size=2, **{**kw, "shuffle_buffer": 7})
+    with pytest.raises(ValueError, match="shuffle_buffer"):
+        e.load_state_dict(state)
+    f = FusionRSIterable(stream_repo, "iraware", "train", rank=0, world_size=2, **kw)
+    with pytest.raises(ValueError, match="split_rows"):
+        f.load_state_dict(state)
     d = FusionRSIterable(stream_repo, "default", "train", rank=0, world_size=2, **kw)
     d.load_state_dict(state)
     assert [s for batch in d for s in batch["sample_id"]] == [s for batch in it for s in batch["sample_id"]]

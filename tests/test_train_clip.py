@@ -220,3 +220,15 @@ def test_eval_on_ir_aware_captions_keeps_only_rows_that_have_one(clip_run, clip_
     # validation IR-aware rows: RS5M and NWPU only, every other row (see fusionrs_hf.demo)
     assert len(e["sample_ids"]) == 2 * (CLIP_COUNTS["validation"] // 2)
     assert all(s.startswith(("rs5m", "nwpu")) for s in e["sample_ids"])
+
+
+def test_missing_eval_split_fails_before_training(tmp_path):
+    from fusionrs_hf.demo import make_sample_repo
+
+    repo = make_sample_repo(tmp_path / "repo", counts={"train": 4}, size=32, max_rows=8)  # no validation shards
+    model = clip.tiny_clip(["a small caption", "another caption"], image_size=32, seed=0)
+    cfg = clip.ClipTrainConfig(data=str(repo), config="default", steps=1000, batch_size=4, image_size=32,
+                               out=str(tmp_path / "run"), device="cpu")
+    with pytest.raises(FileNotFoundError, match="validation"):
+        clip.train_clip(cfg, model=model, log_fn=lambda rec: None)
+    assert not (tmp_path / "run").exists()  # failed while planning: no step ran, nothing was written

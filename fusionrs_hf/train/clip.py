@@ -32,10 +32,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..decode import CLIP_MEAN, CLIP_STD
 from ..metrics import KS, retrieval_metrics
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 MAX_LOGIT_SCALE = math.log(100.0)
 """CLIP clamps the temperature so that logits are at most 100x the cosine similarity."""
 
@@ -534,6 +533,12 @@ def train_clip(cfg: ClipTrainConfig, *, model: ClipAdapter | None = None,
     train_loader = make_loader(cfg.data, config, "train", batch_size=cfg.batch_size, image_size=model.image_size,
                                mean=model.mean, std=model.std, shuffle=True, seed=cfg.seed,
                                num_workers=cfg.num_workers, drop_last=True)
+    # Planned before training (a config without that split fails now, not after the run) and
+    # reused by every evaluation: unshuffled, so each pass sees the same rows.
+    eval_loader = make_loader(cfg.data, config, cfg.eval_split, batch_size=cfg.batch_size,
+                              image_size=model.image_size, mean=model.mean, std=model.std,
+                              num_workers=cfg.num_workers)
+
     total = cfg.steps if cfg.steps is not None else max(1, cfg.epochs * len(train_loader))
     optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=lr, betas=(0.9, 0.98), eps=1e-6)
     scheduler = cosine_with_warmup(optimizer, total, cfg.warmup_ratio)
@@ -543,10 +548,6 @@ def train_clip(cfg: ClipTrainConfig, *, model: ClipAdapter | None = None,
     log_path = out / "train_log.jsonl"
     log_file = log_path.open("w")
     emit = log_fn or (lambda rec: print(json.dumps(rec), file=sys.stderr))
-
-    def eval_loader():
-        return make_loader(cfg.data, config, cfg.eval_split, batch_size=cfg.batch_size, image_size=model.image_size,
-                           mean=model.mean, std=model.std, num_workers=cfg.num_workers)
 
     step, epoch, t0 = 0, 0, time.time()
     while step < total:
@@ -591,7 +592,7 @@ def train_clip(cfg: ClipTrainConfig, *, model: ClipAdapter | None = None,
                 log_file.flush()
                 emit(rec)
             if cfg.eval_every and step % cfg.eval_every == 0 and step < total:
-                rec = {"step": step, "eval": evaluate(model, eval_loader(), text_field=cfg.eval_text,
+                rec = {"step": step, "eval": evaluate(model, eval_loader, text_field=cfg.eval_text,
                                                       limit=cfg.eval_limit, amp_dtype=amp_dtype)}
                 log_file.write(json.dumps(rec) + "\n")
                 emit(rec)
@@ -601,7 +602,7 @@ def train_clip(cfg: ClipTrainConfig, *, model: ClipAdapter | None = None,
             raise ValueError(f"{cfg.data}: config {config!r} train split gave no full batch of {cfg.batch_size}")
         epoch += 1
 
-    metrics = evaluate(model, eval_loader(), text_field=cfg.eval_text, limit=cfg.eval_limit, amp_dtype=amp_dtype)
+    metrics = evaluate(model, eval_loader, text_field=cfg.eval_text, limit=cfg.eval_limit, amp_dtype=amp_dtype)
     log_file.write(json.dumps({"step": step, "eval": metrics}) + "\n")
     log_file.close()
     ckpt = model.save(out / "checkpoint")

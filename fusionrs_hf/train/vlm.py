@@ -153,7 +153,9 @@ class VLMStream(torch.utils.data.IterableDataset):
 
     The streaming reader yields lists of samples (one list per row, as a row may give two in
     setting C); this flattens them. Worker split, DDP rank split, shuffle and ``set_epoch`` are
-    the reader's own (see :mod:`fusionrs_hf.torch`).
+    the reader's own (see :mod:`fusionrs_hf.torch`). Under ``transformers.Trainer``, which splits
+    an iterable dataset across processes itself, pass ``rank=0, world_size=1`` (as
+    :func:`train_vlm` does) so the split is not made twice.
     """
 
     def __init__(self, repo: str, *, config: str = "iraware", split: str = "train", setting: str = "B-iraware",
@@ -184,10 +186,11 @@ class VLMStream(torch.utils.data.IterableDataset):
         from PIL import Image
 
         from .. import load
+        from ..schema import IMAGE_FIELDS
         from ..vlm_data import vlm_samples
 
         placeholder = Image.new("RGB", (1, 1))
-        ds = load(self.config, split=self.split, streaming=True, repo=self.repo).remove_columns(["rgb", "ir"])
+        ds = load(self.config, split=self.split, streaming=True, repo=self.repo).remove_columns(list(IMAGE_FIELDS))
         n = sum(len(vlm_samples({**row, "ir": placeholder}, self.setting, self.task)) for row in ds)
         n //= self.reader.world_size
         return min(n, self.limit) if self.limit is not None else n
@@ -236,7 +239,8 @@ class VLMCollator:
             full, prompt = self._texts(s)
             fulls.append(full)
             prompts.append(prompt)
-            images.append([im.convert("RGB") if hasattr(im, "convert") else im for im in s.get("images") or []])
+            images.append([im.convert("RGB") if getattr(im, "mode", "RGB") != "RGB" else im
+                           for im in s.get("images") or []])  # the reader's images are RGB already: no copy
         batch = self._encode(fulls, images)
         ids = batch["input_ids"]
         labels = ids.clone()
@@ -341,6 +345,8 @@ def train_vlm(cfg: VLMTrainConfig, *, model=None, processor=None) -> dict:
     """
     from transformers import Trainer
 
+    from ..torch import _resolve_rank
+
     if model is None:
         if cfg.model == "tiny":
             model, processor = tiny_vlm(_texts_for_tokenizer(cfg.data, cfg.config), seed=cfg.seed)
@@ -351,8 +357,14 @@ def train_vlm(cfg: VLMTrainConfig, *, model=None, processor=None) -> dict:
     if processor is None:
         raise ValueError("pass the processor that goes with the model")
     collator = VLMCollator(processor)
+    # Trainer (accelerate) splits an IterableDataset across processes itself: rank 0 dispatches
+    # batches, or every process takes its share of the same stream. So every process reads the
+    # whole split (rank=0, world_size=1); a rank split here too would train on 1/world of it.
+    # The eval samples are then the same on every process, and so are the reported losses.
+    whole = {"rank": 0, "world_size": 1}
+    world = _resolve_rank(None, None)[1]
     train_ds = VLMStream(cfg.data, config=cfg.config, split="train", setting=cfg.setting, task=cfg.task,
-                         limit=cfg.limit, shuffle=True, seed=cfg.seed)
+                         limit=cfg.limit, shuffle=True, seed=cfg.seed, **whole)
     per_step = cfg.per_device_batch_size * cfg.gradient_accumulation_steps
     if cfg.steps is not None:
         max_steps = cfg.steps
@@ -360,11 +372,11 @@ def train_vlm(cfg: VLMTrainConfig, *, model=None, processor=None) -> dict:
         n = train_ds.count()
         if n == 0:
             raise ValueError(f"{cfg.data}: config {cfg.config!r} gives no {cfg.setting} samples to train on")
-        max_steps = max(1, math.ceil(cfg.epochs * n / per_step))
+        max_steps = max(1, math.ceil(cfg.epochs * n / (per_step * world)))  # one step = per_step x world samples
     eval_samples: list[dict] = []
     if cfg.eval_split:
         eval_samples = list(VLMStream(cfg.data, config=cfg.config, split=cfg.eval_split, setting=cfg.setting,
-                                      task=cfg.task, limit=cfg.eval_limit))
+                                      task=cfg.task, limit=cfg.eval_limit, **whole))
     before = answer_loss(model, collator, eval_samples) if eval_samples else None
 
     model = add_lora(model, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout)
@@ -377,7 +389,7 @@ def train_vlm(cfg: VLMTrainConfig, *, model=None, processor=None) -> dict:
     model.save_pretrained(out / "adapter")
     processor.save_pretrained(out / "adapter")
     metrics = {"train_loss": float(result.training_loss), "steps": int(result.global_step),
-               "samples_seen": int(result.global_step) * per_step, "trainable_params": trainable,
+               "samples_seen": int(result.global_step) * per_step * world, "trainable_params": trainable,
                "total_params": total}
     if eval_samples:
         metrics.update(eval_answer_loss_before=before, eval_answer_loss=answer_loss(model, collator, eval_samples),
