@@ -30,13 +30,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .layout import INDEX_SPLITS
+from .layout import INDEX_SPLITS, SPLIT_TO_INDEX
 from .schema import JOINT_GROUP_RE, SHA256_RE, SOURCES
 
 PUBLIC_SCHEMA = "fusionrs-public-index-v1"
 INTERNAL_SCHEMA = "fusionrs-index-v1"
 SCHEMA_VERSIONS = (PUBLIC_SCHEMA, INTERNAL_SCHEMA)
-INDEX_SPLIT_NAMES = ("train", "val", "test")
+INDEX_SPLIT_NAMES = tuple(SPLIT_TO_INDEX.values())
 
 RC4_SPLIT_COUNTS: dict[str, dict[str, int]] = {
     "NWPU": {"train": 30_094, "val": 556, "test": 536},
@@ -119,7 +119,7 @@ class IndexRecord:
 
     @property
     def index_split(self) -> str:
-        return "val" if self.split == "validation" else self.split
+        return SPLIT_TO_INDEX[self.split]
 
     def to_json(self) -> dict:
         """A compact JSON-able dict (the build plan stores records in this form)."""

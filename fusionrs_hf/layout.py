@@ -25,6 +25,8 @@ from .schema import SOURCES
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 INDEX_SPLITS: dict[str, str] = {"train": "train", "val": "validation", "validation": "validation", "test": "test"}
 """Split names as written in the official index, mapped to the `datasets` names."""
+SPLIT_TO_INDEX: dict[str, str] = {"train": "train", "validation": "val", "test": "test"}
+"""The reverse: how the official index spells each `datasets` split."""
 GROUPS: tuple[str, ...] = ("iraware", "base")
 DEFAULT_BATCH = "main"
 DEFAULT_REPO_ID = "fusionrs/fusionrs"

@@ -59,6 +59,15 @@ def image_bytes(value: object, *, where: str = "") -> bytes:
     raise SchemaError(f"{where}: image value of type {type(value).__name__} is not bytes, a dict or a path")
 
 
+def _image_size(value: object) -> int:
+    """Byte size of an image cell without reading a file given by path (it is read once, at write time)."""
+    if isinstance(value, Mapping) and value.get("bytes") is None and value.get("path"):
+        return os.path.getsize(value["path"])
+    if isinstance(value, str | os.PathLike):
+        return os.path.getsize(value)
+    return len(image_bytes(value))
+
+
 def rows_to_table(rows: Iterable[Mapping], *, where: str = "rows") -> pa.Table:
     """Encode row dicts into a schema-exact Arrow table.
 
@@ -196,7 +205,7 @@ class ShardSink:
 
     def add(self, row: Mapping) -> None:
         self._rows.append(row)
-        self._bytes += sum(len(image_bytes(row[n])) for n in IMAGE_FIELDS if row.get(n) is not None)
+        self._bytes += sum(_image_size(row[n]) for n in IMAGE_FIELDS if row.get(n) is not None)
         if (self.max_rows and len(self._rows) >= self.max_rows) or self._bytes >= self.target_bytes:
             self.flush()
 
