@@ -9,10 +9,19 @@ from __future__ import annotations
 import os
 
 from .layout import CONFIG_NAMES, DEFAULT_REPO_ID, SPLITS
-from .schema import FEATURES, FIELD_NAMES, SOURCES
+from .schema import FIELD_NAMES, SOURCES
 
 __version__ = "0.1.0"
 __all__ = ["load", "repo_id", "FEATURES", "FIELD_NAMES", "SOURCES", "SPLITS", "CONFIG_NAMES", "__version__"]
+
+
+def __getattr__(name: str):
+    # FEATURES needs `datasets`; built on first access so `import fusionrs_hf.torch` stays light.
+    if name == "FEATURES":
+        from .schema import features
+
+        return features()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def repo_id(repo: str | None = None) -> str:

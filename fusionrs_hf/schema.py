@@ -3,6 +3,10 @@
 Every shard, the card's ``dataset_info``, the loading script, the checker and the torch
 streaming code read the column set from here, so a field is added or renamed in one place.
 The order of ``FIELDS`` is the column order in every shard.
+
+Field types are written as short kind strings and turned into ``datasets`` features on first use
+(:data:`FEATURES`, ``Field.feature``): the torch streaming path needs only the names, and not
+importing ``datasets`` (and pandas with it) keeps every DataLoader worker ~70 MB lighter.
 """
 
 from __future__ import annotations
@@ -10,9 +14,9 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from functools import cache
 
 import pyarrow as pa
-from datasets import Features, Image, List, Value
 
 SOURCES: tuple[str, ...] = ("RS5M", "SkyScript", "NWPU", "RSICD", "RSITMD")
 """The five upstream datasets, spelled as in the paper and the official index."""
@@ -30,47 +34,71 @@ def joint_group_id_for(key: str) -> str:
     return "joint-group:" + hashlib.sha256(key.encode("utf-8")).hexdigest()[:24]
 
 
+KINDS: tuple[str, ...] = ("string", "image", "list<string>")
+"""Field kinds: a ``datasets`` ``Value("string")``, an ``Image()`` and a ``List(Value("string"))``."""
+
+
 @dataclass(frozen=True)
 class Field:
     name: str
-    feature: object
+    kind: str
+    """One of :data:`KINDS`; also the type name shown in the field table."""
     nullable: bool
     doc: str
 
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"field {self.name!r}: unknown kind {self.kind!r}; expected one of {KINDS}")
+
+    @property
+    def feature(self):
+        """The ``datasets`` feature of this field."""
+        return _feature(self.kind)
+
+
+@cache
+def _feature(kind: str):
+    from datasets import Image, List, Value
+
+    if kind == "image":
+        return Image()
+    if kind == "list<string>":
+        return List(Value("string"))
+    return Value(kind)
+
 
 FIELDS: tuple[Field, ...] = (
-    Field("sample_id", Value("string"), False,
+    Field("sample_id", "string", False,
           "Stable FusionRS id from the official index; unique across all splits and sources."),
-    Field("source", Value("string"), False,
+    Field("source", "string", False,
           "Upstream dataset: one of RS5M, SkyScript, NWPU, RSICD, RSITMD."),
-    Field("source_record_id", Value("string"), True,
+    Field("source_record_id", "string", True,
           "The record's id inside its source dataset (for tracing back to the user's copy)."),
-    Field("rgb", Image(), False,
+    Field("rgb", "image", False,
           "The source RGB image, bytes exactly as in the source dataset (JPEGs are never re-encoded)."),
-    Field("ir", Image(), False,
+    Field("ir", "image", False,
           "Infrared-style image translated from `rgb` by DiffV2IR. Synthetic: not a thermal measurement. "
           "Stored as a 3-channel (RGB-mode) JPEG whose channels look gray but are not forced identical."),
-    Field("caption", Value("string"), False,
+    Field("caption", "string", False,
           "The source caption after FusionRS cleaning (or the class-name fallback, see `caption_origin`)."),
-    Field("all_captions", List(Value("string")), True,
+    Field("all_captions", "list<string>", True,
           "Every usable source caption of the image when the build kept them all; null otherwise."),
-    Field("caption_origin", Value("string"), False,
+    Field("caption_origin", "string", False,
           "Where `caption` comes from: `source` (an upstream caption) or `class_name` (fallback)."),
-    Field("ir_caption", Value("string"), True,
+    Field("ir_caption", "string", True,
           "IR-aware caption describing what the infrared-style image shows; null outside the IR-aware subset."),
-    Field("class_name", Value("string"), True,
+    Field("class_name", "string", True,
           "Scene class for NWPU-RESISC45 / NWPU-Captions rows (e.g. `airport`); null for other sources."),
-    Field("joint_group_id", Value("string"), True,
+    Field("joint_group_id", "string", True,
           "Split-construction group (`joint-group:` + 24 hex). Rows of one group never span two splits."),
-    Field("rights_code", Value("string"), True,
+    Field("rights_code", "string", True,
           "Redistribution-rights code of the source item, e.g. `skyscript-naip-public-domain`."),
-    Field("rgb_sha256", Value("string"), False, "SHA-256 (hex) of the stored `rgb` bytes."),
-    Field("ir_sha256", Value("string"), False, "SHA-256 (hex) of the stored `ir` bytes."),
+    Field("rgb_sha256", "string", False, "SHA-256 (hex) of the stored `rgb` bytes."),
+    Field("ir_sha256", "string", False, "SHA-256 (hex) of the stored `ir` bytes."),
 )
 
 FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in FIELDS)
-IMAGE_FIELDS: tuple[str, ...] = tuple(f.name for f in FIELDS if isinstance(f.feature, Image))
-FEATURES = Features({f.name: f.feature for f in FIELDS})
+IMAGE_FIELDS: tuple[str, ...] = tuple(f.name for f in FIELDS if f.kind == "image")
 NON_NULLABLE: frozenset[str] = frozenset(f.name for f in FIELDS if not f.nullable)
 SHA256_FIELDS: dict[str, str] = {name: f"{name}_sha256" for name in IMAGE_FIELDS}
 """Image column -> the column holding the SHA-256 of its bytes (``rgb`` -> ``rgb_sha256``)."""
@@ -78,12 +106,28 @@ assert set(SHA256_FIELDS.values()) <= set(FIELD_NAMES), "every image field needs
 CAPTION_ORIGINS = ("source", "class_name")
 
 
+@cache
+def features():
+    """The ``datasets.Features`` of a FusionRS row (also importable as ``FEATURES``)."""
+    from datasets import Features
+
+    return Features({f.name: f.feature for f in FIELDS})
+
+
+def __getattr__(name: str):
+    # ``FEATURES`` is built on first access (PEP 562), so importing this module stays datasets-free.
+    if name == "FEATURES":
+        return features()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def arrow_schema() -> pa.Schema:
     """The Arrow schema of a shard, with the `huggingface` metadata key that makes images decode as Image."""
     import json
 
-    schema = FEATURES.arrow_schema
-    meta = {"huggingface": json.dumps({"info": {"features": FEATURES.to_dict()}})}
+    feats = features()
+    schema = feats.arrow_schema
+    meta = {"huggingface": json.dumps({"info": {"features": feats.to_dict()}})}
     return schema.with_metadata(meta)
 
 
@@ -97,7 +141,7 @@ def validate_table(table: pa.Table, where: str = "table") -> None:
     Types are compared on the storage level, ignoring field metadata, because that is what
     a parquet reader will see.
     """
-    expected = FEATURES.arrow_schema
+    expected = features().arrow_schema
     names = set(table.schema.names)
     for field in expected:
         if field.name not in names:
@@ -129,14 +173,6 @@ def field_docs_markdown() -> str:
     """A Markdown table of the fields, used by the card and the README."""
     lines = ["| field | type | nullable | meaning |", "|---|---|---|---|"]
     for f in FIELDS:
-        kind = type(f.feature).__name__ if isinstance(f.feature, Image) else _type_name(f.feature)
+        kind = "Image" if f.kind == "image" else f.kind
         lines.append(f"| `{f.name}` | {kind} | {'yes' if f.nullable else 'no'} | {f.doc} |")
     return "\n".join(lines)
-
-
-def _type_name(feature: object) -> str:
-    if isinstance(feature, Value):
-        return feature.dtype
-    if isinstance(feature, List):
-        return f"list<{_type_name(feature.feature)}>"
-    return type(feature).__name__

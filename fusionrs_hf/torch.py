@@ -58,6 +58,7 @@ import logging
 import math
 import os
 import re
+import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -654,14 +655,54 @@ class FusionRSIterable(IterableDataset):
 # The loader
 
 
-def finish_batch(batch, normalizer: Normalizer, pin: bool = False):
+class _OutputPool:
+    """Float32 batch tensors handed to the user, reused once nobody holds them any more.
+
+    A fresh 19 MB tensor per image key per batch costs more in page faults (the allocator returns
+    such blocks to the kernel and takes them back zeroed) than the normalization that fills it:
+    measured 0.75 s of system time per 2,200-row pass, against 0.2 s with reuse. A tensor is only
+    reused when the pool holds the sole reference to it and to its storage: no batch dict, view,
+    numpy array or other tensor of the user's still sees it, and it was never moved to shared memory
+    (``share_memory_`` or a send to another process), so reuse cannot change data anyone can read.
+    Pinned outputs are not pooled: torch's caching host allocator already reuses those blocks and
+    also knows when an asynchronous copy from them has finished.
+    """
+
+    def __init__(self, capacity: int = 6) -> None:
+        self._items: list[torch.Tensor] = []
+        self.capacity = capacity
+
+    def empty(self, shape: torch.Size) -> torch.Tensor:
+        items = self._items
+        for i in range(len(items)):
+            # references while checking: the list's and getrefcount's argument (2); storage: the
+            # tensor's and the temporary storage object's (2)
+            if (items[i].shape == shape and sys.getrefcount(items[i]) == 2
+                    and torch._C._storage_Use_Count(items[i].untyped_storage()._cdata) == 2
+                    and not items[i].is_shared()):
+                t = items.pop(i)
+                items.append(t)  # most recently handed out last
+                return t
+        t = torch.empty(shape, dtype=torch.float32)
+        items.append(t)
+        if len(items) > self.capacity:
+            del items[0]  # the oldest: still held by the user, or not reused for a while
+        return t
+
+
+def finish_batch(batch, normalizer: Normalizer, pin: bool = False, pool: _OutputPool | None = None):
     """Normalize uint8 ``rgb``/``ir`` of a batch (from workers) into float32, image by image."""
     if not isinstance(batch, dict):
         return batch
     for key in IMAGE_FIELDS:
         x = batch.get(key)
         if isinstance(x, torch.Tensor) and x.dtype == torch.uint8:
-            out = torch.empty(x.shape, dtype=torch.float32, pin_memory=pin)
+            if pin:
+                out = torch.empty(x.shape, dtype=torch.float32, pin_memory=True)
+            elif pool is not None:
+                out = pool.empty(x.shape)
+            else:
+                out = torch.empty(x.shape, dtype=torch.float32)
             # numpy, single-threaded: torch's OpenMP pool would compete with the workers for cores
             normalizer.numpy_into(x.numpy(), out.numpy())
             batch[key] = out
@@ -676,8 +717,10 @@ class _LoaderMixin:
             yield from it
             return
         pin = bool(self.pin_memory) and torch.cuda.is_available()
+        pool = None if pin else _OutputPool()
         for batch in it:
-            yield finish_batch(batch, ds.normalizer, pin)
+            yield finish_batch(batch, ds.normalizer, pin, pool)
+            batch = None  # drop our reference, so the pool can reuse the tensors once the user does
 
     def set_epoch(self, epoch: int) -> None:
         """Forward to the dataset: call before each epoch for a new shuffle order."""

@@ -85,6 +85,48 @@ def test_batch_shapes_dtypes_normalization_and_alignment(stream_repo):
             assert err_own < 0.5 * min(others)
 
 
+def test_held_batches_are_never_overwritten_and_dropped_ones_are_reused(stream_repo):
+    """Output tensors are pooled: reuse must be invisible to anyone still holding a batch, a view or an array."""
+    kw = dict(config="default", split="train", batch_size=8, image_size=SIZE, num_workers=2)
+    reference = {}
+    for batch in make_dataloader(stream_repo, **kw):
+        for i, sid in enumerate(batch["sample_id"]):
+            reference[sid] = (batch["rgb"][i].clone(), batch["ir"][i].clone())
+    held, views, arrays, ptrs = [], [], [], set()
+    for k, batch in enumerate(make_dataloader(stream_repo, **kw)):
+        ptrs.add(batch["rgb"].data_ptr())
+        if k % 4 == 0:
+            held.append(batch)  # the whole dict
+        elif k % 4 == 1:
+            views.append((batch["sample_id"][0], batch["ir"][0]))  # a view only
+        elif k % 4 == 2:
+            arrays.append((batch["sample_id"][-1], batch["rgb"].numpy()[-1]))  # a numpy view only
+    for batch in held:
+        for i, sid in enumerate(batch["sample_id"]):
+            assert torch.equal(batch["rgb"][i], reference[sid][0]), sid
+            assert torch.equal(batch["ir"][i], reference[sid][1]), sid
+    for sid, v in views:
+        assert torch.equal(v, reference[sid][1]), sid
+    for sid, a in arrays:
+        assert np.array_equal(a, reference[sid][0].numpy()), sid
+    assert len(ptrs) > 3  # what was held got fresh memory
+    # dropped at once: a handful of buffers cycle instead of one fresh allocation per batch
+    loader = make_dataloader(stream_repo, **kw)
+    cycled = {batch["rgb"].data_ptr() for batch in loader}
+    assert len(cycled) <= 4 < len(loader)
+
+
+def test_torch_path_does_not_import_datasets():
+    """Workers fork from the training process: `datasets` (and pandas) would cost each one ~70 MB."""
+    import subprocess
+    import sys
+
+    code = ("import sys, fusionrs_hf.torch, fusionrs_hf.decode; "
+            "print(sorted(m for m in ('datasets', 'pandas') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 def test_custom_normalization_and_ir_channels_kept(stream_repo):
     loader = make_dataloader(stream_repo, config="iraware", split="train", batch_size=8, image_size=SIZE,
                              mean=(0, 0, 0), std=(1, 1, 1))
