@@ -50,13 +50,13 @@ def has_simplejpeg() -> bool:
     return _simplejpeg is not None
 
 
-def _is_jpeg(data: bytes) -> bool:
+def _is_jpeg(data: bytes | memoryview) -> bool:
     return data[:3] == _JPEG_SOI
 
 
-def _has_exif(data: bytes) -> bool:
+def _has_exif(data: bytes | memoryview) -> bool:
     # APP1/Exif sits right after SOI (or after APP0/JFIF): looking at the first KiB is enough.
-    return b"Exif\x00\x00" in data[:1024]
+    return b"Exif\x00\x00" in bytes(data[:1024])
 
 
 def jpeg_scale(width: int, height: int, min_size: int) -> int:
@@ -69,15 +69,18 @@ def jpeg_scale(width: int, height: int, min_size: int) -> int:
     return 8 if s >= 8 else 4 if s >= 4 else 2 if s >= 2 else 1
 
 
-def decode_rgb(data: bytes, min_size: int | None = None, *, backend: str = "auto") -> np.ndarray:
+def decode_rgb(data: bytes | bytearray | memoryview, min_size: int | None = None, *,
+               backend: str = "auto") -> np.ndarray:
     """Decode image bytes to a uint8 HxWx3 array, at the smallest JPEG scale whose sides are >= ``min_size``.
 
+    ``data`` may be any bytes-like object (a view into an Arrow buffer is decoded without a copy).
     ``backend``: "auto" (simplejpeg for plain JPEGs when installed, else PIL), "pil" or "simplejpeg".
     Raises :class:`DecodeError` for empty, truncated or unknown data.
     """
-    if not data:
+    if not isinstance(data, bytes):
+        data = memoryview(data).cast("B")
+    if not len(data):
         raise DecodeError("empty image bytes")
-    data = bytes(data) if not isinstance(data, bytes) else data
     use_sj = backend == "simplejpeg" or (
         backend == "auto" and _simplejpeg is not None and _is_jpeg(data) and not _has_exif(data))
     if use_sj:
@@ -112,12 +115,14 @@ def decode_rgb(data: bytes, min_size: int | None = None, *, backend: str = "auto
 def center_crop_resize(arr: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
     """uint8 HxWx3 -> uint8 3xSxS: centre square crop, then antialiased bilinear resize (CLIP recipe)."""
     readonly = isinstance(arr, np.ndarray) and not arr.flags.writeable
-    if isinstance(arr, np.ndarray):
+    if readonly:
         # PIL hands out read-only buffers; we only read them here (a copy is made below when needed),
         # so torch's "non-writable array" warning does not apply.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             t = torch.from_numpy(np.ascontiguousarray(arr))
+    elif isinstance(arr, np.ndarray):
+        t = torch.from_numpy(np.ascontiguousarray(arr))
     else:
         t = arr
     h, w = int(t.shape[0]), int(t.shape[1])

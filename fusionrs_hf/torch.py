@@ -212,6 +212,92 @@ def _shared_empty(shape: tuple[int, ...], dtype: torch.dtype, in_worker: bool) -
     return proto.new(storage).view(shape)
 
 
+_SLOT_KEY = "_fusionrs_slot"
+"""Private batch key naming the worker slot a batch was written into; removed by the loader."""
+_RING_MAX = 16
+
+
+class _SlotTable:
+    """Which of the workers' batch slots may be written again: shared memory, one row per worker.
+
+    Why slots at all: a fresh shared-memory segment per batch costs a page fault per 4 KiB on first
+    write (a 32-row float batch of 224 px pairs is 38 MB: ~9,400 faults), more than normalizing
+    the pixels. So each worker keeps a few segments and writes batch after batch into them. A slot
+    may only be rewritten once nobody in the training process can see it any more, and only the
+    loader there can tell: it hands the slot back (``owner = +generation``) when no tensor, view
+    or array of the user's still references the slot's storage.
+
+    ``owner[w, k]``: ``+g`` - slot ``k`` of worker ``w``'s generation-``g`` ring is free; anything
+    else - in use (``-g``) or of another generation. ``gen[w]``: worker ``w``'s current ring
+    generation, bumped each time a worker starts a pass (a new process, or a new epoch of a
+    persistent one), so a late hand-back for an old ring can never free a slot of the new one.
+    """
+
+    def __init__(self) -> None:
+        self.owner = torch.zeros((_MAX_COUNTER_SLOTS, _RING_MAX), dtype=torch.int64).share_memory_()
+        self.gen = torch.zeros(_MAX_COUNTER_SLOTS, dtype=torch.int64).share_memory_()
+        self.counts = torch.zeros((_MAX_COUNTER_SLOTS, 3), dtype=torch.int64).share_memory_()
+        """Per worker: slots allocated, batches written into a reused slot, batches in fresh memory."""
+
+    def stats(self) -> dict[str, int]:
+        allocated, reused, fresh = (int(x) for x in self.counts.sum(0))
+        return {"slots_allocated": allocated, "slot_reuses": reused, "fresh_batches": fresh}
+
+    def release(self, token: tuple[int, int, int]) -> None:
+        worker, gen, k = token
+        if int(self.gen[worker]) == gen:  # an older ring is never written again: nothing to free
+            self.owner[worker, k] = gen
+
+    def release_unused(self, handouts: list, keep: int = 64) -> None:
+        """Hand back every slot in ``handouts`` whose storage only ``handouts`` still references."""
+        i = 0
+        while i < len(handouts):
+            t = handouts[i][1]
+            # references to `t`: the list's tuple, the local name and getrefcount's argument; to its
+            # storage: `t` and the temporary storage object. Any view, numpy array, batch dict or
+            # other tensor (e.g. the batch's "ir", which shares the slot) raises one of them.
+            if sys.getrefcount(t) == 3 and torch._C._storage_Use_Count(t.untyped_storage()._cdata) == 2:
+                self.release(handouts.pop(i)[0])
+            else:
+                i += 1
+            del t
+        del handouts[:-keep]  # kept for long by the user: those slots stay taken for this generation
+
+
+class _SlotRing:
+    """A worker's reusable batch slots for one pass; see :class:`_SlotTable`."""
+
+    def __init__(self, table: _SlotTable, worker: int, size: int) -> None:
+        self.table, self.worker = table, worker
+        self.size = min(size, _RING_MAX) if worker < _MAX_COUNTER_SLOTS else 0
+        self.slots: list[torch.Tensor] = []
+        self.gen = 0
+        if self.size:
+            table.gen[worker] += 1
+            self.gen = int(table.gen[worker])
+            table.owner[worker] = self.gen  # no slot of this generation exists yet: all free
+
+    def take(self, shape: tuple[int, ...]) -> tuple[torch.Tensor, tuple[int, int, int]] | None:
+        """A free slot of ``shape`` (allocated on first need, up to ``size``), marked in use; else None."""
+        if not self.size:
+            return None
+        owner = self.table.owner[self.worker]
+        counts = self.table.counts[self.worker]
+        for k, buf in enumerate(self.slots):
+            if tuple(buf.shape) == shape and int(owner[k]) == self.gen:
+                owner[k] = -self.gen
+                counts[1] += 1
+                return buf, (self.worker, self.gen, k)
+        if len(self.slots) < self.size:
+            k = len(self.slots)
+            self.slots.append(_shared_empty(shape, torch.float32, True))
+            owner[k] = -self.gen
+            counts[0] += 1
+            return self.slots[k], (self.worker, self.gen, k)
+        counts[2] += 1
+        return None
+
+
 def _image_value(value, where: str):
     """bytes | {"bytes": ...} | PIL image -> bytes or PIL image; None means missing."""
     if value is None:
@@ -283,13 +369,11 @@ class FusionRSIterable(IterableDataset):
         self.source = source
         self.num_workers_hint = 0
         """Set by :func:`make_dataloader`; used by ``__len__`` to count batches exactly."""
-        self.output_uint8 = False
-        self.ring_size = 4
-        """Yield uint8 images and let the loader normalize (set by :func:`loader_for`).
+        self.ring_size = 0
+        """Shared-memory batch slots a worker may reuse (0: a fresh segment per batch).
 
-        Writing float32 into fresh shared memory in a worker costs ~0.8 ms per 224 px image in page
-        faults alone (4x the bytes of uint8); the main process normalizes into reused heap memory in
-        ~0.08 ms. So workers ship uint8 and :class:`FusionRSDataLoader` normalizes on arrival."""
+        Set by :func:`loader_for` to ``prefetch_factor + 2``, because only its loaders hand slots
+        back (see :class:`_SlotRing`); a plain ``DataLoader`` over this dataset gets fresh memory."""
         if source is None:
             self.fs, self.root = resolve_repo(repo_or_path, revision)
             self.units = plan_units(self.fs, self.root, config, split)
@@ -298,6 +382,9 @@ class FusionRSIterable(IterableDataset):
         # Shared memory so set_epoch() reaches persistent workers and worker skip counts reach us.
         self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
         self._skipped = torch.zeros(_MAX_COUNTER_SLOTS, dtype=torch.int64).share_memory_()
+        self._slots = _SlotTable()
+        self._pool = _OutputPool()
+        self._ring: _SlotRing | None = None
         self._resume: dict | None = None
         self._consumed = 0
         self._slot = (self.rank, self.world_size, 0, 1)
@@ -382,6 +469,8 @@ class FusionRSIterable(IterableDataset):
         self._slot = (self.rank, self.world_size, worker, nworkers)
         self._in_worker = in_worker
         self._skipped_ids: list[str] = []
+        self._ring = (_SlotRing(self._slots, worker, self.ring_size)
+                      if in_worker and self.ring_size and self.batch_size else None)
         resume, self._resume = self._resume, None
         if resume is not None:
             have = (resume["rank"], resume["world_size"], resume["worker"], resume["num_workers"])
@@ -476,6 +565,13 @@ class FusionRSIterable(IterableDataset):
         except (ImportError, AttributeError):
             pass
         cols = list(self.columns)
+        # Without a shuffle buffer a row is decoded right after it is read, so its image bytes can
+        # stay views into Arrow's buffer (one copy less). Rows waiting in a shuffle buffer get their
+        # own bytes: a view would keep its whole 256-row Arrow batch alive for as long as any row
+        # of it waits, several times the buffer's size.
+        zero_copy = not self.shuffle or self.shuffle_buffer <= 1
+        local = self.fs is not None and "file" in (
+            self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,))
         pos = 0
         open_name, pf, handle = None, None, None
         try:
@@ -487,8 +583,14 @@ class FusionRSIterable(IterableDataset):
                 if unit.shard != open_name:
                     if handle is not None:
                         handle.close()
-                    handle = self.fs.open(f"{self.root}/{unit.shard}", "rb")
-                    pf, open_name = pq.ParquetFile(handle), unit.shard
+                    path = f"{self.root}/{unit.shard}"
+                    if local:  # memory-mapped: pages are read from the page cache without a copy
+                        handle = None
+                        pf = pq.ParquetFile(path, memory_map=True)
+                    else:
+                        handle = self.fs.open(path, "rb")
+                        pf = pq.ParquetFile(handle)
+                    open_name = unit.shard
                 row = 0  # row index within the row group
                 for rb in pf.iter_batches(batch_size=256, row_groups=[unit.row_group], columns=cols,
                                           use_threads=False):
@@ -499,7 +601,7 @@ class FusionRSIterable(IterableDataset):
                     lo, hi = max(first - row, 0), min(end - row, m)
                     # slice first: only this slot's rows are copied out of Arrow (image bytes included)
                     part = rb.slice(lo, hi - lo) if (lo, hi) != (0, m) else rb
-                    data = {name: self._column(part, name) for name in part.schema.names}
+                    data = {name: self._column(part, name, zero_copy) for name in part.schema.names}
                     for j in range(hi - lo):
                         rec = {name: vals[j] for name, vals in data.items()}
                         rec["_shard"] = unit.shard
@@ -514,10 +616,17 @@ class FusionRSIterable(IterableDataset):
                 handle.close()
 
     @staticmethod
-    def _column(rb, name: str) -> list:
+    def _column(rb, name: str, zero_copy: bool = False) -> list:
+        import pyarrow as pa
+
         col = rb.column(name)
         if hasattr(col.type, "num_fields") and col.type.num_fields:  # struct<bytes> from "rgb.bytes"
             col = col.field("bytes")
+        if zero_copy and pa.types.is_binary(col.type) and len(col) and not col.null_count:
+            _, offsets, data = col.buffers()
+            off = np.frombuffer(offsets, dtype=np.int32)[col.offset: col.offset + len(col) + 1].tolist()
+            view = memoryview(data).cast("B")  # keeps the Arrow buffer alive as long as a row's view
+            return [view[a:b] for a, b in zip(off[:-1], off[1:], strict=True)]
         return col.to_pylist()
 
     def _generic_rows(self, resume: dict | None) -> Iterator[dict]:
@@ -565,7 +674,7 @@ class FusionRSIterable(IterableDataset):
             if value is None:
                 raise DecodeError("missing image")
             if isinstance(value, bytes | bytearray | memoryview):
-                arr = decode_rgb(bytes(value), self.image_size, backend=self.decode_backend)
+                arr = decode_rgb(value, self.image_size, backend=self.decode_backend)
             elif hasattr(value, "convert"):  # a PIL image from a decoding datasets source
                 arr = pil_to_array(value)
             elif isinstance(value, np.ndarray | torch.Tensor):
@@ -580,11 +689,7 @@ class FusionRSIterable(IterableDataset):
     def _make_batch(self, rows: list[dict]) -> dict:
         s = self.image_size
         n = len(rows)
-        if self.output_uint8:
-            rgb, ir = self._staging(n)
-        else:
-            rgb = _shared_empty((n, 3, s, s), torch.float32, self._in_worker)
-            ir = _shared_empty((n, 3, s, s), torch.float32, self._in_worker)
+        rgb, ir, token = self._batch_tensors(n, s)
         kept: list[dict] = []
         for rec in rows:
             a = self._decode(rec.get("rgb"), rec, "rgb")
@@ -594,12 +699,8 @@ class FusionRSIterable(IterableDataset):
             if b is None:
                 continue
             j = len(kept)
-            if self.output_uint8:
-                rgb[j].copy_(a)
-                ir[j].copy_(b)
-            else:
-                self.normalizer(a, rgb[j])
-                self.normalizer(b, ir[j])
+            self.normalizer(a, rgb[j])
+            self.normalizer(b, ir[j])
             kept.append(rec)
         if len(kept) < n:
             rgb, ir = rgb[: len(kept)], ir[: len(kept)]
@@ -613,25 +714,26 @@ class FusionRSIterable(IterableDataset):
         }
         if self.tokenizer is not None:
             self._tokenize(batch)
+        if token is not None:
+            batch[_SLOT_KEY] = token
         return batch
 
-    def _staging(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """uint8 batch buffers from a small ring, reused across batches.
+    def _batch_tensors(self, n: int, s: int) -> tuple[torch.Tensor, torch.Tensor, tuple | None]:
+        """Float32 ``rgb`` and ``ir`` batch tensors to decode into, and the slot token if they are reused.
 
-        Only used when the loader converts every batch to float the moment it arrives
-        (:func:`finish_batch`), so a buffer is free again once the loader has asked this worker for
-        ``ring_size`` more batches: the DataLoader keeps at most ``prefetch_factor`` requests
-        outstanding per worker, and ``ring_size = prefetch_factor + 2``. Reusing shared memory
-        saves the page faults of a fresh segment per batch (the largest per-row cost after decode).
+        In a worker: a reused shared-memory slot when the ring has a free one, else a fresh segment
+        (sending a tensor whose storage is already shared passes a handle, not a copy). In the main
+        process (``num_workers=0``): pooled heap tensors.
         """
-        s, b = self.image_size, self.batch_size or 1
-        ring = getattr(self, "_ring", None)
-        if ring is None or ring[0].shape[1:] != (b, 3, s, s):
-            ring = [_shared_empty((2, b, 3, s, s), torch.uint8, self._in_worker) for _ in range(self.ring_size)]
-            self._ring, self._ring_pos = ring, 0
-        buf = ring[self._ring_pos % len(ring)]
-        self._ring_pos += 1
-        return buf[0, :n], buf[1, :n]
+        if self._ring is not None:
+            got = self._ring.take((2, self.batch_size, 3, s, s))
+            if got is not None:
+                buf, token = got
+                return buf[0, :n], buf[1, :n], token
+        if self._in_worker:
+            buf = _shared_empty((2, n, 3, s, s), torch.float32, True)
+            return buf[0], buf[1], None
+        return self._pool.empty(torch.Size((n, 3, s, s))), self._pool.empty(torch.Size((n, 3, s, s))), None
 
     def _tokenize(self, batch: dict) -> None:
         """Replace caption strings by token ids; ``ir_caption`` None becomes "" with ``has_ir_caption`` False."""
@@ -689,38 +791,34 @@ class _OutputPool:
             del items[0]  # the oldest: still held by the user, or not reused for a while
         return t
 
+    def __getstate__(self) -> dict:
+        return {"capacity": self.capacity}  # a copy in a worker starts empty (never ships tensors)
 
-def finish_batch(batch, normalizer: Normalizer, pin: bool = False, pool: _OutputPool | None = None):
-    """Normalize uint8 ``rgb``/``ir`` of a batch (from workers) into float32, image by image."""
-    if not isinstance(batch, dict):
-        return batch
-    for key in IMAGE_FIELDS:
-        x = batch.get(key)
-        if isinstance(x, torch.Tensor) and x.dtype == torch.uint8:
-            if pin:
-                out = torch.empty(x.shape, dtype=torch.float32, pin_memory=True)
-            elif pool is not None:
-                out = pool.empty(x.shape)
-            else:
-                out = torch.empty(x.shape, dtype=torch.float32)
-            # numpy, single-threaded: torch's OpenMP pool would compete with the workers for cores
-            normalizer.numpy_into(x.numpy(), out.numpy())
-            batch[key] = out
-    return batch
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["capacity"])
 
 
 class _LoaderMixin:
     def __iter__(self):
         it = super().__iter__()
         ds = self.dataset
-        if not getattr(ds, "output_uint8", False):
+        table = getattr(ds, "_slots", None)
+        if table is None or not getattr(ds, "ring_size", 0):
             yield from it
             return
-        pin = bool(self.pin_memory) and torch.cuda.is_available()
-        pool = None if pin else _OutputPool()
+        # Handed-out slots outlive one pass (a user may keep the last batch), so they live on the loader.
+        handouts = self.__dict__.setdefault("_fusionrs_handouts", [])
         for batch in it:
-            yield finish_batch(batch, ds.normalizer, pin, pool)
-            batch = None  # drop our reference, so the pool can reuse the tensors once the user does
+            token = batch.pop(_SLOT_KEY, None) if isinstance(batch, dict) else None
+            table.release_unused(handouts)
+            if token is not None:
+                rgb = batch.get("rgb")
+                if isinstance(rgb, torch.Tensor) and rgb.is_shared():
+                    handouts.append((token, rgb))
+                else:  # pinned (or otherwise copied) on the way: the slot itself is no longer referenced
+                    table.release(token)
+            yield batch
+            batch = rgb = None  # drop our references, so the slot can be reused once the user drops theirs
 
     def set_epoch(self, epoch: int) -> None:
         """Forward to the dataset: call before each epoch for a new shuffle order."""
@@ -798,15 +896,14 @@ def loader_for(dataset: FusionRSIterable, *, num_workers: int = 0, stateful: boo
     if num_workers < 0:
         raise ValueError(f"num_workers must be >= 0, got {num_workers}")
     dataset.num_workers_hint = num_workers
-    if type(dataset)._make_batch is FusionRSIterable._make_batch:
-        dataset.output_uint8 = True  # normalized on arrival by the loader (see FusionRSIterable.output_uint8)
-        dataset.ring_size = (kw.get("prefetch_factor") or 4) + 2 if num_workers else 1
+    if num_workers and type(dataset)._make_batch is FusionRSIterable._make_batch:
+        # a slot per batch a worker can have in flight (prefetch_factor), the one the user is
+        # working on, and one for a user who keeps the previous batch a little longer
+        dataset.ring_size = (kw.get("prefetch_factor") or 2) + 2
     cls = _stateful_class() if stateful else FusionRSDataLoader
     if num_workers == 0:
         kw.pop("prefetch_factor", None)
         kw.pop("persistent_workers", None)
     else:
-        # 4 batches in flight per worker (torch's default is 2): on small machines the main process
-        # is descheduled now and then, and with 2 the workers stall waiting for requests.
-        kw.setdefault("prefetch_factor", 4)
+        kw.setdefault("prefetch_factor", 2)
     return cls(dataset, batch_size=None, num_workers=num_workers, collate_fn=_identity, **kw)
