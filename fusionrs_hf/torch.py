@@ -213,7 +213,9 @@ def _shared_empty(shape: tuple[int, ...], dtype: torch.dtype, in_worker: bool) -
 
 
 _SLOT_KEY = "_fusionrs_slot"
-"""Private batch key naming the worker slot a batch was written into; removed by the loader."""
+"""Private batch key: ``(worker, generation, slot, rows)`` of the slot a batch was written into."""
+_SLOT_TENSOR_KEY = "_fusionrs_slot_tensor"
+"""Private batch key: the whole slot tensor, sent with the first batch written into the slot."""
 _RING_MAX = 16
 
 
@@ -248,20 +250,74 @@ class _SlotTable:
         if int(self.gen[worker]) == gen:  # an older ring is never written again: nothing to free
             self.owner[worker, k] = gen
 
-    def release_unused(self, handouts: list, keep: int = 64) -> None:
-        """Hand back every slot in ``handouts`` whose storage only ``handouts`` still references."""
-        i = 0
+
+
+class _SlotReceiver:
+    """The training-process side of the slots: puts batch tensors back together, hands slots back.
+
+    Sending a tensor through the DataLoader's queue passes its shared-memory file descriptor over
+    a socket and maps it again in this process, batch after batch; measured, that costs 5-7% of
+    throughput on 2 cores. So a worker sends each slot's tensor once, with the first batch written
+    into it, and later batches carry only ``(worker, generation, slot, rows)``; ``rgb``/``ir`` are
+    views of the slot made here. With ``pin_memory`` the DataLoader's pin thread must see the
+    tensors, so then every batch carries them (``send_once=False``) and the pinned copy frees
+    the slot at once.
+    """
+
+    def __init__(self, table: _SlotTable) -> None:
+        self.table = table
+        self.slots: dict[tuple[int, int], tuple[int, torch.Tensor]] = {}
+        self.handouts: list[tuple[tuple[int, int, int], torch.Tensor | None]] = []
+
+    def receive(self, batch):
+        token = batch.pop(_SLOT_KEY, None) if isinstance(batch, dict) else None
+        if token is None:
+            return batch
+        worker, gen, k, rows = token
+        slot = batch.pop(_SLOT_TENSOR_KEY, None)
+        if slot is not None:
+            for key in [key for key, (g, _) in self.slots.items() if key[0] == worker and g != gen]:
+                del self.slots[key]  # the worker started a new pass: its old slots are never sent again
+            self.slots[(worker, k)] = (gen, slot)
+        if batch.get("rgb") is not None:  # tensors sent with the batch (pin_memory)
+            rgb = batch["rgb"]
+            if isinstance(rgb, torch.Tensor) and rgb.is_shared():  # not pinned after all (no CUDA)
+                self.handouts.append(((worker, gen, k), rgb))
+            else:
+                self.table.release((worker, gen, k))
+            return batch
+        have = self.slots.get((worker, k))
+        if have is None or have[0] != gen:
+            raise RuntimeError(f"fusionrs: batch from slot {k} of worker {worker} (pass {gen}) arrived "
+                               "before the slot itself; was a batch dropped on the way?")
+        batch["rgb"], batch["ir"] = have[1][0, :rows], have[1][1, :rows]
+        self.handouts.append(((worker, gen, k), None))
+        return batch
+
+    def release_unused(self, keep: int = 64) -> None:
+        """Hand back every slot no tensor, view or array outside this object references any more."""
+        handouts, i = self.handouts, 0
         while i < len(handouts):
-            t = handouts[i][1]
-            # references to `t`: the list's tuple, the local name and getrefcount's argument; to its
-            # storage: `t` and the temporary storage object. Any view, numpy array, batch dict or
-            # other tensor (e.g. the batch's "ir", which shares the slot) raises one of them.
-            if sys.getrefcount(t) == 3 and torch._C._storage_Use_Count(t.untyped_storage()._cdata) == 2:
-                self.release(handouts.pop(i)[0])
+            (worker, gen, k), t = handouts[i]
+            if t is None:
+                have = self.slots.get((worker, k))
+                if have is None or have[0] != gen:  # a finished pass's slot: never reused, forget it
+                    handouts.pop(i)
+                    continue
+                # references to the slot's storage: the slot tensor kept here and the temporary
+                # storage object; every view handed out (rgb, ir, slices, numpy arrays) adds one
+                free = torch._C._storage_Use_Count(have[1].untyped_storage()._cdata) == 2
+                del have
+            else:
+                # `t`: the list's tuple, the local name and getrefcount's argument; its storage: `t`
+                # and the temporary storage object
+                free = sys.getrefcount(t) == 3 and torch._C._storage_Use_Count(t.untyped_storage()._cdata) == 2
+            del t
+            if free:
+                self.table.release(handouts.pop(i)[0])
             else:
                 i += 1
-            del t
-        del handouts[:-keep]  # kept for long by the user: those slots stay taken for this generation
+        del handouts[:-keep]  # kept for long by the user: those slots stay taken for this pass
 
 
 class _SlotRing:
@@ -277,8 +333,11 @@ class _SlotRing:
             self.gen = int(table.gen[worker])
             table.owner[worker] = self.gen  # no slot of this generation exists yet: all free
 
-    def take(self, shape: tuple[int, ...]) -> tuple[torch.Tensor, tuple[int, int, int]] | None:
-        """A free slot of ``shape`` (allocated on first need, up to ``size``), marked in use; else None."""
+    def take(self, shape: tuple[int, ...]) -> tuple[torch.Tensor, tuple[int, int, int], bool] | None:
+        """A free slot of ``shape``, marked in use, its token and whether it is new; else None.
+
+        Slots are allocated on first need, up to ``size``.
+        """
         if not self.size:
             return None
         owner = self.table.owner[self.worker]
@@ -287,13 +346,13 @@ class _SlotRing:
             if tuple(buf.shape) == shape and int(owner[k]) == self.gen:
                 owner[k] = -self.gen
                 counts[1] += 1
-                return buf, (self.worker, self.gen, k)
+                return buf, (self.worker, self.gen, k), False
         if len(self.slots) < self.size:
             k = len(self.slots)
             self.slots.append(_shared_empty(shape, torch.float32, True))
             owner[k] = -self.gen
             counts[0] += 1
-            return self.slots[k], (self.worker, self.gen, k)
+            return self.slots[k], (self.worker, self.gen, k), True
         counts[2] += 1
         return None
 
@@ -370,6 +429,8 @@ class FusionRSIterable(IterableDataset):
         self.num_workers_hint = 0
         """Set by :func:`make_dataloader`; used by ``__len__`` to count batches exactly."""
         self.ring_size = 0
+        self.send_slots_once = False
+        """Send each slot tensor once and later only its token (see :class:`_SlotReceiver`)."""
         """Shared-memory batch slots a worker may reuse (0: a fresh segment per batch).
 
         Set by :func:`loader_for` to ``prefetch_factor + 2``, because only its loaders hand slots
@@ -689,7 +750,7 @@ class FusionRSIterable(IterableDataset):
     def _make_batch(self, rows: list[dict]) -> dict:
         s = self.image_size
         n = len(rows)
-        rgb, ir, token = self._batch_tensors(n, s)
+        rgb, ir, token, first = self._batch_tensors(n, s)
         kept: list[dict] = []
         for rec in rows:
             a = self._decode(rec.get("rgb"), rec, "rgb")
@@ -715,10 +776,14 @@ class FusionRSIterable(IterableDataset):
         if self.tokenizer is not None:
             self._tokenize(batch)
         if token is not None:
-            batch[_SLOT_KEY] = token
+            batch[_SLOT_KEY] = (*token, len(kept))
+            if self.send_slots_once:
+                batch["rgb"] = batch["ir"] = None  # views of the slot, made by the loader
+                if first:
+                    batch[_SLOT_TENSOR_KEY] = self._ring.slots[token[2]]
         return batch
 
-    def _batch_tensors(self, n: int, s: int) -> tuple[torch.Tensor, torch.Tensor, tuple | None]:
+    def _batch_tensors(self, n: int, s: int) -> tuple[torch.Tensor, torch.Tensor, tuple | None, bool]:
         """Float32 ``rgb`` and ``ir`` batch tensors to decode into, and the slot token if they are reused.
 
         In a worker: a reused shared-memory slot when the ring has a free one, else a fresh segment
@@ -728,12 +793,13 @@ class FusionRSIterable(IterableDataset):
         if self._ring is not None:
             got = self._ring.take((2, self.batch_size, 3, s, s))
             if got is not None:
-                buf, token = got
-                return buf[0, :n], buf[1, :n], token
+                buf, token, first = got
+                return buf[0, :n], buf[1, :n], token, first
         if self._in_worker:
             buf = _shared_empty((2, n, 3, s, s), torch.float32, True)
-            return buf[0], buf[1], None
-        return self._pool.empty(torch.Size((n, 3, s, s))), self._pool.empty(torch.Size((n, 3, s, s))), None
+            return buf[0], buf[1], None, False
+        shape = torch.Size((n, 3, s, s))
+        return self._pool.empty(shape), self._pool.empty(shape), None, False
 
     def _tokenize(self, batch: dict) -> None:
         """Replace caption strings by token ids; ``ir_caption`` None becomes "" with ``has_ir_caption`` False."""
@@ -807,18 +873,11 @@ class _LoaderMixin:
             yield from it
             return
         # Handed-out slots outlive one pass (a user may keep the last batch), so they live on the loader.
-        handouts = self.__dict__.setdefault("_fusionrs_handouts", [])
+        receiver = self.__dict__.setdefault("_fusionrs_receiver", _SlotReceiver(table))
         for batch in it:
-            token = batch.pop(_SLOT_KEY, None) if isinstance(batch, dict) else None
-            table.release_unused(handouts)
-            if token is not None:
-                rgb = batch.get("rgb")
-                if isinstance(rgb, torch.Tensor) and rgb.is_shared():
-                    handouts.append((token, rgb))
-                else:  # pinned (or otherwise copied) on the way: the slot itself is no longer referenced
-                    table.release(token)
-            yield batch
-            batch = rgb = None  # drop our references, so the slot can be reused once the user drops theirs
+            receiver.release_unused()
+            yield receiver.receive(batch)
+            batch = None  # drop our reference, so the slot can be reused once the user drops theirs
 
     def set_epoch(self, epoch: int) -> None:
         """Forward to the dataset: call before each epoch for a new shuffle order."""
@@ -900,6 +959,7 @@ def loader_for(dataset: FusionRSIterable, *, num_workers: int = 0, stateful: boo
         # a slot per batch a worker can have in flight (prefetch_factor), the one the user is
         # working on, and one for a user who keeps the previous batch a little longer
         dataset.ring_size = (kw.get("prefetch_factor") or 2) + 2
+        dataset.send_slots_once = not kw.get("pin_memory", False)
     cls = _stateful_class() if stateful else FusionRSDataLoader
     if num_workers == 0:
         kw.pop("prefetch_factor", None)

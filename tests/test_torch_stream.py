@@ -85,8 +85,15 @@ def test_batch_shapes_dtypes_normalization_and_alignment(stream_repo):
             assert err_own < 0.5 * min(others)
 
 
-@pytest.mark.parametrize("num_workers", [0, 2])
-def test_held_batches_are_never_overwritten_and_dropped_ones_are_reused(stream_repo, num_workers):
+def _loader_sending(repo, send_once: bool | None, **kw):
+    loader = make_dataloader(repo, **kw)
+    if send_once is not None:  # False: every batch carries its tensors, as with pin_memory=True
+        loader.dataset.send_slots_once = send_once
+    return loader
+
+
+@pytest.mark.parametrize(("num_workers", "send_once"), [(0, None), (2, True), (2, False)])
+def test_held_batches_are_never_overwritten_and_dropped_ones_are_reused(stream_repo, num_workers, send_once):
     """Batch memory is reused: reuse must be invisible to anyone still holding a batch, a view or an array."""
     kw = dict(config="default", split="train", batch_size=8, image_size=SIZE, num_workers=num_workers)
     reference = {}
@@ -94,7 +101,7 @@ def test_held_batches_are_never_overwritten_and_dropped_ones_are_reused(stream_r
         for i, sid in enumerate(batch["sample_id"]):
             reference[sid] = (batch["rgb"][i].clone(), batch["ir"][i].clone())
     held, views, arrays = [], [], []
-    loader = make_dataloader(stream_repo, **kw)
+    loader = _loader_sending(stream_repo, send_once, **kw)
     for k, batch in enumerate(loader):
         if k % 4 == 0:
             held.append(batch)  # the whole dict
@@ -111,7 +118,7 @@ def test_held_batches_are_never_overwritten_and_dropped_ones_are_reused(stream_r
     for sid, a in arrays:
         assert np.array_equal(a, reference[sid][0].numpy()), sid
     # dropped at once: a handful of buffers cycle instead of fresh memory per batch
-    loader = make_dataloader(stream_repo, **kw)
+    loader = _loader_sending(stream_repo, send_once, **kw)
     ptrs = {batch["rgb"].data_ptr() for batch in loader}
     if num_workers == 0:
         assert len(ptrs) <= 4 < len(loader)
