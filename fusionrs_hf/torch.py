@@ -257,7 +257,6 @@ class _SlotTable:
             self.owner[worker, k] = gen
 
 
-
 class _SlotReceiver:
     """The training-process side of the slots: puts batch tensors back together, hands slots back.
 
@@ -266,7 +265,7 @@ class _SlotReceiver:
     throughput on 2 cores. So a worker sends each slot's tensor once, with the first batch written
     into it, and later batches carry only ``(worker, generation, slot, rows)``; ``rgb``/``ir`` are
     views of the slot made here. With ``pin_memory`` the DataLoader's pin thread must see the
-    tensors, so then every batch carries them (``send_once=False``) and the pinned copy frees
+    tensors, so then every batch carries them (``send_slots_once=False``) and the pinned copy frees
     the slot at once.
     """
 
@@ -884,7 +883,9 @@ class _LoaderMixin:
             yield from it
             return
         # Handed-out slots outlive one pass (a user may keep the last batch), so they live on the loader.
-        receiver = self.__dict__.setdefault("_fusionrs_receiver", _SlotReceiver(table))
+        receiver = self.__dict__.get("_fusionrs_receiver")
+        if receiver is None:
+            receiver = self.__dict__["_fusionrs_receiver"] = _SlotReceiver(table)
         for batch in it:
             receiver.release_unused()
             yield receiver.receive(batch)
