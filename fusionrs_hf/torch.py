@@ -607,6 +607,10 @@ class FusionRSIterable(IterableDataset):
         n = len(emit)
         if consumed >= n:
             return
+        if consumed == 0 and not self.shuffle:  # storage order, nothing to skip: rows as read
+            for _, rec in self._read(pieces, 0):
+                yield rec
+            return
         done = np.zeros(n, dtype=bool)
         done[emit[:consumed]] = True
         first_needed = int(emit[consumed:].min())
@@ -740,9 +744,11 @@ class FusionRSIterable(IterableDataset):
         logger.debug("skipping %s", msg)
 
     def _decode(self, value, rec: dict, column: str) -> torch.Tensor | None:
-        where = f"sample_id={rec.get('sample_id')!r}"
         try:
-            value = _image_value(value, where)
+            if isinstance(value, bytes | memoryview) and len(value):  # the fast path's cells
+                return center_crop_resize(decode_rgb(value, self.image_size, backend=self.decode_backend),
+                                          self.image_size)
+            value = _image_value(value, f"sample_id={rec.get('sample_id')!r}")
             if value is None:
                 raise DecodeError("missing image")
             if isinstance(value, bytes | bytearray | memoryview):
