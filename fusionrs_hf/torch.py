@@ -892,8 +892,14 @@ class _LoaderMixin:
         receiver = self.__dict__.get("_fusionrs_receiver")
         if receiver is None:
             receiver = self.__dict__["_fusionrs_receiver"] = _SlotReceiver(table)
-        for batch in it:
+        while True:
+            # Hand slots back before asking for the next batch: receiving it sends its worker the
+            # next request, and a worker that was waiting would otherwise find no free slot yet.
             receiver.release_unused()
+            try:
+                batch = next(it)
+            except StopIteration:
+                return
             yield receiver.receive(batch)
             batch = None  # drop our reference, so the slot can be reused once the user drops theirs
 
