@@ -80,7 +80,7 @@ from .schema import FIELD_NAMES, IMAGE_FIELDS
 
 __all__ = [
     "CLIP_MEAN", "CLIP_STD", "BATCH_KEYS", "DecodeError", "FusionRSIterable", "FusionRSDataLoader",
-    "Unit", "make_dataloader", "plan_units", "resolve_repo",
+    "Unit", "make_dataloader", "normalize_batch", "plan_units", "resolve_repo",
 ]
 
 logger = logging.getLogger(__name__)
@@ -338,7 +338,8 @@ class _SlotRing:
             self.gen = int(table.gen[worker])
             table.owner[worker] = self.gen  # no slot of this generation exists yet: all free
 
-    def take(self, shape: tuple[int, ...]) -> tuple[torch.Tensor, tuple[int, int, int], bool] | None:
+    def take(self, shape: tuple[int, ...], dtype: torch.dtype = torch.float32,
+             ) -> tuple[torch.Tensor, tuple[int, int, int], bool] | None:
         """A free slot of ``shape``, marked in use, its token and whether it is new; else None.
 
         Slots are allocated on first need, up to ``size``.
@@ -348,13 +349,13 @@ class _SlotRing:
         owner = self.table.owner[self.worker]
         counts = self.table.counts[self.worker]
         for k, buf in enumerate(self.slots):
-            if tuple(buf.shape) == shape and int(owner[k]) == self.gen:
+            if tuple(buf.shape) == shape and buf.dtype == dtype and int(owner[k]) == self.gen:
                 owner[k] = -self.gen
                 counts[1] += 1
                 return buf, (self.worker, self.gen, k), False
         if len(self.slots) < self.size:
             k = len(self.slots)
-            self.slots.append(_shared_empty(shape, torch.float32, True))
+            self.slots.append(_shared_empty(shape, dtype, True))
             owner[k] = -self.gen
             counts[0] += 1
             return self.slots[k], (self.worker, self.gen, k), True
@@ -410,6 +411,7 @@ class FusionRSIterable(IterableDataset):
         drop_last: bool = False,
         revision: str | None = None,
         decode_backend: str = "auto",
+        normalize: bool = True,
     ) -> None:
         super().__init__()
         if (repo_or_path is None) == (source is None):
@@ -428,6 +430,8 @@ class FusionRSIterable(IterableDataset):
         self.tokenizer, self.on_error, self.drop_last = tokenizer, on_error, bool(drop_last)
         self.normalizer = Normalizer(mean, std)
         self.decode_backend = decode_backend
+        self.normalize = bool(normalize)
+        """False: ``rgb``/``ir`` stay uint8 (crop + resize only), for :func:`normalize_batch` on the GPU."""
         self.rank, self.world_size = _resolve_rank(rank, world_size)
         self.config, self.split = config, split
         self.source = source
@@ -777,8 +781,12 @@ class FusionRSIterable(IterableDataset):
             if b is None:
                 continue
             j = len(kept)
-            self.normalizer(a, rgb[j])
-            self.normalizer(b, ir[j])
+            if self.normalize:
+                self.normalizer(a, rgb[j])
+                self.normalizer(b, ir[j])
+            else:
+                rgb[j].copy_(a)
+                ir[j].copy_(b)
             kept.append(rec)
         if len(kept) < n:
             rgb, ir = rgb[: len(kept)], ir[: len(kept)]
@@ -807,16 +815,17 @@ class FusionRSIterable(IterableDataset):
         (sending a tensor whose storage is already shared passes a handle, not a copy). In the main
         process (``num_workers=0``): pooled heap tensors.
         """
+        dtype = torch.float32 if self.normalize else torch.uint8
         if self._ring is not None:
-            got = self._ring.take((2, self.batch_size, 3, s, s))
+            got = self._ring.take((2, self.batch_size, 3, s, s), dtype)
             if got is not None:
                 buf, token, first = got
                 return buf[0, :n], buf[1, :n], token, first
         if self._in_worker:
-            buf = _shared_empty((2, n, 3, s, s), torch.float32, True)
+            buf = _shared_empty((2, n, 3, s, s), dtype, True)
             return buf[0], buf[1], None, False
         shape = torch.Size((n, 3, s, s))
-        return self._pool.empty(shape), self._pool.empty(shape), None, False
+        return self._pool.empty(shape, dtype), self._pool.empty(shape, dtype), None, False
 
     def _tokenize(self, batch: dict) -> None:
         """Replace caption strings by token ids; ``ir_caption`` None becomes "" with ``has_ir_caption`` False."""
@@ -856,18 +865,18 @@ class _OutputPool:
         self._items: list[torch.Tensor] = []
         self.capacity = capacity
 
-    def empty(self, shape: torch.Size) -> torch.Tensor:
+    def empty(self, shape: torch.Size, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         items = self._items
         for i in range(len(items)):
             # references while checking: the list's and getrefcount's argument (2); storage: the
             # tensor's and the temporary storage object's (2)
-            if (items[i].shape == shape and sys.getrefcount(items[i]) == 2
+            if (items[i].shape == shape and items[i].dtype == dtype and sys.getrefcount(items[i]) == 2
                     and torch._C._storage_Use_Count(items[i].untyped_storage()._cdata) == 2
                     and not items[i].is_shared()):
                 t = items.pop(i)
                 items.append(t)  # most recently handed out last
                 return t
-        t = torch.empty(shape, dtype=torch.float32)
+        t = torch.empty(shape, dtype=dtype)
         items.append(t)
         if len(items) > self.capacity:
             del items[0]  # the oldest: still held by the user, or not reused for a while
@@ -878,6 +887,21 @@ class _OutputPool:
 
     def __setstate__(self, state: dict) -> None:
         self.__init__(state["capacity"])
+
+
+def normalize_batch(batch: dict, mean: Sequence[float] = CLIP_MEAN, std: Sequence[float] = CLIP_STD) -> dict:
+    """uint8 ``rgb``/``ir`` of a ``normalize=False`` batch -> float32 ``(x/255 - mean)/std``, on their device.
+
+    Meant for after ``.to("cuda")``: the GPU normalizes in microseconds what costs the loader's
+    workers about a tenth of their time on the CPU. Returns the batch, updated in place.
+    """
+    for key in IMAGE_FIELDS:
+        x = batch.get(key)
+        if isinstance(x, torch.Tensor) and x.dtype == torch.uint8:
+            m = torch.tensor(mean, dtype=torch.float32, device=x.device).view(3, 1, 1)
+            s = torch.tensor(std, dtype=torch.float32, device=x.device).view(3, 1, 1)
+            batch[key] = x.float().mul_(1.0 / (255.0 * s)).sub_(m / s)
+    return batch
 
 
 class _LoaderMixin:
@@ -959,10 +983,12 @@ def make_dataloader(
     strings, or token ids when ``tokenizer`` (a callable on a list of strings returning a tensor or a
     dict with ``input_ids``) is given. ``rank``/``world_size`` default to the process group or
     torchrun's env vars. ``stateful=True`` returns a torchdata ``StatefulDataLoader`` for resume.
+    ``normalize=False`` keeps ``rgb``/``ir`` uint8 (cropped and resized, 4x less memory traffic and
+    host-to-device copy); normalize them on the GPU with :func:`normalize_batch`.
     Other keyword arguments: ``revision``, ``decode_backend`` (dataset) and ``pin_memory``,
     ``prefetch_factor``, ``persistent_workers``, ``multiprocessing_context``, ``timeout`` (loader).
     """
-    ds_keys = {"revision", "decode_backend"}
+    ds_keys = {"revision", "decode_backend", "normalize"}
     ds_kw = {k: kw.pop(k) for k in list(kw) if k in ds_keys}
     common = dict(batch_size=batch_size, image_size=image_size, shuffle=shuffle, seed=seed,
                   shuffle_buffer=shuffle_buffer, tokenizer=tokenizer, on_error=on_error, mean=mean, std=std,

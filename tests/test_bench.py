@@ -15,6 +15,7 @@ def test_bench_json_keys_and_row_checks(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     res = json.loads(out.stdout)
     for key in ("samples_per_s", "vs_stock", "vs_webdataset", "vs_decode_limit", "vs_decode_norm_limit",
+                "uint8_vs_decode_limit",
                 "peak_rss_mb"):
         assert isinstance(res[key], float) and res[key] > 0, key
     # every pipeline read every training row exactly once (the bench checks ids and counts itself)

@@ -129,6 +129,26 @@ def test_held_batches_are_never_overwritten_and_dropped_ones_are_reused(stream_r
         assert stats["slots_allocated"] <= num_workers * loader.dataset.ring_size
 
 
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_uint8_batches_normalized_later_match_float_batches(stream_repo, num_workers):
+    """normalize=False ships uint8 crops; normalize_batch (on any device) gives the float batch exactly."""
+    from fusionrs_hf.torch import normalize_batch
+
+    kw = dict(config="default", split="train", batch_size=8, image_size=SIZE, num_workers=num_workers)
+    floats = {sid: (b["rgb"][i].clone(), b["ir"][i].clone())
+              for b in make_dataloader(stream_repo, **kw) for i, sid in enumerate(b["sample_id"])}
+    seen = 0
+    for batch in make_dataloader(stream_repo, normalize=False, **kw):
+        assert batch["rgb"].dtype == batch["ir"].dtype == torch.uint8
+        assert batch["rgb"].shape[1:] == (3, SIZE, SIZE)
+        batch = normalize_batch(batch)
+        for i, sid in enumerate(batch["sample_id"]):
+            assert torch.allclose(batch["rgb"][i], floats[sid][0], atol=1e-5), sid
+            assert torch.allclose(batch["ir"][i], floats[sid][1], atol=1e-5), sid
+            seen += 1
+    assert seen == len(floats)
+
+
 def test_torch_path_does_not_import_datasets():
     """Workers fork from the training process: `datasets` (and pandas) would cost each one ~70 MB."""
     import subprocess
