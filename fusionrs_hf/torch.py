@@ -308,6 +308,16 @@ class _SlotReceiver:
         self.handouts.append(((worker, gen, k), None))
         return batch
 
+    def end_pass(self) -> None:
+        """Forget this pass's slots: its workers never write them again (a new pass makes new ones).
+
+        Without this the training process would keep every worker's slots mapped between epochs
+        and after training (``num_workers * (prefetch_factor + 2)`` batches); batches the user
+        still holds keep their own slot alive.
+        """
+        self.slots.clear()
+        self.handouts.clear()
+
     def release_unused(self, keep: int = 64) -> None:
         """Hand back every slot no tensor, view or array outside this object references any more."""
         handouts, i = self.handouts, 0
@@ -927,16 +937,19 @@ class _LoaderMixin:
         receiver = self.__dict__.get("_fusionrs_receiver")
         if receiver is None:
             receiver = self.__dict__["_fusionrs_receiver"] = _SlotReceiver(table)
-        while True:
-            # Hand slots back before asking for the next batch: receiving it sends its worker the
-            # next request, and a worker that was waiting would otherwise find no free slot yet.
-            receiver.release_unused()
-            try:
-                batch = next(it)
-            except StopIteration:
-                return
-            yield receiver.receive(batch)
-            batch = None  # drop our reference, so the slot can be reused once the user drops theirs
+        try:
+            while True:
+                # Hand slots back before asking for the next batch: receiving it sends its worker the
+                # next request, and a worker that was waiting would otherwise find no free slot yet.
+                receiver.release_unused()
+                try:
+                    batch = next(it)
+                except StopIteration:
+                    return
+                yield receiver.receive(batch)
+                batch = None  # drop our reference, so the slot can be reused once the user drops theirs
+        finally:
+            receiver.end_pass()
 
     def set_epoch(self, epoch: int) -> None:
         """Forward to the dataset: call before each epoch for a new shuffle order."""

@@ -123,6 +123,7 @@ def test_held_batches_are_never_overwritten_and_dropped_ones_are_reused(stream_r
     if num_workers == 0:
         assert len(ptrs) <= 4 < len(loader)
     else:
+        assert not loader._fusionrs_receiver.slots  # nothing kept mapped once the pass is over
         stats = loader.dataset._slots.stats()
         assert stats["fresh_batches"] == 0, stats
         assert stats["slot_reuses"] >= len(loader) - stats["slots_allocated"] > 0, stats
@@ -147,6 +148,29 @@ def test_uint8_batches_normalized_later_match_float_batches(stream_repo, num_wor
             assert torch.allclose(batch["ir"][i], floats[sid][1], atol=1e-5), sid
             seen += 1
     assert seen == len(floats)
+
+
+def test_slots_after_an_abandoned_pass_with_persistent_workers(stream_repo):
+    """A pass broken off mid-way leaves slots taken; the next pass (new slot generation) is still exact."""
+    kw = dict(config="default", split="train", batch_size=8, image_size=SIZE, num_workers=2)
+    reference = {sid: b["rgb"][i].clone() for b in make_dataloader(stream_repo, **kw)
+                 for i, sid in enumerate(b["sample_id"])}
+    loader = make_dataloader(stream_repo, persistent_workers=True, **kw)
+    kept = []
+    for k, batch in enumerate(loader):
+        kept.append(batch)
+        if k == 2:
+            break
+    for _ in range(2):
+        seen = Counter()
+        for batch in loader:
+            for i, sid in enumerate(batch["sample_id"]):
+                assert torch.equal(batch["rgb"][i], reference[sid]), sid
+                seen[sid] += 1
+        assert seen == Counter(reference.keys())
+    for batch in kept:  # batches from the abandoned pass were not overwritten by later passes
+        for i, sid in enumerate(batch["sample_id"]):
+            assert torch.equal(batch["rgb"][i], reference[sid]), sid
 
 
 def test_torch_path_does_not_import_datasets():
