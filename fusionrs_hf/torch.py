@@ -457,12 +457,12 @@ class FusionRSIterable(IterableDataset):
         self.num_workers_hint = 0
         """Set by :func:`make_dataloader`; used by ``__len__`` to count batches exactly."""
         self.ring_size = 0
-        self.send_slots_once = False
-        """Send each slot tensor once and later only its token (see :class:`_SlotReceiver`)."""
         """Shared-memory batch slots a worker may reuse (0: a fresh segment per batch).
 
         Set by :func:`loader_for` to ``prefetch_factor + 2``, because only its loaders hand slots
         back (see :class:`_SlotRing`); a plain ``DataLoader`` over this dataset gets fresh memory."""
+        self.send_slots_once = False
+        """Send each slot tensor once and later only its token (see :class:`_SlotReceiver`)."""
         if source is None:
             self.fs, self.root = resolve_repo(repo_or_path, revision)
             self.units = plan_units(self.fs, self.root, config, split)
@@ -831,7 +831,8 @@ class FusionRSIterable(IterableDataset):
         return batch
 
     def _batch_tensors(self, n: int, s: int) -> tuple[torch.Tensor, torch.Tensor, tuple | None, bool]:
-        """Float32 ``rgb`` and ``ir`` batch tensors to decode into, and the slot token if they are reused.
+        """``rgb`` and ``ir`` batch tensors to decode into (float32; uint8 with ``normalize=False``), and
+        the slot token and whether the slot is new, if it is a reused one.
 
         In a worker: a reused shared-memory slot when the ring has a free one, else a fresh segment
         (sending a tensor whose storage is already shared passes a handle, not a copy). In the main
@@ -872,7 +873,7 @@ class FusionRSIterable(IterableDataset):
 
 
 class _OutputPool:
-    """Float32 batch tensors made in the training process (``num_workers=0``), reused once nobody holds them.
+    """Batch tensors made in the training process (``num_workers=0``), reused once nobody holds them.
 
     A fresh 19 MB tensor per image key per batch costs more in page faults (the allocator returns
     such blocks to the kernel and takes them back zeroed) than the normalization that fills it:
@@ -933,7 +934,7 @@ class _LoaderMixin:
         if table is None or not getattr(ds, "ring_size", 0):
             yield from it
             return
-        # Handed-out slots outlive one pass (a user may keep the last batch), so they live on the loader.
+        # One receiver per loader; it forgets a pass's slots when the pass ends (``end_pass``).
         receiver = self.__dict__.get("_fusionrs_receiver")
         if receiver is None:
             receiver = self.__dict__["_fusionrs_receiver"] = _SlotReceiver(table)
