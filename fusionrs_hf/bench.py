@@ -250,13 +250,13 @@ def time_pass(loader) -> dict:
 
 def _decode_worker(args_tuple) -> tuple[int, float]:
     payload, size, barrier_time, normalize, batch = args_tuple
-    import torch
 
-    from .decode import Normalizer, decode_resize
+    from .decode import Normalizer, decode_resize, empty_images
 
-    # (c'): batch-sized float32 buffers, 4 of them in turn, like the slots our workers write into
+    # (c'): batch-sized float32 buffers, 4 of them in turn, in the loader's default (channels-last)
+    # layout, like the slots our workers write into
     norm = Normalizer() if normalize else None
-    ring = [torch.zeros(2, batch, 3, size, size) for _ in range(4)] if normalize else []
+    ring = [empty_images((2, batch, 3, size, size)).zero_() for _ in range(4)] if normalize else []
     while time.time() < barrier_time:  # start both processes together
         time.sleep(0.001)
     t0 = time.perf_counter()

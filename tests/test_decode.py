@@ -19,6 +19,8 @@ from fusionrs_hf.decode import (
     decode_resize,
     decode_rgb,
     denormalize,
+    empty_images,
+    is_channels_last,
     jpeg_scale,
 )
 from fusionrs_hf.scenes import jpeg_bytes, render_scene
@@ -123,3 +125,24 @@ def test_normalizer_round_trip_and_validation():
         Normalizer(std=(1, 0, 1))
     with pytest.raises(ValueError):
         Normalizer(mean=(0.5,))
+
+
+@pytest.mark.parametrize("threads", [1, 2])  # 1: torch kernels (workers); 2: the numpy branch
+@pytest.mark.parametrize("src_layout", ["hwc", "chw"])
+def test_normalizer_into_channels_last_slots_matches_contiguous(threads, src_layout):
+    """The channels-last fast path (tiled row scale) gives the per-channel formula exactly."""
+    h, w = 6, 10  # not square: catches a row tiled with the wrong width
+    hwc = torch.randint(0, 256, (h, w, 3), dtype=torch.uint8)
+    u8 = hwc.permute(2, 0, 1) if src_layout == "hwc" else hwc.permute(2, 0, 1).contiguous()
+    norm = Normalizer((0.1, 0.5, 0.9), (0.2, 0.3, 0.4))
+    ref = (u8.float() / 255 - torch.tensor([0.1, 0.5, 0.9]).view(3, 1, 1)) / torch.tensor([0.2, 0.3, 0.4]).view(3, 1, 1)
+    slot = empty_images((4, 3, h, w))
+    assert is_channels_last(slot) and is_channels_last(slot[2]) and not slot.is_contiguous()
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        norm(u8, slot[2])
+    finally:
+        torch.set_num_threads(old)
+    assert torch.allclose(slot[2], ref, atol=1e-5)
+    assert slot[2].stride() == (1, w * 3, 3)  # written in place, layout kept

@@ -60,7 +60,8 @@ def test_batch_shapes_dtypes_normalization_and_alignment(stream_repo):
     for key in ("rgb", "ir"):
         assert batch[key].shape == (16, 3, size, size)
         assert batch[key].dtype == torch.float32
-        assert batch[key].is_contiguous()
+        # stored (B, H, W, 3): torch's channels_last, the layout the workers normalize fastest
+        assert batch[key].is_contiguous(memory_format=torch.channels_last)
     assert all(isinstance(c, str) for c in batch["caption"])
     # reference: independent full PIL decode + resize, CLIP normalization written out by hand
     mean = np.array(CLIP_MEAN, np.float32)[:, None, None]
@@ -83,6 +84,27 @@ def test_batch_shapes_dtypes_normalization_and_alignment(stream_repo):
             # ... and clearly closer to its own image than to any other sample's
             others = [np.abs(got - v[k]).mean() for o, v in refs.items() if o != sid]
             assert err_own < 0.5 * min(others)
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_channels_last_false_gives_contiguous_batches_with_the_same_values(stream_repo, num_workers, normalize):
+    kw = dict(config="default", split="train", batch_size=8, image_size=SIZE, num_workers=num_workers,
+              normalize=normalize)
+    layouts = {}
+    for cl in (True, False):
+        got = {}
+        for batch in make_dataloader(stream_repo, channels_last=cl, **kw):
+            for key in ("rgb", "ir"):
+                x = batch[key]
+                assert x.is_contiguous(memory_format=torch.channels_last if cl else torch.contiguous_format)
+                assert x.is_contiguous() is (not cl)
+            for i, sid in enumerate(batch["sample_id"]):
+                got[sid] = (batch["rgb"][i].clone(), batch["ir"][i].clone())
+        layouts[cl] = got
+    assert layouts[True].keys() == layouts[False].keys() and layouts[True]
+    for sid, (rgb, ir) in layouts[True].items():
+        assert torch.equal(rgb, layouts[False][sid][0]) and torch.equal(ir, layouts[False][sid][1]), sid
 
 
 def _loader_sending(repo, send_once: bool | None, **kw):
