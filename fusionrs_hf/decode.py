@@ -214,7 +214,8 @@ class Normalizer:
     def __call__(self, img_u8: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         if out is None:
             out = torch.empty(img_u8.shape, dtype=torch.float32)
-        if is_channels_last(out) and out.dim() == 3:
+        st = out.stride()  # one image (3, H, W) stored (H, W, 3): see _hwc_into (checked cheaply, per image)
+        if len(st) == 3 and st[0] == 1 and st[2] == 3 and st[1] == 3 * out.shape[2]:
             return self._hwc_into(img_u8, out)
         if torch.get_num_threads() == 1:  # DataLoader workers: torch's kernels are the fastest
             return out.copy_(img_u8).mul_(self._scale).add_(self._bias)
@@ -229,9 +230,11 @@ class Normalizer:
         bias become one tiled row of W*3 values and every pass is a plain vectorised loop. With
         the channel as the innermost, size-3 dimension (the per-channel (3,1,1) broadcast) torch
         measures 5x slower, and writing channel planes (NCHW) from HWC pixels 2x slower."""
-        h, w = int(out.shape[1]), int(out.shape[2])
-        srow, brow = self._rows.get(w) or self._rows.setdefault(
-            w, (self._scale.view(3).repeat(w), self._bias.view(3).repeat(w)))
+        _, h, w = out.shape
+        rows_sb = self._rows.get(w)
+        if rows_sb is None:
+            rows_sb = self._rows[w] = (self._scale.view(3).repeat(w), self._bias.view(3).repeat(w))
+        srow, brow = rows_sb
         hwc = out.permute(1, 2, 0)
         rows = hwc.view(h, w * 3)
         if torch.get_num_threads() == 1:
