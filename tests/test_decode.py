@@ -87,6 +87,22 @@ def test_center_crop_of_non_square():
     assert int(out.max()) == 80 and int(out.min()) == 80
 
 
+@pytest.mark.parametrize("shape", [(64, 64), (48, 80), (80, 48)])
+def test_resize_output_is_channels_last_and_matches_the_nchw_kernel(shape):
+    """The resize must see a true channels-last batch (batch stride included): that takes torch's
+    vectorised uint8 kernel and hands Normalizer (H, W, 3) memory. Values match the plain NCHW
+    kernel to within rounding."""
+    arr = np.random.default_rng(0).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    out = center_crop_resize(arr, 40)
+    assert out.shape == (3, 40, 40) and out.stride() == (1, 120, 3)
+    side = min(shape)
+    top, left = (shape[0] - side) // 2, (shape[1] - side) // 2
+    nchw = torch.from_numpy(arr[top:top + side, left:left + side]).permute(2, 0, 1).contiguous()[None].float()
+    ref = torch.nn.functional.interpolate(nchw, size=(40, 40), mode="bilinear", antialias=True,
+                                          align_corners=False)[0].round().clamp(0, 255)
+    assert (out.float() - ref).abs().max() <= 1
+
+
 def test_grayscale_and_png_inputs(scene256):
     gray = _enc(scene256.ir[..., 0])  # an L-mode JPEG
     arr = decode_rgb(gray, 64)
