@@ -76,6 +76,22 @@ def test_labels_mask_every_prompt_token(tiny):
     assert (attn[1] == 0).any()  # the shorter answer was padded
 
 
+def test_images_go_through_the_processor_once_and_both_prefix_paths_agree(tiny, monkeypatch):
+    _, processor = tiny
+    samples = [_sample(), _sample("A forest.", "s1"), _sample("Bright roofs, dark water.", "s2")]
+    collator = vlm.VLMCollator(processor)
+    calls = []
+    encode = collator._encode
+    monkeypatch.setattr(collator, "_encode", lambda texts, images: calls.append(len(texts)) or encode(texts, images))
+    fast = collator(samples)
+    assert calls == [3]  # one processor call for the whole batch: no per-sample prompt pass
+    # the fallback (prompt run through the processor with its images) masks the same tokens
+    monkeypatch.setattr(collator, "_prompt_len_from_text", lambda *a: None)
+    slow = collator(samples)
+    assert calls == [3, 3, 1, 1, 1]
+    assert torch.equal(fast["labels"], slow["labels"]) and torch.equal(fast["input_ids"], slow["input_ids"])
+
+
 def test_template_whose_prompt_is_not_a_prefix_is_rejected(tiny):
     _, processor = tiny
     collator = vlm.VLMCollator(processor)

@@ -205,11 +205,18 @@ class VLMCollator:
     """Samples -> padded model inputs with ``labels`` that supervise only the assistant's answer.
 
     For each sample the chat template is applied twice: to the whole conversation, and to the
-    conversation without its final assistant turn plus the generation prompt. The second is a
-    token prefix of the first (checked; a template for which it is not is rejected), and its
-    length is the number of leading tokens whose labels are ``-100``. Image placeholders are
-    expanded by the processor in both, so image tokens are always in the masked prefix. Padding
-    (right side) is ``-100`` as well.
+    conversation without its final assistant turn plus the generation prompt. The second must be a
+    token prefix of the first (a template for which it is not is rejected), and its length is the
+    number of leading tokens whose labels are ``-100``. Padding (right side) is ``-100`` as well.
+
+    The images go through the processor once, with the whole conversations. The prompt's length
+    in the processed ids is found from the text alone: tokenized before image expansion, the
+    prompt is a prefix of the conversation, and the processor's expansion of the image
+    placeholders (all in the prompt) adds ``len(processed) - len(text ids)`` tokens to that
+    prefix. That is checked: the processed ids after the prefix must equal the conversation's
+    text ids after the prompt, token for token, so exactly the answer is supervised and every
+    image token is masked. Where a processor's text handling does not allow the check, the prompt
+    is run through the processor (images included) as a fallback.
     """
 
     def __init__(self, processor, *, max_length: int | None = None):
@@ -233,6 +240,21 @@ class VLMCollator:
             kw["images"] = images
         return self.processor(**kw)
 
+    def _prompt_len_from_text(self, ids: list[int], full_text_ids: list[int], prompt_text_ids: list[int]) -> int | None:
+        """Masked prefix length in the processed ``ids`` (no padding), or None if the check fails."""
+        k = len(prompt_text_ids)
+        if k >= len(full_text_ids) or full_text_ids[:k] != prompt_text_ids:
+            return None
+        n = k + len(ids) - len(full_text_ids)  # image placeholders expanded inside the prompt
+        if n < k or ids[n:] != full_text_ids[k:]:
+            return None
+        return n
+
+    def _prompt_len_processed(self, prompt: str, imgs: list, ids: list[int]) -> int | None:
+        p_ids = self._encode([prompt], [imgs])["input_ids"][0].tolist()
+        n = len(p_ids)
+        return n if n < len(ids) and ids[:n] == p_ids else None
+
     def __call__(self, samples: list[dict]) -> dict:
         fulls, prompts, images = [], [], []
         for s in samples:
@@ -245,10 +267,14 @@ class VLMCollator:
         ids = batch["input_ids"]
         labels = ids.clone()
         labels[batch["attention_mask"] == 0] = IGNORE_INDEX
+        text_ids = self.tokenizer(fulls + prompts)["input_ids"]
+        lengths = batch["attention_mask"].sum(1).tolist()
         for i, (prompt, imgs, s) in enumerate(zip(prompts, images, samples, strict=True)):
-            p_ids = self._encode([prompt], [imgs])["input_ids"][0]
-            n = int(p_ids.shape[0])
-            if n >= int(batch["attention_mask"][i].sum()) or not torch.equal(ids[i, :n], p_ids):
+            row = ids[i, : int(lengths[i])].tolist()
+            n = self._prompt_len_from_text(row, text_ids[i], text_ids[len(samples) + i])
+            if n is None:
+                n = self._prompt_len_processed(prompt, imgs, row)
+            if n is None:
                 raise ValueError(
                     f"sample {s.get('sample_id')}: the chat template's prompt is not a token prefix of the "
                     "full conversation, so the prompt cannot be masked"
