@@ -37,10 +37,11 @@ Work assignment (the rule the code follows)
   with ``batch_size=None``: each image is decoded, resized and normalized straight into a
   shared-memory batch tensor, stored channels-last (``channels_last=True``, the default): torch's
   resize writes (H, W, 3) pixels, and normalizing them into (B, H, W, 3) memory runs along
-  contiguous rows (measured 54-62 against 118-140 us per 224 px image into NCHW). A worker keeps a few such slots (``prefetch_factor + 2``) and
-  writes batch after batch into them, sending each slot to the training process once; the loader
-  hands a slot back only when no tensor, view or array of the user's references it any more
-  (:class:`_SlotTable`), so a batch you keep is never overwritten, it only costs a fresh slot.
+  contiguous rows (measured 54-62 against 118-140 us per 224 px image into NCHW). A worker
+  keeps a few such slots (``prefetch_factor + 2``) and writes batch after batch into them,
+  sending each slot to the training process once; the loader hands a slot back only when no
+  tensor, view or array of the user's references it any more (:class:`_SlotTable`), so a batch
+  you keep is never overwritten, it only costs a fresh slot.
   Without workers, batches are made in the training process into pooled tensors, reused on the
   same rule.
 * Resume: a worker's state is ``(epoch, rows consumed)``; as the order is a pure function of the
