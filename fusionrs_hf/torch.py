@@ -421,7 +421,8 @@ class FusionRSIterable(IterableDataset):
     Give either ``repo_or_path`` (+ ``config``, ``split``): the fast path, shards read directly;
     or ``source``: any ``datasets.IterableDataset`` of FusionRS rows (generic path). With
     ``batch_size=None`` it yields single rows (tensors without the batch dimension) for users who
-    batch in their own DataLoader; :func:`make_dataloader` uses dataset-side batches.
+    batch in their own DataLoader (``collate_fn=``:func:`collate_rows`); :func:`make_dataloader`
+    uses dataset-side batches.
     """
 
     columns: tuple[str, ...] = ("sample_id", "source", "rgb.bytes", "ir.bytes", "caption", "ir_caption")
@@ -1000,6 +1001,21 @@ def _stateful_class():
 
 def _identity(batch):
     return batch
+
+
+def collate_rows(rows: Sequence[dict]) -> dict:
+    """``collate_fn`` for single rows (``FusionRSIterable(batch_size=None)``) in your own DataLoader.
+
+    Tensors are stacked by torch's ``default_collate`` (into shared memory inside a worker); every
+    other field stays a list. Plain ``default_collate`` cannot take the rows as they are: a row
+    outside the IR-aware subset has ``ir_caption`` None, which it rejects.
+    """
+    from torch.utils.data import default_collate
+
+    if not rows:
+        return {}
+    return {key: default_collate([r[key] for r in rows]) if isinstance(rows[0][key], torch.Tensor)
+            else [r[key] for r in rows] for key in rows[0]}
 
 
 def make_dataloader(

@@ -257,6 +257,26 @@ def test_more_workers_than_shards_all_work(stream_repo):
     assert len(got) == 30 and len(set(got)) == 30
 
 
+def test_single_rows_batched_by_a_plain_dataloader_match_our_batches(stream_repo):
+    """batch_size=None rows (channels-last views) batched in 2 workers by collate_rows."""
+    from fusionrs_hf.torch import collate_rows
+
+    ours = {sid: (b["rgb"][i].clone(), b["ir"][i].clone())
+            for b in make_dataloader(stream_repo, config="nwpu", split="train", batch_size=8, image_size=SIZE)
+            for i, sid in enumerate(b["sample_id"])}
+    ds = FusionRSIterable(stream_repo, "nwpu", "train", batch_size=None, image_size=SIZE)
+    seen = nones = 0
+    for b in torch.utils.data.DataLoader(ds, batch_size=4, num_workers=2, collate_fn=collate_rows):
+        n = len(b["sample_id"])
+        assert b["rgb"].shape == b["ir"].shape == (n, 3, SIZE, SIZE) and b["rgb"].dtype == torch.float32
+        assert len(b["ir_caption"]) == n
+        nones += b["ir_caption"].count(None)  # nwpu rows outside the IR-aware subset
+        for i, sid in enumerate(b["sample_id"]):
+            assert torch.equal(b["rgb"][i], ours[sid][0]) and torch.equal(b["ir"][i], ours[sid][1]), sid
+            seen += 1
+    assert seen == len(ours) == 30 and nones > 0
+
+
 def test_shuffle_epochs_differ_and_seed_reproducible(stream_repo):
     kw = dict(config="default", split="train", batch_size=10, image_size=8, shuffle=True, shuffle_buffer=50)
     a = make_dataloader(stream_repo, seed=7, **kw)
