@@ -161,11 +161,11 @@ def is_channels_last(t: torch.Tensor) -> bool:
     Works for any number of leading dimensions (``torch.Tensor.is_contiguous(memory_format=...)``
     only takes 4-D tensors).
     """
-    if t.dim() < 3:
+    st, shape = t.stride(), t.shape  # two calls: Normalizer asks this once per image
+    if len(st) < 3:
         return False
-    c, h, w = t.shape[-3:]
-    return t.stride(-3) == 1 and t.stride(-1) == c and t.stride(-2) == c * w and (
-        t.dim() == 3 or t.stride(-4) == c * h * w)
+    c, h, w = shape[-3:]
+    return st[-3] == 1 and st[-1] == c and st[-2] == c * w and (len(st) == 3 or st[-4] == c * h * w)
 
 
 def image_strides(shape: Sequence[int], channels_last: bool = True) -> tuple[int, ...]:
@@ -214,8 +214,7 @@ class Normalizer:
     def __call__(self, img_u8: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         if out is None:
             out = torch.empty(img_u8.shape, dtype=torch.float32)
-        st = out.stride()  # one image (3, H, W) stored (H, W, 3): see _hwc_into (checked cheaply, per image)
-        if len(st) == 3 and st[0] == 1 and st[2] == 3 and st[1] == 3 * out.shape[2]:
+        if out.dim() == 3 and is_channels_last(out):  # one image stored (H, W, 3): see _hwc_into
             return self._hwc_into(img_u8, out)
         if torch.get_num_threads() == 1:  # DataLoader workers: torch's kernels are the fastest
             return out.copy_(img_u8).mul_(self._scale).add_(self._bias)
