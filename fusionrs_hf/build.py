@@ -19,9 +19,18 @@ Example:
   fusionrs build --from-folder ./my_tiles --source SkyScript --out ./fusionrs   # your own images
 
 Guarantees:
+  * faithful by default: on the official rc4 index the build writes rc4 (caption policy rc4: one
+    caption per record, usable when non-empty after the authors' normalisation; IR-aware policy rc4:
+    the release's `status` decides, captions without one pass the authors' strict-v3 filter); the
+    paper's stricter cleaning is --caption-policy paper, our stricter IR rules --iraware-policy strict;
+  * the index file's SHA-256 and row count are matched against the known releases and the report
+    says which release this is (or that it is none); --dry-run shows coverage before any work;
   * every index record is either written or listed in OUT/build_report.json with its reason
-    (missing_rgb, missing_ir, undecodable_rgb, undecodable_ir, size_mismatch, caption_dropped,
-    missing_caption, no_source_root, ...); --strict makes any dropped row exit 1;
+    (missing_rgb, missing_ir, undecodable_rgb, undecodable_ir, aspect_mismatch, caption_dropped,
+    missing_caption, no_usable_caption, no_source_root, ...); --strict makes any dropped row exit 1,
+    except no_usable_caption (the release itself has no usable caption for it: 8 train records in rc4);
+  * RGB and IR of one aspect ratio at two sizes (DiffV2IR writes 512 px for 224-256 px sources) are
+    written as they are and counted in the report; a different aspect ratio is a defect;
   * a bad index line is an error naming its line number and field (or, with --on-bad-line report,
     a dropped row); locators with '..', absolute paths or drive letters are rejected;
   * shard membership depends only on the index: records of one (source, split, group) are taken in
@@ -53,19 +62,20 @@ from pathlib import Path, PurePosixPath
 
 from . import __version__
 from .captions import (
+    CAPTION_POLICIES,
     CHOICES,
+    DEFAULT_CAPTION_POLICY,
+    DEFAULT_IR_POLICY,
+    IR_POLICIES,
     RULES,
     CaptionFileError,
     CaptionStore,
-    decide,
-    decide_ir,
     read_caption_file,
     read_iraware,
 )
 from .index import (
     DIFFV2IR_SETTINGS,
     PUBLIC_SCHEMA,
-    RC4_SPLIT_COUNTS,
     BadLine,
     IndexFormatError,
     IndexRecord,
@@ -73,13 +83,18 @@ from .index import (
     iter_index,
 )
 from .layout import DEFAULT_BATCH, GROUPS, SPLITS, list_shards, parse_shard_path, shard_path
+from .release.known import RELEASES, file_sha256, identify_index
 from .schema import SOURCES, joint_group_id_for
+from .text import caption_key
 
-BUILDER_VERSION = "1"
+BUILDER_VERSION = "2"
 """Bumped when the bytes a build writes for the same inputs change; part of every shard fingerprint."""
 STATE_DIR = ".fusionrs-build"
 REPORT_NAME = "build_report.json"
 DEFAULT_ROWS_PER_SHARD = 1000
+RELEASE_DROPS = frozenset({"no_usable_caption"})
+"""Drop reasons the release itself implies (it marks the record's caption unusable): a faithful
+rebuild does not write these rows, so ``--strict`` does not count them."""
 EXAMPLES = 10
 """Example sample ids kept per cleaning rule in the report."""
 CRASH_ENV = "FUSIONRS_BUILD_CRASH_AFTER"
@@ -126,11 +141,14 @@ class BuildOptions:
     batch: str = DEFAULT_BATCH
     workers: int = 1
     caption_choice: str = "first"
+    caption_policy: str = DEFAULT_CAPTION_POLICY
+    iraware_policy: str = DEFAULT_IR_POLICY
     seed: int = 0
     skip_rules: list[str] = field(default_factory=list)
     non_jpeg: str = "png"
     jpeg_quality: int = 95
     allow_size_mismatch: bool = False
+    """Also write pairs whose RGB and IR aspect ratios differ (same aspect, other size, is always kept)."""
     on_bad_line: str = "error"
     overwrite: bool = False
     progress: bool = True
@@ -169,11 +187,16 @@ class Plan:
     index_counts: dict[str, dict[str, int]]
     iraware_unmatched: tuple[int, list[str]]
     caption_counts: dict[str, int]
+    identity: dict = field(default_factory=dict)
+    release_unusable: _Examples = field(default_factory=_Examples)
+    iraware_status: dict[str, int] = field(default_factory=dict)
 
 
 def _class_name(rec: IndexRecord, hint: str | None) -> str | None:
     if rec.class_name:
         return rec.class_name
+    if rec.schema_version != PUBLIC_SCHEMA:
+        return None  # the internal index states class_name itself (null outside NWPU)
     if hint:
         return hint
     spec = SOURCE_SPECS[rec.source]
@@ -181,6 +204,119 @@ def _class_name(rec: IndexRecord, hint: str | None) -> str | None:
         parent = PurePosixPath(rec.source_locator).parent.name
         return parent or None
     return None
+
+
+@dataclass
+class _Planned:
+    """One index record resolved against the caption files: what a worker (or --dry-run) needs."""
+
+    rec: IndexRecord
+    entry: dict
+    group: str
+
+
+class _Planner:
+    """Streams the index once and resolves each record's captions under the chosen policies.
+
+    Shared by the build (which writes plan files) and ``--dry-run`` (which only counts), so the two
+    can never disagree on what a build would write.
+    """
+
+    def __init__(self, opts: BuildOptions, state: Path) -> None:
+        self.opts = opts
+        self.store = CaptionStore(state / "captions.sqlite")
+        self.policy = CAPTION_POLICIES[opts.caption_policy]
+        self.ir_policy = IR_POLICIES[opts.iraware_policy]
+        self.rules, self.fallback, self.release_unusable = _Examples(), _Examples(), _Examples()
+        self.bad_lines: list[dict] = []
+        self.index_counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        self.iraware_status: dict[str, int] = defaultdict(int)
+        self.to_base = self.records = 0
+
+    def load(self) -> None:
+        for source, path in self.opts.captions:
+            self.store.add(read_caption_file(path, source))
+        for path in self.opts.iraware:
+            self.store.add_iraware(read_iraware(path))
+        self.store.finish()
+        self.store.db.execute("CREATE TABLE seen(sid TEXT PRIMARY KEY, line INTEGER)")
+
+    def __iter__(self):
+        opts, store = self.opts, self.store
+        on_error = "raise" if opts.on_bad_line == "error" else "yield"
+        where = Path(opts.index).name
+        for item in iter_index(opts.index, on_error=on_error):
+            if isinstance(item, BadLine):
+                self.bad_lines.append({"line": item.line, "field": item.error.field, "error": str(item.error)})
+                continue
+            rec = item
+            if not store.db.execute("INSERT OR IGNORE INTO seen(sid, line) VALUES (?, ?)",
+                                    (rec.sample_id, rec.line)).rowcount:
+                prev = store.db.execute("SELECT line FROM seen WHERE sid=?", (rec.sample_id,)).fetchone()
+                err = IndexFormatError(where, rec.line, "sample_id",
+                                       f"duplicate sample_id {rec.sample_id!r} (first on line {prev[0]})")
+                if on_error == "raise":
+                    raise err
+                self.bad_lines.append({"line": rec.line, "field": "sample_id", "error": str(err),
+                                       "sample_id": rec.sample_id})
+                continue
+            self.records += 1
+            self.index_counts[rec.source][rec.index_split] += 1
+            yield self._resolve(rec)
+
+    def _resolve(self, rec: IndexRecord) -> _Planned:
+        opts = self.opts
+        if rec.caption is not None:
+            caps, hint = [rec.caption], None  # the internal variant carries the release's own caption
+        else:
+            caps, hint = self.store.lookup(rec.sample_id, rec.source, rec.source_record_id, rec.source_locator)
+        usable = rec.caption_usable if rec.caption_usable is not None else \
+            rec.flags.get("caption_supervision_available_upstream")
+        cls = _class_name(rec, hint)
+        dec = self.policy.decide(rec.sample_id, caps, class_name=cls, choice=opts.caption_choice, seed=opts.seed,
+                                 skip_rules=opts.skip_rules, release_usable=usable)
+        for name, n in dec.rejected.items():
+            self.rules.add(name, rec.sample_id, n)
+        if dec.origin == "class_name":
+            self.fallback.add("class_name", rec.sample_id)
+        if dec.drop_reason == "no_usable_caption":
+            self.release_unusable.add("no_usable_caption", rec.sample_id)
+        ira = self.store.iraware(rec.sample_id)
+        ir_text = ir_status = None
+        if ira is not None:
+            if ira.status is not None and (ira.source, ira.split) != (rec.source, rec.index_split):
+                raise BuildError(f"{ira.file} row {ira.row}: sample_id {rec.sample_id!r} is "
+                                 f"{ira.source}/{ira.split} there but {rec.source}/{rec.index_split} in the index "
+                                 f"(line {rec.line})")
+            ir_text, ir_status, ir_bad = self.ir_policy.decide(ira.caption, ira.status, opts.skip_rules)
+            self.iraware_status[ira.status or "no_status"] += 1
+            for name in ir_bad:
+                if name.startswith("status_"):
+                    self.iraware_status[f"not_used_{name[7:]}"] += 1
+                else:
+                    self.rules.add(name, rec.sample_id)
+            self.to_base += bool(ir_bad) and not ir_bad[0].startswith("status_")
+        group = "iraware" if ir_text else "base"
+        entry = {
+            **rec.to_json(), "class_name": cls,
+            "caption": dec.caption, "all_captions": dec.all_captions, "caption_origin": dec.origin,
+            "normalized_caption_key": caption_key(dec.caption) if dec.caption else None,
+            "ir_caption": ir_text, "ir_caption_status": ir_status, "drop": dec.drop_reason,
+        }
+        return _Planned(rec, entry, group)
+
+    def unmatched_iraware(self) -> tuple[int, list[str]]:
+        rows = self.store.db.execute(
+            "SELECT sid FROM ira WHERE sid NOT IN (SELECT sid FROM seen) ORDER BY sid").fetchall()
+        return len(rows), [r[0] for r in rows[:EXAMPLES]]
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def index_identity(path: str | os.PathLike, rows: int) -> dict:
+    """Digest, rows and the known release the index file is (or a note that it is none)."""
+    return identify_index(file_sha256(path), rows).to_dict()
 
 
 def make_plan(opts: BuildOptions, state: Path) -> Plan:
@@ -193,85 +329,39 @@ def make_plan(opts: BuildOptions, state: Path) -> Plan:
     if plan_dir.exists():
         shutil.rmtree(plan_dir)
     plan_dir.mkdir(parents=True)
-    store = CaptionStore(state / "captions.sqlite")
+    planner = _Planner(opts, state)
     try:
-        for source, path in opts.captions:
-            store.add(read_caption_file(path, source))
-        for path in opts.iraware:
-            store.add_iraware(read_iraware(path))
-        store.finish()
-        store.db.execute("CREATE TABLE seen(sid TEXT PRIMARY KEY, line INTEGER)")
-
-        rules, fallback = _Examples(), _Examples()
-        bad_lines: list[dict] = []
-        index_counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        planner.load()
         writers: dict[tuple[str, str, str], list] = {}  # key -> [shard index, rows in it, handle]
         tasks: list[Path] = []
         shard_paths: list[str] = []
-        to_base = records = 0
-        on_error = "raise" if opts.on_bad_line == "error" else "yield"
-        where = Path(opts.index).name
-        for item in iter_index(opts.index, on_error=on_error):
-            if isinstance(item, BadLine):
-                bad_lines.append({"line": item.line, "field": item.error.field, "error": str(item.error)})
-                continue
-            rec = item
-            if not store.db.execute("INSERT OR IGNORE INTO seen(sid, line) VALUES (?, ?)",
-                                    (rec.sample_id, rec.line)).rowcount:
-                prev = store.db.execute("SELECT line FROM seen WHERE sid=?", (rec.sample_id,)).fetchone()
-                err = IndexFormatError(where, rec.line, "sample_id",
-                                       f"duplicate sample_id {rec.sample_id!r} (first on line {prev[0]})")
-                if on_error == "raise":
-                    raise err
-                bad_lines.append({"line": rec.line, "field": "sample_id", "error": str(err),
-                                  "sample_id": rec.sample_id})
-                continue
-            records += 1
-            index_counts[rec.source][rec.index_split] += 1
-
-            caps, hint = store.lookup(rec.sample_id, rec.source, rec.source_record_id, rec.source_locator)
-            if not caps and rec.caption and rec.caption_usable is not False:
-                caps = [rec.caption]  # the internal index variant carries the caption itself
-            cls = _class_name(rec, hint)
-            dec = decide(rec.sample_id, caps, class_name=cls, choice=opts.caption_choice, seed=opts.seed,
-                         skip_rules=opts.skip_rules)
-            for name, n in dec.rejected.items():
-                rules.add(name, rec.sample_id, n)
-            if dec.origin == "class_name":
-                fallback.add("class_name", rec.sample_id)
-            ir_text, ir_bad = decide_ir(store.iraware(rec.sample_id), opts.skip_rules)
-            for name in ir_bad:
-                rules.add(name, rec.sample_id)
-            to_base += bool(ir_bad)
-            group = "iraware" if ir_text else "base"
-            entry = {
-                **rec.to_json(), "class_name": cls,
-                "caption": dec.caption, "all_captions": dec.all_captions, "caption_origin": dec.origin,
-                "ir_caption": ir_text, "drop": dec.drop_reason,
-            }
-            key = (rec.source, rec.split, group)
-            w = writers.get(key)
-            if w is None or w[1] >= opts.rows_per_shard:
-                if w is not None:
-                    w[2].close()
-                idx = 0 if w is None else w[0] + 1
-                rel = shard_path(rec.source, rec.split, group, idx, opts.batch)
-                task = plan_dir / (rel.replace("/", "__") + ".jsonl")
-                w = writers[key] = [idx, 0, open(task, "w", encoding="utf-8")]
-                tasks.append(task)
-                shard_paths.append(rel)
-            w[2].write(json.dumps(entry, sort_keys=True, ensure_ascii=False) + "\n")
-            w[1] += 1
-        for w in writers.values():
-            w[2].close()
-        store.db.commit()
-        unmatched = store.db.execute(
-            "SELECT sid FROM ira WHERE sid NOT IN (SELECT sid FROM seen) ORDER BY sid").fetchall()
-        return Plan(tasks, shard_paths, records, bad_lines, rules, fallback, to_base,
-                    {s: dict(v) for s, v in index_counts.items()},
-                    (len(unmatched), [r[0] for r in unmatched[:EXAMPLES]]), dict(store.counts))
+        try:
+            for item in planner:
+                rec = item.rec
+                key = (rec.source, rec.split, item.group)
+                w = writers.get(key)
+                if w is None or w[1] >= opts.rows_per_shard:
+                    if w is not None:
+                        w[2].close()
+                    idx = 0 if w is None else w[0] + 1
+                    rel = shard_path(rec.source, rec.split, item.group, idx, opts.batch)
+                    task = plan_dir / (rel.replace("/", "__") + ".jsonl")
+                    w = writers[key] = [idx, 0, open(task, "w", encoding="utf-8")]
+                    tasks.append(task)
+                    shard_paths.append(rel)
+                w[2].write(json.dumps(item.entry, sort_keys=True, ensure_ascii=False) + "\n")
+                w[1] += 1
+        finally:
+            for w in writers.values():
+                w[2].close()
+        planner.store.db.commit()
+        return Plan(tasks, shard_paths, planner.records, planner.bad_lines, planner.rules, planner.fallback,
+                    planner.to_base, {s: dict(v) for s, v in planner.index_counts.items()},
+                    planner.unmatched_iraware(), dict(planner.store.counts),
+                    identity=index_identity(opts.index, planner.records + len(planner.bad_lines)),
+                    release_unusable=planner.release_unusable, iraware_status=dict(planner.iraware_status))
     finally:
-        store.close()
+        planner.close()
 
 
 # --------------------------------------------------------------------------- one shard (worker)
@@ -319,6 +409,17 @@ def load_image(path: Path, what: str, non_jpeg: str = "png", jpeg_quality: int =
         raise
     except Exception as e:  # noqa: BLE001 - any decoder failure is a per-row finding
         raise _Drop(f"undecodable_{what}", f"{what} {path}: cannot decode ({type(e).__name__}: {e})") from None
+
+
+ASPECT_TOLERANCE = 0.01
+"""Relative aspect-ratio difference below which RGB and IR count as the same picture at two sizes
+(DiffV2IR writes 512 px whatever the source size: NWPU 256 px, RSICD 224 px, ...)."""
+
+
+def same_aspect(a: tuple[int, int], b: tuple[int, int]) -> bool:
+    """True when sizes ``a`` and ``b`` have the same aspect ratio (within :data:`ASPECT_TOLERANCE`)."""
+    ra, rb = a[0] / a[1], b[0] / b[1]
+    return abs(ra - rb) <= ASPECT_TOLERANCE * max(ra, rb)
 
 
 def _stat(path: Path) -> str:
@@ -371,7 +472,7 @@ def build_shard(task: str, rel: str, ctx: dict) -> dict:
                 d["line"] = lines.get(d["sample_id"])
             return {**done, "skipped": True}
 
-    rows, dropped, written = [], [], []
+    rows, dropped, written, resized = [], [], [], []
     for e in entries:
         sid = e["sample_id"]
         try:
@@ -386,8 +487,11 @@ def build_shard(task: str, rel: str, ctx: dict) -> dict:
                                        ctx["jpeg_quality"])
             ir, ir_size = load_image(_safe_join(ctx["ir_root"], e["ir_key"]), "ir", ctx["non_jpeg"],
                                      ctx["jpeg_quality"])
-            if rgb_size != ir_size and not ctx["allow_size_mismatch"]:
-                raise _Drop("size_mismatch", f"rgb is {rgb_size[0]}x{rgb_size[1]}, ir is {ir_size[0]}x{ir_size[1]}")
+            if rgb_size != ir_size:
+                if not same_aspect(rgb_size, ir_size) and not ctx["allow_size_mismatch"]:
+                    raise _Drop("aspect_mismatch", f"rgb is {rgb_size[0]}x{rgb_size[1]}, ir is "
+                                                   f"{ir_size[0]}x{ir_size[1]}: different aspect ratios")
+                resized.append({"sample_id": sid, "rgb": list(rgb_size), "ir": list(ir_size)})
         except _Drop as d:
             dropped.append({"sample_id": sid, "reason": d.reason, "detail": d.detail, "line": e.get("line")})
             continue
@@ -396,6 +500,8 @@ def build_shard(task: str, rel: str, ctx: dict) -> dict:
             "rgb": rgb, "ir": ir, "caption": e["caption"], "all_captions": e["all_captions"],
             "caption_origin": e["caption_origin"], "ir_caption": e["ir_caption"], "class_name": e["class_name"],
             "joint_group_id": e["joint_group_id"], "rights_code": e["rights_code"],
+            "normalized_caption_key": e.get("normalized_caption_key"),
+            "ir_caption_status": e.get("ir_caption_status"), **(e.get("release") or {}),
         })
         written.append(sid)
     file_bytes = 0
@@ -405,7 +511,8 @@ def build_shard(task: str, rel: str, ctx: dict) -> dict:
         target.unlink()  # every row of this shard is now dropped: a stale file must not survive
     name = parse_shard_path(rel)
     result = {"shard": rel, "fingerprint": fp, "source": name.source, "split": name.split, "group": name.group,
-              "planned": len(entries), "rows": len(rows), "file_bytes": file_bytes, "dropped": dropped}
+              "planned": len(entries), "rows": len(rows), "file_bytes": file_bytes, "dropped": dropped,
+              "size_differs": resized}
     done_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = done_path.with_name(done_path.name + f".tmp-{os.getpid()}")
     tmp.write_text(json.dumps(result, sort_keys=True), encoding="utf-8")
@@ -526,14 +633,17 @@ def make_report(opts: BuildOptions, plan: Plan, results: list[dict]) -> dict:
         b["sample_ids"].sort()
     n_written = sum(r["rows"] for r in results)
     n_dropped = sum(b["count"] for k, b in by_reason.items() if k != "bad_index_line")
+    n_expected = sum(b["count"] for k, b in by_reason.items() if k in RELEASE_DROPS)
+    resized = [d for r in results for d in r.get("size_differs", [])]
     rules = {
         name: {"applies_to": rule.applies_to, "description": rule.description,
                "enabled": name not in opts.skip_rules,
                "count": plan.rules.count.get(name, 0), "examples": plan.rules.examples.get(name, [])}
         for name, rule in RULES.items()
     }
+    rel = RELEASES.get(plan.identity.get("release") or "") or RELEASES["rc4-20260727"]
     rc4 = {s: {sp: {"index": plan.index_counts.get(s, {}).get(sp, 0), "rc4": n} for sp, n in c.items()}
-           for s, c in RC4_SPLIT_COUNTS.items()}
+           for s, c in rel.split_counts.items()}
     return {
         "tool": "fusionrs build", "version": __version__, "builder_version": BUILDER_VERSION,
         "index": str(opts.index), "out": str(opts.out),
@@ -542,11 +652,19 @@ def make_report(opts: BuildOptions, plan: Plan, results: list[dict]) -> dict:
         "index_records": plan.records,
         "bad_index_lines": len(plan.bad_lines),
         "written": {"total": n_written, "by_source_split_group": written},
-        "dropped": {"total": n_dropped, "by_reason": dict(sorted(by_reason.items()))},
+        "dropped": {"total": n_dropped, "expected_by_release": n_expected,
+                    "by_reason": dict(sorted(by_reason.items()))},
+        "release": {**plan.identity, "sources_built": sorted(s for s in opts.source_roots if s in SOURCES)},
+        "size_differs_same_aspect": {"count": len(resized), "examples": resized[:EXAMPLES]},
         "accounted": n_written + n_dropped == plan.records,
         "captions": {
             **plan.caption_counts,
             "choice": opts.caption_choice,
+            "policy": opts.caption_policy,
+            "iraware_policy": opts.iraware_policy,
+            "iraware_status": dict(sorted(plan.iraware_status.items())),
+            "release_unusable": {"count": plan.release_unusable.count.get("no_usable_caption", 0),
+                                 "examples": plan.release_unusable.examples.get("no_usable_caption", [])},
             "class_name_fallback": {"count": plan.fallback.count.get("class_name", 0),
                                     "examples": plan.fallback.examples.get("class_name", [])},
             "iraware_rejected_to_base": plan.iraware_rejected_to_base,
@@ -583,6 +701,10 @@ def _check_inputs(opts: BuildOptions) -> None:
     unknown = set(opts.skip_rules) - set(RULES)
     if unknown:
         raise BuildError(f"--skip-rule {sorted(unknown)[0]}: unknown rule; known: {', '.join(RULES)}")
+    if opts.caption_policy not in CAPTION_POLICIES:
+        raise BuildError(f"--caption-policy {opts.caption_policy}: expected one of {', '.join(CAPTION_POLICIES)}")
+    if opts.iraware_policy not in IR_POLICIES:
+        raise BuildError(f"--iraware-policy {opts.iraware_policy}: expected one of {', '.join(IR_POLICIES)}")
     if opts.caption_choice not in CHOICES:
         raise BuildError(f"--caption-choice {opts.caption_choice}: expected one of {', '.join(CHOICES)}")
     if opts.rows_per_shard < 1:
@@ -651,11 +773,12 @@ def folder_to_inputs(path: str | os.PathLike, source: str, work: Path, *, split:
                 "schema_version": PUBLIC_SCHEMA, "sample_id": sid, "source_dataset": source,
                 "source_record_id": r["rgb"], "source_locator": r["rgb"], "source_rights_code": r["rights_code"],
                 "split": r["split"], "joint_group_id": joint_group_id_for(sid),
-                "phash4_component_id": None, "canonical_component_representative": None,
-                "is_canonical_component_representative": True, "is_eval_representative": False,
+                # a valid public-schema line: each own row is its own pHash component and representative
+                "phash4_component_id": f"singleton_{sid}", "canonical_component_representative": sid,
+                "is_canonical_component_representative": True, "is_eval_representative": r["split"] != "train",
                 "caption_supervision_available_upstream": bool(r["captions"]), "vlm_train_identity": False,
                 "prior_reused_protected": False,
-                "translation": {"model": "user-supplied", "output_key": r["ir"], "redistribution": None},
+                "translation": {"model": "DiffV2IR", "output_key": r["ir"], "redistribution": "user-supplied"},
             }
             fi.write(json.dumps(rec) + "\n")
             fc.write(json.dumps({"sample_id": sid, "captions": r["captions"], "class_name": r["class_name"]}) + "\n")
@@ -748,6 +871,13 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     c.add_argument("--caption-choice", choices=CHOICES, default="first",
                    help="several captions per image: first usable, random (with --seed) or all (all_captions "
                         "list column, caption = first) (%(default)s)")
+    c.add_argument("--caption-policy", choices=sorted(CAPTION_POLICIES), default=DEFAULT_CAPTION_POLICY,
+                   help="rc4 = the release's rule (one caption, usable when non-empty after normalisation, no "
+                        "cleaning, no fallback); paper = the paper's §3.4 cleaning rules + class-name fallback "
+                        "(%(default)s)")
+    c.add_argument("--iraware-policy", choices=sorted(IR_POLICIES), default=DEFAULT_IR_POLICY,
+                   help="rc4 = the release's status decides, captions without one pass the authors' strict-v3 "
+                        "filter; strict = rc4 plus our stricter IR claim rules (%(default)s)")
     c.add_argument("--seed", type=int, default=0, help="seed for --caption-choice random")
     c.add_argument("--skip-rule", action="append", default=[], metavar="RULE",
                    help=f"disable a cleaning rule by name: {', '.join(RULES)}")
@@ -757,7 +887,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                         "jpeg = re-encode (lossy) (%(default)s). JPEG is always stored as is")
     i.add_argument("--jpeg-quality", type=int, default=95, help="quality for --non-jpeg jpeg (%(default)s)")
     i.add_argument("--allow-size-mismatch", action="store_true",
-                   help="write pairs whose RGB and IR sizes differ instead of dropping them")
+                   help="also write pairs whose RGB and IR aspect ratios differ (dropped as aspect_mismatch by "
+                        "default). Pairs of one aspect ratio at two sizes (DiffV2IR writes 512 px) are always "
+                        "written and counted in the report")
     r = p.add_argument_group("run")
     r.add_argument("--workers", type=int, default=max(1, min(8, (os.cpu_count() or 2) - 1)),
                    help="worker processes, one shard each at a time (%(default)s)")
@@ -773,7 +905,8 @@ def options_from_args(args: argparse.Namespace) -> BuildOptions:
 
     common = dict(
         out=args.out, rows_per_shard=args.rows_per_shard, batch=args.batch, workers=args.workers,
-        caption_choice=args.caption_choice, seed=args.seed, skip_rules=list(args.skip_rule),
+        caption_choice=args.caption_choice, caption_policy=args.caption_policy,
+        iraware_policy=args.iraware_policy, seed=args.seed, skip_rules=list(args.skip_rule),
         non_jpeg=args.non_jpeg, jpeg_quality=args.jpeg_quality, allow_size_mismatch=args.allow_size_mismatch,
         on_bad_line=args.on_bad_line, overwrite=args.overwrite, progress=not args.quiet,
     )
@@ -810,9 +943,10 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(report, ensure_ascii=False))
     else:
         _print_summary(report)
-    if args.strict and (report["dropped"]["total"] or report["bad_index_lines"]):
-        print(f"fusionrs build: --strict: {report['dropped']['total'] + report['bad_index_lines']} index "
-              "record(s) not written (see build_report.json)", file=sys.stderr)
+    missing = report["dropped"]["total"] - report["dropped"]["expected_by_release"] + report["bad_index_lines"]
+    if args.strict and missing:
+        print(f"fusionrs build: --strict: {missing} index record(s) not written (see build_report.json)",
+              file=sys.stderr)
         return 1
     return 0
 

@@ -1,22 +1,24 @@
-"""The official FusionRS index: record schema, validation and a streaming reader.
+"""The official FusionRS index: record validation against the published schemas, and a streaming reader.
 
-The authors publish FusionRS as an index only (no image bytes, no captions), so the index is
-the contract between their release and a user's rebuild. Every line is checked here, once,
-against the record schema, and a bad line is reported with its line number and field, because
-a silent skip would make a rebuild differ from the release without anyone noticing.
+The authors publish FusionRS as an index only (no image bytes, no captions, no per-image hashes),
+so the index is the contract between their release and a user's rebuild. Every line is checked
+here, once, against the JSON schema of its variant (:mod:`fusionrs_hf.release.schemas`: required
+fields, types, enums, patterns, no extra fields), and a bad line is reported with its file, line
+number and field, because a silent skip or a silently accepted foreign field would make a rebuild
+differ from the release without anyone noticing.
 
-Two record variants exist and both are accepted:
+Two record variants exist, chosen by ``schema_version``:
 
-- ``fusionrs-public-index-v1`` (the release): ids, locators, rights, split, grouping flags,
-  ``vlm_train_identity`` and the DiffV2IR ``translation`` block.
-- ``fusionrs-index-v1`` (the authors' internal variant): the same plus ``class_name``,
-  ``caption``, ``caption_usable``, ``normalized_caption_key`` and ``vlm_train_used`` instead of
-  ``vlm_train_identity``.
+- ``fusionrs-public-index-v1`` (the release): ids, locators, ``source_rights_code``, split,
+  grouping and evaluation flags, ``caption_supervision_available_upstream``, ``vlm_train_identity``
+  and the DiffV2IR ``translation`` block.
+- ``fusionrs-index-v1`` (the authors' internal variant): ``source_rights_note`` instead of the
+  rights code, plus ``class_name``, ``caption``, ``caption_usable``, ``normalized_caption_key`` and
+  ``vlm_train_used``.
 
-Unknown extra fields are ignored (forward compatibility); missing or mistyped known fields
-are errors. Locators are relative paths below a user-given root: an absolute path, a drive
-letter, a backslash-separated ``..`` or a ``..`` segment is rejected, so no index line can make
-the builder read outside the roots it was given.
+On top of the schema, two safety rules of ours: locators (and IR keys) must be relative paths that
+stay below their root (no absolute path, drive, URL, NUL or ``..`` with either separator), and ids
+must be one line of at most 512 characters without lone surrogates (they name files and messages).
 """
 
 from __future__ import annotations
@@ -31,31 +33,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .layout import INDEX_SPLITS, SPLIT_TO_INDEX
-from .schema import JOINT_GROUP_RE, SHA256_RE, SOURCES
+from .release.jsonschema import first_error
+from .release.known import RC4
+from .release.schemas import INTERNAL_SCHEMA, PUBLIC_SCHEMA, RECORD_SCHEMAS, RIGHTS_FIELD, VLM_FIELD
 
-PUBLIC_SCHEMA = "fusionrs-public-index-v1"
-INTERNAL_SCHEMA = "fusionrs-index-v1"
-SCHEMA_VERSIONS = (PUBLIC_SCHEMA, INTERNAL_SCHEMA)
+SCHEMA_VERSIONS = tuple(RECORD_SCHEMAS)
 INDEX_SPLIT_NAMES = tuple(SPLIT_TO_INDEX.values())
 
-RC4_SPLIT_COUNTS: dict[str, dict[str, int]] = {
-    "NWPU": {"train": 30_094, "val": 556, "test": 536},
-    "RS5M": {"train": 472_682, "val": 7_670, "test": 7_681},
-    "RSICD": {"train": 9_383, "val": 716, "test": 725},
-    "RSITMD": {"train": 3_691, "val": 500, "test": 500},
-    "SkyScript": {"train": 64_150, "val": 558, "test": 558},
-}
+RC4_SPLIT_COUNTS: dict[str, dict[str, int]] = RC4.split_counts
 """Rows per source and index split of the official rc4 split (600,000 in all); used to tell a
 user whose index does not look like rc4, never to reject one."""
 
-DIFFV2IR_SETTINGS = {"model": "DiffV2IR", "size": 512, "steps": 20, "seed": 1234,
+DIFFV2IR_SETTINGS = {"model": "DiffV2IR", "resolution": 512, "steps": 20, "cfg_text": 7.5, "cfg_image": 1.5,
+                     "cfg_seg": 1.5, "seed": 1234, "sampler": "Euler ancestral",
                      "checkpoint": "after_phase_2.ckpt"}
-"""The authors' translation settings; recorded in the build report for users who generate IR images."""
+"""The authors' translation settings (``dataset/configs/diffv2ir_generation.json``); recorded in the
+build report for users who generate IR images."""
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
-_COMMON_BOOLS = ("is_canonical_component_representative", "is_eval_representative",
-                 "caption_supervision_available_upstream", "prior_reused_protected")
+FLAG_FIELDS = ("is_canonical_component_representative", "is_eval_representative",
+               "caption_supervision_available_upstream", "vlm_train_identity", "prior_reused_protected")
+"""Boolean release flags carried into every row (the internal variant's ``vlm_train_used`` lands in
+``vlm_train_identity``; it has no ``caption_supervision_available_upstream``)."""
 
 
 class IndexFormatError(ValueError):
@@ -78,6 +79,8 @@ def check_relpath(value: object, field_name: str = "path") -> str:
         raise ValueError("must be a non-empty relative path")
     if "\x00" in value:
         raise ValueError("NUL character not allowed")
+    if _SURROGATE.search(value):
+        raise ValueError("contains a lone surrogate (not valid Unicode)")
     if value.startswith(("/", "\\")):
         raise ValueError(f"absolute path not allowed: {value!r}")
     if _DRIVE.match(value) or "://" in value:
@@ -92,7 +95,7 @@ def check_relpath(value: object, field_name: str = "path") -> str:
 class Translation:
     model: str
     output_key: str
-    redistribution: str | bool | None = None
+    redistribution: str | None = None
 
 
 @dataclass(frozen=True)
@@ -110,7 +113,8 @@ class IndexRecord:
     schema_version: str = PUBLIC_SCHEMA
     phash4_component_id: str | None = None
     canonical_component_representative: str | None = None
-    flags: dict[str, bool] = field(default_factory=dict)
+    flags: dict[str, bool | None] = field(default_factory=dict)
+    """:data:`FLAG_FIELDS` -> value (``None`` where the variant has no such field)."""
     class_name: str | None = None
     caption: str | None = None
     caption_usable: bool | None = None
@@ -121,102 +125,71 @@ class IndexRecord:
     def index_split(self) -> str:
         return SPLIT_TO_INDEX[self.split]
 
+    def release_fields(self) -> dict:
+        """The release's per-record facts that travel into the row (see ``schema.RELEASE_FIELDS``)."""
+        return {
+            "phash4_component_id": self.phash4_component_id,
+            "canonical_component_representative": self.canonical_component_representative,
+            **{f: self.flags.get(f) for f in FLAG_FIELDS},
+            "translation_output_key": self.translation.output_key,
+        }
+
     def to_json(self) -> dict:
         """A compact JSON-able dict (the build plan stores records in this form)."""
         return {
             "sample_id": self.sample_id, "source": self.source, "source_record_id": self.source_record_id,
             "source_locator": self.source_locator, "rights_code": self.rights_code, "split": self.split,
             "joint_group_id": self.joint_group_id, "ir_key": self.translation.output_key,
-            "class_name": self.class_name, "line": self.line,
+            "class_name": self.class_name, "line": self.line, "release": self.release_fields(),
         }
 
 
-def _req(obj: dict, name: str, types: type | tuple[type, ...], where: str, line: int, *,
-         nullable: bool = False, nonempty: bool = True):
-    if name not in obj:
-        raise IndexFormatError(where, line, name, "missing")
+def _id(obj: dict, name: str, where: str, line: int) -> str:
     v = obj[name]
-    if v is None:
-        if nullable:
-            return None
-        raise IndexFormatError(where, line, name, "must not be null")
-    if types is bool:
-        if not isinstance(v, bool):
-            raise IndexFormatError(where, line, name, f"must be true or false, got {v!r}")
-        return v
-    if isinstance(v, bool) or not isinstance(v, types):
-        want = types.__name__ if isinstance(types, type) else " or ".join(t.__name__ for t in types)
-        raise IndexFormatError(where, line, name, f"must be {want}, got {type(v).__name__}")
-    if nonempty and isinstance(v, str) and not v.strip():
-        raise IndexFormatError(where, line, name, "must not be empty")
+    if len(v) > 512 or any(c in v for c in "\n\r\t\x00") or _SURROGATE.search(v):
+        raise IndexFormatError(where, line, name, "must be one line of at most 512 characters of valid Unicode")
     return v
 
 
+def _safe_path(obj: dict, name: str, where: str, line: int, label: str) -> str:
+    try:
+        return check_relpath(obj[name], label)
+    except ValueError as e:
+        raise IndexFormatError(where, line, label, str(e)) from None
+
+
 def parse_record(obj: object, where: str = "index", line: int = 0) -> IndexRecord:
-    """Validate one decoded JSON line against the record schema (either variant)."""
+    """Validate one decoded JSON line against the schema of its variant and return the record."""
     if not isinstance(obj, dict):
         raise IndexFormatError(where, line, None, f"a record must be a JSON object, got {type(obj).__name__}")
-    version = _req(obj, "schema_version", str, where, line)
-    if version not in SCHEMA_VERSIONS:
+    version = obj.get("schema_version")
+    if version not in RECORD_SCHEMAS:
+        if "schema_version" not in obj:
+            raise IndexFormatError(where, line, "schema_version", "missing")
         raise IndexFormatError(where, line, "schema_version",
                                f"unknown value {version!r}; expected one of {', '.join(SCHEMA_VERSIONS)}")
-    sid = _req(obj, "sample_id", str, where, line)
-    if len(sid) > 512 or any(c in sid for c in "\n\r\t\x00"):
-        raise IndexFormatError(where, line, "sample_id", "must be one line of at most 512 characters")
-    source = _req(obj, "source_dataset", str, where, line)
-    if source not in SOURCES:
-        raise IndexFormatError(where, line, "source_dataset", f"unknown source {source!r}; expected one of {SOURCES}")
-    rec_id = _req(obj, "source_record_id", (str, int), where, line)
-    try:
-        locator = check_relpath(obj.get("source_locator"), "source_locator")
-    except ValueError as e:
-        if "source_locator" not in obj:
-            raise IndexFormatError(where, line, "source_locator", "missing") from None
-        raise IndexFormatError(where, line, "source_locator", str(e)) from None
-    rights = _req(obj, "source_rights_code", str, where, line)
-    split = _req(obj, "split", str, where, line)
-    if split not in INDEX_SPLITS:
-        raise IndexFormatError(where, line, "split", f"unknown split {split!r}; expected one of {INDEX_SPLIT_NAMES}")
-    group = _req(obj, "joint_group_id", str, where, line)
-    if not JOINT_GROUP_RE.match(group):
-        raise IndexFormatError(where, line, "joint_group_id", f"{group!r} does not match {JOINT_GROUP_RE.pattern}")
-    phash = _req(obj, "phash4_component_id", (str, int), where, line, nullable=True)
-    canon = _req(obj, "canonical_component_representative", (str, int), where, line, nullable=True)
-    flags = {b: _req(obj, b, bool, where, line) for b in _COMMON_BOOLS}
-    trans = _req(obj, "translation", dict, where, line, nonempty=False)
-    t_model = _req(trans, "model", str, where, line) if "model" in trans else None
-    if t_model is None:
-        raise IndexFormatError(where, line, "translation.model", "missing")
-    if "output_key" not in trans:
-        raise IndexFormatError(where, line, "translation.output_key", "missing")
-    try:
-        out_key = check_relpath(trans["output_key"], "translation.output_key")
-    except ValueError as e:
-        raise IndexFormatError(where, line, "translation.output_key", str(e)) from None
-    redis = trans.get("redistribution")
-    if redis is not None and not isinstance(redis, str | bool):
-        raise IndexFormatError(where, line, "translation.redistribution", "must be a string, a boolean or null")
-
-    class_name = caption = norm_key = None
-    usable = None
-    if version == PUBLIC_SCHEMA:
-        flags["vlm_train_identity"] = _req(obj, "vlm_train_identity", bool, where, line)
-    else:
-        flags["vlm_train_used"] = _req(obj, "vlm_train_used", bool, where, line)
-        class_name = _req(obj, "class_name", str, where, line, nullable=True)
-        caption = _req(obj, "caption", str, where, line, nullable=True, nonempty=False)
-        usable = _req(obj, "caption_usable", bool, where, line)
-        norm_key = _req(obj, "normalized_caption_key", str, where, line, nullable=True)
-        if norm_key is not None and not SHA256_RE.match(norm_key):
-            raise IndexFormatError(where, line, "normalized_caption_key", "must be 64 lowercase hex digits")
+    err = first_error(RECORD_SCHEMAS[version], obj)
+    if err is not None:
+        raise IndexFormatError(where, line, err[0] or None, err[1])
+    sid = _id(obj, "sample_id", where, line)
+    rec_id = _id(obj, "source_record_id", where, line)
+    rights_field = RIGHTS_FIELD[version]
+    rights = _id(obj, rights_field, where, line)
+    locator = _safe_path(obj, "source_locator", where, line, "source_locator")
+    out_key = _safe_path(obj["translation"], "output_key", where, line, "translation.output_key")
+    flags = {f: obj.get(f) for f in FLAG_FIELDS if f != "vlm_train_identity"}
+    flags["vlm_train_identity"] = obj[VLM_FIELD[version]]
+    internal = version == INTERNAL_SCHEMA
     return IndexRecord(
-        sample_id=sid, source=source, source_record_id=str(rec_id), source_locator=locator,
-        rights_code=rights, split=INDEX_SPLITS[split], joint_group_id=group,
-        translation=Translation(t_model, out_key, redis), schema_version=version,
-        phash4_component_id=None if phash is None else str(phash),
-        canonical_component_representative=None if canon is None else str(canon),
-        flags=flags, class_name=class_name, caption=caption, caption_usable=usable,
-        normalized_caption_key=norm_key, line=line,
+        sample_id=sid, source=obj["source_dataset"], source_record_id=rec_id, source_locator=locator,
+        rights_code=rights, split=INDEX_SPLITS[obj["split"]], joint_group_id=obj["joint_group_id"],
+        translation=Translation(obj["translation"]["model"], out_key, obj["translation"]["redistribution"]),
+        schema_version=version, phash4_component_id=obj["phash4_component_id"],
+        canonical_component_representative=obj["canonical_component_representative"],
+        flags=flags, class_name=obj.get("class_name") if internal else None,
+        caption=obj.get("caption") if internal else None,
+        caption_usable=obj.get("caption_usable") if internal else None,
+        normalized_caption_key=obj.get("normalized_caption_key") if internal else None, line=line,
     )
 
 
@@ -260,6 +233,10 @@ def iter_index(path: str | os.PathLike, *, on_error: str = "raise") -> Iterator[
                     except json.JSONDecodeError as e:
                         raise IndexFormatError(where, n, None,
                                                f"not valid JSON ({e.msg} at column {e.colno})") from None
+                    except RecursionError:
+                        raise IndexFormatError(where, n, None, "not valid JSON (nested too deeply)") from None
+                    except ValueError as e:  # e.g. an integer literal over Python's 4,300-digit limit
+                        raise IndexFormatError(where, n, None, f"not valid JSON ({e})") from None
                     yield parse_record(obj, where, n)
                 except IndexFormatError as e:
                     if on_error == "raise":

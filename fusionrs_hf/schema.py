@@ -34,8 +34,9 @@ def joint_group_id_for(key: str) -> str:
     return "joint-group:" + hashlib.sha256(key.encode("utf-8")).hexdigest()[:24]
 
 
-KINDS: tuple[str, ...] = ("string", "image", "list<string>")
-"""Field kinds: a ``datasets`` ``Value("string")``, an ``Image()`` and a ``List(Value("string"))``."""
+KINDS: tuple[str, ...] = ("string", "bool", "image", "list<string>")
+"""Field kinds: a ``datasets`` ``Value("string")``, a ``Value("bool")``, an ``Image()`` and a
+``List(Value("string"))``."""
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ def _feature(kind: str):
         return Image()
     if kind == "list<string>":
         return List(Value("string"))
-    return Value(kind)
+    return Value(kind)  # "string" / "bool"
 
 
 FIELDS: tuple[Field, ...] = (
@@ -92,7 +93,32 @@ FIELDS: tuple[Field, ...] = (
     Field("joint_group_id", "string", True,
           "Split-construction group (`joint-group:` + 24 hex). Rows of one group never span two splits."),
     Field("rights_code", "string", True,
-          "Redistribution-rights code of the source item, e.g. `skyscript-naip-public-domain`."),
+          "Redistribution-rights code of the source item, e.g. `skyscript-naip-public-domain` "
+          "(the index's `source_rights_code`; the internal variant's `source_rights_note`)."),
+    Field("translation_output_key", "string", True,
+          "The index's `translation.output_key`: where the DiffV2IR output of this row lives below the IR root."),
+    Field("phash4_component_id", "string", True,
+          "Release flag: the RGB/IR pHash (radius 4) component of the row (`singleton_<sample_id>` when alone)."),
+    Field("canonical_component_representative", "string", True,
+          "Release flag: the sample id that represents this row's component."),
+    Field("is_canonical_component_representative", "bool", True,
+          "Release flag: this row is its component's canonical representative."),
+    Field("is_eval_representative", "bool", True,
+          "Release flag: this row is scored by the rc4 evaluation protocol (one per joint component in "
+          "validation/test; never in train)."),
+    Field("caption_supervision_available_upstream", "bool", True,
+          "Release flag (public index): the source provides caption supervision for this record."),
+    Field("vlm_train_identity", "bool", True,
+          "Release flag: the row was used to train the authors' VLM (internal variant: `vlm_train_used`); "
+          "such rows are forced into train."),
+    Field("prior_reused_protected", "bool", True,
+          "Release flag: protected from reuse in evaluation (forced into train)."),
+    Field("normalized_caption_key", "string", True,
+          "SHA-256 of the caption under the authors' normalisation; equal keys are the same caption "
+          "for leakage checks and are positives for each other in the rc4 retrieval protocol."),
+    Field("ir_caption_status", "string", True,
+          "Status of the IR-aware caption in its file (e.g. `accepted_strict_v3`; `unreviewed` for a file "
+          "without statuses); null when `ir_caption` is null."),
     Field("rgb_sha256", "string", False, "SHA-256 (hex) of the stored `rgb` bytes."),
     Field("ir_sha256", "string", False, "SHA-256 (hex) of the stored `ir` bytes."),
 )
@@ -104,6 +130,14 @@ SHA256_FIELDS: dict[str, str] = {name: f"{name}_sha256" for name in IMAGE_FIELDS
 """Image column -> the column holding the SHA-256 of its bytes (``rgb`` -> ``rgb_sha256``)."""
 assert set(SHA256_FIELDS.values()) <= set(FIELD_NAMES), "every image field needs its *_sha256 field"
 CAPTION_ORIGINS = ("source", "class_name")
+RELEASE_FIELDS: tuple[str, ...] = (
+    "translation_output_key", "phash4_component_id", "canonical_component_representative",
+    "is_canonical_component_representative", "is_eval_representative", "caption_supervision_available_upstream",
+    "vlm_train_identity", "prior_reused_protected",
+)
+"""Per-record facts of the official index copied into every row as they are (null for rows that do
+not come from an official index)."""
+assert set(RELEASE_FIELDS) <= set(FIELD_NAMES)
 
 
 @cache

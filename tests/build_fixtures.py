@@ -32,9 +32,23 @@ from fusionrs_hf.scenes import captions, jpeg_bytes, render_scene
 SPLIT_PLAN = ("train", "train", "train", "val", "test")
 """Index splits of the records of each source (5 per source, 25 in all)."""
 
+NATIVE_SIZE = {"NWPU": 256, "RSICD": 224, "RSITMD": 256, "RS5M": 256, "SkyScript": 224}
+"""RGB side per source, as the upstream datasets ship them; IR is always ``IR_SIZE`` (DiffV2IR writes 512 px)."""
+IR_SIZE = 512
+
+RIGHTS = {"NWPU": "nwpu-captions-text-unlicensed", "RS5M": "rs5m-item-rights-unconfirmed",
+          "RSICD": "rsicd-redistribution-license-not-located", "RSITMD": "rsitmd-redistribution-license-not-located",
+          "SkyScript": "skyscript-naip-public-domain"}
+RIGHTS_NOTES = {"NWPU": "CC BY-NC 4.0 upstream; index-only by default", "RS5M": "heterogeneous upstream rights; index-only",
+                "RSICD": "no uniform redistribution license located; index-only",
+                "RSITMD": "no uniform redistribution license located; index-only",
+                "SkyScript": "source-specific Earth Engine terms; index-only"}
+
 
 @dataclass
 class Expect:
+    """What the default (rc4) build must write for one record, and what the ``paper``/``strict`` policies do."""
+
     sample_id: str
     source: str
     split: str  # datasets split name
@@ -45,6 +59,11 @@ class Expect:
     ir_caption: str | None = None
     class_name: str | None = None
     all_captions: list[str] | None = None
+    ir_status: str | None = None
+    paper_caption: str | None = None
+    paper_origin: str = "source"
+    strict_ir_caption: str | None = None
+    record: dict = field(default_factory=dict)
 
     @property
     def group(self) -> str:
@@ -63,7 +82,9 @@ class Fixture:
     iraware: Path
     expect: dict[str, Expect] = field(default_factory=dict)
     dropped: dict[str, str] = field(default_factory=dict)
-    """sample_id -> expected drop reason in the standard build."""
+    """sample_id -> expected drop reason in the standard (rc4) build."""
+    paper_dropped: dict[str, str] = field(default_factory=dict)
+    """sample_id -> expected drop reason with ``--caption-policy paper``."""
 
     def source_root_args(self) -> list[str]:
         return [f"{k}={v}" for k, v in self.roots.items()]
@@ -81,28 +102,40 @@ def png_bytes(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def public_record(sid: str, source: str, rec_id: str, locator: str, split: str, ir_key: str) -> dict:
+def public_record(sid: str, source: str, rec_id: str, locator: str, split: str, ir_key: str, *,
+                  usable: bool = True) -> dict:
+    """A line of the public index, exactly as ``fusionrs-public-record-v1.schema.json`` asks."""
     return {
         "schema_version": "fusionrs-public-index-v1", "sample_id": sid, "source_dataset": source,
-        "source_record_id": rec_id, "source_locator": locator,
-        "source_rights_code": {"SkyScript": "skyscript-naip-public-domain",
-                               "RS5M": "rs5m-item-rights-unconfirmed"}.get(source, f"{source.lower()}-research"),
+        "source_record_id": rec_id, "source_locator": locator, "source_rights_code": RIGHTS[source],
         "split": split, "joint_group_id": "joint-group:" + hashlib.sha256(sid.encode()).hexdigest()[:24],
-        "phash4_component_id": "phash4:" + hashlib.sha256(sid.encode()).hexdigest()[:16],
+        "phash4_component_id": f"singleton_{sid}",
         "canonical_component_representative": sid, "is_canonical_component_representative": True,
-        "is_eval_representative": split != "train", "caption_supervision_available_upstream": True,
+        "is_eval_representative": split != "train", "caption_supervision_available_upstream": usable,
         "vlm_train_identity": split == "train", "prior_reused_protected": False,
-        "translation": {"model": "DiffV2IR", "output_key": ir_key, "redistribution": "derived-upstream-terms"},
+        "translation": {"model": "DiffV2IR", "output_key": ir_key, "redistribution": "conditional_on_upstream_rights"},
     }
 
 
 def internal_record(pub: dict, caption: str | None, class_name: str | None) -> dict:
-    rec = {k: v for k, v in pub.items() if k != "vlm_train_identity"}
-    rec.update(schema_version="fusionrs-index-v1", class_name=class_name, caption=caption,
-               caption_usable=caption is not None, vlm_train_used=pub["vlm_train_identity"],
-               normalized_caption_key=hashlib.sha256((caption or "").lower().encode()).hexdigest()
-               if caption else None)
+    """The internal variant of ``pub`` (``fusionrs-record-v1.schema.json``), key computed independently."""
+    import re
+    import unicodedata
+
+    rec = {k: v for k, v in pub.items()
+           if k not in ("vlm_train_identity", "source_rights_code", "caption_supervision_available_upstream")}
+    norm = unicodedata.normalize("NFKC", caption or "").casefold().strip()
+    norm = re.sub(r"\s+", " ", re.sub(r"[^\w\s]", " ", norm)).strip()
+    rec.update(schema_version="fusionrs-index-v1", class_name=class_name if pub["source_dataset"] == "NWPU" else None,
+               caption=caption, caption_usable=bool(norm), vlm_train_used=pub["vlm_train_identity"],
+               source_rights_note=RIGHTS_NOTES[pub["source_dataset"]],
+               normalized_caption_key=hashlib.sha256(norm.encode()).hexdigest() if norm else None)
     return rec
+
+
+def iraware_record(sid: str, source: str, split: str, caption: str, status: str, reasons=()) -> dict:
+    return {"schema_version": "fusionrs-iraware-caption-v1", "sample_id": sid, "source_dataset": source,
+            "split": split, "caption": caption, "status": status, "filter_reasons": list(reasons)}
 
 
 def write_jsonl(path: Path, rows: list[dict], gz: bool = False) -> Path:
@@ -116,10 +149,22 @@ def write_jsonl(path: Path, rows: list[dict], gz: bool = False) -> Path:
 
 
 NWPU_CLASSES = ("airport", "baseball_diamond", "river")
+METAL = "Bright metal roofs and concrete lots line the road in the infrared-style image."
+"""Accepted by the authors' filter (rc4), rejected by our strict rules (ir_material)."""
+WARM = "Warm roofs appear bright in the infrared image."
+"""Listed by the release as removed_strict_v2: never used."""
 
 
-def make_fixture(root: Path, size: int = 64, seed: int = 0) -> Fixture:
-    """All five sources in native layout + IR folder + caption files + both index variants."""
+def _resize(arr: np.ndarray, side: int) -> np.ndarray:
+    return np.asarray(Image.fromarray(arr).resize((side, side), Image.BILINEAR))
+
+
+def make_fixture(root: Path, size: int | None = None, seed: int = 0) -> Fixture:
+    """An rc4-shaped test release: all five sources in native layout and native sizes, 512 px IR,
+    caption files, both index variants and an IR-aware file with accepted and removed statuses.
+
+    ``size`` forces one side for RGB and IR alike (faster, for tests that only need a build).
+    """
     root = Path(root)
     rng = np.random.default_rng(seed)
     roots = {s: root / "src" / s for s in ("NWPU", "RSICD", "RSITMD", "RS5M", "SkyScript")}
@@ -127,6 +172,7 @@ def make_fixture(root: Path, size: int = 64, seed: int = 0) -> Fixture:
     records: list[dict] = []
     expect: dict[str, Expect] = {}
     dropped: dict[str, str] = {}
+    paper_dropped: dict[str, str] = {}
     nwpu_json: dict[str, list] = {c: [] for c in NWPU_CLASSES}
     karpathy = {"RSICD": {"images": [], "dataset": "rsicd"}, "RSITMD": {"images": [], "dataset": "rsitmd"}}
     rs5m_rows: list[dict] = []
@@ -136,30 +182,33 @@ def make_fixture(root: Path, size: int = 64, seed: int = 0) -> Fixture:
 
     for source, sroot in roots.items():
         for i, split in enumerate(SPLIT_PLAN):
-            scene = render_scene(rng, size)
+            ir_side = size or IR_SIZE
+            scene = render_scene(rng, ir_side)
+            rgb_arr = scene.rgb if size else _resize(scene.rgb, NATIVE_SIZE[source])
             cap, ir_cap = captions(scene, rng)
             sid = f"{source.lower()}-{i:04d}"
             cls = None
+            usable_upstream = True
             all_caps = [cap, f"There are {i + 2} buildings near a road in this {scene.scene_class} scene."]
             if source == "NWPU":
                 cls = NWPU_CLASSES[i % len(NWPU_CLASSES)]
                 locator = f"NWPU-RESISC45/{cls}/{cls}_{i + 1:03d}.jpg"
-                data = jpeg_bytes(scene.rgb)
+                data = jpeg_bytes(rgb_arr)
                 entry = {"filename": f"{cls}_{i + 1:03d}.jpg", "split": split, "imgid": i}
-                if i == 1:  # no caption at all -> class-name fallback
-                    all_caps = []
-                elif i == 2:  # only rejected captions -> class-name fallback
+                if i == 1:  # no caption at all: the release marks it unusable (one of rc4's 8)
+                    all_caps, usable_upstream = [], False
+                elif i == 2:  # only captions the paper's rules reject: rc4 keeps the first
                     all_caps = ["Stock photo of an airport, royalty free", "airport"]
-                if all_caps or i == 2:
+                if all_caps:
                     entry.update({("raw" if j == 0 else f"raw_{j}"): c for j, c in enumerate(all_caps)})
                     nwpu_json[cls].append(entry)
                 rec_id = f"{cls}_{i + 1:03d}"
             elif source in ("RSICD", "RSITMD"):
                 name = f"{scene.scene_class}_{i + 1}"
                 if source == "RSICD":
-                    locator, data = f"RSICD_images/{name}.jpg", jpeg_bytes(scene.rgb)
+                    locator, data = f"RSICD_images/{name}.jpg", jpeg_bytes(rgb_arr)
                 else:
-                    locator, data = f"images/{name}.tif", tiff_bytes(scene.rgb)
+                    locator, data = f"images/{name}.tif", tiff_bytes(rgb_arr)
                 fname = Path(locator).name
                 karpathy[source]["images"].append({
                     "filename": fname, "imgid": i, "split": split,
@@ -168,43 +217,50 @@ def make_fixture(root: Path, size: int = 64, seed: int = 0) -> Fixture:
                 rec_id = str(i)
             elif source == "RS5M":
                 rec_id = f"laion-{i:06d}"
-                locator, data = f"rs5m_part0/{rec_id}.jpg", jpeg_bytes(scene.rgb)
-                if i == 4:  # only a stock-photo caption and no class name -> dropped (caption_dropped)
+                locator, data = f"rs5m_part0/{rec_id}.jpg", jpeg_bytes(rgb_arr)
+                if i == 4:  # only a stock-photo caption and no class name: rc4 keeps it, paper drops the row
                     all_caps = ["Aerial stock photo of a city, Shutterstock royalty free image"]
                 for c in all_caps:
                     rs5m_rows.append({"source_dataset": "RS5M", "source_record_id": rec_id, "caption": c})
             else:
                 rec_id = f"sky_{i:05d}"
-                locator, data = f"images/{rec_id}.jpg", jpeg_bytes(scene.rgb)
+                locator, data = f"images/{rec_id}.jpg", jpeg_bytes(rgb_arr)
                 sky_rows.append({"sample_id": sid, "captions": all_caps})
 
             rgb_path = sroot / locator
             rgb_path.parent.mkdir(parents=True, exist_ok=True)
             rgb_path.write_bytes(data)
             ir_ext = "png" if (source == "SkyScript" and i == 0) else "jpg"
-            ir_key = f"{source.lower()}/{sid}.{ir_ext}"
+            ir_key = f"{source}/{sid}.{ir_ext}"
             ir_path = ir_root / ir_key
             ir_path.parent.mkdir(parents=True, exist_ok=True)
             ir_path.write_bytes(png_bytes(scene.ir) if ir_ext == "png" else jpeg_bytes(scene.ir))
 
-            pub = public_record(sid, source, rec_id, locator, split, ir_key)
+            pub = public_record(sid, source, rec_id, locator, split, ir_key, usable=usable_upstream)
             records.append(pub)
-            usable = [c for c in all_caps if not c.startswith(("Stock", "Aerial stock")) and c != "airport"]
-            exp_cap = usable[0] if usable else None
-            origin = "source"
-            if exp_cap is None and cls:
-                exp_cap, origin = f"a remote sensing image of {cls.replace('_', ' ')}.", "class_name"
-            internal_caps[sid] = usable[0] if usable else None
-            ir_caption = None
-            if i in (0, 3) or split == "test":
-                ir_caption = ir_cap
-                iraware_rows.append({"sample_id": sid, "ir_caption": ir_cap})
-            if i == 2 and source == "RS5M":  # a blocked IR claim: the row stays, in the base group
-                iraware_rows.append({"sample_id": sid, "ir_caption": "Warm roofs appear bright in the infrared image."})
-            expect[sid] = Expect(sid, source, {"val": "validation"}.get(split, split), rgb_path, ir_path, exp_cap,
-                                 origin, ir_caption, cls, usable or None)
-            if exp_cap is None:
-                dropped[sid] = "caption_dropped"
+            rc4_cap = all_caps[0] if all_caps else None
+            paper_usable = [c for c in all_caps if not c.startswith(("Stock", "Aerial stock")) and c != "airport"]
+            paper_cap, paper_origin = (paper_usable[0] if paper_usable else None), "source"
+            if paper_cap is None and cls:
+                paper_cap, paper_origin = f"a remote sensing image of {cls.replace('_', ' ')}.", "class_name"
+            internal_caps[sid] = rc4_cap
+            ir_caption = strict_ir = status = None
+            if split == "train" and i == 0:
+                ir_caption = strict_ir = ir_cap
+                status = "accepted_strict_v3"
+                iraware_rows.append(iraware_record(sid, source, split, ir_cap, status))
+            if i == 1 and source == "SkyScript":
+                ir_caption, status = METAL, "accepted_strict_v3"
+                iraware_rows.append(iraware_record(sid, source, split, METAL, status))
+            if i == 2 and source == "RS5M":
+                iraware_rows.append(iraware_record(sid, source, split, WARM, "removed_strict_v2", ["temperature"]))
+            expect[sid] = Expect(sid, source, {"val": "validation"}.get(split, split), rgb_path, ir_path, rc4_cap,
+                                 "source", ir_caption, cls, all_caps or None, status, paper_cap, paper_origin,
+                                 strict_ir, pub)
+            if rc4_cap is None:
+                dropped[sid] = "no_usable_caption"
+            if paper_cap is None:
+                paper_dropped[sid] = "caption_dropped"
 
     native_nwpu = write_json(roots["NWPU"] / "dataset_nwpu.json", nwpu_json)
     rsicd = write_json(roots["RSICD"] / "dataset_rsicd.json", karpathy["RSICD"])
@@ -215,13 +271,13 @@ def make_fixture(root: Path, size: int = 64, seed: int = 0) -> Fixture:
         w.writeheader()
         w.writerows(rs5m_rows)
     sky = write_jsonl(root / "skyscript_captions.jsonl", sky_rows)
-    iraware = write_jsonl(root / "iraware_strict_v3.jsonl", iraware_rows)
+    iraware = write_jsonl(root / "iraware_strict_v3.jsonl.gz", iraware_rows, gz=True)
     index_public = write_jsonl(root / "index_public.jsonl.gz", records, gz=True)
     index_internal = write_jsonl(
         root / "index_internal.jsonl",
         [internal_record(r, internal_caps[r["sample_id"]], expect[r["sample_id"]].class_name) for r in records])
     return Fixture(root, roots, ir_root, records, index_public, index_internal,
-                   [native_nwpu, rsicd, rsitmd, rs5m_csv, sky], iraware, expect, dropped)
+                   [native_nwpu, rsicd, rsitmd, rs5m_csv, sky], iraware, expect, dropped, paper_dropped)
 
 
 def write_json(path: Path, obj) -> Path:

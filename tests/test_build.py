@@ -21,9 +21,10 @@ from datasets import Image, get_dataset_config_names, load_dataset
 from fusionrs_hf import cli
 from fusionrs_hf.build import CRASH_ENV, STATE_DIR, BuildError, BuildOptions, build
 from fusionrs_hf.layout import CONFIGS_BY_NAME
+from fusionrs_hf.schema import RELEASE_FIELDS, SOURCES
 from fusionrs_hf.scenes import jpeg_bytes, render_scene
 
-from .build_fixtures import decoded, make_fixture, write_jsonl
+from .build_fixtures import decoded, internal_record, make_fixture, write_jsonl
 
 ROWS_PER_SHARD = 2
 
@@ -84,6 +85,12 @@ def test_every_config_loads_and_values_equal_inputs(build_fx, built):
         assert r["_split"] == e.split and r["source"] == e.source
         assert r["caption"] == e.caption and r["caption_origin"] == e.caption_origin
         assert r["ir_caption"] == e.ir_caption and r["class_name"] == e.class_name
+        assert r["ir_caption_status"] == e.ir_status
+        # the release's flags travel with the row, under their official names
+        for name in RELEASE_FIELDS:
+            want = e.record["translation"]["output_key"] if name == "translation_output_key" else e.record[name]
+            assert r[name] == want, (sid, name)
+        assert r["normalized_caption_key"] == internal_record(e.record, e.caption, None)["normalized_caption_key"]
         if e.rgb_path.suffix == ".tif":  # TIFF input -> lossless PNG
             assert r["rgb"]["bytes"][:8] == b"\x89PNG\r\n\x1a\n"
             assert np.array_equal(decoded(r["rgb"]["bytes"]), decoded(e.rgb_path))
@@ -105,26 +112,56 @@ def test_report_accounts_for_every_record(build_fx, built):
     assert on_disk == report
     assert report["index_records"] == len(build_fx.records) and report["accounted"] is True
     listed = {s for b in report["dropped"]["by_reason"].values() for s in b["sample_ids"]}
-    assert listed == set(build_fx.dropped) == {"rs5m-0004"}
-    assert report["dropped"]["by_reason"]["caption_dropped"]["count"] == 1
+    # the only row not written is the one the release itself marks unusable
+    assert listed == set(build_fx.dropped) == {"nwpu-0001"}
+    assert report["dropped"]["by_reason"]["no_usable_caption"]["count"] == 1
+    assert report["dropped"]["expected_by_release"] == 1
     assert report["written"]["total"] == len(build_fx.records) - 1
-    assert report["written"]["by_source_split_group"]["NWPU"]["train"] == {"iraware": 1, "base": 2}
+    assert report["written"]["by_source_split_group"]["NWPU"]["train"] == {"iraware": 1, "base": 1}
+    assert report["written"]["by_source_split_group"]["SkyScript"]["train"] == {"iraware": 2, "base": 1}
+    assert all(report["written"]["by_source_split_group"][s][sp]["iraware"] == 0
+               for s in SOURCES for sp in ("validation", "test"))  # rc4: IR-aware is train only
+    caps = report["captions"]
+    assert caps["policy"] == "rc4" and caps["iraware_policy"] == "rc4"
+    assert caps["class_name_fallback"]["count"] == 0  # the release has no fallback
+    assert all(v["count"] == 0 for v in caps["rules"].values())  # nor the paper's cleaning rules
+    assert caps["iraware_status"] == {"accepted_strict_v3": 6, "not_used_removed_strict_v2": 1,
+                                      "removed_strict_v2": 1}
+    assert caps["iraware_rejected_to_base"] == 0
+    # DiffV2IR writes 512 px for 224/256 px sources: kept and recorded, never dropped
+    assert report["size_differs_same_aspect"]["count"] == len(build_fx.records) - 1
+    assert report["release"]["release"] is None and "not a known release" in report["release"]["note"]
+    assert report["release"]["rows"] == len(build_fx.records)
+    assert report["rc4_comparison"]["matches"] is False  # a toy index is not rc4, and the report says so
+
+
+def test_paper_and_strict_policies_are_opt_in(build_fx, tmp_path):
+    """The paper's §3.4 cleaning and our stricter IR rules run only when asked, counted either way."""
+    out = tmp_path / "paper"
+    report = build(_opts(build_fx, out, caption_policy="paper", iraware_policy="strict"))
+    assert {s for b in report["dropped"]["by_reason"].values() for s in b["sample_ids"]} == \
+        set(build_fx.paper_dropped) == {"rs5m-0004"}
     caps = report["captions"]
     assert caps["class_name_fallback"] == {"count": 2, "examples": ["nwpu-0001", "nwpu-0002"]}
-    assert caps["rules"]["stock_photo"]["count"] == 2
     assert set(caps["rules"]["stock_photo"]["examples"]) == {"nwpu-0002", "rs5m-0004"}
-    assert caps["rules"]["ir_temperature"]["examples"] == ["rs5m-0002"]
+    assert caps["rules"]["ir_material"]["examples"] == ["skyscript-0001"]
     assert caps["iraware_rejected_to_base"] == 1
-    assert report["rc4_comparison"]["matches"] is False  # a toy index is not rc4, and the report says so
+    rows = _load_raw(out, "default")
+    for sid, r in rows.items():
+        e = build_fx.expect[sid]
+        assert (r["caption"], r["caption_origin"]) == (e.paper_caption, e.paper_origin), sid
+        assert r["ir_caption"] == e.strict_ir_caption, sid
 
 
 def test_internal_variant_and_all_captions(build_fx, tmp_path):
     """Internal index carries its own captions; --caption-choice all fills all_captions."""
     out = tmp_path / "internal"
     report = build(_opts(build_fx, out, index=str(build_fx.index_internal), captions=[]))
-    assert report["dropped"]["by_reason"]["missing_caption"]["sample_ids"] == ["rs5m-0004"]
+    assert report["dropped"]["by_reason"]["no_usable_caption"]["sample_ids"] == ["nwpu-0001"]
     rows = _load_raw(out, "default")
+    assert set(rows) == set(build_fx.expect) - {"nwpu-0001"}
     assert all(rows[s]["caption"] == build_fx.expect[s].caption for s in rows)
+    assert rows["nwpu-0000"]["class_name"] == "airport" and rows["rsicd-0000"]["class_name"] is None
 
     out2 = tmp_path / "all"
     build(_opts(build_fx, out2, caption_choice="all"))
@@ -137,8 +174,8 @@ def test_missing_mismatched_corrupt_reported_and_strict(build_fx, tmp_path, caps
     fx = make_fixture(tmp_path / "src")
     (fx.expect["rsicd-0000"].rgb_path).unlink()
     (fx.expect["rsicd-0001"].ir_path).unlink()
-    small = render_scene(np.random.default_rng(5), 48)
-    fx.expect["rsitmd-0001"].ir_path.write_bytes(jpeg_bytes(small.ir))
+    small = render_scene(np.random.default_rng(5), 64)
+    fx.expect["rsitmd-0001"].ir_path.write_bytes(jpeg_bytes(small.ir[:, :48]))  # 48x64: another aspect ratio
     good = fx.expect["skyscript-0001"].rgb_path.read_bytes()
     fx.expect["skyscript-0001"].rgb_path.write_bytes(good[: len(good) // 3])
     fx.expect["nwpu-0003"].ir_path.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
@@ -146,11 +183,11 @@ def test_missing_mismatched_corrupt_reported_and_strict(build_fx, tmp_path, caps
     by = report["dropped"]["by_reason"]
     assert by["missing_rgb"]["sample_ids"] == ["rsicd-0000"]
     assert by["missing_ir"]["sample_ids"] == ["rsicd-0001"]
-    assert by["size_mismatch"]["sample_ids"] == ["rsitmd-0001"]
-    assert "64x64" in by["size_mismatch"]["details"][0]["detail"]
+    assert by["aspect_mismatch"]["sample_ids"] == ["rsitmd-0001"]
+    assert "48x64" in by["aspect_mismatch"]["details"][0]["detail"]
     assert by["undecodable_rgb"]["sample_ids"] == ["skyscript-0001"]
     assert by["undecodable_ir"]["sample_ids"] == ["nwpu-0003"]
-    assert report["accounted"] and report["dropped"]["total"] == 6
+    assert report["accounted"] and report["dropped"]["total"] == 6  # 5 defects + the release's unusable row
     assert len(_load_raw(tmp_path / "out", "default")) == len(fx.records) - 6
 
     # --strict: same inputs, exit 1 and a pointer to the report; without it exit 0
@@ -184,7 +221,7 @@ def test_bad_index_line_is_an_error_naming_line_and_field(build_fx, tmp_path, ca
     assert cli.main([*args, "--on-bad-line", "report", "--strict"]) == 1
     report = json.loads((tmp_path / "out" / "build_report.json").read_text())
     assert report["dropped"]["by_reason"]["bad_index_line"]["lines"] == [7]
-    assert report["written"]["total"] == len(recs) - 2  # the bad line and the caption-less RS5M row
+    assert report["written"]["total"] == len(recs) - 2  # the bad line and the release's unusable row
 
 
 def test_corrupt_caption_file_is_a_usage_error(build_fx, tmp_path, capsys):

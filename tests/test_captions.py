@@ -9,7 +9,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from fusionrs_hf.captions import (
+    CAPTION_POLICIES,
+    IR_POLICIES,
     RULES,
+    IRAwareEntry,
     CaptionFileError,
     CaptionStore,
     decide,
@@ -39,6 +42,15 @@ EXAMPLES = {
     "ir_reflectivity": ("The highly reflective lake is bright.", "The lake is a dark region with sharp edges."),
     "ir_material": ("Metal roofs of the factory are bright.", "The factory roofs form bright rectangles."),
     "ir_rgb_colour": ("Green fields surround the village.", "Gray field parcels surround the village."),
+    # the authors' strict-v3 filter (refine_iraware_strict_v3.py); each good example is one our stricter
+    # rules would reject or a near miss, to pin that the authors' patterns are narrower than ours
+    "ir_v3_thermal_signature": ("Vehicles leave a thermal signature on the road.", "Vehicles are bright dots."),
+    "ir_v3_heat": ("Rooftops show heat signatures.", "Rooftops show bright signatures."),
+    "ir_v3_temperature": ("Cold water is dark.", "A warm-up track circles the field."),
+    "ir_v3_emissivity_radiance": ("Low emissivity water is dark.", "Water emits little and is dark."),
+    "ir_v3_reflectivity": ("Highly reflective roofs are bright.", "The roof reflects light brightly."),
+    "ir_v3_material_property": ("Metallic roofs are bright.", "Metal roofs and concrete lots are bright."),
+    "ir_v3_rgb_color": ("Golden fields surround the village.", "Greenhouses surround a village."),
 }
 
 
@@ -76,6 +88,51 @@ def test_decide_fallback_drop_and_skip():
     assert decide_ir("  Roofs   appear bright. ") == ("Roofs appear bright.", [])
 
 
+def test_rc4_caption_policy_keeps_what_the_release_keeps():
+    """rc4: one caption, usable when non-empty after the authors' normalisation; no rules, no fallback."""
+    rc4 = CAPTION_POLICIES["rc4"]
+    d = rc4.decide("nwpu-1", ["Stock photo of an airport, royalty free", "airport"], class_name="airport")
+    assert (d.caption, d.origin, d.rejected) == ("Stock photo of an airport, royalty free", "source", {})
+    long = " ".join(["many buildings"] * 40)  # 80 words: the paper's too_long, kept by the release
+    assert rc4.decide("x", ["many buildings", long]).caption == "many buildings"
+    assert rc4.decide("x", ["an aerial view of the area"]).caption == "an aerial view of the area"
+    assert rc4.decide("x", ["!!! ...", "  "]).drop_reason == "missing_caption"  # empty once normalised
+    assert rc4.decide("x", [], class_name="airport").drop_reason == "missing_caption"  # no fallback
+    d = rc4.decide("x", ["a caption the user has"], release_usable=False)
+    assert d.caption is None and d.drop_reason == "no_usable_caption"  # the release says unusable
+    paper = CAPTION_POLICIES["paper"]
+    assert paper.decide("x", ["many buildings", long], class_name="airport").origin == "class_name"
+
+
+def test_rc4_iraware_policy_uses_status_then_the_authors_filter():
+    rc4, strict = IR_POLICIES["rc4"], IR_POLICIES["strict"]
+    metal = "Metal roofs and concrete lots are bright; the asphalt reflects."
+    assert rc4.decide(metal, "accepted_strict_v3") == (metal, "accepted_strict_v3", [])
+    assert rc4.decide(metal, None) == (metal, "filtered_strict_v3", [])  # no status: the authors' filter passes it
+    assert strict.decide(metal, None)[0] is None  # ours is stricter (opt-in)
+    assert rc4.decide("Bright roofs.", "removed_strict_v2") == (None, None, ["status_removed_strict_v2"])
+    assert rc4.decide("Bright roofs.", "removed_strict_v3")[0] is None
+    assert rc4.decide("Hot roofs glow.", None) == (None, None, ["ir_v3_temperature"])
+    # a release-accepted caption is used as released, even where a pattern would match today
+    assert rc4.decide("A warmer tone.", "accepted_strict_v3")[0] == "A warmer tone."
+
+
+def test_release_iraware_records_validated(tmp_path):
+    good = {"schema_version": "fusionrs-iraware-caption-v1", "sample_id": "s1", "source_dataset": "RS5M",
+            "split": "train", "caption": "Roofs are bright.", "status": "accepted_strict_v3", "filter_reasons": []}
+    p = tmp_path / "ira.jsonl"
+    p.write_text(json.dumps(good) + "\n" + json.dumps({**good, "sample_id": "s2", "status": "maybe"}) + "\n")
+    with pytest.raises(CaptionFileError, match=r"ira.jsonl row 2: field 'status': must be one of"):
+        list(read_iraware(p))
+    p.write_text(json.dumps({**good, "extra": 1}) + "\n")
+    with pytest.raises(CaptionFileError, match=r"row 1: field 'extra': not allowed"):
+        list(read_iraware(p))
+    p.write_text(json.dumps(good) + "\n" + '{"sample_id": "u1", "ir_caption": "Own caption."}\n')
+    got = list(read_iraware(p))
+    assert [(e.sample_id, e.status, e.source, e.split) for e in got] == [
+        ("s1", "accepted_strict_v3", "RS5M", "train"), ("u1", None, None, None)]
+
+
 def test_choice_policy():
     caps = ["one caption here", "two caption here", "three caption here"]
     assert pick(caps, "first", 0, "x") == ("one caption here", None)
@@ -106,7 +163,7 @@ def test_native_readers_and_store(tmp_path):
     store = CaptionStore(tmp_path / "c.sqlite")
     for p in (rsicd, nwpu, table, csv_t):
         store.add(read_caption_file(p))
-    store.add_iraware([("s1", "ir one"), ("s1", "ir dup")])
+    store.add_iraware([IRAwareEntry("s1", "ir one"), IRAwareEntry("s1", "ir dup")])
     store.finish()
     assert store.lookup("s1", "RS5M", "zzz", "x/y.jpg") == (["from table 1", "from table 2"], None)
     assert store.lookup("s2", "RS5M", "r9", "x/y.jpg")[0] == ["from csv"]
@@ -114,7 +171,7 @@ def test_native_readers_and_store(tmp_path):
     assert store.lookup("s4", "NWPU", "n", "NWPU-RESISC45/airport/airport_001.jpg") == (
         ["first one", "second one", "third one"], "airport")
     assert store.lookup("s5", "RSITMD", "0", "images/airport_1.jpg") == ([], None)  # source is part of the key
-    assert store.iraware("s1") == "ir one" and store.counts["iraware_duplicates"] == 1
+    assert store.iraware("s1").caption == "ir one" and store.counts["iraware_duplicates"] == 1
     store.close()
 
 

@@ -19,6 +19,8 @@ from fusionrs_hf.index import (
     read_index,
 )
 
+from fusionrs_hf.release.schemas import RECORD_SCHEMAS
+
 from .build_fixtures import internal_record, public_record, write_jsonl
 
 
@@ -33,14 +35,128 @@ def test_public_and_internal_variants_parse():
     assert pub.split == "validation" and pub.index_split == "val"
     assert pub.translation.output_key == "rsicd/rsicd-0001.jpg" and pub.translation.model == "DiffV2IR"
     assert pub.flags["vlm_train_identity"] is False and pub.caption is None
+    assert pub.flags["caption_supervision_available_upstream"] is True
+    assert pub.rights_code == "rsicd-redistribution-license-not-located"
     internal = parse_record(internal_record(_pub(), "many planes parked at the airport", None))
     assert internal.schema_version == INTERNAL_SCHEMA
     assert internal.caption == "many planes parked at the airport" and internal.caption_usable is True
-    assert "vlm_train_used" in internal.flags and len(internal.normalized_caption_key) == 64
+    # the internal spellings land in the same places as the public ones
+    assert internal.flags["vlm_train_identity"] is False and len(internal.normalized_caption_key) == 64
+    assert internal.rights_code == "no uniform redistribution license located; index-only"
+    assert internal.flags["caption_supervision_available_upstream"] is None  # not in that variant
 
 
 def test_rc4_counts_total_600k():
     assert sum(sum(v.values()) for v in RC4_SPLIT_COUNTS.values()) == 600_000
+
+
+# --------------------------------------------------------------------------- generated from the schemas
+
+def _value_for(name: str, spec: dict, variant: int = 0):
+    """A valid value for one property, built from its schema (enum/const/type/pattern), not from our code."""
+    if "const" in spec:
+        return spec["const"]
+    if "enum" in spec:
+        return spec["enum"][variant % len(spec["enum"])]
+    types = spec.get("type") if isinstance(spec.get("type"), list) else [spec.get("type")]
+    if "boolean" in types:
+        return bool(variant % 2)
+    if spec.get("pattern") == r"^[0-9a-f]{64}$":
+        return "ab" * 32
+    if spec.get("pattern") == r"^joint-group:[0-9a-f]{24}$":
+        return "joint-group:" + "0123456789abcdef01234567"
+    if name == "class_name":
+        return "airport"
+    return f"{name}-value/x{variant}.jpg"
+
+
+def _from_schema(schema: dict, variant: int = 0, top: bool = True) -> dict:
+    rec = {}
+    for name, spec in schema["properties"].items():
+        rec[name] = _from_schema(spec, variant, False) if spec.get("type") == "object" \
+            else _value_for(name, spec, variant)
+    if top:
+        rec["source_dataset"] = "NWPU"  # the one source that may carry a class_name
+    return rec
+
+
+@pytest.mark.parametrize("version", sorted(RECORD_SCHEMAS))
+def test_records_generated_from_each_schema_are_accepted(version):
+    schema = RECORD_SCHEMAS[version]
+    assert set(schema["required"]) == set(schema["properties"])  # rc4 schemas: every field is required
+    enums = {n: s["enum"] for n, s in schema["properties"].items() if "enum" in s}
+    for variant in range(max(len(v) for v in enums.values())):
+        rec = _from_schema(schema, variant)
+        for name, values in enums.items():
+            rec[name] = values[variant % len(values)]
+        if rec["source_dataset"] != "NWPU" and "class_name" in rec:
+            rec["class_name"] = None
+        got = parse_record(rec, "gen.jsonl", variant + 1)
+        assert got.source == rec["source_dataset"] and got.index_split == rec["split"]
+    # nullable fields: null is accepted where the schema's type allows it
+    for name, spec in schema["properties"].items():
+        if isinstance(spec.get("type"), list) and "null" in spec["type"]:
+            parse_record({**_from_schema(schema), name: None})
+
+
+def _violations(schema: dict):
+    """One record per kind of violation the schema defines: (record, field named in the error)."""
+    base = _from_schema(schema)
+    for name in schema["required"]:
+        yield {k: v for k, v in base.items() if k != name}, name, "missing"
+    yield {**base, "unexpected_field": 1}, "unexpected_field", "not allowed"
+    yield {**base, "translation": {**base["translation"], "extra": "x"}}, "translation.extra", "not allowed"
+    for name, spec in schema["properties"].items():
+        if "enum" in spec:
+            yield {**base, name: "NOT-" + str(spec["enum"][0])}, name, "must be one of"
+        if "const" in spec and name != "schema_version":
+            yield {**base, name: "other"}, name, "must be"
+        if spec.get("type") == "boolean":
+            yield {**base, name: "yes"}, name, "must be boolean"
+        if spec.get("type") == "string":
+            yield {**base, name: None}, name, "must be string, got null"
+            yield {**base, name: 7}, name, "must be string, got number"
+            if spec.get("minLength"):
+                yield {**base, name: ""}, name, "must not be empty"
+        if "pattern" in spec:
+            yield {**base, name: "NOT-HEX"}, name, "does not match"
+    yield {**base, "translation": {**base["translation"], "model": "pix2pix"}}, "translation.model", "DiffV2IR"
+    yield {**base, "source_locator": "../../etc/passwd"}, "source_locator", "not allowed"
+    yield {**base, "source_dataset": "RSICD", "class_name": "airport"} if "class_name" in base else \
+        ({**base, "sample_id": None}), ("class_name" if "class_name" in base else "sample_id"), "must be"
+
+
+@pytest.mark.parametrize("version", sorted(RECORD_SCHEMAS))
+def test_each_schema_violation_names_file_line_and_field(version, tmp_path):
+    cases = list(_violations(RECORD_SCHEMAS[version]))
+    assert len(cases) > 30
+    for rec, field_name, message in cases:
+        with pytest.raises(IndexFormatError) as ei:
+            parse_record(rec, "idx.jsonl", 9)
+        assert str(ei.value).startswith(f"idx.jsonl line 9: field '{field_name}'"), (field_name, str(ei.value))
+        assert message in str(ei.value), (field_name, str(ei.value))
+    # a public index must not carry the internal variant's caption (a blocked field)
+    pub = _pub()
+    pub["caption"] = "a leaked caption"
+    with pytest.raises(IndexFormatError, match="field 'caption': not allowed"):
+        parse_record(pub, "idx.jsonl", 2)
+
+
+@pytest.mark.parametrize("line, message", [
+    ("[" * 200_000, "nested too deeply"),
+    ('{"sample_id": ' + "9" * 5000 + "}", "not valid JSON"),
+    ('{"schema_version": "fusionrs-public-index-v1", "sample_id": "\\ud800"}', "field"),
+])
+def test_hostile_lines_are_named_errors(tmp_path, line, message):
+    p = tmp_path / "hostile.jsonl"
+    p.write_text(line + "\n", encoding="utf-8")
+    with pytest.raises(IndexFormatError, match=rf"hostile.jsonl line 1: .*{message}"):
+        read_index(p)
+
+
+def test_lone_surrogate_id_rejected():
+    with pytest.raises(IndexFormatError, match="field 'sample_id': .*valid Unicode"):
+        parse_record(_pub(sample_id="bad\ud800id"), "i", 1)
 
 
 @pytest.mark.parametrize("locator", ["../secret.jpg", "a/../../b.jpg", "/etc/passwd", "C:/x.jpg", "a\\..\\b.jpg",
@@ -56,35 +172,6 @@ def test_safe_relpaths_normalised():
     assert check_relpath("./a//b/c.jpg") == "a/b/c.jpg"
     assert check_relpath("dir\\x.jpg") == "dir/x.jpg"
     assert check_relpath("a..b/c.jpg") == "a..b/c.jpg"  # '..' inside a name is not a segment
-
-
-@pytest.mark.parametrize("field, value, message", [
-    ("split", "dev", "unknown split"),
-    ("source_dataset", "UCM", "unknown source"),
-    ("joint_group_id", "joint-group:xyz", "does not match"),
-    ("is_eval_representative", "yes", "true or false"),
-    ("sample_id", "", "must not be empty"),
-    ("schema_version", "v0", "unknown value"),
-    ("source_rights_code", None, "must not be null"),
-])
-def test_bad_field_named(field, value, message):
-    with pytest.raises(IndexFormatError, match=rf"idx line 3: field '{field}': .*{message}"):
-        parse_record(_pub(**{field: value}), "idx", 3)
-
-
-def test_missing_fields_and_translation():
-    rec = _pub()
-    del rec["vlm_train_identity"]
-    with pytest.raises(IndexFormatError, match="field 'vlm_train_identity': missing"):
-        parse_record(rec)
-    rec = _pub()
-    rec["translation"] = {"model": "DiffV2IR", "output_key": "../ir.jpg"}
-    with pytest.raises(IndexFormatError, match="field 'translation.output_key'"):
-        parse_record(rec)
-    rec = internal_record(_pub(), "x", None)
-    rec["normalized_caption_key"] = "ABC"
-    with pytest.raises(IndexFormatError, match="normalized_caption_key"):
-        parse_record(rec)
 
 
 def test_gzip_stream_and_bad_line_numbers(tmp_path):

@@ -1,0 +1,133 @@
+"""The authors' known releases: what each index file is, and the counts its official checks expect.
+
+Numbers are the release's own (``dataset/CANONICAL_VERSION.json``, the index summary, the IR-aware
+summary and ``dataset/configs/split_v3.json`` of rc4-20260727), never the paper's: the paper reports
+an earlier state (e.g. IR-aware 49,068 / 416 / 10,000; rc4 has 45,913 accepted captions, all train).
+A build identifies its index by SHA-256 and row count; ``fusionrs check --release`` compares a built
+repo with these counts. A new release is one more :class:`Release` in :data:`RELEASES`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+
+from ..layout import SPLIT_TO_INDEX
+
+
+@dataclass(frozen=True)
+class Release:
+    name: str
+    index_file: str
+    index_sha256: str
+    index_rows: int
+    split_counts: dict[str, dict[str, int]]
+    """source -> index split (``train``/``val``/``test``) -> records."""
+    train_usable: int
+    """Train records with a usable caption (the rest have an empty caption after normalisation)."""
+    eval_representatives: dict[str, int]
+    """Index split -> unique evaluation representatives (``is_eval_representative``)."""
+    iraware_accepted: dict[str, int]
+    """source -> accepted IR-aware captions (all in train)."""
+    iraware_removed: dict[str, dict[str, int]] = field(default_factory=dict)
+    """status -> source -> removed IR-aware captions (listed in the release, never used)."""
+    iraware_accepted_status: str = "accepted_strict_v3"
+    heldout_minimum_per_source: int = 500
+    rights_code_counts: dict[str, int] = field(default_factory=dict)
+    blocked_fields: tuple[str, ...] = ()
+    """Fields a public index line must not carry (rights-cleared release)."""
+
+    @property
+    def records(self) -> int:
+        return sum(sum(v.values()) for v in self.split_counts.values())
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        return tuple(self.split_counts)
+
+    def split_total(self, index_split: str) -> int:
+        return sum(v.get(index_split, 0) for v in self.split_counts.values())
+
+    def expected_rows(self, source: str, split: str) -> int:
+        """Rows a faithful rebuild writes for one source and `datasets` split (before any missing files)."""
+        return self.split_counts.get(source, {}).get(SPLIT_TO_INDEX[split], 0)
+
+
+RC4 = Release(
+    name="rc4-20260727",
+    index_file="fusionrs_public_index_v3_rc4_20260727.jsonl.gz",
+    index_sha256="b595b3885c9a1f45f065056d6fcd22ae57eda57ae017132e906cf301af687f34",
+    index_rows=600_000,
+    split_counts={
+        "RS5M": {"train": 472_682, "val": 7_670, "test": 7_681},
+        "SkyScript": {"train": 64_150, "val": 558, "test": 558},
+        "NWPU": {"train": 30_094, "val": 556, "test": 536},
+        "RSICD": {"train": 9_383, "val": 716, "test": 725},
+        "RSITMD": {"train": 3_691, "val": 500, "test": 500},
+    },
+    train_usable=579_992,
+    eval_representatives={"train": 0, "val": 9_538, "test": 9_553},
+    iraware_accepted={"RS5M": 38_411, "SkyScript": 4_593, "NWPU": 2_014, "RSICD": 642, "RSITMD": 253},
+    iraware_removed={
+        "removed_strict_v2": {"RS5M": 2_131, "SkyScript": 265, "NWPU": 173, "RSICD": 68, "RSITMD": 22},
+        "removed_strict_v3": {"RS5M": 38, "SkyScript": 1, "NWPU": 3, "RSICD": 1, "RSITMD": 1},
+    },
+    rights_code_counts={
+        "nwpu-captions-text-unlicensed": 31_186, "rs5m-item-rights-unconfirmed": 488_033,
+        "rsicd-redistribution-license-not-located": 10_824, "rsitmd-redistribution-license-not-located": 4_691,
+        "skyscript-brandenburg-dl-de-by-2.0": 9_332, "skyscript-finland-nls-cc-by-4.0": 2_703,
+        "skyscript-landsat8-public-domain": 575, "skyscript-landsat9-public-domain": 118,
+        "skyscript-naip-public-domain": 24_938, "skyscript-pnoa-cc-by-4.0": 1_280,
+        "skyscript-sentinel-copernicus-notice": 6_950, "skyscript-skysat-multispectral-cc-by-4.0": 172,
+        "skyscript-skysat-rgb-cc-by-4.0": 653, "skyscript-swissimage-source-reference": 18_545,
+    },
+    blocked_fields=("caption", "class_name", "image_bytes", "ir_path", "normalized_caption_key", "rgb_path"),
+)
+
+RELEASES: dict[str, Release] = {RC4.name: RC4}
+ALIASES: dict[str, str] = {"rc4": RC4.name}
+"""Short names accepted by ``--release``."""
+
+
+def get_release(name: str) -> Release:
+    try:
+        return RELEASES[ALIASES.get(name, name)]
+    except KeyError:
+        known = ", ".join([*ALIASES, *RELEASES])
+        raise ValueError(f"unknown release {name!r}; known: {known}") from None
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class IndexIdentity:
+    """What a build says about its index: its digest and rows, and the release it is (or ``None``)."""
+
+    sha256: str
+    rows: int
+    release: str | None
+    note: str
+
+    def to_dict(self) -> dict:
+        return {"sha256": self.sha256, "rows": self.rows, "release": self.release, "note": self.note}
+
+
+def identify_index(sha256: str, rows: int) -> IndexIdentity:
+    """Match an index file's digest and row count against the known releases."""
+    for rel in RELEASES.values():
+        if sha256 == rel.index_sha256:
+            if rows != rel.index_rows:
+                return IndexIdentity(sha256, rows, None,
+                                     f"digest of {rel.name} but {rows:,} rows, expected {rel.index_rows:,}")
+            return IndexIdentity(sha256, rows, rel.name, f"the official {rel.name} index ({rel.index_file})")
+    return IndexIdentity(sha256, rows, None,
+                         "not a known release index (digest differs from "
+                         + ", ".join(f"{r.name} {r.index_sha256[:12]}…" for r in RELEASES.values())
+                         + "): a subset, an edited copy or your own index")
