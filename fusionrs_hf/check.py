@@ -94,6 +94,7 @@ from .schema import (
     SHA256_FIELDS,
     SHA256_RE,
 )
+from .secrets import register_url, scrub, scrubbing
 from .text import normalize_caption
 
 IR_SPREAD_THRESHOLD = 16.0
@@ -272,6 +273,7 @@ def resolve_target(target: str, revision: str | None = None) -> str:
 def _open_target(target: str, revision: str | None):
     import fsspec
 
+    register_url(target)
     url = resolve_target(target, revision)
     try:
         fs, root = fsspec.core.url_to_fs(url)
@@ -280,9 +282,9 @@ def _open_target(target: str, revision: str | None):
         root = root.rstrip("/")
         isdir = fs.isdir(root)
     except Exception as e:  # noqa: BLE001 - any failure to reach the target is one clear line
-        raise CheckTargetError(f"cannot read {url}: {type(e).__name__}: {e}") from None
+        raise CheckTargetError(scrub(f"cannot read {url}: {type(e).__name__}: {e}")) from None
     if not isdir:
-        raise CheckTargetError(f"{url} is not a folder or repo")
+        raise CheckTargetError(scrub(f"{url} is not a folder or repo"))
     return fs, root, url
 
 
@@ -368,7 +370,7 @@ def _scan_shard(fs, root: str, task: _Task) -> _ShardResult:
     except Exception as e:  # noqa: BLE001 - a broken file is a finding, not a traceback
         res.unreadable = True
         msg = f"{type(e).__name__}: {e}".strip()
-        add("unreadable_shard", f"cannot read parquet after {res.rows_read} rows: {msg[:400]}")
+        add("unreadable_shard", f"cannot read parquet after {res.rows_read} rows: {scrub(msg)[:400]}")
     res.rows = {k: np.asarray(v, dtype=_ROW_DTYPES.get(k, np.uint64)) for k, v in cols.items()}
     return res
 
@@ -682,7 +684,13 @@ def _resolve_sample_ids(fs, root: str, names: list[ShardName], wanted: dict[int,
     for sidx, rws in wanted.items():
         try:
             with fs.open(f"{root}/{names[sidx].path}", "rb") as fh:
-                col = pq.read_table(fh, columns=["sample_id"]).column("sample_id")
+                # Not pq.read_table: on a Python file object it pre-buffers through Arrow's IO threads,
+                # whose futures hold Python buffers that an IO thread may release after this block (and
+                # after the interpreter started finalizing: it then dies taking the GIL, and the process
+                # aborts with "terminate called without an active exception", exit 134). A ParquetFile
+                # read without pre-buffering or threads finishes every read before it returns.
+                col = pq.ParquetFile(fh, pre_buffer=False).read(columns=["sample_id"], use_threads=False) \
+                    .column("sample_id")
             for r in rws:
                 out[sidx, r] = col[r].as_py() if r < len(col) else None
         except Exception:  # noqa: BLE001 - the shard is reported unreadable already
@@ -693,12 +701,25 @@ def _resolve_sample_ids(fs, root: str, names: list[ShardName], wanted: dict[int,
 # --------------------------------------------------------------------------- entry points
 
 def check_repo(target: str, *, fast: bool = False, revision: str | None = None, workers: int | None = None,
-               progress: bool = False, ir_threshold: float = IR_SPREAD_THRESHOLD) -> CheckReport:
+               progress: bool = False, ir_threshold: float = IR_SPREAD_THRESHOLD, release: str | None = None,
+               index: str | None = None) -> CheckReport:
     """Check a FusionRS repo (local folder, fsspec URL or Hub id) and return every finding.
 
+    ``release`` (e.g. ``"rc4"``) also runs the authors' release checks (:mod:`fusionrs_hf.release.verify`);
+    ``"auto"`` runs them when the repo's build report names a known release. ``index`` is the index
+    file to verify as well (digest, rows, blocked fields).
+
     Raises :class:`CheckTargetError` only when the target cannot be read at all; everything
-    wrong inside a readable repo (including a corrupt shard) is a :class:`Finding`.
+    wrong inside a readable repo (including a corrupt shard) is a :class:`Finding`. No message,
+    finding or exception names a token or the credentials of a URL (:mod:`fusionrs_hf.secrets`).
     """
+    with scrubbing():
+        return _check_repo(target, fast=fast, revision=revision, workers=workers, progress=progress,
+                           ir_threshold=ir_threshold, release=release, index=index)
+
+
+def _check_repo(target: str, *, fast: bool, revision: str | None, workers: int | None, progress: bool,
+                ir_threshold: float, release: str | None, index: str | None) -> CheckReport:
     t0 = time.perf_counter()
     fs, root, url = _open_target(target, revision)
     try:
@@ -706,9 +727,9 @@ def check_repo(target: str, *, fast: bool = False, revision: str | None = None, 
         card_path = f"{root}/README.md"
         card_text = fs.cat_file(card_path).decode("utf-8") if fs.exists(card_path) else None
     except Exception as e:  # noqa: BLE001
-        raise CheckTargetError(f"cannot list {url}: {type(e).__name__}: {e}") from None
+        raise CheckTargetError(scrub(f"cannot list {url}: {type(e).__name__}: {e}")) from None
     if not shards and not orphans and card_text is None:
-        raise CheckTargetError(f"{url} is not a FusionRS repo: no README.md and no data/**/*.parquet")
+        raise CheckTargetError(scrub(f"{url} is not a FusionRS repo: no README.md and no data/**/*.parquet"))
     workers = max(1, workers or os.cpu_count() or 1)
     tasks = [_Task(i, s, fast, ir_threshold) for i, s in enumerate(shards)]
 
@@ -746,8 +767,9 @@ def check_repo(target: str, *, fast: bool = False, revision: str | None = None, 
         findings.append(Finding(p.kind, msg, SOURCE_DIRS[name.source], name.split, name.path, r_i,
                                 sids.get((s_i, r_i))))
 
+    release_checks = _release_checks(fs, root, release, index, findings)
     findings.sort(key=_sort_key)
-    report = CheckReport(url, "fast" if fast else "full", findings)
+    report = CheckReport(scrub(url), "fast" if fast else "full", findings)
     report.stats = {
         "shards": len(shards), "unreadable_shards": len(unreadable), "other_parquet_files": len(orphans),
         "rows": rows_read, "images_decoded": images, "workers": workers,
@@ -756,7 +778,37 @@ def check_repo(target: str, *, fast: bool = False, revision: str | None = None, 
         "seconds": round(time.perf_counter() - t0, 3), "findings": len(findings),
         "findings_by_kind": report.counts_by_kind(),
     }
+    if release_checks is not None:
+        report.stats["release"] = release_checks
     return report
+
+
+def _release_checks(fs, root: str, release: str | None, index: str | None, findings: list) -> dict | None:
+    """Run the release checks when asked (or, with ``"auto"``, when the build report names the release)."""
+    from .build import REPORT_NAME
+    from .release.known import get_release
+    from .release.verify import verify
+
+    report = None
+    path = f"{root}/{REPORT_NAME}"
+    try:
+        if fs.exists(path):
+            report = json.loads(fs.cat_file(path).decode("utf-8"))
+    except (OSError, ValueError):
+        report = None
+    if release == "auto":
+        release = (report or {}).get("release", {}).get("release")
+    if not release:
+        return None
+    try:
+        rel = get_release(release)
+    except ValueError as e:
+        raise CheckTargetError(str(e)) from None
+    checks = verify(fs, root, rel, build_report=report, index_path=index)
+    for c in checks:
+        for msg, loc in c.findings:
+            findings.append(Finding(f"release_{c.name}", msg, **loc))
+    return {"release": rel.name, "checks": [c.to_dict() for c in checks]}
 
 
 def _concat_rows(per_shard: list[dict[str, np.ndarray] | None], shards: list[ShardName]) -> dict[str, np.ndarray]:
@@ -785,6 +837,10 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=None, help="parallel shard readers (default: CPU count)")
     p.add_argument("--ir-threshold", type=float, default=IR_SPREAD_THRESHOLD,
                    help="largest mean channel spread of an ir image, 0-255 levels (default: %(default)s)")
+    p.add_argument("--release", default="auto",
+                   help="also run the authors' release checks for this release (rc4 = rc4-20260727); 'auto' "
+                        "(default) when the build report names a known release, 'none' to skip")
+    p.add_argument("--index", help="with --release: the index file to verify too (SHA-256, rows, blocked fields)")
     p.add_argument("--json", action="store_true", help="print the full report as one JSON object on stdout")
     p.add_argument("--max-print", type=int, default=50, help="findings listed in the human summary (default: 50)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -797,13 +853,12 @@ def run(args: argparse.Namespace) -> int:
         raise CliError("--workers must be >= 1")
     try:
         report = check_repo(args.target, fast=args.fast, revision=args.revision, workers=args.workers,
-                            progress=not args.quiet, ir_threshold=args.ir_threshold)
+                            progress=not args.quiet, ir_threshold=args.ir_threshold,
+                            release=None if args.release == "none" else args.release, index=args.index)
     except CheckTargetError as e:
-        raise CliError(str(e)) from None
-    if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
-    else:
-        print(summary(report, max_print=args.max_print))
+        raise CliError(scrub(str(e))) from None
+    text = json.dumps(report.to_dict(), indent=2) if args.json else summary(report, max_print=args.max_print)
+    print(scrub(text))  # a finding quoting a server's error text must not print a token either
     return EXIT_OK if report.ok else EXIT_FINDINGS
 
 
@@ -812,6 +867,11 @@ def summary(report: CheckReport, max_print: int = 50) -> str:
     st = report.stats
     lines = [f"fusionrs check {report.target} ({report.mode}): {st.get('shards', 0)} shards, "
              f"{st.get('rows', 0)} rows, {st.get('images_decoded', 0)} images decoded, {st.get('seconds', 0)} s"]
+    if "release" in st:
+        lines.append(f"release checks ({st['release']['release']}):")
+        for c in st["release"]["checks"]:
+            extra = f" ({c['detail']})" if c["detail"] else ""
+            lines.append(f"  {c['status']:<14} {c['check']}: {c['description']}{extra}")
     if report.ok:
         lines.append("OK: no findings")
         return "\n".join(lines)

@@ -21,8 +21,8 @@ from datasets import Image, get_dataset_config_names, load_dataset
 from fusionrs_hf import cli
 from fusionrs_hf.build import CRASH_ENV, STATE_DIR, BuildError, BuildOptions, build
 from fusionrs_hf.layout import CONFIGS_BY_NAME
-from fusionrs_hf.schema import RELEASE_FIELDS, SOURCES
 from fusionrs_hf.scenes import jpeg_bytes, render_scene
+from fusionrs_hf.schema import RELEASE_FIELDS, SOURCES
 
 from .build_fixtures import decoded, internal_record, make_fixture, write_jsonl
 

@@ -18,7 +18,6 @@ from fusionrs_hf.index import (
     parse_record,
     read_index,
 )
-
 from fusionrs_hf.release.schemas import RECORD_SCHEMAS
 
 from .build_fixtures import internal_record, public_record, write_jsonl

@@ -1,0 +1,274 @@
+"""``fusionrs check --release rc4``: the authors' own verification, run on a rebuilt repo.
+
+The checks are those of the release's verifiers (``verify_public_redacted_index.py``,
+``verify_dataset_release.py``) and its canonical counts (``CANONICAL_VERSION.json``), moved from
+the index to the shards a rebuild wrote: record and split counts, usable train rows, unique
+evaluation representatives (none in train), the per-source held-out minimum, pHash components,
+joint groups and caption keys never crossing splits, rights codes present, the IR-aware subset's
+counts and statuses, and the index file's digest, row count and absent blocked fields.
+
+A rebuild from a subset of the sources cannot match release-wide counts: such a check is reported
+``not_applicable`` with the reason (which sources are missing), and the per-source checks still
+run for the sources that are there. Each failed check is a finding in the usual format, named
+``release_<check>``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+
+import pyarrow.parquet as pq
+
+from ..layout import SOURCE_DIRS, SPLIT_TO_INDEX, SPLITS, list_shards
+from .known import Release, file_sha256
+
+COLUMNS = ("sample_id", "source", "rights_code", "joint_group_id", "phash4_component_id", "is_eval_representative",
+           "normalized_caption_key", "ir_caption_status")
+
+CHECKS: dict[str, str] = {
+    "index_identity": "the index file's SHA-256 and row count are the release's",
+    "index_blocked_fields": "the index carries none of the release's blocked fields",
+    "records": "rows written equal the release's records less its unusable captions",
+    "split_counts": "rows per source and split equal the release's",
+    "train_usable": "train rows equal the release's usable train captions",
+    "eval_representatives": "unique evaluation representatives per split (none in train)",
+    "heldout_minimum": "every source has the minimum rows in validation and in test",
+    "components_within_split": "no pHash component or joint group spans two splits",
+    "caption_keys_within_split": "no normalized caption key spans two splits",
+    "rights_codes": "every row has a rights code; counts per code match the release",
+    "iraware": "IR-aware rows: train only, the release's status, counts per source",
+}
+
+
+@dataclass
+class ReleaseCheck:
+    name: str
+    status: str  # "pass" | "fail" | "not_applicable"
+    detail: str = ""
+    findings: list[tuple[str, dict]] = field(default_factory=list)
+    """(message, location fields for a Finding) per violation."""
+
+    def to_dict(self) -> dict:
+        return {"check": self.name, "description": CHECKS[self.name], "status": self.status,
+                "detail": self.detail, "findings": len(self.findings)}
+
+
+def _read(fs, root: str):
+    shards, _ = list_shards(fs, root)
+    rows = []
+    for name in shards:
+        with fs.open(f"{root}/{name.path}", "rb") as f:
+            pf = pq.ParquetFile(f, pre_buffer=False)  # no IO threads outliving the read (see check.py)
+            cols = [c for c in COLUMNS if c in pf.schema_arrow.names]
+            t = pf.read(columns=cols, use_threads=False).to_pydict()
+        n = len(t["sample_id"])
+        for i in range(n):
+            rows.append({**{c: t[c][i] if c in t else None for c in COLUMNS},
+                         "split": name.split, "group": name.group, "shard": name.path, "row": i})
+    return rows
+
+
+def verify(fs, root: str, release: Release, *, build_report: dict | None = None,
+           index_path: str | None = None) -> list[ReleaseCheck]:
+    """Run every release check on a repo; see :data:`CHECKS`."""
+    rows = _read(fs, root)
+    present = sorted({r["source"] for r in rows if r["source"] in release.split_counts})
+    missing = [s for s in release.sources if s not in present]
+    subset = f"built from {', '.join(present) or 'no source'} only (missing {', '.join(missing)})" if missing else ""
+    unusable = release.records - sum(release.split_total(s) for s in ("val", "test")) - release.train_usable
+    counts: Counter = Counter((r["source"], r["split"]) for r in rows)
+    drops = _drops_by_source(build_report)
+    out: list[ReleaseCheck] = []
+
+    out.append(_index_identity(release, build_report, index_path))
+    out.append(_index_blocked(release, index_path))
+
+    # --- counts
+    total = len(rows)
+    want_total = release.records - unusable
+    if missing:
+        out.append(ReleaseCheck("records", "not_applicable", subset))
+    else:
+        out.append(_equal("records", total, want_total, "rows", {}))
+    c = ReleaseCheck("split_counts", "pass")
+    for src in present:
+        for split in SPLITS:
+            want = release.expected_rows(src, split)
+            got = counts.get((src, split), 0)
+            slack = unusable if split == "train" else 0  # the release's unusable rows are all in train
+            if not want - slack <= got <= want:
+                why = drops.get(src, "")
+                c.findings.append((f"{src} {split}: {got:,} rows, release {release.name} has {want:,}"
+                                   + (f" ({why})" if why else ""), {"config": SOURCE_DIRS[src], "split": split}))
+    out.append(_status(c, f"checked {', '.join(present)}" + (f"; {subset}" if subset else "")))
+    if missing:
+        out.append(ReleaseCheck("train_usable", "not_applicable", subset))
+    else:
+        got = sum(v for (s, sp), v in counts.items() if sp == "train")
+        out.append(_equal("train_usable", got, release.train_usable, "train rows", {"split": "train"}))
+
+    # --- evaluation representatives
+    c = ReleaseCheck("eval_representatives", "pass")
+    reps: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        if r["is_eval_representative"]:
+            reps[r["split"]].append(r)
+    for r in reps.get("train", []):
+        c.findings.append(("train row is an evaluation representative", _loc(r)))
+    for split in ("validation", "test"):
+        seen: dict[str, dict] = {}
+        for r in reps.get(split, []):
+            key = r["joint_group_id"]
+            if key in seen:
+                c.findings.append((f"second evaluation representative of joint group {key} "
+                                   f"(first: {seen[key]['sample_id']})", _loc(r)))
+            seen.setdefault(key, r)
+        want = release.eval_representatives.get(SPLIT_TO_INDEX[split], 0)
+        if not missing and len(reps.get(split, [])) != want:
+            c.findings.append((f"{split}: {len(reps.get(split, [])):,} evaluation representatives, "
+                               f"release {release.name} has {want:,}", {"split": split}))
+    out.append(_status(c, subset and f"uniqueness checked; counts not applicable: {subset}"))
+
+    c = ReleaseCheck("heldout_minimum", "pass")
+    for src in present:
+        for split in ("validation", "test"):
+            got = counts.get((src, split), 0)
+            if got < release.heldout_minimum_per_source:
+                c.findings.append((f"{src} {split}: {got:,} rows, the release requires at least "
+                                   f"{release.heldout_minimum_per_source}", {"config": SOURCE_DIRS[src], "split": split}))
+    out.append(_status(c))
+
+    # --- nothing crosses splits
+    out.append(_within_split("components_within_split", rows, ("phash4_component_id", "joint_group_id")))
+    out.append(_within_split("caption_keys_within_split", rows, ("normalized_caption_key",)))
+
+    # --- rights
+    c = ReleaseCheck("rights_codes", "pass")
+    for r in rows:
+        if not r["rights_code"]:
+            c.findings.append(("no rights_code", _loc(r)))
+    if not missing and release.rights_code_counts:
+        got_codes = Counter(r["rights_code"] for r in rows)
+        short = 0
+        for code, want in release.rights_code_counts.items():
+            got = got_codes.get(code, 0)
+            short += max(0, want - got)
+            if got > want:
+                c.findings.append((f"rights_code {code}: {got:,} rows, release has {want:,}", {}))
+        for code in sorted(set(got_codes) - set(release.rights_code_counts)):
+            c.findings.append((f"rights_code {code!r} is not one of the release's", {}))
+        if short > unusable:
+            c.findings.append((f"{short:,} rows fewer per rights code than the release", {}))
+    out.append(_status(c, subset and f"presence checked; counts not applicable: {subset}"))
+
+    # --- IR-aware subset
+    c = ReleaseCheck("iraware", "pass")
+    ira = [r for r in rows if r["group"] == "iraware"]
+    for r in ira:
+        if r["split"] != "train":
+            c.findings.append(("IR-aware row outside train (the release has IR-aware captions for train only)",
+                               _loc(r)))
+        if r["ir_caption_status"] != release.iraware_accepted_status:
+            c.findings.append((f"ir_caption_status {r['ir_caption_status']!r}, release uses only "
+                               f"{release.iraware_accepted_status!r}", _loc(r)))
+    per_src = Counter(r["source"] for r in ira)
+    for src in present:
+        want, got = release.iraware_accepted.get(src, 0), per_src.get(src, 0)
+        if got != want:
+            c.findings.append((f"{src}: {got:,} IR-aware rows, release {release.name} has {want:,}",
+                               {"config": "iraware", "split": "train"}))
+    out.append(_status(c))
+    return out
+
+
+def _drops_by_source(report: dict | None) -> dict[str, str]:
+    """Per source, how many records the user's index had and how many the build wrote: the reason a
+    count check fails is then either a smaller index or rows the build report lists as not written."""
+    if not report:
+        return {}
+    idx = report.get("rc4_comparison", {}).get("counts", {})
+    written = report.get("written", {}).get("by_source_split_group", {})
+    out = {}
+    for src, per in idx.items():
+        n_idx = sum(v.get("index", 0) for v in per.values())
+        n_written = sum(sum(g.values()) for g in written.get(src, {}).values())
+        out[src] = f"your index has {n_idx:,} {src} records, the build wrote {n_written:,}; see build_report.json"
+    return out
+
+
+def _index_identity(release: Release, report: dict | None, index_path: str | None) -> ReleaseCheck:
+    if index_path:
+        sha = file_sha256(index_path)
+        from ..index import open_text
+
+        with open_text(index_path) as fh:
+            n = sum(1 for line in fh if line.strip())
+        where = index_path
+    elif report and report.get("release", {}).get("sha256"):
+        sha, n, where = report["release"]["sha256"], report["release"]["rows"], "the build report"
+    else:
+        return ReleaseCheck("index_identity", "not_applicable", "no --index given and no build report in the repo")
+    c = ReleaseCheck("index_identity", "pass", f"{where}: sha256 {sha[:12]}…, {n:,} rows")
+    if sha != release.index_sha256:
+        c.findings.append((f"index sha256 {sha} is not {release.name}'s {release.index_sha256} ({where})", {}))
+    if n != release.index_rows:
+        c.findings.append((f"index has {n:,} rows, {release.name} has {release.index_rows:,} ({where})", {}))
+    return _status(c, c.detail)
+
+
+def _index_blocked(release: Release, index_path: str | None) -> ReleaseCheck:
+    if not index_path:
+        return ReleaseCheck("index_blocked_fields", "not_applicable",
+                            "needs --index (the build validated every line against the record schema)")
+    from ..index import open_text
+
+    c = ReleaseCheck("index_blocked_fields", "pass")
+    with open_text(index_path) as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            rec = json.loads(line)
+            if rec.get("schema_version") != "fusionrs-public-index-v1":
+                continue  # the internal variant carries captions by design
+            bad = sorted(set(rec) & set(release.blocked_fields))
+            if bad:
+                c.findings.append((f"{index_path} line {n}: blocked field(s) {', '.join(bad)} present", {}))
+                if len(c.findings) >= 20:
+                    break
+    return _status(c)
+
+
+def _within_split(name: str, rows: list[dict], keys: tuple[str, ...]) -> ReleaseCheck:
+    c = ReleaseCheck(name, "pass")
+    order = {s: i for i, s in enumerate(SPLITS)}
+    ordered = sorted(rows, key=lambda r: order[r["split"]])  # report the row in the later split, as check does
+    for key in keys:
+        first: dict[str, dict] = {}
+        for r in ordered:
+            v = r[key]
+            if v is None:
+                continue
+            f = first.setdefault(v, r)
+            if f["split"] != r["split"]:
+                c.findings.append((f"{key} {v} is in {f['split']} ({f['sample_id']}) and {r['split']}", _loc(r)))
+    return _status(c)
+
+
+def _equal(name: str, got: int, want: int, what: str, loc: dict) -> ReleaseCheck:
+    c = ReleaseCheck(name, "pass", f"{got:,} {what}")
+    if got != want:
+        c.findings.append((f"{got:,} {what}, the release has {want:,}", loc))
+    return _status(c, c.detail)
+
+
+def _status(c: ReleaseCheck, detail: str = "") -> ReleaseCheck:
+    c.status = "fail" if c.findings else "pass"
+    c.detail = detail or c.detail
+    return c
+
+
+def _loc(r: dict) -> dict:
+    return {"config": SOURCE_DIRS.get(r["source"]), "split": r["split"], "shard": r["shard"], "row": r["row"],
+            "sample_id": r["sample_id"]}

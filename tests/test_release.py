@@ -1,0 +1,224 @@
+"""Issue 16: rebuilding exactly the authors' release (rc4) and verifying it the way they do.
+
+An rc4-shaped fixture (both record variants, an IR-aware file with accepted and removed statuses,
+sources at native sizes with 512 px IR) builds to the expected rows; ``check --release rc4`` on it
+reports exactly the count findings a scaled-down build must have, none of the structural ones; a
+release scaled to the fixture passes every check; a subset build says which checks cannot hold;
+``--dry-run`` reports coverage from metadata only; same-aspect pairs stay aligned in the loader.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from datasets import get_dataset_split_names
+from PIL import Image
+
+from fusionrs_hf import cli
+from fusionrs_hf.build import BuildOptions, build, dry_run
+from fusionrs_hf.check import check_repo
+from fusionrs_hf.release import known
+from fusionrs_hf.release.known import RC4, file_sha256, identify_index
+from fusionrs_hf.shards import write_rows
+
+from .build_fixtures import NATIVE_SIZE, make_fixture, write_jsonl
+
+
+def _opts(fx, out, **over) -> BuildOptions:
+    kw = dict(index=str(fx.index_public), out=str(out), source_roots={k: str(v) for k, v in fx.roots.items()},
+              ir_root=str(fx.ir_root), captions=[(None, str(p)) for p in fx.caption_files],
+              iraware=[str(fx.iraware)], rows_per_shard=3, workers=1, progress=False)
+    kw.update(over)
+    return BuildOptions(**kw)
+
+
+@pytest.fixture(scope="module")
+def rc4_fx(tmp_path_factory):
+    return make_fixture(tmp_path_factory.mktemp("rc4_src"))
+
+
+@pytest.fixture(scope="module")
+def rc4_built(rc4_fx, tmp_path_factory):
+    out = tmp_path_factory.mktemp("rc4_out") / "repo"
+    return out, build(_opts(rc4_fx, out))
+
+
+def _fixture_release(fx) -> known.Release:
+    """RC4's rules at the fixture's scale, counted from the fixture's own records (not from our code)."""
+    split_counts: dict = {}
+    for r in fx.records:
+        split_counts.setdefault(r["source_dataset"], Counter())[r["split"]] += 1
+    unusable = sum(not r["caption_supervision_available_upstream"] for r in fx.records)
+    reps = Counter(r["split"] for r in fx.records if r["is_eval_representative"])
+    ira = Counter(e.source for e in fx.expect.values() if e.ir_caption)
+    rights = Counter(r["source_rights_code"] for r in fx.records if r["caption_supervision_available_upstream"])
+    return dataclasses.replace(
+        RC4, name="rc4-fixture", index_sha256=file_sha256(fx.index_public), index_rows=len(fx.records),
+        split_counts={s: dict(c) for s, c in split_counts.items()},
+        train_usable=sum(c["train"] for c in split_counts.values()) - unusable,
+        eval_representatives={"train": 0, **reps}, iraware_accepted=dict(ira), heldout_minimum_per_source=1,
+        rights_code_counts=dict(rights))
+
+
+def test_rc4_fixture_builds_the_expected_rows_and_strict_accepts_release_drops(rc4_fx, rc4_built, tmp_path):
+    out, report = rc4_built
+    assert get_dataset_split_names(str(out), "iraware") == ["train"]  # rc4: IR-aware captions are train only
+    assert set(get_dataset_split_names(str(out), "default")) == {"train", "validation", "test"}
+    assert report["written"]["total"] == len(rc4_fx.records) - len(rc4_fx.dropped)
+    # sources at native sizes with 512 px IR: every pair kept and recorded, none dropped for size
+    assert report["size_differs_same_aspect"]["count"] == report["written"]["total"]
+    assert {tuple(x["rgb"]) for x in report["size_differs_same_aspect"]["examples"]} <= \
+        {(n, n) for n in NATIVE_SIZE.values()}
+    # --strict does not fail on the rows the release itself has no usable caption for
+    args = ["build", "--index", str(rc4_fx.index_public), "--ir-root", str(rc4_fx.ir_root), "--out",
+            str(tmp_path / "strict"), "--rows-per-shard", "3", "--iraware", str(rc4_fx.iraware), "--quiet",
+            "--workers", "1", "--strict", "--captions", *map(str, rc4_fx.caption_files)]
+    for a in rc4_fx.source_root_args():
+        args += ["--source-root", a]
+    assert cli.main(args) == 0
+
+
+def _kinds(report) -> Counter:
+    return Counter(f.kind for f in report.findings)
+
+
+def test_check_release_rc4_reports_exactly_the_count_findings(rc4_fx, rc4_built):
+    out, _ = rc4_built
+    rep = check_repo(str(out), fast=True, release="rc4", index=str(rc4_fx.index_public))
+    n_src = len(NATIVE_SIZE)
+    # expected from the fixture's shape: 5 sources x 3 splits all below rc4's counts, 2 held-out splits
+    # per source below 500, IR-aware per source, one eval count per held-out split, digest + rows
+    assert _kinds(rep) == Counter({
+        "release_split_counts": 3 * n_src, "release_heldout_minimum": 2 * n_src, "release_iraware": n_src,
+        "release_eval_representatives": 2, "release_index_identity": 2, "release_records": 1,
+        "release_train_usable": 1, "release_rights_codes": 1,
+    })
+    checks = {c["check"]: c["status"] for c in rep.stats["release"]["checks"]}
+    assert checks["components_within_split"] == checks["caption_keys_within_split"] == "pass"
+    assert checks["index_blocked_fields"] == "pass"
+    msgs = [f.message for f in rep.findings if f.kind == "release_records"]
+    assert msgs == [f"{len(rc4_fx.records) - 1:,} rows, the release has 599,992"]
+
+
+def test_a_release_at_the_fixture_scale_passes_every_check_and_auto_detects(rc4_fx, tmp_path, monkeypatch):
+    mini = _fixture_release(rc4_fx)
+    monkeypatch.setitem(known.RELEASES, mini.name, mini)
+    assert identify_index(file_sha256(rc4_fx.index_public), len(rc4_fx.records)).release == mini.name
+    out = tmp_path / "mini"
+    report = build(_opts(rc4_fx, out))
+    assert report["release"]["release"] == "rc4-fixture"
+    rep = check_repo(str(out), fast=True, release="auto", index=str(rc4_fx.index_public))
+    assert rep.ok, [(f.kind, f.message) for f in rep.findings]
+    assert {c["status"] for c in rep.stats["release"]["checks"]} == {"pass"}
+    # one defect of each structural kind is found, located by sample id
+    bad_key = next(r for r in _rows(out) if r["split"] == "test")
+    train_key = next(r for r in _rows(out) if r["split"] == "train")["normalized_caption_key"]
+    _rewrite(out, bad_key["shard"], bad_key["row"], normalized_caption_key=train_key)
+    rep = check_repo(str(out), fast=True, release="rc4-fixture")
+    assert "release_caption_keys_within_split" in _kinds(rep)
+    assert any(f.sample_id == bad_key["sample_id"] for f in rep.findings)
+
+
+def _rows(out: Path) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    rows = []
+    for p in sorted((out / "data").rglob("*.parquet")):
+        t = pq.read_table(p).to_pylist()
+        rel = p.relative_to(out).as_posix()
+        rows += [{**r, "shard": rel, "row": i, "split": rel.split("/")[2]} for i, r in enumerate(t)]
+    return rows
+
+
+def _rewrite(out: Path, shard: str, row: int, **changes) -> None:
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(out / shard).to_pylist()
+    rows[row].update(changes)
+    write_rows(rows, out / shard)
+
+
+def test_subset_build_says_which_release_checks_cannot_hold(rc4_fx, tmp_path):
+    keep = {"NWPU", "RSICD"}
+    index = write_jsonl(tmp_path / "subset.jsonl", [r for r in rc4_fx.records if r["source_dataset"] in keep])
+    out = tmp_path / "subset"
+    build(_opts(rc4_fx, out, index=str(index), source_roots={k: str(v) for k, v in rc4_fx.roots.items() if k in keep}))
+    rep = check_repo(str(out), fast=True, release="rc4")
+    checks = {c["check"]: c for c in rep.stats["release"]["checks"]}
+    for name in ("records", "train_usable"):
+        assert checks[name]["status"] == "not_applicable"
+        assert "missing RS5M, SkyScript, RSITMD" in checks[name]["detail"]
+    split_findings = [f for f in rep.findings if f.kind == "release_split_counts"]
+    assert {f.config for f in split_findings} == {"nwpu", "rsicd"}  # per-source checks still run
+    assert "your index has 5 NWPU records" in next(f.message for f in split_findings if f.config == "nwpu")
+
+
+def test_dry_run_reports_coverage_from_metadata_and_writes_nothing(rc4_fx, tmp_path):
+    rc4_fx.expect["rsicd-0003"].rgb_path.rename(rc4_fx.expect["rsicd-0003"].rgb_path.with_suffix(".bak"))
+    try:
+        out = tmp_path / "dry"
+        d = dry_run(_opts(rc4_fx, out))
+    finally:
+        rc4_fx.expect["rsicd-0003"].rgb_path.with_suffix(".bak").rename(rc4_fx.expect["rsicd-0003"].rgb_path)
+    assert not out.exists()
+    cov = d["coverage"]
+    assert cov["RSICD"]["validation"] == {"records": 1, "rgb": 0, "ir": 1, "caption": 1, "iraware": 0,
+                                          "would_write": 0, "would_write_iraware": 0,
+                                          "would_write_eval_representatives": 0}
+    assert cov["NWPU"]["train"]["caption"] == 2 and cov["NWPU"]["train"]["release_unusable"] == 1
+    assert cov["SkyScript"]["train"]["iraware"] == 2
+    assert d["would_write"] == len(rc4_fx.records) - len(rc4_fx.dropped) - 1
+    assert d["release_checks"]["records"].startswith("cannot hold")
+    proc = subprocess.run([sys.executable, "-m", "fusionrs_hf.cli", "build", "--dry-run", "--json", "--index",
+                           str(rc4_fx.index_public), "--out", str(out), "--ir-root", str(rc4_fx.ir_root),
+                           "--captions", *map(str, rc4_fx.caption_files), "--iraware", str(rc4_fx.iraware),
+                           *[a for s in rc4_fx.source_root_args() for a in ("--source-root", s)]],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["would_write"] == len(rc4_fx.records) - len(rc4_fx.dropped)
+
+
+def test_iraware_record_disagreeing_with_the_index_is_named(rc4_fx, tmp_path):
+    from fusionrs_hf.build import BuildError
+
+    from .build_fixtures import iraware_record
+
+    bad = write_jsonl(tmp_path / "ira.jsonl", [iraware_record("nwpu-0000", "NWPU", "val", "Roofs.",
+                                                              "accepted_strict_v3")])
+    with pytest.raises(BuildError, match=r"ira.jsonl row 1: sample_id 'nwpu-0000' is NWPU/val there but NWPU/train"):
+        build(_opts(rc4_fx, tmp_path / "o", iraware=[str(bad)]))
+
+
+@pytest.mark.parametrize("rgb_size, ir_size", [((64, 64), (128, 128)), ((96, 64), (192, 128))])
+def test_same_aspect_pairs_stay_aligned_in_the_loader(tmp_path, rgb_size, ir_size):
+    """A 256 px source and its 512 px DiffV2IR output: the loader's crop/resize maps both to one grid."""
+    from fusionrs_hf.layout import shard_path
+    from fusionrs_hf.torch import make_dataloader
+
+    rng = np.random.default_rng(0)
+    base = (rng.random((8, 12, 3)) * 255).astype(np.uint8)
+    big = Image.fromarray(base).resize(ir_size, Image.BICUBIC)  # one picture, two sizes
+    small = big.resize(rgb_size, Image.BICUBIC)
+
+    def jpg(im):
+        buf = io.BytesIO()
+        im.save(buf, format="JPEG", quality=98)
+        return buf.getvalue()
+
+    rows = [{"sample_id": f"s{i}", "source": "NWPU", "rgb": jpg(small), "ir": jpg(big), "caption": "a scene",
+             "caption_origin": "source"} for i in range(2)]
+    write_rows(rows, tmp_path / shard_path("NWPU", "train", "base", 0))
+    (batch,) = list(make_dataloader(str(tmp_path), config="default", split="train", batch_size=2, image_size=32,
+                                    normalize=False))
+    diff = (batch["rgb"].float() - batch["ir"].float()).abs().mean().item()
+    assert diff < 6.0, diff  # misaligned crops of this texture differ by ~40 levels
+    shifted = batch["ir"].float().roll(4, dims=-1)
+    assert (batch["rgb"].float() - shifted).abs().mean().item() > 3 * diff
