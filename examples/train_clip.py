@@ -13,6 +13,13 @@ Progress goes to stderr (one JSON record per logged step; also --out/train_log.j
 stdout line is one JSON object with the eval split's Recall@1/5/10 per direction, ``mean_r`` (the
 paper's Mean R over IR↔Text and RGB↔IR), ``mean_r_all6`` and ``chance_r1`` (100 / gallery size).
 The checkpoint is written to --out/checkpoint (reload it with ``--model OUT/checkpoint``).
+
+Missing splits: the evaluation config is --eval-config, else the data config (--config or the
+recipe's). An implied config without --eval-split (the rc4 release ships IR-aware captions for
+train only, so ``iraware`` has no validation or test) is evaluated on ``default`` of the same
+split instead, with one line on stderr; the final line's ``eval_config`` / ``eval_split`` say what
+was used. A split that --eval-config (or the data config, for train) does not have is one error
+line on stderr naming the repo, config, split and the splits it has; exit code 2.
 """
 
 from __future__ import annotations
@@ -21,7 +28,8 @@ import argparse
 import json
 import sys
 
-from fusionrs_hf.layout import SPLITS
+from fusionrs_hf.layout import CONFIG_NAMES, SPLITS
+from fusionrs_hf.splits import MissingSplitError
 from fusionrs_hf.train.clip import RECIPES, ClipTrainConfig, final_line, train_clip
 
 
@@ -42,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rows of a batch with the same caption string are not each other's negatives")
     p.add_argument("--image-size", type=int, default=64, help="tiny model only; checkpoints use their own size")
     p.add_argument("--eval-split", default="validation", choices=[s for s in SPLITS if s != "train"])
+    p.add_argument("--eval-config", default=None, choices=CONFIG_NAMES,
+                   help="config to evaluate on (default: the data config, or 'default' when that lacks --eval-split)")
     p.add_argument("--eval-text", default="caption", choices=("caption", "ir_caption"))
     p.add_argument("--eval-limit", type=int, default=None, help="evaluate on the first N rows only")
     p.add_argument("--eval-every", type=int, default=0, help="also evaluate every N steps (0: only at the end)")
@@ -58,12 +68,17 @@ def main(argv: list[str] | None = None) -> int:
     cfg = ClipTrainConfig(
         data=a.data, config=a.config, recipe=a.recipe, model=a.model, pretrained=a.pretrained, out=a.out,
         steps=a.steps, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, weight_decay=a.weight_decay,
-        warmup_ratio=a.warmup_ratio, dedupe_captions=a.dedupe_captions, image_size=a.image_size, eval_split=a.eval_split, eval_text=a.eval_text,
-        eval_limit=a.eval_limit, eval_every=a.eval_every, log_every=a.log_every, num_workers=a.num_workers,
-        seed=a.seed, device=a.device,
+        warmup_ratio=a.warmup_ratio, dedupe_captions=a.dedupe_captions, image_size=a.image_size,
+        eval_split=a.eval_split, eval_config=a.eval_config, eval_text=a.eval_text, eval_limit=a.eval_limit,
+        eval_every=a.eval_every, log_every=a.log_every, num_workers=a.num_workers, seed=a.seed, device=a.device,
     )
-    run = train_clip(cfg)
-    print(json.dumps(final_line(run["metrics"])), flush=True)
+    try:
+        run = train_clip(cfg)
+    except MissingSplitError as exc:
+        print(exc, file=sys.stderr)  # one line: "train_clip: config ... has no ... split in REPO (its splits: ...)"
+        return 2
+    line = {**final_line(run["metrics"]), "eval_config": run["eval_config"], "eval_split": run["eval_split"]}
+    print(json.dumps(line), flush=True)
     return 0
 
 

@@ -12,7 +12,16 @@ supervision (A-original: original captions, B-iraware: IR-aware captions, C-mixe
 and its image tokens) are masked out of the labels: only the answer is learned.
 
 The last stdout line is one JSON object: train loss, steps, parameter counts and the answer-token
-loss on --eval-split before and after training. The LoRA adapter and processor go to --out/adapter.
+loss on --eval-split before and after training, and ``eval_config`` / ``eval_split`` (what that
+loss was measured on). The LoRA adapter and processor go to --out/adapter.
+
+Missing splits: the evaluation config is --eval-config, else --config. When --config has no
+--eval-split (the rc4 release ships IR-aware captions for train only, so ``iraware`` has no
+validation or test), ``default`` of the same split is used instead, with one line on stderr.
+Rows there carry no IR-aware caption, so B-iraware then has no eval sample: stderr says so and
+``eval_samples`` is 0 (A-original and C-mixed still get an eval loss on the original captions).
+A split that --eval-config (or --config, for train) does not have is one error line on stderr
+naming the repo, config, split and the splits it has; exit code 2.
 """
 
 from __future__ import annotations
@@ -21,6 +30,8 @@ import argparse
 import json
 import sys
 
+from fusionrs_hf.layout import CONFIG_NAMES, SPLITS
+from fusionrs_hf.splits import MissingSplitError
 from fusionrs_hf.train.vlm import PAPER_DEFAULTS, VLMTrainConfig, train_vlm
 from fusionrs_hf.vlm_data import SETTINGS, TASKS
 
@@ -45,7 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-gradient-checkpointing", action="store_true")
     p.add_argument("--bf16", choices=("auto", "on", "off"), default="auto")
     p.add_argument("--limit", type=int, default=None, help="train on the first N samples only")
-    p.add_argument("--eval-split", default="validation", help="'none' to skip the before/after eval loss")
+    p.add_argument("--eval-split", default="validation", type=str.lower, choices=(*SPLITS, "none"),
+                   help="'none' to skip the before/after eval loss")
+    p.add_argument("--eval-config", default=None, choices=CONFIG_NAMES,
+                   help="config to evaluate on (default: --config, or 'default' when that lacks --eval-split)")
     p.add_argument("--eval-limit", type=int, default=32)
     p.add_argument("--num-workers", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
@@ -61,10 +75,14 @@ def main(argv: list[str] | None = None) -> int:
         warmup_ratio=a.warmup_ratio, per_device_batch_size=a.batch_size, gradient_accumulation_steps=a.grad_accum,
         gradient_checkpointing=not a.no_gradient_checkpointing,
         bf16={"auto": None, "on": True, "off": False}[a.bf16], limit=a.limit,
-        eval_split=None if a.eval_split.lower() == "none" else a.eval_split, eval_limit=a.eval_limit,
-        num_workers=a.num_workers, seed=a.seed,
+        eval_split=None if a.eval_split == "none" else a.eval_split, eval_config=a.eval_config,
+        eval_limit=a.eval_limit, num_workers=a.num_workers, seed=a.seed,
     )
-    run = train_vlm(cfg)
+    try:
+        run = train_vlm(cfg)
+    except MissingSplitError as exc:
+        print(exc, file=sys.stderr)  # one line: "train_vlm: config ... has no ... split in REPO (its splits: ...)"
+        return 2
     print(json.dumps(run["metrics"]), flush=True)
     return 0
 

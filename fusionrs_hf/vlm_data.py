@@ -49,6 +49,7 @@ from collections.abc import Iterable, Mapping
 
 from PIL import Image
 
+from .splits import explain_missing
 from .torch import FusionRSIterable, loader_for
 
 TEMPLATES: dict[str, str] = {
@@ -146,6 +147,12 @@ def _answers(row: Mapping, setting: str, task: str) -> list[tuple[str, str]]:
     return [(setting, ans)] if ans else []
 
 
+def needs_ir_caption(setting: str, task: str) -> bool:
+    """Whether every sample of ``setting``/``task`` answers from ``ir_caption`` (rows without one give none)."""
+    _answers({}, setting, task)  # validates both names
+    return task == "ir_cue_qa" or (setting == "B-iraware" and task in ("ir_caption", "object_qa"))
+
+
 def _ir_image(value) -> Image.Image:
     if isinstance(value, Image.Image):
         return value if value.mode == "RGB" else value.convert("RGB")
@@ -204,9 +211,18 @@ class VLMIterable(FusionRSIterable):
 
     columns = ("sample_id", "source", "ir.bytes", "caption", "ir_caption", "class_name")
 
-    def __init__(self, *args, setting: str = "B-iraware", task: str = "ir_caption", **kw) -> None:
-        super().__init__(*args, **kw)
-        self.collator = VLMCollator(setting, task)
+    def __init__(self, repo_or_path=None, config: str = "iraware", split: str = "train", *,
+                 setting: str = "B-iraware", task: str = "ir_caption", **kw) -> None:
+        collator = VLMCollator(setting, task)  # bad names fail before the repo is listed
+        try:
+            super().__init__(repo_or_path, config, split, **kw)
+        except FileNotFoundError as exc:
+            # the planner found no shard: if the config lacks the split, say which splits it has
+            better = explain_missing(repo_or_path, config, split, revision=kw.get("revision"))
+            if better is None:
+                raise
+            raise better from exc
+        self.collator = collator
 
     def _make_batch(self, rows: list[dict]) -> list[dict]:
         out = []
@@ -244,6 +260,11 @@ def make_vlm_dataloader(
     Same reader as :func:`fusionrs_hf.torch.make_dataloader` (workers, DDP equal batches, shuffle,
     ``set_epoch``, resume, ``on_error``). Extra keyword arguments go to the DataLoader, except
     ``revision``.
+
+    A ``config`` without ``split`` (rc4's ``iraware`` has train only) raises
+    :class:`fusionrs_hf.splits.MissingSplitError`, a ``ValueError`` (and ``FileNotFoundError``)
+    naming the repo, config, split and the splits the config has; there is no fallback here (the
+    caller named the config). :func:`fusionrs_hf.splits.available_splits` tells in advance.
     """
     ds_kw = {k: kw.pop(k) for k in ("revision",) if k in kw}
     dataset = VLMIterable(repo_or_path, config, split, batch_size=batch_size, shuffle=shuffle, seed=seed,

@@ -232,3 +232,62 @@ def test_missing_eval_split_fails_before_training(tmp_path):
     with pytest.raises(FileNotFoundError, match="validation"):
         clip.train_clip(cfg, model=model, log_fn=lambda rec: None)
     assert not (tmp_path / "run").exists()  # failed while planning: no step ran, nothing was written
+
+
+# ------------------------------------------------------------------------ rc4: `iraware` has a train split only
+
+
+@pytest.fixture(scope="module")
+def train_only_repo(tmp_path_factory):
+    from .train_only_iraware import make_train_only_iraware_repo
+
+    # 12 train rows per source -> 4 IR-aware each: 20 iraware/train rows; 20 default/validation rows
+    return make_train_only_iraware_repo(tmp_path_factory.mktemp("rc4") / "repo",
+                                        counts={"train": 12, "validation": 4, "test": 1}, size=32, max_rows=8)
+
+
+def _run_example(argv: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = _example("train_clip").main(argv)
+    return rc, out.getvalue(), err.getvalue()
+
+
+@pytest.mark.parametrize("recipe", ["B-iraware", "C-mixed"])
+def test_iraware_recipe_without_validation_evaluates_on_default(train_only_repo, tmp_path, recipe):
+    from datasets import load_dataset
+
+    assert set(load_dataset(str(train_only_repo), "iraware")) == {"train"}  # what stock datasets sees
+    rc, out, err = _run_example([
+        "--data", str(train_only_repo), "--recipe", recipe, "--model", "tiny", "--image-size", "32", "--steps", "3",
+        "--batch-size", "8", "--log-every", "1", "--out", str(tmp_path / "run"), "--device", "cpu"])
+    assert rc == 0, err
+    notes = [line for line in err.splitlines() if line.startswith("train_clip")]
+    assert notes == [f"train_clip: config 'iraware' has no 'validation' split in {train_only_repo} (rc4 releases "
+                     "IR-aware captions for train only); evaluating on 'default'/validation"]
+    final = json.loads(out.strip().splitlines()[-1])
+    assert final["eval_config"] == "default" and final["eval_split"] == "validation"
+    assert final["n_images"] == 5 * 4  # the default/validation gallery
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert saved["data_config"] == "iraware" and saved["eval_config"] == "default" and saved["steps"] == 3
+
+
+def test_explicit_eval_config_without_the_split_exits_2(train_only_repo, tmp_path):
+    rc, out, err = _run_example([
+        "--data", str(train_only_repo), "--recipe", "B", "--eval-config", "iraware", "--eval-split", "test",
+        "--model", "tiny", "--image-size", "32", "--steps", "1", "--out", str(tmp_path / "run"), "--device", "cpu"])
+    assert rc == 2 and out == ""
+    assert err.strip().splitlines() == [f"train_clip: config 'iraware' has no 'test' split in {train_only_repo} "
+                                        "(its splits: train; rc4 releases IR-aware captions for train only)"]
+    assert not (tmp_path / "run").exists()  # nothing was built or trained
+
+
+def test_ir_caption_eval_without_ir_captions_fails_before_training(train_only_repo, tmp_path):
+    from fusionrs_hf.splits import MissingSplitError
+
+    cfg = clip.ClipTrainConfig(data=str(train_only_repo), recipe="B-iraware", eval_text="ir_caption", steps=1,
+                               batch_size=8, image_size=32, out=str(tmp_path / "run"), device="cpu")
+    with pytest.raises(MissingSplitError, match=r"no row of 'default'/validation in .* has one "
+                                                r"\(config 'iraware' has: train\)"):
+        clip.train_clip(cfg, model=clip.tiny_clip(["a caption", "another"], image_size=32), log_fn=lambda r: None)
+    assert not (tmp_path / "run").exists()

@@ -173,3 +173,53 @@ def test_command_line_prints_one_json_line(vlm_repo, tmp_path):
     assert final["steps"] == 1 and final["train_loss"] > 0
     saved = json.loads((tmp_path / "cli" / "metrics.json").read_text())
     assert saved["config"]["lora_r"] == 32 and saved["config"]["setting"] == "B-iraware"
+
+
+# ------------------------------------------------------------------------ rc4: `iraware` has a train split only
+
+
+@pytest.fixture(scope="module")
+def train_only_repo(tmp_path_factory):
+    from .train_only_iraware import make_train_only_iraware_repo
+
+    # 12 train rows per source -> 20 B-iraware train samples; 2 validation rows per source, none IR-aware
+    return make_train_only_iraware_repo(tmp_path_factory.mktemp("rc4") / "repo",
+                                        counts={"train": 12, "validation": 2, "test": 1}, size=32, max_rows=8)
+
+
+def _run_example(argv: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = _example("train_vlm").main(argv)
+    return rc, out.getvalue(), err.getvalue()
+
+
+@pytest.mark.parametrize(("setting", "eval_samples"), [("B-iraware", 0), ("C-mixed", 5 * 2)])
+def test_iraware_without_validation_evaluates_on_default(train_only_repo, tmp_path, setting, eval_samples):
+    from datasets import load_dataset
+
+    assert set(load_dataset(str(train_only_repo), "iraware")) == {"train"}  # what stock datasets sees
+    rc, out, err = _run_example(["--data", str(train_only_repo), "--setting", setting, "--model", "tiny",
+                                 "--steps", "1", "--grad-accum", "2", "--out", str(tmp_path / "run")])
+    assert rc == 0, err
+    notes = [line for line in err.splitlines() if line.startswith("train_vlm")]
+    fallback = (f"train_vlm: config 'iraware' has no 'validation' split in {train_only_repo} (rc4 releases "
+                "IR-aware captions for train only); evaluating on 'default'/validation")
+    none_there = (f"train_vlm: no B-iraware ir_caption eval sample in 'default'/validation of {train_only_repo} "
+                  "(no row there has an IR-aware caption); no eval loss")
+    assert notes == ([fallback, none_there] if eval_samples == 0 else [fallback])
+    final = json.loads(out.strip().splitlines()[-1])
+    assert final["steps"] == 1 and final["train_loss"] > 0  # trained on iraware/train
+    assert final["eval_config"] == "default" and final["eval_split"] == "validation"
+    assert final["eval_samples"] == eval_samples  # C-mixed: the A (original caption) sample of each row
+    assert ("eval_answer_loss" in final) == (eval_samples > 0)
+
+
+def test_explicit_eval_config_without_the_split_exits_2(train_only_repo, tmp_path):
+    rc, out, err = _run_example(["--data", str(train_only_repo), "--eval-config", "iraware", "--model", "tiny",
+                                 "--steps", "1", "--out", str(tmp_path / "run")])
+    assert rc == 2 and out == ""
+    assert err.strip().splitlines() == [f"train_vlm: config 'iraware' has no 'validation' split in "
+                                        f"{train_only_repo} (its splits: train; rc4 releases IR-aware captions "
+                                        "for train only)"]
+    assert not (tmp_path / "run").exists()

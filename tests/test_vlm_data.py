@@ -126,3 +126,63 @@ def test_bad_names():
         VLMCollator("D-other")
     with pytest.raises(ValueError, match="task"):
         vlm_samples({"caption": "x"}, "A-original", "vqa")
+
+
+# ------------------------------------------------------------------------ a config without some splits (rc4)
+
+
+@pytest.fixture(scope="module")
+def train_only_repo(tmp_path_factory) -> Path:
+    from .train_only_iraware import make_train_only_iraware_repo
+
+    return make_train_only_iraware_repo(tmp_path_factory.mktemp("rc4") / "repo",
+                                        counts={"train": 6, "validation": 2, "test": 1}, size=32, max_rows=4)
+
+
+def test_stock_datasets_and_the_helper_agree_iraware_is_train_only(train_only_repo):
+    from datasets import load_dataset
+
+    from fusionrs_hf.splits import available_splits, repo_splits
+
+    assert set(load_dataset(str(train_only_repo), "iraware")) == {"train"}
+    assert set(load_dataset(str(train_only_repo), "default")) == {"train", "validation", "test"}
+    assert available_splits(train_only_repo, "iraware") == ("train",)
+    listing = repo_splits(f"file://{train_only_repo}")  # an fsspec URL lists the same shards
+    assert listing.splits("default") == ("train", "validation", "test") and listing.splits("iraware") == ("train",)
+    assert listing.has_ir_captions("default", "train") and not listing.has_ir_captions("default", "validation")
+
+
+def test_fallback_rule(train_only_repo):
+    import io
+
+    from fusionrs_hf.splits import MissingSplitError, RepoSplits, repo_splits
+
+    listing = repo_splits(train_only_repo)
+    err = io.StringIO()
+    assert listing.eval_config("iraware", "train", who="t", stream=err) == "iraware" and not err.getvalue()
+    assert listing.eval_config("iraware", "test", who="t", stream=err) == "default"
+    assert err.getvalue() == (f"t: config 'iraware' has no 'test' split in {train_only_repo} (rc4 releases IR-aware "
+                              "captions for train only); evaluating on 'default'/test\n")
+    # a config the user named has no fallback
+    with pytest.raises(MissingSplitError, match=r"^t: config 'iraware' has no 'test' split in .* "
+                                                r"\(its splits: train; rc4 releases"):
+        listing.eval_config("iraware", "test", explicit=True, who="t")
+    # nor does 'default' itself, nor a fallback that lacks the split too
+    no_test = RepoSplits(listing.repo, tuple(s for s in listing.shards if s.split != "test"))
+    with pytest.raises(MissingSplitError, match=r"'default' has no 'test' split .* \(its splits: train, validation\)$"):
+        no_test.eval_config("default", "test")
+    with pytest.raises(MissingSplitError, match=r"and neither has the fallback 'default' "
+                                                r"\(its splits: train, validation\)$") as caught:
+        no_test.eval_config("iraware", "test")
+    assert isinstance(caught.value, FileNotFoundError) and caught.value.available == ("train",)
+    with pytest.raises(MissingSplitError, match="'iraware' has no 'validation' split"):
+        listing.require("iraware", "validation")
+
+
+def test_make_vlm_dataloader_on_a_missing_split_names_the_splits_there_are(train_only_repo):
+    with pytest.raises(ValueError, match=rf"config 'iraware' has no 'validation' split in {train_only_repo} "
+                                         r"\(its splits: train\)"):
+        make_vlm_dataloader(train_only_repo, config="iraware", split="validation")
+    # training data is all there: every IR-aware train row gives one B-iraware sample
+    samples = [s for b in make_vlm_dataloader(train_only_repo, config="iraware", split="train") for s in b]
+    assert len(samples) == 5 * 2 and all(s["setting"] == "B-iraware" for s in samples)

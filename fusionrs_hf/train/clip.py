@@ -375,11 +375,18 @@ def build_model(name: str, *, texts: Iterable[str] | None = None, image_size: in
 def make_loader(repo: str, config: str, split: str, *, batch_size: int, image_size: int, mean, std,
                 shuffle: bool = False, seed: int = 0, num_workers: int = 0, drop_last: bool = False):
     """The streaming dataloader of :mod:`fusionrs_hf.torch`, with the model's pixel statistics."""
+    from ..splits import explain_missing
     from ..torch import make_dataloader
 
-    return make_dataloader(repo, config=config, split=split, batch_size=batch_size, num_workers=num_workers,
-                           image_size=image_size, shuffle=shuffle, seed=seed, mean=tuple(mean), std=tuple(std),
-                           drop_last=drop_last)
+    try:
+        return make_dataloader(repo, config=config, split=split, batch_size=batch_size, num_workers=num_workers,
+                               image_size=image_size, shuffle=shuffle, seed=seed, mean=tuple(mean), std=tuple(std),
+                               drop_last=drop_last)
+    except FileNotFoundError as exc:  # say which splits the config does have
+        better = explain_missing(repo, config, split) if isinstance(repo, (str, os.PathLike)) else None
+        if better is None:
+            raise
+        raise better from exc
 
 
 def read_captions(repo: str, config: str, split: str = "train", limit: int = 50_000) -> list[str]:
@@ -479,6 +486,8 @@ class ClipTrainConfig:
     image_size: int = 64
     dedupe_captions: bool = False
     eval_split: str = "validation"
+    eval_config: str | None = None
+    """None: the training config, or ``default`` when that lacks ``eval_split`` (see :mod:`fusionrs_hf.splits`)."""
     eval_text: str = "caption"
     eval_limit: int | None = None
     eval_every: int = 0
@@ -514,11 +523,31 @@ def train_clip(cfg: ClipTrainConfig, *, model: ClipAdapter | None = None,
                log_fn: Callable[[dict], None] | None = None) -> dict:
     """Train, evaluate on ``cfg.eval_split`` and save a checkpoint under ``cfg.out``.
 
-    Returns ``{"metrics": ..., "history": [...], "checkpoint": path, ...}``; the history holds one
-    record per logged step (``step``, ``loss``, each term, ``logit_scale``, ``lr``).
+    Returns ``{"metrics": ..., "history": [...], "checkpoint": path, "eval_config": ..., ...}``;
+    the history holds one record per logged step (``step``, ``loss``, each term, ``logit_scale``,
+    ``lr``).
+
+    Missing splits (checked from the shard listing before anything is built or trained): the
+    data config must have a train split. Evaluation runs on ``cfg.eval_config`` when given (it
+    must have ``eval_split``); otherwise on the data config, or, when that has no ``eval_split``
+    (rc4's ``iraware`` is train only), on ``default`` of the same split, said in one stderr line
+    and returned as ``eval_config``. Any other miss raises
+    :class:`fusionrs_hf.splits.MissingSplitError`, as does ``eval_text="ir_caption"`` on an eval
+    split without IR-aware captions.
     """
+    from ..splits import MissingSplitError, repo_splits
+
     recipe = get_recipe(cfg.recipe)
     config = cfg.config or recipe.config
+    listing = repo_splits(cfg.data)
+    listing.require(config, "train", who="train_clip")
+    eval_config = listing.eval_config(cfg.eval_config or config, cfg.eval_split, explicit=cfg.eval_config is not None,
+                                      who="train_clip")
+    if cfg.eval_text == "ir_caption" and not listing.has_ir_captions(eval_config, cfg.eval_split):
+        raise MissingSplitError(
+            f"train_clip: eval_text 'ir_caption' needs IR-aware captions, but no row of {eval_config!r}/"
+            f"{cfg.eval_split} in {cfg.data} has one (config 'iraware' has: {', '.join(listing.splits('iraware')) or 'no split'})",
+            repo=cfg.data, config=eval_config, split=cfg.eval_split, available=listing.splits("iraware"))
     torch.manual_seed(cfg.seed)
     if model is None:
         texts = read_captions(cfg.data, config) if cfg.model == "tiny" else None
@@ -535,7 +564,7 @@ def train_clip(cfg: ClipTrainConfig, *, model: ClipAdapter | None = None,
                                num_workers=cfg.num_workers, drop_last=True)
     # Planned before training (a config without that split fails now, not after the run) and
     # reused by every evaluation: unshuffled, so each pass sees the same rows.
-    eval_loader = make_loader(cfg.data, config, cfg.eval_split, batch_size=cfg.batch_size,
+    eval_loader = make_loader(cfg.data, eval_config, cfg.eval_split, batch_size=cfg.batch_size,
                               image_size=model.image_size, mean=model.mean, std=model.std,
                               num_workers=cfg.num_workers)
 
@@ -606,11 +635,12 @@ def train_clip(cfg: ClipTrainConfig, *, model: ClipAdapter | None = None,
     log_file.write(json.dumps({"step": step, "eval": metrics}) + "\n")
     log_file.close()
     ckpt = model.save(out / "checkpoint")
-    run = {"config": asdict(cfg), "recipe": recipe.name, "data_config": config, "lr": lr, "steps": step,
-           "metrics": metrics}
+    run = {"config": asdict(cfg), "recipe": recipe.name, "data_config": config, "eval_config": eval_config,
+           "eval_split": cfg.eval_split, "lr": lr, "steps": step, "metrics": metrics}
     (out / "metrics.json").write_text(json.dumps(run, indent=2))
     return {"metrics": metrics, "history": history, "checkpoint": str(ckpt), "recipe": recipe.name,
-            "data_config": config, "steps": step, "model": model}
+            "data_config": config, "eval_config": eval_config, "eval_split": cfg.eval_split, "steps": step,
+            "model": model}
 
 
 def final_line(metrics: dict[str, float], ks: Sequence[int] = KS) -> dict[str, float]:

@@ -28,6 +28,7 @@ import inspect
 import json
 import math
 import re
+import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -312,7 +313,9 @@ class VLMTrainConfig:
     gradient_checkpointing: bool = True
     bf16: bool | None = None  # None = when CUDA supports it
     limit: int | None = None
-    eval_split: str | None = "validation"
+    eval_split: str | None = "validation"  # None: no before/after eval loss
+    eval_config: str | None = None
+    """None: ``config``, or ``default`` when that lacks ``eval_split`` (see :mod:`fusionrs_hf.splits`)."""
     eval_limit: int | None = 32
     logging_steps: int = 1
     seed: int = 0
@@ -366,13 +369,30 @@ def train_vlm(cfg: VLMTrainConfig, *, model=None, processor=None) -> dict:
     """LoRA-tune ``cfg.model`` on the streamed instruction data; save the adapter to ``cfg.out``.
 
     Returns ``{"metrics": {...}, "trainer": Trainer, "model": PeftModel}``; metrics hold the
-    final train loss, steps, trainable/total parameter counts and, with ``eval_split``, the
-    answer-token loss before and after training.
+    final train loss, steps, trainable/total parameter counts, ``eval_config`` / ``eval_split``
+    (what was evaluated on; None without ``eval_split``) and, with eval samples, the answer-token
+    loss before and after training.
+
+    Missing splits (checked from the shard listing before anything is built): ``cfg.config``
+    must have a train split. Evaluation runs on ``cfg.eval_config`` when given (it must have
+    ``eval_split``); otherwise on ``cfg.config``, or, when that has no ``eval_split`` (rc4's
+    ``iraware`` is train only), on ``default`` of the same split, said in one stderr line.
+    Other misses raise :class:`fusionrs_hf.splits.MissingSplitError`. An eval split that gives no
+    sample for the setting/task (``default`` rows without an IR-aware caption give no B-iraware
+    answer) is reported on stderr and leaves ``eval_samples`` 0, with no eval loss.
     """
     from transformers import Trainer
 
+    from ..splits import repo_splits
     from ..torch import _resolve_rank
+    from ..vlm_data import needs_ir_caption
 
+    listing = repo_splits(cfg.data)
+    listing.require(cfg.config, "train", who="train_vlm")
+    eval_config = None
+    if cfg.eval_split:
+        eval_config = listing.eval_config(cfg.eval_config or cfg.config, cfg.eval_split,
+                                          explicit=cfg.eval_config is not None, who="train_vlm")
     if model is None:
         if cfg.model == "tiny":
             model, processor = tiny_vlm(_texts_for_tokenizer(cfg.data, cfg.config), seed=cfg.seed)
@@ -400,9 +420,15 @@ def train_vlm(cfg: VLMTrainConfig, *, model=None, processor=None) -> dict:
             raise ValueError(f"{cfg.data}: config {cfg.config!r} gives no {cfg.setting} samples to train on")
         max_steps = max(1, math.ceil(cfg.epochs * n / (per_step * world)))  # one step = per_step x world samples
     eval_samples: list[dict] = []
-    if cfg.eval_split:
-        eval_samples = list(VLMStream(cfg.data, config=cfg.config, split=cfg.eval_split, setting=cfg.setting,
-                                      task=cfg.task, limit=cfg.eval_limit, **whole))
+    if eval_config is not None:
+        # rows without an ir_caption give no sample here: don't stream a whole split to learn that
+        if not (needs_ir_caption(cfg.setting, cfg.task) and not listing.has_ir_captions(eval_config, cfg.eval_split)):
+            eval_samples = list(VLMStream(cfg.data, config=eval_config, split=cfg.eval_split, setting=cfg.setting,
+                                          task=cfg.task, limit=cfg.eval_limit, **whole))
+        if not eval_samples:
+            why = "an IR-aware caption" if needs_ir_caption(cfg.setting, cfg.task) else "the answer it needs"
+            print(f"train_vlm: no {cfg.setting} {cfg.task} eval sample in {eval_config!r}/{cfg.eval_split} of "
+                  f"{cfg.data} (no row there has {why}); no eval loss", file=sys.stderr, flush=True)
     before = answer_loss(model, collator, eval_samples) if eval_samples else None
 
     model = add_lora(model, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout)
@@ -416,7 +442,8 @@ def train_vlm(cfg: VLMTrainConfig, *, model=None, processor=None) -> dict:
     processor.save_pretrained(out / "adapter")
     metrics = {"train_loss": float(result.training_loss), "steps": int(result.global_step),
                "samples_seen": int(result.global_step) * per_step * world, "trainable_params": trainable,
-               "total_params": total}
+               "total_params": total, "eval_config": eval_config,
+               "eval_split": cfg.eval_split if eval_config is not None else None, "eval_samples": len(eval_samples)}
     if eval_samples:
         metrics.update(eval_answer_loss_before=before, eval_answer_loss=answer_loss(model, collator, eval_samples),
                        eval_samples=len(eval_samples))
