@@ -82,7 +82,8 @@ from .index import (
     check_relpath,
     iter_index,
 )
-from .layout import DEFAULT_BATCH, GROUPS, SPLITS, list_shards, parse_shard_path, shard_path
+from .layout import DEFAULT_BATCH, GROUPS, REPORT_NAME, SPLITS, list_shards, parse_shard_path, shard_path
+from .pairing import same_aspect
 from .release.known import RELEASES, file_sha256, identify_index
 from .schema import SOURCES, joint_group_id_for
 from .text import caption_key
@@ -90,7 +91,6 @@ from .text import caption_key
 BUILDER_VERSION = "2"
 """Bumped when the bytes a build writes for the same inputs change; part of every shard fingerprint."""
 STATE_DIR = ".fusionrs-build"
-REPORT_NAME = "build_report.json"
 DEFAULT_ROWS_PER_SHARD = 1000
 RELEASE_DROPS = frozenset({"no_usable_caption"})
 """Drop reasons the release itself implies (it marks the record's caption unusable): a faithful
@@ -411,17 +411,6 @@ def load_image(path: Path, what: str, non_jpeg: str = "png", jpeg_quality: int =
         raise _Drop(f"undecodable_{what}", f"{what} {path}: cannot decode ({type(e).__name__}: {e})") from None
 
 
-ASPECT_TOLERANCE = 0.01
-"""Relative aspect-ratio difference below which RGB and IR count as the same picture at two sizes
-(DiffV2IR writes 512 px whatever the source size: NWPU 256 px, RSICD 224 px, ...)."""
-
-
-def same_aspect(a: tuple[int, int], b: tuple[int, int]) -> bool:
-    """True when sizes ``a`` and ``b`` have the same aspect ratio (within :data:`ASPECT_TOLERANCE`)."""
-    ra, rb = a[0] / a[1], b[0] / b[1]
-    return abs(ra - rb) <= ASPECT_TOLERANCE * max(ra, rb)
-
-
 def _stat(path: Path) -> str:
     try:
         st = path.stat()
@@ -664,14 +653,13 @@ def build(opts: BuildOptions, *, on_shard_done: Callable[[dict], None] | None = 
            "allow_size_mismatch": opts.allow_size_mismatch, "options_fp": opts.fingerprint()}
     results = _run_tasks(plan, ctx, opts, on_shard_done)
 
+    from .atomic import atomic_write
     from .card import write_card
 
-    write_card(out)
     text = json.dumps(make_report(opts, plan, results), indent=2, ensure_ascii=False)
     report = json.loads(text)  # the returned report is exactly what the file holds
-    tmp = out / (REPORT_NAME + ".tmp")
-    tmp.write_text(text + "\n", encoding="utf-8")
-    os.replace(tmp, out / REPORT_NAME)
+    atomic_write(out / REPORT_NAME, text + "\n")
+    write_card(out)  # after the report: the card names the release the report identified
     return report
 
 

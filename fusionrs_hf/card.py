@@ -43,7 +43,7 @@ UPSTREAM = {
     "RSITMD": ("RSITMD (fine-grained RS image–text matching)", "Academic research use under the upstream RSITMD terms."),
 }
 
-PAPER_COUNTS = {
+PAPER_COUNTS = {  # the paper's tables; the authors' release rc4 differs (fusionrs_hf.release.known.RC4)
     # source: ((train, validation, test) all rows, (train, validation, test) IR-aware) — the paper's tables
     "RS5M": ((471_729, 8_166, 8_138), (40_934, 369, 8_138)),
     "SkyScript": ((63_134, 1_036, 1_096), (4_916, 0, 1_096)),
@@ -163,6 +163,43 @@ def counts_table(shards: list[ShardInfo]) -> str:
     return "\n".join(lines)
 
 
+def rc4_table() -> str:
+    """The authors' release rc4-20260727: records per source and split, and accepted IR-aware captions (train only)."""
+    from .layout import SPLIT_TO_INDEX
+    from .release.known import RC4
+
+    lines = ["| source | " + " | ".join(f"{sp} (all / IR-aware)" for sp in SPLITS) + " |", "|---" * 4 + "|"]
+    for src in SOURCES:
+        cells = [f"{RC4.expected_rows(src, sp):,} / {RC4.iraware_accepted[src] if sp == 'train' else 0:,}"
+                 for sp in SPLITS]
+        lines.append(f"| {src} | " + " | ".join(cells) + " |")
+    tot = [f"{RC4.split_total(SPLIT_TO_INDEX[sp]):,} / {sum(RC4.iraware_accepted.values()) if sp == 'train' else 0:,}"
+           for sp in SPLITS]
+    lines.append("| **total** | " + " | ".join(tot) + " |")
+    return "\n".join(lines)
+
+
+def release_note(report: dict | None) -> str:
+    """What the build report says this repo was built from: the release, or an unknown index."""
+    from .release.known import RC4
+
+    rel = (report or {}).get("release") or {}
+    if not rel:
+        return "No build report in this repo: the index it was built from is not recorded."
+    name = rel.get("release")
+    head = f"Built from **{name}**" if name else "Built from an index that is **not a known release**"
+    text = f"{head} (index SHA-256 `{rel.get('sha256', '?')}`, {rel.get('rows', 0):,} records; {rel.get('note', '')})."
+    caps = (report or {}).get("captions", {})
+    if caps.get("policy"):
+        text += (f" Caption policy `{caps['policy']}`, IR-aware policy `{caps.get('iraware_policy')}`"
+                 + (" (the release's own rules)." if caps["policy"] == "rc4" == caps.get("iraware_policy")
+                    else f" (not {RC4.name}'s defaults)."))
+    srcs = rel.get("sources_built")
+    if srcs is not None and set(srcs) != set(SOURCES):
+        text += f" Sources built: {', '.join(srcs) or 'none'} (the release has {', '.join(SOURCES)})."
+    return text
+
+
 def paper_table() -> str:
     lines = ["| source | " + " | ".join(f"{sp} (all / IR-aware)" for sp in SPLITS) + " |", "|---" * 4 + "|"]
     for src, (alls, iras) in PAPER_COUNTS.items():
@@ -176,7 +213,8 @@ def _configs_md() -> str:
     return "\n".join(f"- `{c.name}`{' (default)' if c.default else ''}: {c.description}" for c in CONFIGS)
 
 
-def render_card(shards: list[ShardInfo], *, sample: bool = False, repo_id: str = "<user>/fusionrs") -> str:
+def render_card(shards: list[ShardInfo], *, sample: bool = False, repo_id: str = "<user>/fusionrs",
+                report: dict | None = None) -> str:
     """The full README.md text of a FusionRS repo."""
     sample_note = (
         "> **This repository is a synthetic sample.** Every image was generated procedurally by "
@@ -215,7 +253,19 @@ Every config has the splits `train`, `validation` and `test` where it has rows. 
 
 {counts_table(shards)}
 
-For comparison, the paper's figures (the authors' later "rc4" split differs per source):
+## Which numbers are which
+
+The authors publish a rights-cleared **index** (release `rc4-20260727`): ids, locators, splits, joint
+groups, evaluation and training flags and the DiffV2IR output key of each record. It holds no image
+bytes, no captions and no per-image hashes; users rebuild the triplets from their own copies of the
+sources. {release_note(report)}
+
+The release rc4-20260727 (600,000 records; 579,992 train rows with a usable caption; 9,538 / 9,553
+evaluation representatives in validation / test; IR-aware captions for train only):
+
+{rc4_table()}
+
+The paper's figures, for comparison only (an earlier state; e.g. IR-aware 49,068 / 416 / 10,000):
 
 {paper_table()}
 
@@ -243,9 +293,21 @@ the sources, whose terms apply to every row of this repository. This card grants
 
 def write_card(root: str | os.PathLike, *, sample: bool = False, repo_id: str = "<user>/fusionrs") -> Path:
     """Scan a local repo folder and (re)write its README.md."""
+    import json
+
+    from .atomic import atomic_write
+    from .layout import REPORT_NAME
+
     shards, _ = scan_repo(str(root))
+    report = None
+    rp = Path(root) / REPORT_NAME
+    if rp.is_file():
+        try:
+            report = json.loads(rp.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            report = None
     path = Path(root) / CARD_NAME
-    path.write_text(render_card(shards, sample=sample, repo_id=repo_id), encoding="utf-8")
+    atomic_write(path, render_card(shards, sample=sample, repo_id=repo_id, report=report))
     return path
 
 

@@ -37,7 +37,8 @@ Finding kinds (stable strings, also in the --json report):
   bad_sha256, bad_joint_group_id  malformed rgb_sha256/ir_sha256 / joint_group_id
   joint_group_spans_splits        rows of one joint_group_id in two splits
   undecodable_image               full: rgb or ir bytes missing or not decodable
-  size_mismatch                   full: rgb and ir sizes differ
+  aspect_mismatch                 full: rgb and ir aspect ratios differ (one picture at two sizes,
+                                  e.g. a 256 px source and its 512 px DiffV2IR output, is a valid pair)
   ir_not_infrared                 full: the ir image is colourful (channel spread > threshold)
   sha256_mismatch                 full: stored SHA-256 differs from the bytes
   leak_identical_bytes            full: the same image bytes in two splits
@@ -84,6 +85,7 @@ from .layout import (
     glob_match,
     list_shards,
 )
+from .pairing import same_aspect
 from .phash import DEFAULT_RADIUS, near_pairs, phash
 from .schema import (
     FEATURES,
@@ -128,7 +130,7 @@ KINDS: dict[str, str] = {
     "bad_joint_group_id": "a malformed joint_group_id",
     "joint_group_spans_splits": "one joint_group_id in two splits",
     "undecodable_image": "image bytes missing or not decodable",
-    "size_mismatch": "rgb and ir sizes differ",
+    "aspect_mismatch": "rgb and ir aspect ratios differ (fusionrs_hf.pairing)",
     "ir_not_infrared": "the ir image is colourful (channel spread above the threshold)",
     "sha256_mismatch": "stored SHA-256 differs from the image bytes",
     "leak_identical_bytes": "the same image bytes in two splits",
@@ -446,9 +448,9 @@ def _check_batch(batch: pa.RecordBatch, res: _ShardResult, task: _Task, add, col
                 rec[f"{col}_ph"], rec[f"{col}_ok"] = stats[col].phash, True
         for k, v in rec.items():
             cols[k].append(v)
-        if "rgb" in stats and "ir" in stats and stats["rgb"].size != stats["ir"].size:
+        if "rgb" in stats and "ir" in stats and not same_aspect(stats["rgb"].size, stats["ir"].size):
             (w1, h1), (w2, h2) = stats["rgb"].size, stats["ir"].size
-            add("size_mismatch", f"rgb is {w1}x{h1} but ir is {w2}x{h2}", row, sid)
+            add("aspect_mismatch", f"rgb is {w1}x{h1} but ir is {w2}x{h2}: different aspect ratios", row, sid)
         if "ir" in stats and stats["ir"].spread > task.ir_threshold:
             add("ir_not_infrared", f"ir channel spread {stats['ir'].spread:.1f} > {task.ir_threshold:g} "
                 "(a colour image, not an infrared-style one)", row, sid)
@@ -785,7 +787,7 @@ def _check_repo(target: str, *, fast: bool, revision: str | None, workers: int |
 
 def _release_checks(fs, root: str, release: str | None, index: str | None, findings: list) -> dict | None:
     """Run the release checks when asked (or, with ``"auto"``, when the build report names the release)."""
-    from .build import REPORT_NAME
+    from .layout import REPORT_NAME
     from .release.known import get_release
     from .release.verify import verify
 

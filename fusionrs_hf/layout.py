@@ -29,6 +29,8 @@ SPLIT_TO_INDEX: dict[str, str] = {"train": "train", "validation": "val", "test":
 """The reverse: how the official index spells each `datasets` split."""
 GROUPS: tuple[str, ...] = ("iraware", "base")
 DEFAULT_BATCH = "main"
+REPORT_NAME = "build_report.json"
+"""The build report at a repo's root: what was written and why the rest was not, and which release."""
 DEFAULT_REPO_ID = "fusionrs/fusionrs"
 """Hub id used by :func:`fusionrs_hf.load` unless ``FUSIONRS_REPO`` or ``repo=`` says otherwise."""
 
@@ -180,7 +182,10 @@ def list_shards(fs, root: str) -> tuple[list[ShardName], list[str]]:
 
 def registry_dict() -> dict:
     """A JSON-able copy of the registry, embedded in the loading script (a test keeps them equal)."""
+    from .schema import FIELDS
+
     return {
+        "fields": [[f.name, f.kind] for f in FIELDS],
         "splits": list(SPLITS),
         "groups": list(GROUPS),
         "source_dirs": dict(SOURCE_DIRS),

@@ -10,6 +10,19 @@ What it does, in order:
      (configs + dataset_info counts re-rendered from every shard the remote will hold) and, with --prune,
      the deletions, so a reader never sees a card that names missing files.
 
+What is uploaded is a snapshot: each file to upload is copied to a private temporary folder while it is
+hashed (one read), and the upload, the remote verification and the card all use that copy, so a repo that
+changes during the push (a build still writing) can never leave a remote whose card disagrees with its
+shards. Files compared with the remote are hashed once and their card counts come from the footer of the
+bytes hashed. A file that vanishes or keeps changing while push reads it ends the push before anything is
+written, with one line naming it (exit 2). After each commit (Hub: size and LFS SHA-256 of every path, via
+``get_paths_info``) or write (fsspec: size, and the SHA-256 of the bytes read back) the remote is checked
+against the snapshot; the fsspec manifest records the digest read back from the remote.
+
+Push removes only temporary files it made (``.NAME.PID-RANDOM.fusionrs-tmp`` beside a file it manages,
+from a push that is no longer running, or the older ``NAME.fusionrs-tmp``), and says so in one line when it
+replaces a destination README.md that fusionrs did not write.
+
 Re-running after an interruption uploads only what is missing and ends in the same remote state; a re-push
 of an unchanged repo uploads 0 bytes and makes no commit. Remote files are never deleted without --prune
 (and --prune only deletes parquet files under data/). New Hub repos are created private unless --public.
@@ -26,11 +39,15 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import base64
 import hashlib
 import json
 import logging
-import re
+import os
+import shutil
+import struct
 import sys
+import tempfile
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -39,13 +56,17 @@ from typing import Any
 from urllib.parse import quote
 
 import fsspec
+import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .card import CARD_NAME, ShardInfo, render_card, scan_repo, shard_info
+from . import secrets as _secrets
+from .atomic import atomic_open, tmp_target, writer_alive
+from .card import CARD_NAME, ShardInfo, render_card, shard_info
 from .errors import CliError
-from .layout import SHARD_TEMPLATE, parse_shard_path
+from .layout import SHARD_TEMPLATE, ShardName, list_shards, parse_shard_path
 
 logger = logging.getLogger(__name__)
+logger.addFilter(_secrets.SCRUB_FILTER)
 
 MAX_FILES_PER_COMMIT = 50
 """The Hub recommends commits of a few dozen files; a failed commit then costs little to redo."""
@@ -54,6 +75,8 @@ UPLOAD_GROUP = 5
 MANIFEST_NAME = ".fusionrs-push.json"
 """fsspec targets only: SHA-256 of what push wrote, so a re-push need not re-read remote files of equal size."""
 TMP_SUFFIX = ".fusionrs-tmp"
+SNAPSHOT_ENV = "FUSIONRS_PUSH_TMPDIR"
+"""Where the upload snapshot is kept (default: the system temp folder); needs room for one commit's files."""
 SAMPLE_MARKER = "This repository is a synthetic sample."
 SYNTHETIC_IR_MARKER = "**Synthetic infrared.**"
 TERMS_WARNING = (
@@ -62,22 +85,17 @@ TERMS_WARNING = (
     "private unless you may. The `ir` images are synthetic (DiffV2IR), as the card states."
 )
 _CHUNK = 8 * 1024 * 1024
+_TAIL = 2 * _CHUNK
+"""Bytes kept from the end of a file while it is hashed: its parquet footer is parsed from them."""
+_READ_TRIES = 3
 
 
 # --------------------------------------------------------------------------------------------- secrets
 
 
-_TOKEN_RE = re.compile(r"hf_[A-Za-z0-9]{6,}")
-_BEARER_RE = re.compile(r"(?i)(bearer\s+)\S+")
-
-
 def scrub(text: str, secrets: Iterable[str | None] = ()) -> str:
-    """Remove tokens from text that may be shown: the known secrets, any ``hf_...`` token, bearer headers."""
-    for s in secrets:
-        if s:
-            text = text.replace(s, "***")
-    text = _TOKEN_RE.sub("hf_***", text)
-    return _BEARER_RE.sub(r"\1***", text)
+    """Text safe to show: :func:`fusionrs_hf.secrets.scrub` (the one filter every output path uses)."""
+    return _secrets.scrub(text, secrets)
 
 
 def make_api(token: str | None):
@@ -94,6 +112,11 @@ def make_api(token: str | None):
 
 class PushError(Exception):
     """The push failed; the message is safe to print (no token). Exit code 1."""
+
+
+class LocalRepoError(PushError):
+    """A local file push must upload cannot be read consistently (it vanished, kept changing, or is not a
+    complete parquet file). Raised before anything is written; exit code 2."""
 
 
 class CheckFailed(PushError):
@@ -120,8 +143,17 @@ def _finding_text(f: Any) -> str:
 class LocalFile:
     relpath: str
     path: Path
+    """The bytes push sends: the snapshot copy for an upload, else the repo file that was hashed."""
     size: int
     sha256: str
+    info: ShardInfo | None = None
+    """Footer counts of exactly these bytes (what the card says about this shard)."""
+    source: Path | None = None
+    """The file in the local repo."""
+    stat: tuple[int, int, int] | None = None
+    """(size, mtime_ns, inode) of ``source`` when it was read; a later difference means it changed."""
+    blob_id: str | None = None
+    """Git blob id of the bytes, when a remote without SHA-256 needs it."""
 
 
 @dataclass(frozen=True)
@@ -150,6 +182,13 @@ class PushPlan:
     keep_remote_only: list[str] = field(default_factory=list)
     rights: list[dict] = field(default_factory=list)
     repo_exists: bool = True
+    card_shards: list[ShardInfo] = field(default_factory=list)
+    """What the card was rendered from: the footers of the bytes uploaded, unchanged or kept remotely."""
+    snapshot: Any = field(default=None, repr=False)
+
+    def snapshot_drop(self, path: Path) -> None:
+        if self.snapshot is not None:
+            self.snapshot.drop(path)
 
     @property
     def upload_bytes(self) -> int:
@@ -222,6 +261,97 @@ def _file_git_blob_id(path: Path) -> str:
         while chunk := f.read(_CHUNK):
             h.update(chunk)
     return h.hexdigest()
+
+
+def _stat_key(st: os.stat_result) -> tuple[int, int, int]:
+    return st.st_size, st.st_mtime_ns, st.st_ino
+
+
+def _footer_info(name: ShardName, tail: bytes, size: int) -> ShardInfo:
+    """Footer counts from the last bytes of a parquet file (the footer is self-contained)."""
+    if len(tail) < 12 or tail[-4:] != b"PAR1":
+        raise ValueError("no parquet footer (the file does not end in PAR1)")
+    (n,) = struct.unpack("<i", tail[-8:-4])
+    if n <= 0 or n + 8 > len(tail) or n + 12 > size:
+        raise ValueError(f"footer length {n} does not fit the file")
+    md = pq.ParquetFile(pa.BufferReader(b"PAR1" + tail[-(n + 8):])).metadata
+    nbytes = sum(md.row_group(i).total_byte_size for i in range(md.num_row_groups))
+    return ShardInfo(name, md.num_rows, nbytes, size)
+
+
+def read_local(local: Path, name: ShardName, copy_to: Path | None = None, *, blob: bool = False) -> LocalFile:
+    """Hash one local shard in a single read (optionally copying it to ``copy_to`` on the way), and take its
+    footer counts from the same bytes.
+
+    The file's (size, mtime, inode) must be the same before and after the read and equal the bytes read,
+    else it is read again (it was being rewritten); after a few tries, or when it vanished or has no
+    complete footer, :class:`LocalRepoError` names it.
+    """
+    rel = name.path
+    src = local / rel
+    for _ in range(_READ_TRIES):
+        h, tail, n = hashlib.sha256(), bytearray(), 0
+        try:
+            with open(src, "rb") as f:
+                st0 = os.fstat(f.fileno())
+                g = hashlib.sha1(b"blob %d\0" % st0.st_size) if blob else None
+                out = open(copy_to, "wb") if copy_to is not None else None  # noqa: SIM115 - closed below
+                try:
+                    while chunk := f.read(_CHUNK):
+                        h.update(chunk)
+                        if g is not None:
+                            g.update(chunk)
+                        if out is not None:
+                            out.write(chunk)
+                        n += len(chunk)
+                        tail += chunk
+                        del tail[:-_TAIL]
+                finally:
+                    if out is not None:
+                        out.close()
+            st1 = os.stat(src)
+        except FileNotFoundError:
+            raise LocalRepoError(f"local {rel} disappeared while push was reading it (is something rewriting "
+                                 "the repo, a build still running?); nothing was uploaded, re-run when it is done") \
+                from None
+        if n == st0.st_size and _stat_key(st0) == _stat_key(st1):
+            break
+    else:
+        raise LocalRepoError(f"local {rel} kept changing while push read it (is a build still writing it?); "
+                             "nothing was uploaded, re-run when it is done")
+    try:
+        info = _footer_info(name, bytes(tail), n)
+    except (ValueError, pa.ArrowException) as e:
+        raise LocalRepoError(f"local {rel} is not a complete parquet file ({e}); nothing was uploaded") from None
+    return LocalFile(rel, copy_to if copy_to is not None else src, n, h.hexdigest(), info, src, _stat_key(st0),
+                     g.hexdigest() if g is not None else None)
+
+
+class _Snapshot:
+    """A private folder with copies of the files being uploaded; removed when the push ends."""
+
+    def __init__(self) -> None:
+        self.dir: Path | None = None
+
+    def path_for(self, rel: str) -> Path:
+        if self.dir is None:
+            self.dir = Path(tempfile.mkdtemp(prefix="fusionrs-push-", dir=os.environ.get(SNAPSHOT_ENV) or None))
+        p = self.dir / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+
+    def owns(self, path: Path) -> bool:
+        return self.dir is not None and self.dir in path.parents
+
+    def drop(self, path: Path) -> None:
+        """Remove one copy early (its bytes are on the remote already)."""
+        if self.owns(path):
+            path.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        if self.dir is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir = None
 
 
 def rights_summary(files: Iterable[Path]) -> list[dict]:
@@ -311,17 +441,16 @@ class _HubTarget:
     def same(self, local: LocalFile, remote: RemoteFile) -> bool:
         if remote.sha256:
             return remote.sha256 == local.sha256
-        return remote.size == local.size and remote.blob_id == _file_git_blob_id(local.path)
+        if remote.size != local.size:
+            return False
+        return remote.blob_id == (local.blob_id or _file_git_blob_id(local.path))
 
     def same_bytes(self, data: bytes, remote: RemoteFile) -> bool:
         if remote.sha256:
             return remote.sha256 == hashlib.sha256(data).hexdigest()
         return remote.blob_id == git_blob_id(data)
 
-    def remote_shard_info(self, rel: str) -> ShardInfo | None:
-        name = parse_shard_path(rel)
-        if name is None:
-            return None
+    def _fs_root(self):
         if self._hub_fs is None:
             from huggingface_hub import HfFileSystem
 
@@ -329,7 +458,41 @@ class _HubTarget:
         root = f"datasets/{self.repo_id}"
         if self.list_revision:
             root += "@" + quote(self.list_revision, safe="")
-        return shard_info(self._hub_fs, root, name)
+        return self._hub_fs, root
+
+    def remote_shard_info(self, rel: str) -> ShardInfo | None:
+        name = parse_shard_path(rel)
+        if name is None:
+            return None
+        fs, root = self._fs_root()
+        return shard_info(fs, root, name)
+
+    def remote_bytes(self, rel: str) -> bytes:
+        fs, root = self._fs_root()
+        with fs.open(f"{root}/{rel}", "rb") as f:
+            return f.read()
+
+    def _verify(self, commit: str | None, sent: dict[str, tuple[int, str, str | None]]) -> None:
+        """The remote at ``commit`` holds exactly what was sent: size, and LFS SHA-256 (or git blob id)."""
+        if not sent or not hasattr(self.api, "get_paths_info"):
+            return
+        got = {}
+        paths = sorted(sent)
+        for i in range(0, len(paths), 100):
+            for e in self.api.get_paths_info(self.repo_id, paths[i:i + 100], repo_type="dataset",
+                                             revision=commit or self.revision):
+                got[e.path] = e
+        for rel in paths:
+            size, sha, blob = sent[rel]
+            e = got.get(rel)
+            if e is None or not hasattr(e, "size"):
+                raise PushError(f"remote {rel} is missing after commit {commit}; re-run the same command")
+            lfs = getattr(e, "lfs", None)
+            have_sha = getattr(lfs, "sha256", None) if lfs is not None else None
+            if int(e.size) != size or (have_sha is not None and have_sha != sha) \
+                    or (have_sha is None and blob is not None and getattr(e, "blob_id", blob) != blob):
+                raise PushError(f"remote {rel} after commit {commit} is not what was sent ({int(e.size)} bytes, "
+                                f"sha256 {have_sha or '?'}; sent {size} bytes, sha256 {sha}); re-run the same command")
 
     def apply(self, plan: PushPlan, *, message: str | None, max_files: int, bar) -> list[str]:
         from huggingface_hub import CommitOperationAdd, CommitOperationDelete
@@ -347,17 +510,28 @@ class _HubTarget:
         done = 0
         for i, batch in enumerate(batches):
             last = i == len(batches) - 1
-            ops: list = [CommitOperationAdd(path_in_repo=f.relpath, path_or_fileobj=str(f.path)) for f in batch]
+            ops: list = []
+            for f in batch:  # f.path: the snapshot copy, hashed when it was made
+                op = CommitOperationAdd(path_in_repo=f.relpath, path_or_fileobj=str(f.path))
+                if op.upload_info.sha256.hex() != f.sha256:
+                    raise PushError(f"the snapshot of {f.relpath} changed on disk before upload; re-run the same command")
+                ops.append(op)
+            sent = {f.relpath: (f.size, f.sha256, f.blob_id) for f in batch}
             for g in range(0, len(ops), UPLOAD_GROUP):
                 group = ops[g:g + UPLOAD_GROUP]
                 self.api.preupload_lfs_files(self.repo_id, additions=group, repo_type="dataset",
                                              revision=self.revision)
+                for op, f in zip(group, batch[g:g + UPLOAD_GROUP], strict=True):
+                    if getattr(op, "_upload_mode", None) == "lfs" and getattr(op, "_is_uploaded", False):
+                        plan.snapshot_drop(f.path)  # on the LFS store: the commit only names its digest
                 done += len(group)
                 bar.update(sum(f.size for f in batch[g:g + UPLOAD_GROUP]))
                 bar.set_description(f"push {done}/{plan.upload_files} files")
             if last:
                 if plan.readme != "unchanged":
                     ops.append(CommitOperationAdd(path_in_repo=CARD_NAME, path_or_fileobj=plan.readme_bytes))
+                    sent[CARD_NAME] = (len(plan.readme_bytes), hashlib.sha256(plan.readme_bytes).hexdigest(),
+                                       git_blob_id(plan.readme_bytes))
                 ops.extend(CommitOperationDelete(path_in_repo=p) for p in plan.delete)
             title = base if len(batches) == 1 else f"{base} [{i + 1}/{len(batches)}]"
             info = self.api.create_commit(
@@ -367,12 +541,18 @@ class _HubTarget:
             )
             self.parent = getattr(info, "oid", None) or self.parent
             commits.append(getattr(info, "oid", str(info)))
+            self._verify(getattr(info, "oid", None), sent)
             logger.info("commit %s: %d file(s)%s", commits[-1], len(ops), " (final, with README.md)" if last else "")
             if last and plan.readme != "unchanged":
                 done += 1
                 bar.update(len(plan.readme_bytes))
                 bar.set_description(f"push {done}/{plan.upload_files} files")
         return commits
+
+
+def _is_managed(rel: str) -> bool:
+    """Files push writes into an fsspec destination (and may therefore have left a temporary file for)."""
+    return rel in (CARD_NAME, MANIFEST_NAME) or parse_shard_path(rel) is not None
 
 
 class _FsspecTarget:
@@ -393,11 +573,11 @@ class _FsspecTarget:
 
     @property
     def label(self) -> str:
-        return self.url
+        return scrub(self.url)  # printed, and written into the card: never with credentials
 
     @property
     def card_repo_id(self) -> str:
-        return self.url
+        return scrub(self.url)
 
     @property
     def _local(self) -> bool:
@@ -413,6 +593,16 @@ class _FsspecTarget:
             self.fs.makedirs(self.root, exist_ok=True)
         return existed
 
+    def _own_tmp(self, rel: str) -> bool:
+        """A temporary file an earlier push made and left behind (never anybody else's ``*.fusionrs-tmp``)."""
+        folder, _, name = rel.rpartition("/")
+        got = tmp_target(name)
+        if got is not None:  # .NAME.PID-RANDOM.fusionrs-tmp, as fusionrs_hf.atomic names them
+            target = f"{folder}/{got[0]}" if folder else got[0]
+            return _is_managed(target) and not (self._local and writer_alive(got[1]))
+        # the name older versions of push used: NAME.fusionrs-tmp next to the file it was for
+        return name.endswith(TMP_SUFFIX) and _is_managed(rel[: -len(TMP_SUFFIX)])
+
     def list(self) -> dict[str, RemoteFile]:
         if not self.fs.exists(self.root):
             return {}
@@ -424,7 +614,8 @@ class _FsspecTarget:
         for full, info in self.fs.find(self.root, detail=True).items():
             rel = full[len(self.root) + 1:] if full.startswith(self.root + "/") else full
             if rel.endswith(TMP_SUFFIX):
-                self.stale_tmp.append(full)
+                if self._own_tmp(rel):
+                    self.stale_tmp.append(full)
                 continue
             if _is_pushed_path(rel):
                 size = int(info.get("size") or 0)
@@ -452,6 +643,9 @@ class _FsspecTarget:
     def same_bytes(self, data: bytes, remote: RemoteFile) -> bool:
         return remote.size == len(data) and self.fs.cat_file(self._full(remote.relpath)) == data
 
+    def remote_bytes(self, rel: str) -> bytes:
+        return self.fs.cat_file(self._full(rel))
+
     def remote_shard_info(self, rel: str) -> ShardInfo | None:
         name = parse_shard_path(rel)
         return shard_info(self.fs, self.root, name) if name else None
@@ -460,34 +654,61 @@ class _FsspecTarget:
         """Write one file so that its final name never holds partial content."""
         dst = self._full(rel)
         self.fs.makedirs(dst.rsplit("/", 1)[0], exist_ok=True)
-        # An object PUT is atomic already (and a rename would copy the object again); a local file is
-        # written under a temporary name and renamed.
-        tmp = dst + TMP_SUFFIX if self._local else dst
-        if isinstance(src, bytes):
-            self.fs.pipe_file(tmp, src)
+        if self._local:  # temporary sibling + fsync + rename + directory fsync (fusionrs_hf.atomic)
+            with atomic_open(self.fs._strip_protocol(dst), "wb") as out:
+                if isinstance(src, bytes):
+                    out.write(src)
+                else:
+                    with open(src, "rb") as f:
+                        shutil.copyfileobj(f, out, _CHUNK)
+        elif isinstance(src, bytes):  # an object PUT is atomic already
+            self.fs.pipe_file(dst, src)
         else:
-            self.fs.put_file(str(src), tmp)
-        if tmp != dst:
-            self.fs.mv(tmp, dst)
+            self.fs.put_file(str(src), dst)
+
+    def _remote_digest(self, rel: str) -> tuple[int, str]:
+        """(size, SHA-256) of the file as the destination has it now: from the store's own SHA-256 checksum
+        where it reports one, else by reading the file back."""
+        info = self.fs.info(self._full(rel))
+        size = int(info.get("size") or 0)
+        b64 = info.get("ChecksumSHA256") or info.get("checksum_sha256")
+        if isinstance(b64, str) and "-" not in b64:  # S3 full-object checksum (not a multipart composite)
+            try:
+                return size, base64.b64decode(b64).hex()
+            except ValueError:
+                pass
+        return size, self._remote_sha256(rel)
+
+    def _put_verified(self, rel: str, src: Path | bytes, size: int, sha256: str) -> None:
+        """Write, read back, record in the manifest what the destination really holds; fail on a difference."""
+        self._write(rel, src)
+        got_size, got_sha = self._remote_digest(rel)
+        if rel != CARD_NAME:
+            self.manifest[rel] = {"sha256": got_sha, "size": got_size}
+        if (got_size, got_sha) != (size, sha256):
+            self._save_manifest()
+            raise PushError(f"{self.label}/{rel} reads back as {got_size} bytes, sha256 {got_sha}, but "
+                            f"{size} bytes, sha256 {sha256} were written; re-run the same command")
 
     def _save_manifest(self) -> None:
         data = json.dumps({"version": 1, "files": dict(sorted(self.manifest.items()))}, indent=1).encode()
         self._write(MANIFEST_NAME, data)
 
     def apply(self, plan: PushPlan, *, message: str | None, max_files: int, bar) -> list[str]:
-        for full in self.stale_tmp:
+        for full in self.stale_tmp:  # only leftovers of an earlier push (see _own_tmp)
             self.fs.rm_file(full)
         done = 0
         for f, _ in plan.upload:
-            self._write(f.relpath, f.path)
-            self.manifest[f.relpath] = {"sha256": f.sha256, "size": f.size}
+            self._put_verified(f.relpath, f.path, f.size, f.sha256)
+            plan.snapshot_drop(f.path)
             done += 1
             bar.update(f.size)
             bar.set_description(f"push {done}/{plan.upload_files} files")
             if done % max_files == 0:
                 self._save_manifest()
         if plan.readme != "unchanged":  # after every shard it describes, before removing pruned ones
-            self._write(CARD_NAME, plan.readme_bytes)
+            self._put_verified(CARD_NAME, plan.readme_bytes, len(plan.readme_bytes),
+                               hashlib.sha256(plan.readme_bytes).hexdigest())
             bar.update(len(plan.readme_bytes))
             bar.set_description(f"push {done + 1}/{plan.upload_files} files")
         for rel in plan.delete:
@@ -547,13 +768,9 @@ def _parse_target(target: str, revision: str | None) -> tuple[str, str | None, b
 # --------------------------------------------------------------------------------------------- push
 
 
-def _local_files(local: Path) -> tuple[list[ShardInfo], list[LocalFile], list[str]]:
-    shards, orphans = scan_repo(str(local))
-    files = []
-    for s in shards:
-        p = local / s.name.path
-        files.append(LocalFile(s.name.path, p, p.stat().st_size, file_sha256(p)))
-    return shards, files, orphans
+def _local_names(local: Path) -> tuple[list[ShardName], list[str]]:
+    """The local repo's shards (names only; their bytes are read once, later) and other parquet files."""
+    return list_shards(fsspec.filesystem("file"), str(local.resolve()))
 
 
 def _run_check(local: Path, progress: bool = False):
@@ -599,6 +816,9 @@ def push_repo(
         raise CliError("max_files_per_commit must be at least 2")
     ref, revision, is_hub = _parse_target(target, revision)
     secrets: list[str | None] = [token]
+    _secrets.register_secret(token)
+    _secrets.register_url(target)
+    _secrets.register_options(storage_options)
 
     check_dict = None
     if not skip_check:
@@ -614,6 +834,7 @@ def push_repo(
 
                 token = token or get_token()
                 secrets.append(token)
+                _secrets.register_secret(token)
                 if token is None and not dry_run:
                     raise CliError("no Hugging Face token: set HF_TOKEN or run `hf auth login`")
                 api = make_api(token)
@@ -623,7 +844,8 @@ def push_repo(
             tgt = _FsspecTarget(ref, revision, storage_options)
         return _push(local, tgt, dry_run=dry_run, prune=prune, message=message, progress=progress,
                      max_files=max_files_per_commit, check_dict=check_dict)
-    except CheckFailed:
+    except CheckFailed as e:
+        e.args = (scrub(str(e), secrets),)
         raise
     except (CliError, PushError) as e:
         raise type(e)(scrub(str(e), secrets)) from None
@@ -632,25 +854,55 @@ def push_repo(
         raise PushError(f"push to {scrub(target, secrets)} failed: {msg}; re-run the same command to resume") from None
 
 
+def _fusionrs_card(text: str) -> bool:
+    """Whether a README is a card fusionrs rendered (its title and the synthetic-infrared note)."""
+    return SYNTHETIC_IR_MARKER in text and "\n# FusionRS\n" in text
+
+
 def _push(local: Path, tgt, *, dry_run: bool, prune: bool, message: str | None, progress: bool,
           max_files: int, check_dict: dict | None) -> PushResult:
-    shards, files, orphans = _local_files(local)
+    snapshot = _Snapshot()
+    try:
+        return _push_snapshot(local, tgt, snapshot, dry_run=dry_run, prune=prune, message=message,
+                              progress=progress, max_files=max_files, check_dict=check_dict)
+    finally:
+        snapshot.close()
+
+
+def _push_snapshot(local: Path, tgt, snapshot: _Snapshot, *, dry_run: bool, prune: bool, message: str | None,
+                   progress: bool, max_files: int, check_dict: dict | None) -> PushResult:
+    names, orphans = _local_names(local)
     warnings = list(f"local {o}: not a shard name ({SHARD_TEMPLATE}); not pushed" for o in orphans)
     existed = tgt.prepare(dry_run)
     remote = tgt.list() if existed or not dry_run else {}
     warnings.extend(tgt.warnings)
 
-    plan = PushPlan(target=tgt.label, revision=tgt.revision, repo_exists=existed)
-    local_paths = {f.relpath for f in files}
-    for f in files:
-        r = remote.get(f.relpath)
-        if r is None:
-            plan.upload.append((f, "new"))
-        elif tgt.same(f, r):
+    plan = PushPlan(target=tgt.label, revision=tgt.revision, repo_exists=existed, snapshot=snapshot)
+    local_paths = {n.path for n in names}
+    files: list[LocalFile] = []
+    for name in names:
+        r = remote.get(name.path)
+        if r is not None:
+            try:
+                size_now = (local / name.path).stat().st_size
+            except FileNotFoundError:
+                size_now = -1
+            if size_now == r.size:  # may be unchanged: hash in place first, copy only if it differs
+                f = read_local(local, name, blob=not r.sha256)
+                if tgt.same(f, r):
+                    plan.unchanged.append(f.relpath)
+                    files.append(f)
+                    continue
+        # new or changed: copy it into the snapshot while hashing it; that copy is what gets sent
+        f = read_local(local, name, None if dry_run else snapshot.path_for(name.path), blob=r is not None
+                       and not r.sha256)
+        files.append(f)
+        if r is not None and tgt.same(f, r):
             plan.unchanged.append(f.relpath)
+            snapshot.drop(f.path)
         else:
-            plan.upload.append((f, "changed"))
-    card_shards = list(shards)
+            plan.upload.append((f, "new" if r is None else "changed"))
+    card_shards = [f.info for f in files if f.info is not None]
     for rel in sorted(set(remote) - local_paths - {CARD_NAME}):
         if prune:
             plan.delete.append(rel)
@@ -668,12 +920,23 @@ def _push(local: Path, tgt, *, dry_run: bool, prune: bool, message: str | None, 
     local_card = local / CARD_NAME
     sample = local_card.is_file() and SAMPLE_MARKER in local_card.read_text(encoding="utf-8", errors="replace")
     card_shards.sort(key=lambda s: s.name)
+    plan.card_shards = card_shards
     text = render_card(card_shards, sample=sample, repo_id=tgt.card_repo_id)
     if SYNTHETIC_IR_MARKER not in text:  # the card must keep telling readers the IR is synthetic
         raise PushError("rendered card lost the synthetic-infrared note; refusing to push")
     plan.readme_bytes = text.encode("utf-8")
     r = remote.get(CARD_NAME)
     plan.readme = "new" if r is None else ("unchanged" if tgt.same_bytes(plan.readme_bytes, r) else "changed")
+    if plan.readme == "changed":
+        try:
+            theirs = tgt.remote_bytes(CARD_NAME).decode("utf-8", "replace")
+        except Exception:  # noqa: BLE001 - unreadable: we cannot tell, so say it
+            theirs = ""
+        if not _fusionrs_card(theirs):
+            where = "the repo history keeps the old one" if getattr(tgt, "kind", "") == "hub" else \
+                "its old content is not kept"
+            warnings.append(f"{'will replace' if dry_run else 'replacing'} {tgt.label}/{CARD_NAME}, which was not "
+                            f"written by fusionrs, with the FusionRS card ({where})")
     plan.rights = rights_summary(f.path for f, _ in plan.upload)
 
     result = PushResult(ok=True, plan=plan, dry_run=dry_run, check=check_dict, warnings=warnings)
@@ -690,6 +953,14 @@ def _push(local: Path, tgt, *, dry_run: bool, prune: bool, message: str | None, 
               desc=f"push 0/{plan.upload_files} files", disable=not progress) as bar:
         result.commits = tgt.apply(plan, message=message, max_files=max_files, bar=bar)
     result.uploaded_files, result.uploaded_bytes = plan.upload_files, plan.upload_bytes
+    for f in files:  # the remote holds what was read; say so if the repo has moved on meanwhile
+        try:
+            now = _stat_key(os.stat(f.source)) if f.source is not None else f.stat
+        except FileNotFoundError:
+            now = None
+        if now != f.stat:
+            result.warnings.append(f"local {f.relpath} changed during the push; the remote has the version read at "
+                                   "the start (its card counts that one): re-run push to upload the new one")
     return result
 
 
@@ -759,6 +1030,9 @@ def run(args: argparse.Namespace) -> int:
     except CheckFailed as e:
         _fail(args, str(e), check=e.report.to_dict() if hasattr(e.report, "to_dict") else None)
         return 1
+    except LocalRepoError as e:  # the local repo changed under us: unusable input, nothing written
+        _fail(args, str(e))
+        return 2
     except PushError as e:
         _fail(args, str(e))
         return 1
@@ -772,10 +1046,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _fail(args: argparse.Namespace, msg: str, check: dict | None = None) -> None:
+    msg = "; ".join(line.strip() for line in scrub(msg).splitlines() if line.strip())  # one line, no secret
     if args.json:
-        print(json.dumps({"ok": False, "error": msg, "check": check}, default=str))
+        print(scrub(json.dumps({"ok": False, "error": msg, "check": check}, default=str)))
     print(f"fusionrs push: error: {msg}", file=sys.stderr)
 
 
-__all__ = ["push_repo", "PushResult", "PushPlan", "PushError", "CheckFailed", "scrub", "rights_summary",
-           "git_blob_id", "MAX_FILES_PER_COMMIT", "TERMS_WARNING"]
+__all__ = ["push_repo", "PushResult", "PushPlan", "PushError", "CheckFailed", "LocalRepoError", "scrub",
+           "rights_summary", "read_local", "git_blob_id", "MAX_FILES_PER_COMMIT", "TERMS_WARNING"]

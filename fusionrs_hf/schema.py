@@ -76,12 +76,15 @@ FIELDS: tuple[Field, ...] = (
     Field("source_record_id", "string", True,
           "The record's id inside its source dataset (for tracing back to the user's copy)."),
     Field("rgb", "image", False,
-          "The source RGB image, bytes exactly as in the source dataset (JPEGs are never re-encoded)."),
+          "The source RGB image, bytes exactly as in the source dataset (JPEGs are never re-encoded). It may "
+          "be smaller than `ir` (e.g. 256 px vs DiffV2IR's 512 px); both have the same aspect ratio."),
     Field("ir", "image", False,
           "Infrared-style image translated from `rgb` by DiffV2IR. Synthetic: not a thermal measurement. "
           "Stored as a 3-channel (RGB-mode) JPEG whose channels look gray but are not forced identical."),
     Field("caption", "string", False,
-          "The source caption after FusionRS cleaning (or the class-name fallback, see `caption_origin`)."),
+          "The source caption under the build's caption policy: `rc4` (default) keeps it as the release has it "
+          "(usable when non-empty after normalisation); `paper` applies the paper's §3.4 cleaning and may use "
+          "the class-name fallback (see `caption_origin`)."),
     Field("all_captions", "list<string>", True,
           "Every usable source caption of the image when the build kept them all; null otherwise."),
     Field("caption_origin", "string", False,

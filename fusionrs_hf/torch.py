@@ -91,6 +91,7 @@ from .decode import (
 )
 from .layout import SPLITS, config_files, get_config, list_shards
 from .schema import FIELD_NAMES, IMAGE_FIELDS
+from .secrets import SCRUB_FILTER, register_url, scrub, scrubbing
 
 __all__ = [
     "CLIP_MEAN", "CLIP_STD", "BATCH_KEYS", "DecodeError", "FusionRSIterable", "FusionRSDataLoader",
@@ -98,6 +99,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+logger.addFilter(SCRUB_FILTER)
 
 BATCH_KEYS = ("rgb", "ir", "caption", "ir_caption", "sample_id", "source")
 ON_ERROR = ("raise", "skip")
@@ -485,8 +487,11 @@ class FusionRSIterable(IterableDataset):
         self.send_slots_once = False
         """Send each slot tensor once and later only its token (see :class:`_SlotReceiver`)."""
         if source is None:
-            self.fs, self.root = resolve_repo(repo_or_path, revision)
-            self.units = plan_units(self.fs, self.root, config, split)
+            if isinstance(repo_or_path, str):
+                register_url(repo_or_path)
+            with scrubbing():  # a server echoing the token in its error must not put it in this exception
+                self.fs, self.root = resolve_repo(repo_or_path, revision)
+                self.units = plan_units(self.fs, self.root, config, split)
         else:
             self.fs, self.root, self.units = None, None, []
         # Shared memory so set_epoch() reaches persistent workers and worker skip counts reach us.
@@ -497,6 +502,8 @@ class FusionRSIterable(IterableDataset):
         self._ring: _SlotRing | None = None
         self._resume: dict | None = None
         self._consumed = 0
+        self._pass_epoch: int | None = None
+        """Epoch of the pass ``_consumed`` counts in this process (None: no pass started here yet)."""
         self._slot = (self.rank, self.world_size, 0, 1)
         self._generic_ds = None
 
@@ -538,9 +545,19 @@ class FusionRSIterable(IterableDataset):
     # -- resume ------------------------------------------------------------------------------
 
     def state_dict(self) -> dict:
-        rank, world, worker, nworkers = self._slot
+        """Where this copy of the dataset is: ``(epoch, rows consumed)`` of its slot.
+
+        Also right before this copy has delivered anything (a worker whose first batch has not arrived
+        when the checkpoint is taken, or the first batch of a new epoch): the slot is the one this copy
+        runs in (from the worker info, not from a pass that has not started) and 0 rows are consumed.
+        """
+        worker, nworkers, _ = self._context()
+        rank, world = self.rank, self.world_size
+        consumed = int(self._consumed)
+        if self._pass_epoch is None or self._pass_epoch != self.epoch:
+            consumed = 0  # nothing of the current epoch has been read here yet
         state = {
-            "format": STATE_FORMAT, "epoch": self.epoch, "consumed": int(self._consumed),
+            "format": STATE_FORMAT, "epoch": self.epoch, "consumed": consumed,
             "rank": rank, "world_size": world, "worker": worker, "num_workers": nworkers,
             "seed": self.seed, "shuffle": self.shuffle, "batch_size": self.batch_size,
             "shuffle_buffer": self.shuffle_buffer, "split_rows": self._split_rows(),
@@ -575,6 +592,11 @@ class FusionRSIterable(IterableDataset):
         return info.id, info.num_workers, True
 
     def __iter__(self) -> Iterator:
+        # In a worker, an exception travels to the training process as its formatted text: scrub it here.
+        with scrubbing():
+            yield from self._iter()
+
+    def _iter(self) -> Iterator:
         worker, nworkers, in_worker = self._context()
         self._slot = (self.rank, self.world_size, worker, nworkers)
         self._in_worker = in_worker
@@ -599,13 +621,14 @@ class FusionRSIterable(IterableDataset):
         finally:
             if self._skipped_ids:
                 ids = ", ".join(self._skipped_ids[:10]) + (" ..." if len(self._skipped_ids) > 10 else "")
-                msg = (f"fusionrs: worker {worker} of rank {self.rank} skipped {len(self._skipped_ids)} row(s) "
-                       f"with unreadable images in epoch {self.epoch}: {ids}")
+                msg = scrub(f"fusionrs: worker {worker} of rank {self.rank} skipped {len(self._skipped_ids)} "
+                            f"row(s) with unreadable data in epoch {self.epoch}: {ids}")
                 logger.warning(msg)
                 warnings.warn(msg, RuntimeWarning, stacklevel=2)
 
     def _batches(self, rows: Iterator[dict], consumed0: int) -> Iterator:
         self._consumed = consumed0
+        self._pass_epoch = self.epoch
         if self.batch_size is None:
             for rec in rows:
                 self._consumed += 1

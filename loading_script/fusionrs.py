@@ -39,6 +39,104 @@ except ImportError:  # pragma: no cover - exercised only on old datasets
 REGISTRY = json.loads(
     r"""
 {
+    "fields": [
+        [
+            "sample_id",
+            "string"
+        ],
+        [
+            "source",
+            "string"
+        ],
+        [
+            "source_record_id",
+            "string"
+        ],
+        [
+            "rgb",
+            "image"
+        ],
+        [
+            "ir",
+            "image"
+        ],
+        [
+            "caption",
+            "string"
+        ],
+        [
+            "all_captions",
+            "list<string>"
+        ],
+        [
+            "caption_origin",
+            "string"
+        ],
+        [
+            "ir_caption",
+            "string"
+        ],
+        [
+            "class_name",
+            "string"
+        ],
+        [
+            "joint_group_id",
+            "string"
+        ],
+        [
+            "rights_code",
+            "string"
+        ],
+        [
+            "translation_output_key",
+            "string"
+        ],
+        [
+            "phash4_component_id",
+            "string"
+        ],
+        [
+            "canonical_component_representative",
+            "string"
+        ],
+        [
+            "is_canonical_component_representative",
+            "bool"
+        ],
+        [
+            "is_eval_representative",
+            "bool"
+        ],
+        [
+            "caption_supervision_available_upstream",
+            "bool"
+        ],
+        [
+            "vlm_train_identity",
+            "bool"
+        ],
+        [
+            "prior_reused_protected",
+            "bool"
+        ],
+        [
+            "normalized_caption_key",
+            "string"
+        ],
+        [
+            "ir_caption_status",
+            "string"
+        ],
+        [
+            "rgb_sha256",
+            "string"
+        ],
+        [
+            "ir_sha256",
+            "string"
+        ]
+    ],
     "splits": [
         "train",
         "validation",
@@ -166,17 +264,13 @@ _DESCRIPTION = (
 
 
 def _features() -> datasets.Features:
+    """The features of a row, from the registry's field list (name, kind) generated from fusionrs_hf.schema."""
     string = datasets.Value("string")
-    seq = datasets.List(string) if hasattr(datasets, "List") else datasets.Sequence(string)
-    return datasets.Features(
-        {
-            "sample_id": string, "source": string, "source_record_id": string,
-            "rgb": datasets.Image(), "ir": datasets.Image(),
-            "caption": string, "all_captions": seq, "caption_origin": string, "ir_caption": string,
-            "class_name": string, "joint_group_id": string, "rights_code": string,
-            "rgb_sha256": string, "ir_sha256": string,
-        }
-    )
+    kinds = {
+        "string": string, "bool": datasets.Value("bool"), "image": datasets.Image(),
+        "list<string>": datasets.List(string) if hasattr(datasets, "List") else datasets.Sequence(string),
+    }
+    return datasets.Features({name: kinds[kind] for name, kind in REGISTRY["fields"]})
 
 
 def split_patterns(config: dict, split: str) -> list[str]:

@@ -9,7 +9,9 @@ and git blob ids, and real ``huggingface_hub`` error classes. Method signatures 
 
 Failure injection: ``fail_after_uploads = k`` makes the upload after the k-th one raise;
 ``fail_on_commit = n`` makes the n-th ``create_commit`` call raise (before applying anything);
-``http_error_message`` makes every write raise ``HfHubHTTPError`` with that text.
+``http_error_message`` makes every write raise ``HfHubHTTPError`` with that text; ``on_preupload`` (a
+callable taking the list of additions) runs before each ``preupload_lfs_files`` call does anything, e.g. to
+change the pusher's local repo mid-push.
 """
 
 from __future__ import annotations
@@ -83,6 +85,7 @@ class HubDouble:
         self.fail_after_uploads: int | None = None
         self.fail_on_commit: int | None = None
         self.http_error_message: str | None = None
+        self.on_preupload = None
         self._commit_calls = 0
 
     # ------------------------------------------------------------------ helpers for tests
@@ -209,9 +212,19 @@ class HubDouble:
         folders_out = [RepoFolder(path=f, oid=hashlib.sha1(f.encode()).hexdigest()) for f in sorted(folders)]
         return iter(folders_out + out)
 
+    def get_paths_info(self, repo_id, paths, *, expand=False, revision=None, repo_type=None, token=None):
+        self.calls.append("get_paths_info")
+        wanted = {p.strip("/") for p in ([paths] if isinstance(paths, str) else paths)}
+        found = [e for e in self.list_repo_tree(repo_id, recursive=True, revision=revision, repo_type=repo_type)
+                 if e.path in wanted]
+        self.calls.pop()  # the listing above is ours, not the caller's
+        return found
+
     def preupload_lfs_files(self, repo_id, additions, *, token=None, repo_type=None, revision=None, create_pr=None,
                             num_threads=5, free_memory=True, gitignore_content=None):
         self.calls.append("preupload_lfs_files")
+        if self.on_preupload is not None:
+            self.on_preupload(list(additions))
         self._maybe_http_error(f"{self.endpoint}/api/datasets/{repo_id}/preupload/{revision or 'main'}")
         repo = self._repo(repo_id, repo_type)
         self._head(repo, revision)

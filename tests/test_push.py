@@ -92,7 +92,7 @@ def _add_shard(root: Path, batch: str = "b2", source: str = "RS5M", n: int = 3) 
 
 
 @pytest.mark.parametrize("method", ["__init__", "create_repo", "create_branch", "repo_info", "list_repo_tree",
-                                    "preupload_lfs_files", "create_commit"])
+                                    "get_paths_info", "preupload_lfs_files", "create_commit"])
 def test_double_signatures_match_hfapi(method):
     def shape(fn):
         return [(p.name, p.kind, p.default) for p in inspect.signature(fn).parameters.values()]

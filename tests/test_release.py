@@ -222,3 +222,20 @@ def test_same_aspect_pairs_stay_aligned_in_the_loader(tmp_path, rgb_size, ir_siz
     assert diff < 6.0, diff  # misaligned crops of this texture differ by ~40 levels
     shifted = batch["ir"].float().roll(4, dims=-1)
     assert (batch["rgb"].float() - shifted).abs().mean().item() > 3 * diff
+
+
+def test_readme_field_table_is_the_schema():
+    """README's field table is exactly the one the schema writes (and the card embeds)."""
+    from fusionrs_hf.schema import field_docs_markdown
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    assert field_docs_markdown() in readme
+    assert "45,913" in readme and "49,068 / 416 / 10,000" in readme  # both numbers, each labelled
+
+
+def test_card_says_which_release_and_which_numbers(rc4_built):
+    out, _ = rc4_built
+    card = (out / "README.md").read_text(encoding="utf-8")
+    assert "not a known release" in card and "Caption policy `rc4`" in card
+    assert "| RS5M | 472,682 / 38,411 | 7,670 / 0 | 7,681 / 0 |" in card  # rc4's table, train-only IR-aware
+    assert "49,068 / 416 / 10,000" in card

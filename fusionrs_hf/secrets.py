@@ -1,0 +1,252 @@
+"""One filter for every text we show: tokens and credentials out of messages, logs and exceptions.
+
+What is removed (replaced by ``***``):
+
+* the values of known secrets - ``HF_TOKEN`` / ``HUGGING_FACE_HUB_TOKEN``, the stored Hugging Face login
+  (``$HF_HOME/token`` and ``$HF_HOME/stored_tokens``), and anything passed to :func:`register_secret`
+  (tokens given to ``push_repo``, passwords found in target URLs, credential-like ``storage_options``) -
+  literally and in any percent-encoded form (``%2F``/``%2f``, partly encoded, double-encoded ``%252F``),
+  as a server echoing a request URL back would write them;
+* anything that looks like a Hugging Face token (``hf_...``, also with ``_`` encoded as ``%5F``),
+  ``Bearer``/``Basic`` authorization values, credential query parameters (``?token=``, ``&password=``,
+  ``X-Amz-Signature=`` ...);
+* credentials inside URLs: ``scheme://user:password@host`` becomes ``scheme://***@host`` (also when the
+  URL itself is percent-encoded).
+
+Users: :func:`scrub` (text), :func:`scrub_exception` / :func:`scrubbing` (exceptions of the Python API:
+same type, scrubbed message, no chained original that still holds the secret), :class:`ScrubFilter`
+(logging), ``fusionrs_hf.cli.main`` (every error line of every sub-command).
+"""
+
+from __future__ import annotations
+
+import configparser
+import contextlib
+import functools
+import logging
+import os
+import re
+import threading
+import traceback
+from collections.abc import Iterable, Iterator
+from urllib.parse import unquote
+
+__all__ = ["MASK", "ScrubFilter", "ScrubbedError", "install_log_filter", "known_secrets", "register_options",
+           "register_secret", "register_url", "scrub", "scrub_exception", "scrubbing"]
+
+MASK = "***"
+_MIN_SECRET = 4
+"""Shorter values are not treated as secrets (masking every "ab" would garble messages)."""
+_ENV_TOKENS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_API_TOKEN")
+
+_registered: set[str] = set()
+_lock = threading.Lock()
+
+_HF_TOKEN_RE = re.compile(r"\b(hf|api_org)(?:_|%5[fF]|%255[fF])[A-Za-z0-9]{6,}")
+_AUTH_RE = re.compile(r"\b((?i:bearer)(?:\s|%20|\+)+|Basic(?:\s|%20|\+)+(?=[A-Za-z0-9+/]{8,}))[^\s,;'\"&)\]}]+")
+_QUERY_RE = re.compile(
+    r"(?i)((?:[?&;]|%3F|%26)(?:access_token|token|api_key|apikey|api-key|password|passwd|secret|client_secret|"
+    r"signature|sig|x-amz-signature|x-amz-credential|x-amz-security-token|x-goog-signature|sas|sv)(?:=|%3D))"
+    r"[^&\s'\"#<>]+")
+_URL_CRED_RE = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s'\"<>?#]*@")
+_URL_CRED_ENC_RE = re.compile(r"(?i)(%3A%2F%2F|%253A%252F%252F)(?:(?!%2F|%40|%252F|%2540)[^/\s'\"<>?#])+(%40|%2540)")
+_SECRET_KEYS = re.compile(r"(?i)token|secret|password|passwd|credential|auth|key|sig")
+
+
+# --------------------------------------------------------------------------------------------- secrets
+
+
+def register_secret(value: str | None) -> None:
+    """Treat ``value`` as a secret from now on (in this process), wherever it appears."""
+    if isinstance(value, str) and len(value) >= _MIN_SECRET:
+        with _lock:
+            _registered.add(value)
+
+
+def register_url(url: str | None) -> None:
+    """Register the credentials of a URL (``scheme://user:password@host/...``): the password and user:password."""
+    if not isinstance(url, str) or "://" not in url:
+        return
+    m = re.match(r"(?i)[a-z][a-z0-9+.-]*://([^/\s?#]*)@", url)
+    if not m:
+        return
+    userinfo = m[1]
+    register_secret(userinfo)
+    register_secret(unquote(userinfo))
+    if ":" in userinfo:
+        password = userinfo.split(":", 1)[1]
+        register_secret(password)
+        register_secret(unquote(password))
+
+
+def register_options(options: dict | None) -> None:
+    """Register credential-like values of fsspec ``storage_options`` (keys naming token/secret/password/key)."""
+    if not isinstance(options, dict):
+        return
+    for key, value in options.items():
+        if isinstance(value, dict):
+            register_options(value)
+        elif isinstance(value, str) and _SECRET_KEYS.search(str(key)):
+            register_secret(value)
+
+
+def _hf_home() -> str:
+    home = os.environ.get("HF_HOME")
+    if home:
+        return os.path.expanduser(home)
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(cache, "huggingface")
+
+
+def _stored_tokens() -> list[str]:
+    """The stored login (token file) and every token of ``stored_tokens``; never raises."""
+    out: list[str] = []
+    path = os.environ.get("HF_TOKEN_PATH") or os.path.join(_hf_home(), "token")
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            out.append(f.read().strip())
+    except OSError:
+        pass
+    stored = os.environ.get("HF_STORED_TOKENS_PATH") or os.path.join(_hf_home(), "stored_tokens")
+    try:
+        cp = configparser.ConfigParser()
+        cp.read(stored, encoding="utf-8")
+        out.extend(cp[s].get("hf_token", "").strip() for s in cp.sections())
+    except (OSError, configparser.Error, UnicodeDecodeError):
+        pass
+    return out
+
+
+def known_secrets(extra: Iterable[str | None] = ()) -> list[str]:
+    """Every value :func:`scrub` masks literally, longest first (so a secret containing another goes first)."""
+    values = {os.environ.get(k) for k in _ENV_TOKENS}
+    values.update(_stored_tokens())
+    with _lock:
+        values.update(_registered)
+    values.update(extra)
+    return sorted({v for v in values if isinstance(v, str) and len(v) >= _MIN_SECRET}, key=lambda v: (-len(v), v))
+
+
+def _char_pattern(ch: str) -> str:
+    """``ch`` literally or percent-encoded (any hex case, once or twice), byte by byte."""
+    enc = "".join(f"(?:%|%25){b:02X}" for b in ch.encode("utf-8", "surrogatepass"))
+    alts = [re.escape(ch), enc]
+    if ch == " ":
+        alts.append(r"\+")
+    return "(?:" + "|".join(alts) + ")"
+
+
+@functools.lru_cache(maxsize=32)
+def _secrets_re(values: tuple[str, ...]) -> re.Pattern | None:
+    if not values:
+        return None
+    # IGNORECASE for the hex digits of %XX; a secret that differs only in letter case is masked too
+    return re.compile("|".join("".join(_char_pattern(c) for c in v) for v in values), re.IGNORECASE)
+
+
+# --------------------------------------------------------------------------------------------- text
+
+
+def scrub(text: str, secrets: Iterable[str | None] = ()) -> str:
+    """``text`` without secrets: known values (literal or percent-encoded), token-like strings, URL credentials."""
+    if not isinstance(text, str):
+        text = str(text)
+    if not text:
+        return text
+    pattern = _secrets_re(tuple(known_secrets(secrets)))
+    if pattern is not None:
+        text = pattern.sub(MASK, text)
+    text = _URL_CRED_RE.sub(r"\1" + MASK + "@", text)
+    text = _URL_CRED_ENC_RE.sub(r"\1" + MASK + r"\2", text)
+    text = _HF_TOKEN_RE.sub(r"\1_" + MASK, text)
+    text = _AUTH_RE.sub(r"\1" + MASK, text)
+    return _QUERY_RE.sub(r"\1" + MASK, text)
+
+
+# --------------------------------------------------------------------------------------------- exceptions
+
+
+class ScrubbedError(RuntimeError):
+    """Stands in for an exception whose type cannot be rebuilt from a message; names the original type."""
+
+
+def _chain_text(e: BaseException) -> str:
+    try:
+        return "".join(traceback.format_exception(type(e), e, e.__traceback__))
+    except Exception:  # noqa: BLE001 - a broken __str__: judge by what we can get
+        return repr(e)
+
+
+def scrub_exception(e: BaseException, secrets: Iterable[str | None] = ()) -> BaseException:
+    """``e`` itself when neither it nor its chain shows a secret; else a copy with a scrubbed message.
+
+    The copy has ``e``'s type where ``type(e)(message)`` works (else :class:`ScrubbedError` naming the
+    type), ``e``'s traceback (frames name code, not values) and no chained exceptions (they may carry
+    the secret, e.g. an HTTP error's response). Attributes of ``e`` are not copied for the same reason.
+    """
+    secrets = tuple(secrets)
+    if scrub(_chain_text(e), secrets) == _chain_text(e):
+        return e
+    try:
+        text = str(e)
+    except Exception:  # noqa: BLE001
+        text = repr(e)
+    msg = scrub(text, secrets)
+    new: BaseException
+    try:
+        new = type(e)(msg)
+        if str(new) != msg:
+            raise TypeError("message not kept")
+    except Exception:  # noqa: BLE001 - constructors with other signatures
+        new = ScrubbedError(f"{type(e).__name__}: {msg}")
+    new.__cause__ = None
+    new.__suppress_context__ = True
+    return new.with_traceback(e.__traceback__)
+
+
+@contextlib.contextmanager
+def scrubbing(secrets: Iterable[str | None] = ()) -> Iterator[None]:
+    """Re-raise any exception from the block through :func:`scrub_exception` (``raise ... from None``)."""
+    try:
+        yield
+    except (KeyboardInterrupt, SystemExit, GeneratorExit):
+        raise
+    except BaseException as e:
+        new = scrub_exception(e, secrets)
+        if new is e:
+            raise
+        raise new from None
+
+
+# --------------------------------------------------------------------------------------------- logging
+
+
+class ScrubFilter(logging.Filter):
+    """A logging filter: the formatted message, exception text and stack of every record, scrubbed."""
+
+    _formatter = logging.Formatter()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            msg = record.getMessage()
+        except Exception:  # noqa: BLE001 - a bad format string: keep the raw text
+            msg = str(record.msg)
+        record.msg, record.args = scrub(msg), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self._formatter.formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = scrub(record.exc_text)
+        if record.stack_info:
+            record.stack_info = scrub(record.stack_info)
+        return True
+
+
+SCRUB_FILTER = ScrubFilter()
+
+
+def install_log_filter(*loggers: logging.Logger | logging.Handler) -> None:
+    """Add the filter to these loggers/handlers (idempotent); with none: the root handlers and lastResort."""
+    targets = list(loggers) or [*logging.getLogger().handlers, logging.lastResort]
+    for t in targets:
+        if t is not None and SCRUB_FILTER not in t.filters:
+            t.addFilter(SCRUB_FILTER)
