@@ -1,0 +1,185 @@
+"""The ``fusionrs build`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+from ..captions import (
+    CAPTION_POLICIES,
+    CHOICES,
+    DEFAULT_CAPTION_POLICY,
+    DEFAULT_IR_POLICY,
+    IR_POLICIES,
+    RULES,
+    CaptionFileError,
+)
+from ..index import (
+    IndexFormatError,
+)
+from ..layout import DEFAULT_BATCH, REPORT_NAME
+from ..schema import SOURCES
+from .dry_run import _print_dry_run, dry_run
+from .folder import folder_to_inputs
+from .options import DEFAULT_ROWS_PER_SHARD, NON_JPEG_POLICIES, STATE_DIR, BuildError, BuildOptions
+from .orchestrate import build
+
+# CLI
+
+def _parse_kv(values: Iterable[str], flag: str) -> dict[str, str]:
+    from ..errors import CliError
+
+    out = {}
+    for v in values:
+        if "=" not in v:
+            raise CliError(f"{flag} {v}: expected SOURCE=DIR (SOURCE one of {', '.join(SOURCES)})")
+        k, path = v.split("=", 1)
+        out[k] = path
+    return out
+
+
+def _caption_arg(v: str) -> tuple[str | None, str]:
+    head, sep, tail = v.partition("=")
+    if sep and head in SOURCES:
+        return head, tail
+    return None, v
+
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("inputs")
+    g.add_argument("--index", help="official index, JSON Lines, optionally gzip (public or internal variant)")
+    g.add_argument("--source-root", action="append", default=[], metavar="SOURCE=DIR",
+                   help=f"root of your copy of one source ({', '.join(SOURCES)}); repeat per source. "
+                        "RGB path = DIR / source_locator")
+    g.add_argument("--ir-root", help="folder of DiffV2IR outputs; IR path = DIR / translation.output_key")
+    g.add_argument("--captions", nargs="+", action="extend", default=[], metavar="[SOURCE=]FILE",
+                   help="caption table (.jsonl/.csv/.parquet keyed by sample_id or source_dataset+source_record_id) "
+                        "or native RSICD/RSITMD/NWPU-Captions JSON; prefix SOURCE= to force the native reader")
+    g.add_argument("--iraware", action="append", default=[], metavar="FILE",
+                   help="IR-aware captions keyed by sample_id (jsonl/csv/parquet; column ir_caption or caption)")
+    g.add_argument("--from-folder", metavar="PATH",
+                   help="instead of --index: a folder (rgb/, ir/, <name>.txt captions) or CSV/JSONL listing "
+                        "of your own images; rows are built as --source")
+    g.add_argument("--source", help="with --from-folder: the source name the rows are filed under")
+    g.add_argument("--split", default="train", help="with --from-folder: split for rows without one (%(default)s)")
+    g.add_argument("--rights-code", default="user-supplied", help="with --from-folder: rights_code of the rows")
+    o = p.add_argument_group("output")
+    o.add_argument("--out", required=True, help="repo folder to write (data/ shards, README.md, build_report.json)")
+    o.add_argument("--rows-per-shard", type=int, default=DEFAULT_ROWS_PER_SHARD,
+                   help="planned rows per shard; fixes shard membership from the index alone (%(default)s)")
+    o.add_argument("--batch", default=DEFAULT_BATCH, help="batch tag in shard names (%(default)s)")
+    o.add_argument("--overwrite", action="store_true",
+                   help="delete shards of this batch that the current plan would not write")
+    c = p.add_argument_group("captions")
+    c.add_argument("--caption-choice", choices=CHOICES, default="first",
+                   help="several captions per image: first usable, random (with --seed) or all (all_captions "
+                        "list column, caption = first) (%(default)s)")
+    c.add_argument("--caption-policy", choices=sorted(CAPTION_POLICIES), default=DEFAULT_CAPTION_POLICY,
+                   help="rc4 = the release's rule (one caption, usable when non-empty after normalisation, no "
+                        "cleaning, no fallback); paper = the paper's §3.4 cleaning rules + class-name fallback "
+                        "(%(default)s)")
+    c.add_argument("--iraware-policy", choices=sorted(IR_POLICIES), default=DEFAULT_IR_POLICY,
+                   help="rc4 = the release's status decides, captions without one pass the authors' strict-v3 "
+                        "filter; strict = rc4 plus our stricter IR claim rules (%(default)s)")
+    c.add_argument("--seed", type=int, default=0, help="seed for --caption-choice random")
+    c.add_argument("--skip-rule", action="append", default=[], metavar="RULE",
+                   help=f"disable a cleaning rule by name: {', '.join(RULES)}")
+    i = p.add_argument_group("images")
+    i.add_argument("--non-jpeg", choices=NON_JPEG_POLICIES, default="png",
+                   help="non-JPEG input: png = keep PNG, convert others losslessly to PNG; keep = store as is; "
+                        "jpeg = re-encode (lossy) (%(default)s). JPEG is always stored as is")
+    i.add_argument("--jpeg-quality", type=int, default=95, help="quality for --non-jpeg jpeg (%(default)s)")
+    i.add_argument("--allow-size-mismatch", action="store_true",
+                   help="also write pairs whose RGB and IR aspect ratios differ (dropped as aspect_mismatch by "
+                        "default). Pairs of one aspect ratio at two sizes (DiffV2IR writes 512 px) are always "
+                        "written and counted in the report")
+    r = p.add_argument_group("run")
+    r.add_argument("--workers", type=int, default=max(1, min(8, (os.cpu_count() or 2) - 1)),
+                   help="worker processes, one shard each at a time (%(default)s)")
+    r.add_argument("--on-bad-line", choices=("error", "report"), default="error",
+                   help="a bad index line stops the build (error, exit 2) or is listed as dropped (report)")
+    r.add_argument("--strict", action="store_true", help="exit 1 if any index record was not written")
+    r.add_argument("--json", action="store_true", help="print the build report as one JSON object")
+    r.add_argument("--dry-run", action="store_true",
+                   help="write nothing: from file metadata only, show per source and split how many records have "
+                        "RGB, IR, caption and IR-aware caption, the rows a build would write and which release "
+                        "checks could hold (seconds, not hours)")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def options_from_args(args: argparse.Namespace) -> BuildOptions:
+    from ..errors import CliError
+
+    common = dict(
+        out=args.out, rows_per_shard=args.rows_per_shard, batch=args.batch, workers=args.workers,
+        caption_choice=args.caption_choice, caption_policy=args.caption_policy,
+        iraware_policy=args.iraware_policy, seed=args.seed, skip_rules=list(args.skip_rule),
+        non_jpeg=args.non_jpeg, jpeg_quality=args.jpeg_quality, allow_size_mismatch=args.allow_size_mismatch,
+        on_bad_line=args.on_bad_line, overwrite=args.overwrite, progress=not args.quiet,
+    )
+    captions = [_caption_arg(v) for v in args.captions]
+    if args.from_folder:
+        if args.index:
+            raise CliError("--from-folder and --index are exclusive")
+        if not args.source:
+            raise CliError(f"--from-folder needs --source (one of {', '.join(SOURCES)})")
+        try:
+            index, base, ir_base, caps, ira = folder_to_inputs(
+                args.from_folder, args.source, Path(args.out) / STATE_DIR / "folder", split=args.split,
+                ir_root=args.ir_root, rights_code=args.rights_code)
+        except BuildError as e:
+            raise CliError(str(e)) from None
+        return BuildOptions(index=str(index), source_roots={args.source: base}, ir_root=ir_base,
+                            captions=[(None, str(caps)), *captions],
+                            iraware=[*([str(ira)] if ira else []), *args.iraware], **common)
+    if not args.index:
+        raise CliError("--index is required (or --from-folder)")
+    return BuildOptions(index=args.index, source_roots=_parse_kv(args.source_root, "--source-root"),
+                        ir_root=args.ir_root, captions=captions, iraware=list(args.iraware), **common)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import CliError
+
+    opts = options_from_args(args)
+    if args.dry_run:
+        try:
+            d = dry_run(opts)
+        except (BuildError, IndexFormatError, CaptionFileError) as e:
+            raise CliError(str(e)) from None
+        print(json.dumps(d, ensure_ascii=False)) if args.json else _print_dry_run(d)
+        return 0
+    try:
+        report = build(opts)
+    except BuildError as e:
+        raise CliError(str(e)) from None
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False))
+    else:
+        _print_summary(report)
+    missing = report["dropped"]["total"] - report["dropped"]["expected_by_release"] + report["bad_index_lines"]
+    if args.strict and missing:
+        print(f"fusionrs build: --strict: {missing} index record(s) not written (see build_report.json)",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def _print_summary(report: dict) -> None:
+    w, d, s = report["written"], report["dropped"], report["shards"]
+    print(f"index records: {report['index_records']:,}   written: {w['total']:,}   dropped: {d['total']:,}"
+          f"   bad lines: {report['bad_index_lines']}")
+    print(f"shards: {s['planned']} planned, {s['written']} written, {s['skipped_unchanged']} unchanged (skipped), "
+          f"{s['empty']} empty")
+    for reason, b in d["by_reason"].items():
+        ex = ", ".join(b.get("sample_ids", [])[:3]) or ", ".join(f"line {n}" for n in b.get("lines", [])[:3])
+        print(f"  dropped {reason}: {b['count']:,} (e.g. {ex})")
+    fired = {k: v["count"] for k, v in report["captions"]["rules"].items() if v["count"]}
+    if fired:
+        print("caption rules fired: " + ", ".join(f"{k}={v}" for k, v in fired.items()))
+    print(f"class-name fallback: {report['captions']['class_name_fallback']['count']:,}")
+    print(f"report: {Path(report['out']) / REPORT_NAME}")

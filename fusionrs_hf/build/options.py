@@ -1,0 +1,118 @@
+"""Build options, the per-source registry, limits and the errors a build raises (exit 2)."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..captions import (
+    CAPTION_POLICIES,
+    CHOICES,
+    DEFAULT_CAPTION_POLICY,
+    DEFAULT_IR_POLICY,
+    IR_POLICIES,
+    RULES,
+)
+from ..layout import DEFAULT_BATCH
+from ..schema import SOURCES
+
+BUILDER_VERSION = "2"
+"""Bumped when the bytes a build writes for the same inputs change; part of every shard fingerprint."""
+STATE_DIR = ".fusionrs-build"
+DEFAULT_ROWS_PER_SHARD = 1000
+RELEASE_DROPS = frozenset({"no_usable_caption"})
+"""Drop reasons the release itself implies (it marks the record's caption unusable): a faithful
+rebuild does not write these rows, so ``--strict`` does not count them."""
+EXAMPLES = 10
+"""Example sample ids kept per cleaning rule in the report."""
+CRASH_ENV = "FUSIONRS_BUILD_CRASH_AFTER"
+"""Testing aid: hard-exit the build (like a kill -9) after this many shards were written."""
+NON_JPEG_POLICIES = ("png", "keep", "jpeg")
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
+
+
+# source registry
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """Per-source build behaviour. A new source registers here (plus `schema.SOURCES` and the card's
+    upstream table); native caption formats register in `captions.NATIVE_READERS`."""
+
+    name: str
+    class_name_from_locator: bool = False
+    """NWPU-RESISC45 stores images as ``<class>/<class>_001.jpg``: the folder is the scene class."""
+
+
+SOURCE_SPECS: dict[str, SourceSpec] = {s.name: s for s in (
+    SourceSpec("RS5M"), SourceSpec("SkyScript"), SourceSpec("NWPU", class_name_from_locator=True),
+    SourceSpec("RSICD"), SourceSpec("RSITMD"),
+)}
+assert set(SOURCE_SPECS) == set(SOURCES), "SOURCE_SPECS must cover schema.SOURCES"
+
+
+# options + errors
+
+class BuildError(Exception):
+    """Unreadable or invalid input (exit code 2); the message names the file, line or field."""
+
+
+@dataclass
+class BuildOptions:
+    index: str
+    out: str
+    source_roots: dict[str, str] = field(default_factory=dict)
+    ir_root: str | None = None
+    captions: list[tuple[str | None, str]] = field(default_factory=list)
+    """(forced source or None, path) per caption file."""
+    iraware: list[str] = field(default_factory=list)
+    rows_per_shard: int = DEFAULT_ROWS_PER_SHARD
+    batch: str = DEFAULT_BATCH
+    workers: int = 1
+    caption_choice: str = "first"
+    caption_policy: str = DEFAULT_CAPTION_POLICY
+    iraware_policy: str = DEFAULT_IR_POLICY
+    seed: int = 0
+    skip_rules: list[str] = field(default_factory=list)
+    non_jpeg: str = "png"
+    jpeg_quality: int = 95
+    allow_size_mismatch: bool = False
+    """Also write pairs whose RGB and IR aspect ratios differ (same aspect, other size, is always kept)."""
+    on_bad_line: str = "error"
+    overwrite: bool = False
+    progress: bool = True
+
+    def fingerprint(self) -> str:
+        """What, besides the plan and the files, changes the bytes of a shard."""
+        parts = [BUILDER_VERSION, self.batch, self.non_jpeg, str(self.jpeg_quality), str(self.allow_size_mismatch)]
+        return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+
+
+
+def _check_inputs(opts: BuildOptions) -> None:
+    if not Path(opts.index).is_file():
+        raise BuildError(f"index {opts.index}: no such file")
+    for src, root in opts.source_roots.items():
+        if src not in SOURCES:
+            raise BuildError(f"--source-root {src}=...: unknown source; expected one of {', '.join(SOURCES)}")
+        if not Path(root).is_dir():
+            raise BuildError(f"--source-root {src}={root}: not a directory")
+    if opts.ir_root and not Path(opts.ir_root).is_dir():
+        raise BuildError(f"--ir-root {opts.ir_root}: not a directory")
+    for _, path in opts.captions:
+        if not Path(path).is_file():
+            raise BuildError(f"--captions {path}: no such file")
+    for path in opts.iraware:
+        if not Path(path).is_file():
+            raise BuildError(f"--iraware {path}: no such file")
+    unknown = set(opts.skip_rules) - set(RULES)
+    if unknown:
+        raise BuildError(f"--skip-rule {sorted(unknown)[0]}: unknown rule; known: {', '.join(RULES)}")
+    if opts.caption_policy not in CAPTION_POLICIES:
+        raise BuildError(f"--caption-policy {opts.caption_policy}: expected one of {', '.join(CAPTION_POLICIES)}")
+    if opts.iraware_policy not in IR_POLICIES:
+        raise BuildError(f"--iraware-policy {opts.iraware_policy}: expected one of {', '.join(IR_POLICIES)}")
+    if opts.caption_choice not in CHOICES:
+        raise BuildError(f"--caption-choice {opts.caption_choice}: expected one of {', '.join(CHOICES)}")
+    if opts.rows_per_shard < 1:
+        raise BuildError("--rows-per-shard must be at least 1")
