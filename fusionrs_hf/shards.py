@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 from datasets import config as ds_config
 from datasets.arrow_writer import get_parquet_column_options
 
+from .atomic import atomic_open
 from .layout import DEFAULT_BATCH, shard_path
 from .schema import (
     FEATURES,
@@ -146,7 +147,7 @@ def write_table(
     row_group_bytes: int = DEFAULT_ROW_GROUP_BYTES,
     content_defined_chunking: bool = True,
 ) -> ShardStats:
-    """Write one validated table as a parquet shard, atomically (temp file + rename).
+    """Write one validated table as a parquet shard, atomically (temp file + fsync + rename).
 
     A crash never leaves a half-written file under the final name, so a re-run of a build
     can trust every existing shard file to be complete.
@@ -155,19 +156,14 @@ def write_table(
     validate_table(table, str(path))
     table = table.select(list(FIELD_NAMES)).cast(arrow_schema())
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     opts = get_parquet_column_options(FEATURES, table.schema)
     kwargs: dict = {"write_page_index": True, **opts}
     if content_defined_chunking:
         kwargs["use_content_defined_chunking"] = dict(ds_config.DEFAULT_CDC_OPTIONS)
-    try:
-        with pq.ParquetWriter(tmp, table.schema, **kwargs) as writer:
+    with atomic_open(path, "wb") as f:  # temp file + fsync + rename: never a partial file under the name
+        with pq.ParquetWriter(f, table.schema, **kwargs) as writer:
             for start, length in _row_group_slices(table, row_group_bytes):
                 writer.write_table(table.slice(start, length), row_group_size=length)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return ShardStats(str(path), table.num_rows, table.nbytes, path.stat().st_size)
 
 

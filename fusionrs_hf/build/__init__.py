@@ -51,6 +51,7 @@ Exit codes: 0 built, 1 --strict with dropped rows or a failed build, 2 usage or 
 from .cli import configure_parser, options_from_args, run  # noqa: F401
 from .dry_run import _could_hold, _is_file, _print_dry_run, dry_run  # noqa: F401
 from .folder import _caps, _find_ir, _listing_rows, folder_to_inputs  # noqa: F401
+from .images import DEFAULT_MAX_PIXELS, ImageDrop, load_image, reset_orientation, to_8bit  # noqa: F401
 from .options import (  # noqa: F401
     BUILDER_VERSION,
     CRASH_ENV,
@@ -69,4 +70,4 @@ from .options import (  # noqa: F401
 from .orchestrate import _run_tasks, _stale_shards, build  # noqa: F401
 from .plan import Plan, _class_name, _Examples, _Planned, _Planner, index_identity, make_plan  # noqa: F401
 from .report import make_report  # noqa: F401
-from .shard import _PNG_MODES, _Drop, _safe_join, _stat, build_shard, load_image, shard_fingerprint  # noqa: F401
+from .shard import _Drop, _safe_join, _stat, build_shard, shard_fingerprint  # noqa: F401

@@ -24,7 +24,8 @@ from ..index import (
 from ..layout import DEFAULT_BATCH, REPORT_NAME
 from ..schema import SOURCES
 from .dry_run import _print_dry_run, dry_run
-from .folder import folder_to_inputs
+from .folder import FOLDER_LAYOUT, folder_to_inputs
+from .images import DEFAULT_MAX_PIXELS
 from .options import DEFAULT_ROWS_PER_SHARD, NON_JPEG_POLICIES, STATE_DIR, BuildError, BuildOptions
 from .orchestrate import build
 
@@ -62,8 +63,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     g.add_argument("--iraware", action="append", default=[], metavar="FILE",
                    help="IR-aware captions keyed by sample_id (jsonl/csv/parquet; column ir_caption or caption)")
     g.add_argument("--from-folder", metavar="PATH",
-                   help="instead of --index: a folder (rgb/, ir/, <name>.txt captions) or CSV/JSONL listing "
-                        "of your own images; rows are built as --source")
+                   help="instead of --index: a folder or CSV/JSONL listing of your own images, built as --source. "
+                        f"Layout: {FOLDER_LAYOUT}")
     g.add_argument("--source", help="with --from-folder: the source name the rows are filed under")
     g.add_argument("--split", default="train", help="with --from-folder: split for rows without one (%(default)s)")
     g.add_argument("--rights-code", default="user-supplied", help="with --from-folder: rights_code of the rows")
@@ -93,6 +94,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    help="non-JPEG input: png = keep PNG, convert others losslessly to PNG; keep = store as is; "
                         "jpeg = re-encode (lossy) (%(default)s). JPEG is always stored as is")
     i.add_argument("--jpeg-quality", type=int, default=95, help="quality for --non-jpeg jpeg (%(default)s)")
+    i.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                   help="source images with more pixels (width x height, read from the header before any decode) "
+                        "are not written: too_many_pixels (%(default)s)")
     i.add_argument("--allow-size-mismatch", action="store_true",
                    help="also write pairs whose RGB and IR aspect ratios differ (dropped as aspect_mismatch by "
                         "default). Pairs of one aspect ratio at two sizes (DiffV2IR writes 512 px) are always "
@@ -118,7 +122,7 @@ def options_from_args(args: argparse.Namespace) -> BuildOptions:
         out=args.out, rows_per_shard=args.rows_per_shard, batch=args.batch, workers=args.workers,
         caption_choice=args.caption_choice, caption_policy=args.caption_policy,
         iraware_policy=args.iraware_policy, seed=args.seed, skip_rules=list(args.skip_rule),
-        non_jpeg=args.non_jpeg, jpeg_quality=args.jpeg_quality, allow_size_mismatch=args.allow_size_mismatch,
+        non_jpeg=args.non_jpeg, jpeg_quality=args.jpeg_quality, max_pixels=args.max_pixels, allow_size_mismatch=args.allow_size_mismatch,
         on_bad_line=args.on_bad_line, overwrite=args.overwrite, progress=not args.quiet,
     )
     captions = [_caption_arg(v) for v in args.captions]
@@ -161,6 +165,12 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(report, ensure_ascii=False))
     else:
         _print_summary(report)
+    if report["index_records"] and not report["written"]["total"]:
+        reasons = ", ".join(f"{k} {v['count']:,}" for k, v in report["dropped"]["by_reason"].items())
+        print(f"fusionrs build: 0 of {report['index_records']:,} records written ({reasons}); expected RGB files "
+              "at SOURCE_ROOT/source_locator and IR files at IR_ROOT/translation.output_key "
+              f"(see {Path(report['out']) / REPORT_NAME})", file=sys.stderr)
+        return 1
     missing = report["dropped"]["total"] - report["dropped"]["expected_by_release"] + report["bad_index_lines"]
     if args.strict and missing:
         print(f"fusionrs build: --strict: {missing} index record(s) not written (see build_report.json)",

@@ -9,7 +9,7 @@ from ..layout import SPLITS
 from ..release.known import RELEASES
 from .options import BuildOptions, _check_inputs
 from .plan import _Planner, index_identity
-from .shard import _safe_join
+from .shard import _Drop, _safe_join
 
 # --dry-run
 
@@ -60,7 +60,7 @@ def dry_run(opts: BuildOptions) -> dict:
 def _is_file(root: str, rel: str) -> bool:
     try:
         return _safe_join(root, rel).is_file()
-    except (OSError, ValueError):
+    except (OSError, ValueError, _Drop):
         return False
 
 

@@ -10,6 +10,7 @@ from pathlib import Path, PurePosixPath
 from ..index import (
     PUBLIC_SCHEMA,
 )
+from ..safepath import is_inside
 from ..schema import joint_group_id_for
 from .options import IMAGE_EXTS, SOURCE_SPECS, BuildError
 
@@ -53,17 +54,20 @@ def folder_to_inputs(path: str | os.PathLike, source: str, work: Path, *, split:
         for f in sorted(rgb_dir.rglob("*")):
             if f.suffix.lower() not in IMAGE_EXTS or not f.is_file() or (ir_base in f.parents):
                 continue
+            if not is_inside(rgb_dir, f):
+                raise BuildError(f"--from-folder {path}: {f.relative_to(rgb_dir)} is a symlink to "
+                                 f"{f.resolve()}, outside the folder; only files inside it are read")
             rel = f.relative_to(rgb_dir).as_posix()
             cap_file, ir_cap_file = f.with_suffix(".txt"), f.with_suffix(".ir.txt")
-            caps = cap_file.read_text(encoding="utf-8").splitlines() if cap_file.exists() else []
-            ir_cap = ir_cap_file.read_text(encoding="utf-8").strip() if ir_cap_file.exists() else None
+            caps = _read_text(cap_file, rgb_dir).splitlines() if cap_file.exists() else []
+            ir_cap = _read_text(ir_cap_file, rgb_dir).strip() if ir_cap_file.exists() else None
             rows.append({"rgb": rel, "ir": _find_ir(ir_base, rel), "captions": [c for c in caps if c.strip()],
                          "ir_caption": ir_cap, "split": split, "sample_id": None, "class_name": None,
                          "rights_code": rights_code})
     else:
         raise BuildError(f"--from-folder {path}: no such file or directory")
     if not rows:
-        raise BuildError(f"--from-folder {path}: no images found")
+        raise BuildError(f"--from-folder {path}: no images found; expected {FOLDER_LAYOUT}")
 
     index, caps_path, ira_path = work / "folder_index.jsonl", work / "folder_captions.jsonl", work / "folder_iraware.jsonl"
     n_ira = 0
@@ -88,6 +92,25 @@ def folder_to_inputs(path: str | os.PathLike, source: str, work: Path, *, split:
                 fa.write(json.dumps({"sample_id": sid, "ir_caption": r["ir_caption"]}) + "\n")
                 n_ira += 1
     return index, str(base), str(ir_base), caps_path, (ira_path if n_ira else None)
+
+
+FOLDER_LAYOUT = ("PATH/rgb/**/NAME.jpg|png|tif (or the images directly in PATH), the IR image at the same "
+                 "relative path under PATH/ir/ (or --ir-root), captions in NAME.txt beside the RGB image (one per "
+                 "line), an IR-aware caption in NAME.ir.txt; or a CSV/JSONL listing with columns rgb, ir, caption "
+                 "[, ir_caption, split, sample_id, class_name, rights_code]")
+"""The ``--from-folder`` layout, quoted by ``--help`` and by the error a wrong layout gets."""
+
+
+def _read_text(path: Path, root: Path) -> str:
+    """A caption file as text: inside the folder, valid UTF-8, or a one-line error naming it."""
+    if not is_inside(root, path):
+        raise BuildError(f"{path}: a symlink outside the folder {root}; only files inside it are read")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise BuildError(f"{path}: not valid UTF-8 (byte {e.start}); save the caption file as UTF-8") from None
+    except OSError as e:
+        raise BuildError(f"{path}: unreadable ({e.strerror or e})") from None
 
 
 def _caps(value) -> list[str]:

@@ -16,8 +16,9 @@ from ..captions import (
 )
 from ..layout import DEFAULT_BATCH
 from ..schema import SOURCES
+from .images import DEFAULT_MAX_PIXELS
 
-BUILDER_VERSION = "2"
+BUILDER_VERSION = "3"
 """Bumped when the bytes a build writes for the same inputs change; part of every shard fingerprint."""
 STATE_DIR = ".fusionrs-build"
 DEFAULT_ROWS_PER_SHARD = 1000
@@ -76,6 +77,8 @@ class BuildOptions:
     skip_rules: list[str] = field(default_factory=list)
     non_jpeg: str = "png"
     jpeg_quality: int = 95
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    """Source images above this many pixels are not written (``too_many_pixels``), judged from the header."""
     allow_size_mismatch: bool = False
     """Also write pairs whose RGB and IR aspect ratios differ (same aspect, other size, is always kept)."""
     on_bad_line: str = "error"
@@ -84,7 +87,8 @@ class BuildOptions:
 
     def fingerprint(self) -> str:
         """What, besides the plan and the files, changes the bytes of a shard."""
-        parts = [BUILDER_VERSION, self.batch, self.non_jpeg, str(self.jpeg_quality), str(self.allow_size_mismatch)]
+        parts = [BUILDER_VERSION, self.batch, self.non_jpeg, str(self.jpeg_quality), str(self.allow_size_mismatch),
+                 str(self.max_pixels)]
         return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
 

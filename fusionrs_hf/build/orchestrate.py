@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from ..captions import (
@@ -39,13 +41,22 @@ def build(opts: BuildOptions, *, on_shard_done: Callable[[dict], None] | None = 
     """
     _check_inputs(opts)
     out = Path(opts.out)
+    _refuse_foreign_out(out)
     out.mkdir(parents=True, exist_ok=True)
     state = out / STATE_DIR
     state.mkdir(exist_ok=True)
+    with _build_lock(state):
+        return _build_locked(opts, out, state, on_shard_done)
+
+
+def _build_locked(opts: BuildOptions, out: Path, state: Path, on_shard_done) -> dict:
+    _remove_own_temp_files(out)
     try:
         plan = make_plan(opts, state)
     except (IndexFormatError, CaptionFileError) as e:
         raise BuildError(str(e)) from None
+    except OSError as e:
+        raise BuildError(f"{state}: cannot write the build plan ({e.strerror or e})") from None
 
     stale = _stale_shards(out, opts.batch, set(plan.shard_paths))
     if stale:
@@ -60,7 +71,7 @@ def build(opts: BuildOptions, *, on_shard_done: Callable[[dict], None] | None = 
 
     ctx = {"out": str(out), "roots": dict(opts.source_roots), "ir_root": opts.ir_root,
            "non_jpeg": opts.non_jpeg, "jpeg_quality": opts.jpeg_quality,
-           "allow_size_mismatch": opts.allow_size_mismatch, "options_fp": opts.fingerprint()}
+           "allow_size_mismatch": opts.allow_size_mismatch, "max_pixels": opts.max_pixels, "options_fp": opts.fingerprint()}
     results = _run_tasks(plan, ctx, opts, on_shard_done)
 
     from ..atomic import atomic_write
@@ -68,9 +79,77 @@ def build(opts: BuildOptions, *, on_shard_done: Callable[[dict], None] | None = 
 
     text = json.dumps(make_report(opts, plan, results), indent=2, ensure_ascii=False)
     report = json.loads(text)  # the returned report is exactly what the file holds
-    atomic_write(out / REPORT_NAME, text + "\n")
-    write_card(out)  # after the report: the card names the release the report identified
+    try:
+        atomic_write(out / REPORT_NAME, text + "\n")
+        write_card(out)  # after the report: the card names the release the report identified
+    except OSError as e:
+        raise BuildError(f"{out}: cannot write {REPORT_NAME} / README.md ({e.strerror or e}); "
+                         "the shards are complete: re-run the same command to finish") from None
     return report
+
+
+_OURS = (STATE_DIR, REPORT_NAME)
+
+
+def _refuse_foreign_out(out: Path) -> None:
+    """Never overwrite someone else's README.md or build_report.json: ``--out`` must be empty or ours."""
+    if not out.is_dir() or (out / STATE_DIR).is_dir():
+        return
+    theirs = [n for n in ("README.md", REPORT_NAME, "data") if (out / n).exists()]
+    if theirs:
+        raise BuildError(f"--out {out}: holds {', '.join(theirs)} not written by fusionrs build (no {STATE_DIR}/); "
+                         "use an empty or new folder")
+
+
+@contextlib.contextmanager
+def _build_lock(state: Path):
+    """One build per output folder at a time: a second one fails at once, naming the first one's pid."""
+    import fcntl
+
+    path = state / "lock"
+    fh = open(path, "a+", encoding="utf-8")
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            pid = fh.read().strip() or "?"
+            raise BuildError(f"--out {state.parent}: another fusionrs build (pid {pid}) is writing it; "
+                             "wait for it or use another --out") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        yield
+    finally:
+        fh.close()  # closing releases the lock, also when the process dies
+
+
+def _remove_own_temp_files(out: Path) -> None:
+    """Temp files a killed write of ours left in the repo: only names our writer makes, only of dead writers."""
+    from ..atomic import TMP_SUFFIX, tmp_target, writer_alive
+
+    for p in out.rglob(f"*{TMP_SUFFIX}"):
+        got = tmp_target(p.name)
+        if got and not writer_alive(got[1]) and p.is_file() and not p.is_symlink():
+            p.unlink(missing_ok=True)
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Pool-worker initializer: exit when the build's main process is gone (kill -9, OOM killer).
+
+    A worker blocked reading its task pipe never sees EOF (it holds a write end itself), so without
+    this it would live on forever holding its memory.
+    """
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="fusionrs-parent-watch", daemon=True).start()
 
 
 def _run_tasks(plan: Plan, ctx: dict, opts: BuildOptions, on_shard_done) -> list[dict]:
@@ -98,15 +177,24 @@ def _run_tasks(plan: Plan, ctx: dict, opts: BuildOptions, on_shard_done) -> list
             for task, rel in jobs:
                 done(build_shard(task, rel, ctx))
         else:
-            with ProcessPoolExecutor(max_workers=opts.workers) as pool:
-                futs = [pool.submit(build_shard, task, rel, ctx) for task, rel in jobs]
+            with ProcessPoolExecutor(max_workers=opts.workers, initializer=_exit_with_parent,
+                                     initargs=(os.getpid(),)) as pool:
+                futs = {pool.submit(build_shard, task, rel, ctx): rel for task, rel in jobs}
                 try:
                     for fut in as_completed(futs):
-                        done(fut.result())
+                        try:
+                            done(fut.result())
+                        except BrokenProcessPool:
+                            raise BuildError(f"a build worker died while writing {futs[fut]} (killed, or out of "
+                                             "memory?); re-run the same command to resume") from None
                 except BaseException:
                     for f in futs:
                         f.cancel()
                     raise
+    except OSError as e:
+        where = getattr(e, "filename", None) or "a shard"
+        raise BuildError(f"cannot write {where}: {e.strerror or e}; free space or fix the folder, then re-run the "
+                         "same command to resume") from None
     finally:
         bar.close()
     return sorted(results, key=lambda r: r["shard"])

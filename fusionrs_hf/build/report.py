@@ -41,6 +41,13 @@ def make_report(opts: BuildOptions, plan: Plan, results: list[dict]) -> dict:
     n_dropped = sum(b["count"] for k, b in by_reason.items() if k != "bad_index_line")
     n_expected = sum(b["count"] for k, b in by_reason.items() if k in RELEASE_DROPS)
     resized = [d for r in results for d in r.get("size_differs", [])]
+    notes = [d for r in results for d in r.get("image_notes", [])]
+    by_note: dict[str, dict] = {}
+    for d in notes:
+        b = by_note.setdefault(d["note"], {"count": 0, "examples": []})
+        b["count"] += 1
+        if len(b["examples"]) < EXAMPLES:
+            b["examples"].append(d)
     rules = {
         name: {"applies_to": rule.applies_to, "description": rule.description,
                "enabled": name not in opts.skip_rules,
@@ -62,6 +69,7 @@ def make_report(opts: BuildOptions, plan: Plan, results: list[dict]) -> dict:
                     "by_reason": dict(sorted(by_reason.items()))},
         "release": {**plan.identity, "sources_built": sorted(s for s in opts.source_roots if s in SOURCES)},
         "size_differs_same_aspect": {"count": len(resized), "examples": resized[:EXAMPLES]},
+        "images": {"max_pixels": opts.max_pixels, **dict(sorted(by_note.items()))},
         "accounted": n_written + n_dropped == plan.records,
         "captions": {
             **plan.caption_counts,

@@ -3,63 +3,19 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import os
 from pathlib import Path
 
-from ..index import (
-    check_relpath,
-)
+from ..atomic import atomic_write
 from ..layout import parse_shard_path
 from ..pairing import same_aspect
+from ..safepath import OutsideRootError, resolve_under
+from .images import ImageDrop, load_image
 from .options import STATE_DIR
 
 # one shard (worker)
 
-class _Drop(Exception):
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason, self.detail = reason, detail
-
-
-_PNG_MODES = {"1", "L", "LA", "I", "I;16", "P", "RGB", "RGBA"}
-
-
-def load_image(path: Path, what: str, non_jpeg: str = "png", jpeg_quality: int = 95) -> tuple[bytes, tuple[int, int]]:
-    """Read and fully decode one image; return the bytes to store and the pixel size.
-
-    JPEG bytes are returned as they are. Other formats follow ``non_jpeg``: ``png`` keeps PNG
-    and converts the rest losslessly to PNG, ``keep`` stores any format as is, ``jpeg``
-    re-encodes non-JPEG input (the only lossy path, and only when asked).
-    """
-    from PIL import Image
-
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise _Drop(f"missing_{what}", f"{what} file not found: {path}") from None
-    except OSError as e:
-        raise _Drop(f"undecodable_{what}", f"{what} file unreadable: {path}: {e}") from None
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            im.load()
-            fmt, size, mode = im.format, im.size, im.mode
-            if fmt == "JPEG" or non_jpeg == "keep" or (non_jpeg == "png" and fmt == "PNG"):
-                return data, size
-            buf = io.BytesIO()
-            if non_jpeg == "png":
-                if mode not in _PNG_MODES:
-                    raise _Drop(f"undecodable_{what}", f"{what} {path}: mode {mode} has no lossless PNG form; "
-                                                       "use --non-jpeg keep")
-                im.save(buf, format="PNG")
-            else:
-                im.convert("RGB").save(buf, format="JPEG", quality=jpeg_quality)
-            return buf.getvalue(), size
-    except _Drop:
-        raise
-    except Exception as e:  # noqa: BLE001 - any decoder failure is a per-row finding
-        raise _Drop(f"undecodable_{what}", f"{what} {path}: cannot decode ({type(e).__name__}: {e})") from None
+_Drop = ImageDrop  # one drop type for image and row problems
 
 
 def _stat(path: Path) -> str:
@@ -71,7 +27,20 @@ def _stat(path: Path) -> str:
 
 
 def _safe_join(root: str, rel: str) -> Path:
-    return Path(root) / check_relpath(rel)
+    """``root / rel`` through the one safe-path rule; a path leaving the root is a per-row drop."""
+    try:
+        return resolve_under(root, rel)
+    except OutsideRootError as e:
+        raise _Drop("outside_root", str(e)) from None
+    except ValueError as e:
+        raise _Drop("bad_locator", f"{rel!r}: {e}") from None
+
+
+def _stat_under(root: str, rel: str) -> bytes:
+    try:
+        return _stat(_safe_join(root, rel)).encode()
+    except _Drop as d:
+        return d.reason.encode()
 
 
 def shard_fingerprint(entries: list[dict], ctx: dict) -> str:
@@ -81,8 +50,8 @@ def shard_fingerprint(entries: list[dict], ctx: dict) -> str:
         h.update(json.dumps({k: v for k, v in e.items() if k != "line"}, sort_keys=True).encode())
     for e in entries:
         root = ctx["roots"].get(e["source"])
-        h.update(_stat(_safe_join(root, e["source_locator"])).encode() if root else b"-")
-        h.update(_stat(_safe_join(ctx["ir_root"], e["ir_key"])).encode() if ctx["ir_root"] else b"-")
+        h.update(_stat_under(root, e["source_locator"]) if root else b"-")
+        h.update(_stat_under(ctx["ir_root"], e["ir_key"]) if ctx["ir_root"] else b"-")
     return h.hexdigest()
 
 
@@ -112,7 +81,7 @@ def build_shard(task: str, rel: str, ctx: dict) -> dict:
                 d["line"] = lines.get(d["sample_id"])
             return {**done, "skipped": True}
 
-    rows, dropped, written, resized = [], [], [], []
+    rows, dropped, written, resized, image_notes = [], [], [], [], []
     for e in entries:
         sid = e["sample_id"]
         try:
@@ -123,10 +92,13 @@ def build_shard(task: str, rel: str, ctx: dict) -> dict:
                 raise _Drop("no_source_root", f"no --source-root given for {e['source']}")
             if not ctx["ir_root"]:
                 raise _Drop("missing_ir", "no --ir-root given")
-            rgb, rgb_size = load_image(_safe_join(root, e["source_locator"]), "rgb", ctx["non_jpeg"],
-                                       ctx["jpeg_quality"])
-            ir, ir_size = load_image(_safe_join(ctx["ir_root"], e["ir_key"]), "ir", ctx["non_jpeg"],
-                                     ctx["jpeg_quality"])
+            rgb, rgb_size, rgb_notes = load_image(_safe_join(root, e["source_locator"]), "rgb", ctx["non_jpeg"],
+                                                  ctx["jpeg_quality"], ctx["max_pixels"])
+            ir, ir_size, ir_notes = load_image(_safe_join(ctx["ir_root"], e["ir_key"]), "ir", ctx["non_jpeg"],
+                                               ctx["jpeg_quality"], ctx["max_pixels"])
+            for what, notes in (("rgb", rgb_notes), ("ir", ir_notes)):
+                for k, v in notes.items():
+                    image_notes.append({"sample_id": sid, "image": what, "note": k, "value": v})
             if rgb_size != ir_size:
                 if not same_aspect(rgb_size, ir_size) and not ctx["allow_size_mismatch"]:
                     raise _Drop("aspect_mismatch", f"rgb is {rgb_size[0]}x{rgb_size[1]}, ir is "
@@ -152,9 +124,7 @@ def build_shard(task: str, rel: str, ctx: dict) -> dict:
     name = parse_shard_path(rel)
     result = {"shard": rel, "fingerprint": fp, "source": name.source, "split": name.split, "group": name.group,
               "planned": len(entries), "rows": len(rows), "file_bytes": file_bytes, "dropped": dropped,
-              "size_differs": resized}
+              "size_differs": resized, "image_notes": image_notes}
     done_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = done_path.with_name(done_path.name + f".tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(result, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, done_path)
+    atomic_write(done_path, json.dumps(result, sort_keys=True))
     return {**result, "skipped": False}

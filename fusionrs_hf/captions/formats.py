@@ -247,6 +247,29 @@ _READ_ERRORS = (OSError, EOFError, ValueError, csv.Error, zlib.error)
 (pyarrow's errors subclass these), a malformed CSV."""
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _check_text(path: Path, n: int, item: object) -> None:
+    """Every string an entry carries must be valid Unicode (a JSON ``"\\ud800"`` is not): it ends up in
+    SQLite and parquet, which would fail far from here with no file or row named."""
+    if isinstance(item, CaptionEntry):
+        texts = [*item.captions, *item.key, item.class_name or ""]
+        who = "/".join(item.key[1:])
+    else:
+        texts = [item.sample_id, item.caption]
+        who = item.sample_id
+    for t in texts:
+        if _SURROGATE.search(t):
+            row = f"row {item.row}" if getattr(item, "row", 0) else f"entry {n}"
+            raise CaptionFileError(f"{path.name} {row} ({_safe(who)}): text with a lone surrogate "
+                                   "(not valid Unicode)")
+
+
+def _safe(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace")
+
+
 def _named_errors(path: Path, items: Iterable[T]) -> Iterator[T]:
     """Pass ``items`` through; turn a read error into a :class:`CaptionFileError` naming the file.
 
@@ -257,9 +280,12 @@ def _named_errors(path: Path, items: Iterable[T]) -> Iterator[T]:
     try:
         for item in items:
             n += 1
+            _check_text(path, n, item)
             yield item
     except CaptionFileError:
         raise
+    except RecursionError:
+        raise CaptionFileError(f"{path.name}: entry {n + 1}: JSON nested too deeply") from None
     except _READ_ERRORS as e:
         raise CaptionFileError(f"{path.name}: unreadable after {n} entries ({type(e).__name__}: {e})") from None
 

@@ -1,0 +1,39 @@
+"""The one rule for reading a user's files: a path given relative to a root must stay inside that root.
+
+Index locators, IR keys and ``--from-folder`` entries are joined to a root the user named. The
+relative part is checked lexically first (:func:`fusionrs_hf.index.check_relpath`: no absolute
+path, drive, URL or ``..``), then the joined path is resolved with every symlink followed and must
+still lie below the resolved root: a symlink (to a file or a directory) that leads outside is refused
+with a named reason, so no input can make a build embed ``/etc/passwd`` into a shard. Symlinks that
+stay inside the root are fine (source trees often use them).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+class OutsideRootError(ValueError):
+    """``path`` resolves outside ``root`` (through a symlink); ``str()`` names both."""
+
+
+def resolve_under(root: str | os.PathLike, rel: str) -> Path:
+    """``root / rel`` with symlinks resolved, or :class:`OutsideRootError` if that leaves ``root``.
+
+    A path that does not exist resolves as far as it exists (so "missing" stays a missing file, not
+    an escape); ``ValueError`` from the lexical check names what is wrong with ``rel``.
+    """
+    from .index import check_relpath
+
+    base = Path(root).resolve()
+    target = (base / check_relpath(rel)).resolve()
+    if target != base and base not in target.parents:
+        raise OutsideRootError(f"{rel!r} resolves to {target}, outside the root {base} (symlink)")
+    return target
+
+
+def is_inside(root: str | os.PathLike, path: str | os.PathLike) -> bool:
+    """True when ``path`` (symlinks resolved) lies inside ``root``: for walking a user's folder."""
+    base, target = Path(root).resolve(), Path(path).resolve()
+    return target == base or base in target.parents
