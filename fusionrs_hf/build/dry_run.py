@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
+from .. import safepath
 from ..layout import SPLITS
 from ..release.known import RELEASES
 from .options import BuildOptions, _check_inputs
@@ -22,6 +23,7 @@ def dry_run(opts: BuildOptions) -> dict:
     from ..release.known import RC4
 
     _check_inputs(opts)
+    safepath.forget()
     cov: dict[str, dict[str, dict[str, int]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(int)))
     with tempfile.TemporaryDirectory(prefix="fusionrs-dry-") as tmp:
         planner = _Planner(opts, Path(tmp))

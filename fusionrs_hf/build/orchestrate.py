@@ -11,6 +11,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
+from .. import safepath
 from ..captions import (
     CaptionFileError,
 )
@@ -40,6 +41,7 @@ def build(opts: BuildOptions, *, on_shard_done: Callable[[dict], None] | None = 
     stale shards of another plan without ``overwrite``).
     """
     _check_inputs(opts)
+    safepath.forget()
     out = Path(opts.out)
     _refuse_foreign_out(out)
     out.mkdir(parents=True, exist_ok=True)

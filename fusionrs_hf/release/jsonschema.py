@@ -12,7 +12,7 @@ dependency: an index has 600,000 lines and this walk is several times faster for
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import cache
 
 _TYPES = {
@@ -107,5 +107,101 @@ def _describe(schema: dict) -> str:
 
 
 def first_error(schema: dict, value: object) -> tuple[str, str] | None:
-    """The first violation, or ``None``: what an index reader reports for one line."""
+    """The first violation, or ``None``: what an index reader reports for one line.
+
+    A compiled yes/no check runs first (an index line is valid almost always, and 600,000 of them
+    must take seconds); only an invalid value is walked again by :func:`errors` for the message.
+    """
+    if _compiled_check(id(schema), schema)(value):
+        return None
     return next(errors(schema, value), None)
+
+
+_CHECKS: dict[int, tuple[dict, Callable[[object], bool]]] = {}
+
+
+def _compiled_check(key: int, schema: dict) -> Callable[[object], bool]:
+    hit = _CHECKS.get(key)
+    if hit is None or hit[0] is not schema:
+        hit = _CHECKS[key] = (schema, compile_check(schema))
+    return hit[1]
+
+
+def compile_check(schema: dict) -> Callable[[object], bool]:
+    """A predicate equal to ``not any(errors(schema, v))`` for the supported keywords, built once."""
+    unknown = set(schema) - _KNOWN
+    if unknown:
+        raise ValueError(f"schema keyword(s) not supported: {sorted(unknown)}")
+    leaf = _leaf(schema)
+    if leaf is not None:
+        return leaf
+    tests: list[Callable[[object], bool]] = []
+    if "type" in schema:
+        types = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
+        preds = [_TYPES[t] for t in types]
+        tests.append(lambda v, preds=preds: any(p(v) for p in preds))
+    if "const" in schema:
+        c = schema["const"]
+        tests.append(lambda v, c=c: v == c and type(v) is type(c))
+    if "enum" in schema:
+        allowed = {(type(e), e) for e in schema["enum"]}
+        tests.append(lambda v, allowed=allowed: (type(v), v) in allowed if _hashable(v) else False)
+    if "minLength" in schema:
+        n = schema["minLength"]
+        tests.append(lambda v, n=n: not isinstance(v, str) or len(v) >= n)
+    if "pattern" in schema:
+        rx = _compiled(schema["pattern"])
+        tests.append(lambda v, rx=rx: not isinstance(v, str) or rx.search(v) is not None)
+    if "properties" in schema or "required" in schema or "additionalProperties" in schema:
+        props = {k: compile_check(sub) for k, sub in schema.get("properties", {}).items()}
+        required = frozenset(schema.get("required", ()))
+        closed = schema.get("additionalProperties") is False
+        allowed = frozenset(props)
+
+        def obj(v, props=props, required=required, closed=closed, allowed=allowed) -> bool:
+            if not isinstance(v, dict):
+                return True
+            if not required.issubset(v.keys()) or (closed and not allowed.issuperset(v.keys())):
+                return False
+            for k, chk in props.items():
+                if k in v and not chk(v[k]):
+                    return False
+            return True
+
+        tests.append(obj)
+    if "not" in schema:
+        inner = compile_check(schema["not"])
+        tests.append(lambda v, inner=inner: not inner(v))
+    if "anyOf" in schema:
+        subs = [compile_check(s) for s in schema["anyOf"]]
+        tests.append(lambda v, subs=subs: any(s(v) for s in subs))
+    for sub in schema.get("allOf", ()):
+        tests.append(compile_check(sub))
+    if "if" in schema and "then" in schema:
+        cond, then = compile_check(schema["if"]), compile_check(schema["then"])
+        tests.append(lambda v, cond=cond, then=then: not cond(v) or then(v))
+    return lambda v, tests=tuple(tests): all(t(v) for t in tests)
+
+
+def _leaf(schema: dict) -> Callable[[object], bool] | None:
+    """Fast predicates for the leaf shapes the record schemas use most (a string, a boolean, a constant)."""
+    keys = set(schema) - {"title", "description", "$schema", "$id"}
+    if keys == {"type"} and schema["type"] == "boolean":
+        return lambda v: v is True or v is False
+    if keys == {"type", "minLength"} and schema["type"] == "string":
+        n = schema["minLength"]
+        return lambda v, n=n: type(v) is str and len(v) >= n
+    if keys == {"type", "pattern"} and schema["type"] == "string":
+        rx = _compiled(schema["pattern"])
+        return lambda v, rx=rx: type(v) is str and rx.search(v) is not None
+    if keys == {"const"} and isinstance(schema["const"], str):
+        c = schema["const"]
+        return lambda v, c=c: type(v) is str and v == c
+    if keys == {"enum"} and all(isinstance(e, str) for e in schema["enum"]):
+        allowed = frozenset(schema["enum"])
+        return lambda v, allowed=allowed: type(v) is str and v in allowed
+    return None
+
+
+def _hashable(v: object) -> bool:
+    return isinstance(v, str | int | float | bool) or v is None
