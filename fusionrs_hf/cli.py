@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "push": ("fusionrs_hf.push", "upload new or changed shards and the card to the Hub or an fsspec URL"),
     "card": ("fusionrs_hf.card_cli", "re-render a repo's README.md (configs, dataset_info, counts)"),
     "bench": ("fusionrs_hf.bench", "measure streaming throughput against stock datasets and webdataset"),
+    "eval": ("fusionrs_hf.eval.cli", "score a model or embeddings on a split: Table 4 retrieval (rc4 protocol), zero-shot"),
 }
 
 

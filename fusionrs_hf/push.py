@@ -10,14 +10,17 @@ What it does, in order:
      (configs + dataset_info counts re-rendered from every shard the remote will hold) and, with --prune,
      the deletions, so a reader never sees a card that names missing files.
 
-What is uploaded is a snapshot: each file to upload is copied to a private temporary folder while it is
-hashed (one read), and the upload, the remote verification and the card all use that copy, so a repo that
-changes during the push (a build still writing) can never leave a remote whose card disagrees with its
-shards. Files compared with the remote are hashed once and their card counts come from the footer of the
-bytes hashed. A file that vanishes or keeps changing while push reads it ends the push before anything is
-written, with one line naming it (exit 2). After each commit (Hub: size and LFS SHA-256 of every path, via
-``get_paths_info``) or write (fsspec: size, and the SHA-256 of the bytes read back) the remote is checked
-against the snapshot; the fsspec manifest records the digest read back from the remote.
+What is uploaded is a snapshot: right before a file is sent (one commit's files at a time on the Hub, one
+file at a time otherwise) it is copied to a private temporary folder (``$FUSIONRS_PUSH_TMPDIR``, else the
+system one) while it is hashed, in one read; the upload, the remote verification and the card all use that
+copy. The card is rendered last, from the footers of exactly the bytes sent (plus the unchanged shards,
+whose counts come from the same read that hashed them, and the remote-only ones kept), so a repo that
+changes during the push (a build still writing) never leaves a remote whose card disagrees with its shards;
+a file rewritten after the plan is sent as it is then, one that vanished is left out, and both are named in a
+warning. A file that vanishes, keeps changing or is not complete parquet while push plans ends the push
+before anything is written, with one line naming it (exit 2). After each commit (Hub: size and LFS SHA-256
+or git blob id of every path, via ``get_paths_info``) or write (fsspec: size, and the SHA-256 of the bytes
+read back) the remote is checked against the snapshot; the fsspec manifest records the digest read back.
 
 Push removes only temporary files it made (``.NAME.PID-RANDOM.fusionrs-tmp`` beside a file it manages,
 from a push that is no longer running, or the older ``NAME.fusionrs-tmp``), and says so in one line when it
@@ -145,7 +148,8 @@ class LocalFile:
     path: Path
     """The bytes push sends: the snapshot copy for an upload, else the repo file that was hashed."""
     size: int
-    sha256: str
+    sha256: str | None
+    """SHA-256 of the bytes; None for a planned upload not hashed yet (its snapshot is)."""
     info: ShardInfo | None = None
     """Footer counts of exactly these bytes (what the card says about this shard)."""
     source: Path | None = None
@@ -184,11 +188,8 @@ class PushPlan:
     repo_exists: bool = True
     card_shards: list[ShardInfo] = field(default_factory=list)
     """What the card was rendered from: the footers of the bytes uploaded, unchanged or kept remotely."""
-    snapshot: Any = field(default=None, repr=False)
-
-    def snapshot_drop(self, path: Path) -> None:
-        if self.snapshot is not None:
-            self.snapshot.drop(path)
+    sender: Any = field(default=None, repr=False)
+    """The :class:`_Sender` that snapshots each file right before it is sent."""
 
     @property
     def upload_bytes(self) -> int:
@@ -312,17 +313,15 @@ def read_local(local: Path, name: ShardName, copy_to: Path | None = None, *, blo
             st1 = os.stat(src)
         except FileNotFoundError:
             raise LocalRepoError(f"local {rel} disappeared while push was reading it (is something rewriting "
-                                 "the repo, a build still running?); nothing was uploaded, re-run when it is done") \
-                from None
+                                 "the repo, a build still running?)") from None
         if n == st0.st_size and _stat_key(st0) == _stat_key(st1):
             break
     else:
-        raise LocalRepoError(f"local {rel} kept changing while push read it (is a build still writing it?); "
-                             "nothing was uploaded, re-run when it is done")
+        raise LocalRepoError(f"local {rel} kept changing while push read it (is a build still writing it?)")
     try:
         info = _footer_info(name, bytes(tail), n)
     except (ValueError, pa.ArrowException) as e:
-        raise LocalRepoError(f"local {rel} is not a complete parquet file ({e}); nothing was uploaded") from None
+        raise LocalRepoError(f"local {rel} is not a complete parquet file ({e})") from None
     return LocalFile(rel, copy_to if copy_to is not None else src, n, h.hexdigest(), info, src, _stat_key(st0),
                      g.hexdigest() if g is not None else None)
 
@@ -396,36 +395,44 @@ class _HubTarget:
         return self.api.repo_info(self.repo_id, repo_type="dataset", revision=revision)
 
     def prepare(self, dry_run: bool) -> bool:
-        """Find (or, unless dry-run, create) the repo and branch; remember the head to commit on. True if it existed."""
+        """Find the repo and branch and remember the head to commit on; True if the repo exists.
+
+        Nothing is created here (:meth:`create` does, right before the first upload), so a push that
+        fails while planning leaves the remote untouched.
+        """
         from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
 
-        existed = True
+        self._create: str | None = None
         try:
             info = self._info(self.revision)
         except RevisionNotFoundError:
             if dry_run:
                 self.warnings.append(f"branch {self.revision!r} does not exist; it will be created from main")
-                self.list_revision = None
-                info = self._info(None)
-            else:
-                self.api.create_branch(self.repo_id, branch=self.revision, repo_type="dataset", exist_ok=True)
-                info = self._info(self.revision)
+            self.list_revision = None  # the branch will start from main: plan against main
+            info = self._info(None)
+            self._create = "branch"
         except RepositoryNotFoundError:
-            existed = False
-            if dry_run:
-                return False
-            self.api.create_repo(self.repo_id, repo_type="dataset", private=self.private, exist_ok=True)
-            logger.info("created %s repo %s", "private" if self.private else "public", self.repo_id)
-            if self.revision:
-                self.api.create_branch(self.repo_id, branch=self.revision, repo_type="dataset", exist_ok=True)
-            info = self._info(self.revision)
-        if existed and getattr(info, "private", None) is not None and bool(info.private) != self.private:
+            self._create = "repo"
+            return False
+        if getattr(info, "private", None) is not None and bool(info.private) != self.private:
             self.warnings.append(
                 f"{self.repo_id} exists and is {'private' if info.private else 'public'}; push does not change "
                 "the visibility of an existing repo (use the repo settings on the Hub)"
             )
         self.parent = getattr(info, "sha", None)
-        return existed
+        return True
+
+    def create(self) -> None:
+        """Create the repo and/or branch :meth:`prepare` found missing."""
+        if self._create == "repo":
+            self.api.create_repo(self.repo_id, repo_type="dataset", private=self.private, exist_ok=True)
+            logger.info("created %s repo %s", "private" if self.private else "public", self.repo_id)
+        if self._create and self.revision:
+            self.api.create_branch(self.repo_id, branch=self.revision, repo_type="dataset", exist_ok=True)
+        if self._create:
+            self.parent = getattr(self._info(self.revision), "sha", None)
+            self.list_revision = self.revision
+        self._create = None
 
     def list(self) -> dict[str, RemoteFile]:
         from huggingface_hub.hf_api import RepoFile
@@ -500,8 +507,9 @@ class _HubTarget:
         from . import __version__
 
         files = [f for f, _ in plan.upload]
+        sender: _Sender = plan.sender
         batches = [files[i:i + max_files] for i in range(0, len(files), max_files)] or [[]]
-        if plan.readme != "unchanged" and len(batches[-1]) >= max_files:
+        if (plan.readme != "unchanged" or files) and len(batches[-1]) >= max_files:
             # README.md rides with the last shard(s); keep that final commit within max_files too.
             batches[-1], tail = batches[-1][:-1], batches[-1][-1:]
             batches.append(tail)
@@ -511,28 +519,35 @@ class _HubTarget:
         for i, batch in enumerate(batches):
             last = i == len(batches) - 1
             ops: list = []
-            for f in batch:  # f.path: the snapshot copy, hashed when it was made
+            snaps: list[LocalFile] = []
+            for planned in batch:  # snapshot now (copy + hash, one read): that copy is what gets sent
+                f = sender.take(planned)
+                if f is None:
+                    continue
                 op = CommitOperationAdd(path_in_repo=f.relpath, path_or_fileobj=str(f.path))
                 if op.upload_info.sha256.hex() != f.sha256:
                     raise PushError(f"the snapshot of {f.relpath} changed on disk before upload; re-run the same command")
                 ops.append(op)
-            sent = {f.relpath: (f.size, f.sha256, f.blob_id) for f in batch}
+                snaps.append(f)
+            sent = {f.relpath: (f.size, f.sha256, f.blob_id) for f in snaps}
             for g in range(0, len(ops), UPLOAD_GROUP):
                 group = ops[g:g + UPLOAD_GROUP]
                 self.api.preupload_lfs_files(self.repo_id, additions=group, repo_type="dataset",
                                              revision=self.revision)
-                for op, f in zip(group, batch[g:g + UPLOAD_GROUP], strict=True):
+                for op, f in zip(group, snaps[g:g + UPLOAD_GROUP], strict=True):
                     if getattr(op, "_upload_mode", None) == "lfs" and getattr(op, "_is_uploaded", False):
-                        plan.snapshot_drop(f.path)  # on the LFS store: the commit only names its digest
+                        sender.snapshot.drop(f.path)  # on the LFS store: the commit only names its digest
                 done += len(group)
-                bar.update(sum(f.size for f in batch[g:g + UPLOAD_GROUP]))
+                bar.update(sum(f.size for f in snaps[g:g + UPLOAD_GROUP]))
                 bar.set_description(f"push {done}/{plan.upload_files} files")
             if last:
-                if plan.readme != "unchanged":
-                    ops.append(CommitOperationAdd(path_in_repo=CARD_NAME, path_or_fileobj=plan.readme_bytes))
-                    sent[CARD_NAME] = (len(plan.readme_bytes), hashlib.sha256(plan.readme_bytes).hexdigest(),
-                                       git_blob_id(plan.readme_bytes))
+                readme = sender.final_card()  # from what was actually sent
+                if readme is not None:
+                    ops.append(CommitOperationAdd(path_in_repo=CARD_NAME, path_or_fileobj=readme))
+                    sent[CARD_NAME] = (len(readme), hashlib.sha256(readme).hexdigest(), git_blob_id(readme))
                 ops.extend(CommitOperationDelete(path_in_repo=p) for p in plan.delete)
+            if not ops:  # every file of this batch vanished (and, if last, nothing else to commit)
+                continue
             title = base if len(batches) == 1 else f"{base} [{i + 1}/{len(batches)}]"
             info = self.api.create_commit(
                 self.repo_id, operations=ops, commit_message=title,
@@ -543,7 +558,7 @@ class _HubTarget:
             commits.append(getattr(info, "oid", str(info)))
             self._verify(getattr(info, "oid", None), sent)
             logger.info("commit %s: %d file(s)%s", commits[-1], len(ops), " (final, with README.md)" if last else "")
-            if last and plan.readme != "unchanged":
+            if last and CARD_NAME in sent:
                 done += 1
                 bar.update(len(plan.readme_bytes))
                 bar.set_description(f"push {done}/{plan.upload_files} files")
@@ -588,10 +603,10 @@ class _FsspecTarget:
         return f"{self.root}/{rel}"
 
     def prepare(self, dry_run: bool) -> bool:
-        existed = self.fs.exists(self.root)
-        if not existed and not dry_run:
-            self.fs.makedirs(self.root, exist_ok=True)
-        return existed
+        return self.fs.exists(self.root)
+
+    def create(self) -> None:
+        self.fs.makedirs(self.root, exist_ok=True)
 
     def _own_tmp(self, rel: str) -> bool:
         """A temporary file an earlier push made and left behind (never anybody else's ``*.fusionrs-tmp``)."""
@@ -697,19 +712,22 @@ class _FsspecTarget:
     def apply(self, plan: PushPlan, *, message: str | None, max_files: int, bar) -> list[str]:
         for full in self.stale_tmp:  # only leftovers of an earlier push (see _own_tmp)
             self.fs.rm_file(full)
+        sender: _Sender = plan.sender
         done = 0
-        for f, _ in plan.upload:
-            self._put_verified(f.relpath, f.path, f.size, f.sha256)
-            plan.snapshot_drop(f.path)
+        for planned, _ in plan.upload:
+            f = sender.take(planned)  # snapshot now (copy + hash, one read): that copy is what gets sent
+            if f is not None:
+                self._put_verified(f.relpath, f.path, f.size, f.sha256)
+                sender.snapshot.drop(f.path)
             done += 1
-            bar.update(f.size)
+            bar.update(planned.size)
             bar.set_description(f"push {done}/{plan.upload_files} files")
             if done % max_files == 0:
                 self._save_manifest()
-        if plan.readme != "unchanged":  # after every shard it describes, before removing pruned ones
-            self._put_verified(CARD_NAME, plan.readme_bytes, len(plan.readme_bytes),
-                               hashlib.sha256(plan.readme_bytes).hexdigest())
-            bar.update(len(plan.readme_bytes))
+        readme = sender.final_card()  # from what was actually written
+        if readme is not None:  # after every shard it describes, before removing pruned ones
+            self._put_verified(CARD_NAME, readme, len(readme), hashlib.sha256(readme).hexdigest())
+            bar.update(len(readme))
             bar.set_description(f"push {done + 1}/{plan.upload_files} files")
         for rel in plan.delete:
             self.fs.rm_file(self._full(rel))
@@ -869,16 +887,78 @@ def _push(local: Path, tgt, *, dry_run: bool, prune: bool, message: str | None, 
         snapshot.close()
 
 
-def _push_snapshot(local: Path, tgt, snapshot: _Snapshot, *, dry_run: bool, prune: bool, message: str | None,
-                   progress: bool, max_files: int, check_dict: dict | None) -> PushResult:
-    names, orphans = _local_names(local)
-    warnings = list(f"local {o}: not a shard name ({SHARD_TEMPLATE}); not pushed" for o in orphans)
-    existed = tgt.prepare(dry_run)
-    remote = tgt.list() if existed or not dry_run else {}
-    warnings.extend(tgt.warnings)
+def _footer_only(local: Path, name: ShardName) -> LocalFile:
+    """A planned upload: size and footer counts (the bytes are hashed when they are snapshotted)."""
+    src = local / name.path
+    try:
+        st = os.stat(src)
+        md = pq.ParquetFile(str(src)).metadata
+    except FileNotFoundError:
+        raise LocalRepoError(f"local {name.path} disappeared while push was planning (is a build still "
+                             "running?)") from None
+    except (OSError, pa.ArrowException) as e:
+        raise LocalRepoError(f"local {name.path} is not a readable parquet file ({type(e).__name__}: {e})") from None
+    nbytes = sum(md.row_group(i).total_byte_size for i in range(md.num_row_groups))
+    return LocalFile(name.path, src, st.st_size, None, ShardInfo(name, md.num_rows, nbytes, st.st_size), src,
+                     _stat_key(st))
 
-    plan = PushPlan(target=tgt.label, revision=tgt.revision, repo_exists=existed, snapshot=snapshot)
-    local_paths = {n.path for n in names}
+
+class _Sender:
+    """Takes the snapshot of each planned upload right before it is sent, and renders the final card from
+    the footers of exactly the bytes sent (plus the unchanged shards and the remote-only ones kept).
+
+    Snapshots are made one commit (Hub) or one file (fsspec) at a time, so the temporary folder needs room
+    for one commit's files, not the whole repo.
+    """
+
+    def __init__(self, local: Path, plan: PushPlan, snapshot: _Snapshot, tgt, remote: dict[str, RemoteFile],
+                 infos: dict[str, ShardInfo], sample: bool) -> None:
+        self.local, self.plan, self.snapshot, self.tgt, self.remote = local, plan, snapshot, tgt, remote
+        self.infos = infos  # shard -> footer counts of what the remote will hold
+        self.sample = sample
+        self.sent: dict[str, LocalFile] = {}
+        self.warnings: list[str] = []
+
+    def take(self, planned: LocalFile) -> LocalFile | None:
+        """The snapshot of ``planned`` (copied and hashed now); None if the file vanished since planning
+        (the card then counts what the remote holds of it, if anything)."""
+        name = planned.info.name if planned.info is not None else parse_shard_path(planned.relpath)
+        r = self.remote.get(planned.relpath)
+        try:
+            f = read_local(self.local, name, self.snapshot.path_for(planned.relpath), blob=r is not None and not r.sha256)
+        except LocalRepoError as e:
+            if "disappeared" not in str(e):
+                raise LocalRepoError(f"{e}; the push stopped before the card was updated: re-run it when the repo "
+                                     "is stable") from None
+            self.infos.pop(planned.relpath, None)
+            if r is not None:
+                info = self.tgt.remote_shard_info(planned.relpath)
+                if info is not None:
+                    self.infos[planned.relpath] = info
+            self.warnings.append(f"local {planned.relpath} disappeared during the push; not uploaded (the card "
+                                 "counts what the remote holds)")
+            return None
+        if planned.stat is not None and f.stat != planned.stat:
+            self.warnings.append(f"local {planned.relpath} changed after the plan; uploaded as read when it was sent "
+                                 "(the card counts that version)")
+        self.infos[f.relpath] = f.info
+        self.sent[f.relpath] = f
+        return f
+
+    def final_card(self) -> bytes | None:
+        """The card of what the remote holds now; None if the remote's card already says exactly that."""
+        shards = sorted(self.infos.values(), key=lambda s: s.name)
+        self.plan.card_shards = shards
+        data = render_card(shards, sample=self.sample, repo_id=self.tgt.card_repo_id).encode("utf-8")
+        if data == self.plan.readme_bytes and self.plan.readme == "unchanged":
+            return None
+        self.plan.readme_bytes = data
+        return data
+
+
+def _plan_files(local: Path, names: list[ShardName], remote: dict[str, RemoteFile], tgt, plan: PushPlan
+                ) -> list[LocalFile]:
+    """Sort the local shards into unchanged / upload (``plan``); every file read at most once here."""
     files: list[LocalFile] = []
     for name in names:
         r = remote.get(name.path)
@@ -887,22 +967,36 @@ def _push_snapshot(local: Path, tgt, snapshot: _Snapshot, *, dry_run: bool, prun
                 size_now = (local / name.path).stat().st_size
             except FileNotFoundError:
                 size_now = -1
-            if size_now == r.size:  # may be unchanged: hash in place first, copy only if it differs
+            if size_now == r.size:  # may be unchanged: hash it (one read; its footer from the same bytes)
                 f = read_local(local, name, blob=not r.sha256)
+                files.append(f)
                 if tgt.same(f, r):
                     plan.unchanged.append(f.relpath)
-                    files.append(f)
-                    continue
-        # new or changed: copy it into the snapshot while hashing it; that copy is what gets sent
-        f = read_local(local, name, None if dry_run else snapshot.path_for(name.path), blob=r is not None
-                       and not r.sha256)
+                else:
+                    plan.upload.append((f, "changed"))
+                continue
+        f = _footer_only(local, name)  # new, or another size: surely sent; hashed when snapshotted
         files.append(f)
-        if r is not None and tgt.same(f, r):
-            plan.unchanged.append(f.relpath)
-            snapshot.drop(f.path)
-        else:
-            plan.upload.append((f, "new" if r is None else "changed"))
-    card_shards = [f.info for f in files if f.info is not None]
+        plan.upload.append((f, "new" if r is None else "changed"))
+    return files
+
+
+def _push_snapshot(local: Path, tgt, snapshot: _Snapshot, *, dry_run: bool, prune: bool, message: str | None,
+                   progress: bool, max_files: int, check_dict: dict | None) -> PushResult:
+    names, orphans = _local_names(local)
+    warnings = list(f"local {o}: not a shard name ({SHARD_TEMPLATE}); not pushed" for o in orphans)
+    existed = tgt.prepare(dry_run)
+    remote = tgt.list() if existed else {}
+    warnings.extend(tgt.warnings)
+
+    plan = PushPlan(target=tgt.label, revision=tgt.revision, repo_exists=existed)
+    try:
+        files = _plan_files(local, names, remote, tgt, plan)
+    except LocalRepoError as e:
+        raise LocalRepoError(f"{e}; nothing was uploaded, re-run when it is done") from None
+    local_paths = {n.path for n in names}
+    infos = {f.relpath: f.info for f in files if f.info is not None}
+    card_shards = list(infos.values())
     for rel in sorted(set(remote) - local_paths - {CARD_NAME}):
         if prune:
             plan.delete.append(rel)
@@ -913,6 +1007,7 @@ def _push_snapshot(local: Path, tgt, snapshot: _Snapshot, *, dry_run: bool, prun
             warnings.append(f"remote {rel}: not a shard name; kept (use --prune to delete it)")
         else:
             card_shards.append(info)
+            infos[rel] = info
     if plan.keep_remote_only:
         warnings.append(f"{len(plan.keep_remote_only)} remote shard(s) are not in the local repo; kept and counted "
                         "in the card (pass --prune to delete them)")
@@ -937,7 +1032,12 @@ def _push_snapshot(local: Path, tgt, snapshot: _Snapshot, *, dry_run: bool, prun
                 "its old content is not kept"
             warnings.append(f"{'will replace' if dry_run else 'replacing'} {tgt.label}/{CARD_NAME}, which was not "
                             f"written by fusionrs, with the FusionRS card ({where})")
-    plan.rights = rights_summary(f.path for f, _ in plan.upload)
+    try:
+        plan.rights = rights_summary(f.path for f, _ in plan.upload)
+    except (OSError, pa.ArrowException) as e:
+        raise LocalRepoError(f"local repo changed while push was planning ({type(e).__name__}: {e}); nothing was "
+                             "uploaded, re-run when it is done") from None
+    plan.sender = _Sender(local, plan, snapshot, tgt, remote, infos, sample)
 
     result = PushResult(ok=True, plan=plan, dry_run=dry_run, check=check_dict, warnings=warnings)
     for w in warnings:
@@ -949,18 +1049,22 @@ def _push_snapshot(local: Path, tgt, snapshot: _Snapshot, *, dry_run: bool, prun
 
     from tqdm import tqdm
 
+    tgt.create()  # the first write to the remote
     with tqdm(total=plan.upload_bytes, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr,
               desc=f"push 0/{plan.upload_files} files", disable=not progress) as bar:
         result.commits = tgt.apply(plan, message=message, max_files=max_files, bar=bar)
     result.uploaded_files, result.uploaded_bytes = plan.upload_files, plan.upload_bytes
-    for f in files:  # the remote holds what was read; say so if the repo has moved on meanwhile
-        try:
+    sender: _Sender = plan.sender
+    result.warnings.extend(sender.warnings)
+    said = {w.split(" ", 2)[1] for w in sender.warnings}
+    for f in [*sender.sent.values(), *(f for f in files if f.relpath in plan.unchanged)]:
+        try:  # the remote holds what was read; say so if the repo has moved on since
             now = _stat_key(os.stat(f.source)) if f.source is not None else f.stat
         except FileNotFoundError:
             now = None
-        if now != f.stat:
-            result.warnings.append(f"local {f.relpath} changed during the push; the remote has the version read at "
-                                   "the start (its card counts that one): re-run push to upload the new one")
+        if now != f.stat and f.relpath not in said:
+            result.warnings.append(f"local {f.relpath} changed during the push; the remote has the version read "
+                                   "before (its card counts that one): re-run push to upload the new one")
     return result
 
 
@@ -1020,8 +1124,24 @@ def _print_text(res: PushResult, out=None) -> None:
         print(f"done: {res.uploaded_files} file(s), {_fmt_bytes(res.uploaded_bytes)} uploaded{how}", file=out)
 
 
+class _DropWarnings(logging.Filter):
+    """The CLI prints every warning of the result once, as ``warning: ...``; their log records would repeat them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno != logging.WARNING
+
+
 def run(args: argparse.Namespace) -> int:
     progress = not args.quiet and not args.json and sys.stderr.isatty()
+    drop = _DropWarnings()
+    logger.addFilter(drop)
+    try:
+        return _run(args, progress)
+    finally:
+        logger.removeFilter(drop)
+
+
+def _run(args: argparse.Namespace, progress: bool) -> int:
     try:
         res = push_repo(args.local_repo, args.target, revision=args.revision, private=args.private,
                         dry_run=args.dry_run, prune=args.prune, message=args.message,

@@ -47,7 +47,7 @@ _AUTH_RE = re.compile(r"\b((?i:bearer)(?:\s|%20|\+)+|Basic(?:\s|%20|\+)+(?=[A-Za
 _QUERY_RE = re.compile(
     r"(?i)((?:[?&;]|%3F|%26)(?:access_token|token|api_key|apikey|api-key|password|passwd|secret|client_secret|"
     r"signature|sig|x-amz-signature|x-amz-credential|x-amz-security-token|x-goog-signature|sas|sv)(?:=|%3D))"
-    r"[^&\s'\"#<>]+")
+    r"[^&\s'\"#<>;,)]+")
 _URL_CRED_RE = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s'\"<>?#]*@")
 _URL_CRED_ENC_RE = re.compile(r"(?i)(%3A%2F%2F|%253A%252F%252F)(?:(?!%2F|%40|%252F|%2540)[^/\s'\"<>?#])+(%40|%2540)")
 _SECRET_KEYS = re.compile(r"(?i)token|secret|password|passwd|credential|auth|key|sig")

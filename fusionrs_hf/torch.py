@@ -48,12 +48,18 @@ Work assignment (the rule the code follows)
   seed, epoch and slot, a restart skips the consumed rows without reading them (torchdata
   ``StatefulDataLoader``, ``stateful=True``). Resuming needs the same ``num_workers``,
   ``world_size``, ``batch_size``, ``seed``, ``shuffle_buffer`` and split (row count); otherwise
-  ``load_state_dict`` (or the first ``next``) raises.
+  ``load_state_dict`` (or the first ``next``) raises. A checkpoint taken before a worker has
+  delivered its first batch of the epoch records that worker at 0 rows, so it resumes too.
 * Bad data: by default a corrupt or missing image raises :class:`~fusionrs_hf.decode.DecodeError`
-  naming the sample id, the shard and the row. With ``on_error="skip"`` the row is left out of its
-  batch (that batch is smaller, the batch count stays equal across ranks), counted in
-  ``loader.skipped`` (a shared-memory counter, summed over workers) and named in a warning
-  at the end of each worker's epoch.
+  naming the sample id, the shard and the row; so does a parquet page or footer that cannot be read
+  (shard and first unread row). With ``on_error="skip"`` the row is left out of its batch (that batch
+  is smaller, the batch count stays equal across ranks), counted in ``loader.skipped`` (a
+  shared-memory counter, summed over workers) and named in a warning at the end of each worker's
+  epoch; the unread rows of a corrupt page count the same way, and a shard whose footer cannot be
+  read when planning is left out (``skipped_shards``) with a warning.
+* Re-planning: the plan remembers each shard's size, mtime, inode, ETag and digest. ``set_epoch``
+  (or the start of a pass) looks again; if a shard was rewritten, added or removed it warns naming
+  them and re-plans (persistent workers follow), and ``len(loader)`` gives the new count.
 
 Any ``datasets.IterableDataset`` of FusionRS rows also works (``FusionRSIterable(source=ds)``):
 its image columns are cast to ``Image(decode=False)`` and decoded here, DDP uses
@@ -141,10 +147,8 @@ class Unit:
     num_rows: int
 
 
-def plan_units(fs, root: str, config: str, split: str) -> list[Unit]:
-    """The split's row groups, in sorted shard order, from the parquet footers only."""
-    import pyarrow.parquet as pq
-
+def split_files(fs, root: str, config: str, split: str) -> list[str]:
+    """The repo-relative shard paths of a config's split, sorted."""
     get_config(config)
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
@@ -152,10 +156,45 @@ def plan_units(fs, root: str, config: str, split: str) -> list[Unit]:
     files = config_files(config, split, [s.path for s in shards])
     if not files:
         raise FileNotFoundError(f"no shards for config {config!r} split {split!r} under {root}")
+    return files
+
+
+def _fingerprint(info: dict) -> tuple:
+    """What tells a rewritten file from the one planned: size, mtime, ETag, git blob id, LFS SHA-256."""
+    lfs = info.get("lfs")
+    lfs_sha = lfs.get("sha256") if isinstance(lfs, dict) else getattr(lfs, "sha256", None)
+    mtime = info.get("mtime", info.get("LastModified", info.get("last_modified")))
+    return (info.get("size"), str(mtime) if mtime is not None else None, info.get("ino"),
+            info.get("ETag") or info.get("etag"), info.get("blob_id"), lfs_sha)
+
+
+def shard_fingerprints(fs, root: str, files: Sequence[str]) -> dict[str, tuple]:
+    """``{shard: fingerprint}`` from the filesystem's listing info (no file is opened)."""
+    return {rel: _fingerprint(fs.info(f"{root}/{rel}")) for rel in files}
+
+
+def plan_units(fs, root: str, config: str, split: str, files: Sequence[str] | None = None,
+               unreadable: list[tuple[str, str]] | None = None) -> list[Unit]:
+    """The split's row groups, in sorted shard order, from the parquet footers only.
+
+    A shard whose footer cannot be read raises :class:`DecodeError` naming it; with ``unreadable`` (a
+    list) it is appended there as ``(shard, reason)`` instead and contributes no rows.
+    """
+    import pyarrow.parquet as pq
+
+    if files is None:
+        files = split_files(fs, root, config, split)
 
     def footer(rel: str) -> list[Unit]:
-        with fs.open(f"{root}/{rel}", "rb") as f:
-            md = pq.ParquetFile(f).metadata
+        try:
+            with fs.open(f"{root}/{rel}", "rb") as f:
+                md = pq.ParquetFile(f).metadata
+        except Exception as e:  # noqa: BLE001 - truncated footer, not parquet, unreadable: name the shard
+            reason = f"cannot read the parquet footer: {type(e).__name__}: {e}"
+            if unreadable is None:
+                raise DecodeError(f"shard={rel}: {reason}") from None
+            unreadable.append((rel, reason))
+            return []
         out, offset = [], 0
         for i in range(md.num_row_groups):
             n = md.row_group(i).num_rows
@@ -486,14 +525,22 @@ class FusionRSIterable(IterableDataset):
         back (see :class:`_SlotRing`); a plain ``DataLoader`` over this dataset gets fresh memory."""
         self.send_slots_once = False
         """Send each slot tensor once and later only its token (see :class:`_SlotReceiver`)."""
+        self._fingerprints: dict[str, tuple] = {}
+        self.skipped_shards: list[str] = []
+        """Shards left out of the plan because their footer could not be read (``on_error="skip"``)."""
         if source is None:
             if isinstance(repo_or_path, str):
                 register_url(repo_or_path)
             with scrubbing():  # a server echoing the token in its error must not put it in this exception
                 self.fs, self.root = resolve_repo(repo_or_path, revision)
-                self.units = plan_units(self.fs, self.root, config, split)
+                self.units, self._fingerprints = self._plan()
         else:
             self.fs, self.root, self.units = None, None, []
+        # Plan generation, shared with the workers: a persistent worker re-plans when it changed.
+        self._plan_gen = torch.zeros(1, dtype=torch.int64).share_memory_()
+        self._my_plan_gen = 0
+        self._plan_fresh = True
+        """Planned (or re-planned) since the last pass started: the next pass need not look again."""
         # Shared memory so set_epoch() reaches persistent workers and worker skip counts reach us.
         self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
         self._skipped = torch.zeros(_MAX_COUNTER_SLOTS, dtype=torch.int64).share_memory_()
@@ -514,8 +561,75 @@ class FusionRSIterable(IterableDataset):
         return int(self._epoch[0])
 
     def set_epoch(self, epoch: int) -> None:
-        """Reseed the shuffle for a new epoch (call before iterating, as with ``DistributedSampler``)."""
+        """Reseed the shuffle for a new epoch (call before iterating, as with ``DistributedSampler``).
+
+        Also looks at the shards again (:meth:`refresh_plan`): a shard rewritten, added or removed since
+        the plan is re-planned now, so ``len(loader)`` is already right for this epoch.
+        """
         self._epoch[0] = int(epoch)
+        self.refresh_plan()
+        self._plan_fresh = True
+
+    # -- the plan ----------------------------------------------------------------------------
+
+    def _plan(self) -> tuple[list[Unit], dict[str, tuple]]:
+        files = split_files(self.fs, self.root, self.config, self.split)
+        fingerprints = shard_fingerprints(self.fs, self.root, files)
+        return self._plan_files(files), fingerprints
+
+    def _plan_files(self, files: Sequence[str]) -> list[Unit]:
+        """Units of ``files``; with ``on_error="skip"`` a shard with an unreadable footer is left out, named
+        in a warning and in :attr:`skipped_shards`."""
+        bad: list[tuple[str, str]] | None = [] if self.on_error == "skip" else None
+        units = plan_units(self.fs, self.root, self.config, self.split, files, unreadable=bad)
+        self.skipped_shards = [rel for rel, _ in bad or []]
+        if bad:
+            msg = scrub(f"fusionrs: skipping {len(bad)} unreadable shard(s) of {self.config}/{self.split} "
+                        "(on_error='skip'): " + "; ".join(f"{rel}: {why}" for rel, why in bad[:5]))
+            logger.warning(msg)
+            warnings.warn(msg, RuntimeWarning, stacklevel=4)
+        return units
+
+    def refresh_plan(self) -> bool:
+        """Re-plan if any shard of the split was rewritten (size, mtime, ETag or digest differ), added or
+        removed since the plan; warn naming them. True if the plan changed. (Fast path only.)
+
+        Called at the start of every epoch (``set_epoch``, or the first batch of a pass without it), in
+        the training process: the workers of the next pass get the new plan (persistent ones re-plan
+        themselves). A shard rewritten *during* an epoch is detected when it is opened (its row groups no
+        longer match the plan) and reported as unreadable rows of that shard.
+        """
+        if self.source is not None:
+            return False
+        with scrubbing():
+            if hasattr(self.fs, "invalidate_cache"):
+                self.fs.invalidate_cache()  # a cached listing would hide the change (hf://, s3://)
+            files = split_files(self.fs, self.root, self.config, self.split)
+            fingerprints = shard_fingerprints(self.fs, self.root, files)
+            if fingerprints == self._fingerprints:
+                return False
+            units = self._plan_files(files)
+        old, new = set(self._fingerprints), set(fingerprints)
+        rewritten = sorted(f for f in old & new if self._fingerprints[f] != fingerprints[f])
+        parts = [f"{what}: {', '.join(names[:5])}{' ...' if len(names) > 5 else ''}"
+                 for what, names in (("rewritten", rewritten), ("added", sorted(new - old)),
+                                     ("removed", sorted(old - new))) if names]
+        rows_before = sum(u.num_rows for u in self.units)
+        self.units, self._fingerprints = units, fingerprints
+        self._plan_gen += 1
+        self._my_plan_gen = int(self._plan_gen[0])
+        msg = scrub(f"fusionrs: the shards of {self.config}/{self.split} changed since they were planned "
+                    f"({'; '.join(parts)}); re-planned: {sum(u.num_rows for u in units)} rows (were {rows_before})")
+        logger.warning(msg)
+        warnings.warn(msg, RuntimeWarning, stacklevel=3)
+        return True
+
+    def _refresh_for_pass(self) -> bool:
+        """Once per pass: re-plan unless that was just done (``set_epoch`` or the loader did it)."""
+        if self._plan_fresh:
+            self._plan_fresh = False
+            return False
+        return self.refresh_plan()
 
     @property
     def skipped(self) -> int:
@@ -598,6 +712,12 @@ class FusionRSIterable(IterableDataset):
 
     def _iter(self) -> Iterator:
         worker, nworkers, in_worker = self._context()
+        if self.source is None:
+            if not in_worker:
+                self._refresh_for_pass()
+            elif int(self._plan_gen[0]) != self._my_plan_gen:  # a persistent worker after a re-plan
+                self.units, self._fingerprints = self._plan()
+                self._my_plan_gen = int(self._plan_gen[0])
         self._slot = (self.rank, self.world_size, worker, nworkers)
         self._in_worker = in_worker
         self._skipped_ids: list[str] = []
@@ -716,7 +836,7 @@ class FusionRSIterable(IterableDataset):
         local = self.fs is not None and "file" in (
             self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,))
         pos = 0
-        open_name, pf, handle = None, None, None
+        open_name, pf, handle, open_error = None, None, None, None
         try:
             for unit_idx, first, end in pieces:
                 unit = self.units[unit_idx]
@@ -726,40 +846,71 @@ class FusionRSIterable(IterableDataset):
                 if unit.shard != open_name:
                     if handle is not None:
                         handle.close()
+                    handle, pf, open_error = None, None, None
                     path = f"{self.root}/{unit.shard}"
-                    if local:  # memory-mapped: pages are read from the page cache without a copy
-                        handle = None
-                        pf = pq.ParquetFile(path, memory_map=True)
-                    else:
-                        handle = self.fs.open(path, "rb")
-                        pf = pq.ParquetFile(handle)
+                    try:
+                        if local:  # memory-mapped: pages are read from the page cache without a copy
+                            pf = pq.ParquetFile(path, memory_map=True)
+                        else:
+                            handle = self.fs.open(path, "rb")
+                            pf = pq.ParquetFile(handle)
+                    except Exception as e:  # noqa: BLE001 - truncated footer, not parquet, gone: named below
+                        open_error = f"cannot open the parquet file: {type(e).__name__}: {e}"
                     open_name = unit.shard
-                row = 0  # row index within the row group
-                # 64-row record batches (~5 MB of image bytes): malloc reuses such blocks where
-                # 256-row ones were mapped afresh each time; reading measured 0.03-0.05 ms per row
-                # against 0.06-0.09.
-                for rb in pf.iter_batches(batch_size=64, row_groups=[unit.row_group], columns=cols,
-                                          use_threads=False):
-                    m = rb.num_rows
-                    if row + m <= first:
-                        row += m
-                        continue
-                    lo, hi = max(first - row, 0), min(end - row, m)
-                    # slice first: only this slot's rows are copied out of Arrow (image bytes included)
-                    part = rb.slice(lo, hi - lo) if (lo, hi) != (0, m) else rb
-                    data = {name: self._column(part, name, zero_copy) for name in part.schema.names}
-                    for j in range(hi - lo):
-                        rec = {name: vals[j] for name, vals in data.items()}
-                        rec["_shard"] = unit.shard
-                        rec["_row"] = unit.row_offset + row + lo + j
-                        yield pos, rec
+                error = open_error
+                if error is None:
+                    md = pf.metadata
+                    if unit.row_group >= md.num_row_groups or md.row_group(unit.row_group).num_rows != unit.num_rows:
+                        error = ("the shard changed since this epoch was planned (its row groups differ from the "
+                                 "plan); the next epoch re-plans")
+                done = 0  # rows of this piece delivered
+                if error is None:
+                    try:
+                        for pos_rec in self._read_piece(pf, unit, first, end, cols, zero_copy, pos):
+                            yield pos_rec
+                            done += 1
+                    except Exception as e:  # noqa: BLE001 - a corrupt page: name the shard and row
+                        error = f"cannot read row group {unit.row_group}: {type(e).__name__}: {e}"
+                pos += done
+                if error is not None:
+                    row = unit.row_offset + first + done
+                    where = f"shard={unit.shard} row={row}"
+                    if self.on_error == "raise":
+                        raise DecodeError(f"{where}: {error}")
+                    # skip mode: the unread rows of this piece become rows that fail (counted, named)
+                    for r in range(first + done, end):
+                        yield pos, {"sample_id": None, "_shard": unit.shard, "_row": unit.row_offset + r,
+                                    "_error": error}
                         pos += 1
-                    row += m
-                    if row >= end:
-                        break
         finally:
             if handle is not None:
                 handle.close()
+
+    def _read_piece(self, pf, unit: Unit, first: int, end: int, cols: list[str], zero_copy: bool,
+                    pos: int) -> Iterator[tuple[int, dict]]:
+        """Rows ``first..end-1`` of one row group as (position, raw record)."""
+        row = 0  # row index within the row group
+        # 64-row record batches (~5 MB of image bytes): malloc reuses such blocks where
+        # 256-row ones were mapped afresh each time; reading measured 0.03-0.05 ms per row
+        # against 0.06-0.09.
+        for rb in pf.iter_batches(batch_size=64, row_groups=[unit.row_group], columns=cols, use_threads=False):
+            m = rb.num_rows
+            if row + m <= first:
+                row += m
+                continue
+            lo, hi = max(first - row, 0), min(end - row, m)
+            # slice first: only this slot's rows are copied out of Arrow (image bytes included)
+            part = rb.slice(lo, hi - lo) if (lo, hi) != (0, m) else rb
+            data = {name: self._column(part, name, zero_copy) for name in part.schema.names}
+            for j in range(hi - lo):
+                rec = {name: vals[j] for name, vals in data.items()}
+                rec["_shard"] = unit.shard
+                rec["_row"] = unit.row_offset + row + lo + j
+                yield pos, rec
+                pos += 1
+            row += m
+            if row >= end:
+                break
 
     @staticmethod
     def _column(rb, name: str, zero_copy: bool = False) -> list:
@@ -808,7 +959,7 @@ class FusionRSIterable(IterableDataset):
         msg = f"sample_id={sid!r} shard={rec.get('_shard')} row={rec.get('_row')} column={column!r}: {err}"
         if self.on_error == "raise":
             raise DecodeError(msg) from (err if isinstance(err, Exception) else None)
-        self._skipped_ids.append(str(sid))
+        self._skipped_ids.append(str(sid) if sid is not None else f"{rec.get('_shard')}#{rec.get('_row')}")
         worker = self._slot[2]
         self._skipped[(worker + 1) % _MAX_COUNTER_SLOTS] += 1
         logger.debug("skipping %s", msg)
@@ -840,6 +991,9 @@ class FusionRSIterable(IterableDataset):
         rgb, ir, token, first = self._batch_tensors(n, s)
         kept: list[dict] = []
         for rec in rows:
+            if rec.get("_error") is not None:  # a row whose parquet data could not be read (see _read)
+                self._fail(rec, "parquet", rec["_error"])
+                continue
             a = self._decode(rec.get("rgb"), rec, "rgb")
             if a is None:
                 continue
@@ -975,8 +1129,14 @@ def normalize_batch(batch: dict, mean: Sequence[float] = CLIP_MEAN, std: Sequenc
 
 class _LoaderMixin:
     def __iter__(self):
-        it = super().__iter__()
         ds = self.dataset
+        if hasattr(ds, "_refresh_for_pass"):
+            # before the workers of this pass take their copy of the plan
+            if ds._refresh_for_pass():
+                self._fix_len()
+            if not self.num_workers:
+                ds._plan_fresh = True  # the pass runs here: it need not look a second time
+        it = super().__iter__()
         table = getattr(ds, "_slots", None)
         if table is None or not getattr(ds, "ring_size", 0):
             yield from it
@@ -1000,8 +1160,15 @@ class _LoaderMixin:
             receiver.end_pass()
 
     def set_epoch(self, epoch: int) -> None:
-        """Forward to the dataset: call before each epoch for a new shuffle order."""
+        """Forward to the dataset: call before each epoch for a new shuffle order (and a fresh plan)."""
         self.dataset.set_epoch(epoch)
+        self._fix_len()
+
+    def _fix_len(self) -> None:
+        """torch remembers the last ``len(loader)`` to warn when a pass yields more; after a re-plan that
+        number is the old plan's."""
+        if getattr(self, "_IterableDataset_len_called", None) is not None:
+            self._IterableDataset_len_called = len(self.dataset)
 
     @property
     def skipped(self) -> int:
