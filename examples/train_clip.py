@@ -1,18 +1,38 @@
 """Tri-modal CLIP (RGB–IR–text) on FusionRS: the paper's retrieval track, in one command.
 
+    python examples/train_clip.py --data ./fusionrs --preset rc4-release --model openai/clip-vit-base-patch32
     python examples/train_clip.py --data fusionrs/fusionrs --config iraware --model ViT-B-32:openai --steps 2000
     python examples/train_clip.py --data ./sample --model tiny --steps 200          # offline, CPU, seconds
 
-One image encoder serves RGB and IR; the loss is L(rgb,text) + L(ir,text) + L(rgb,ir) (symmetric
-InfoNCE, one learnable temperature), with the pairs chosen by --recipe (580K-only, A-original,
-B-iraware, C-mixed). --model is ``tiny`` (random small CLIPModel, local tokenizer), a transformers
-CLIP id or folder (``openai/clip-vit-base-patch32``), or an open_clip name (``ViT-B-32``,
+One image encoder serves RGB and IR; the loss combines symmetric InfoNCE terms (one learnable
+temperature) over the pairs of --recipe: the authors' ablations rgb_text, ir_text, dual_text,
+trimodal, or ours (580K-only = the trimodal pairs; A-original, B-iraware, C-mixed on IR-aware
+captions, which in the release are VLM settings), summed or averaged (--loss-reduction).
+
+Settings: without --preset, ours (sum of the terms, batch 32, lr 2e-3 for tiny / 1e-5 otherwise,
+AdamW (0.9, 0.98) eps 1e-6, decay 0.1 on weight matrices, cosine with 3 % warmup, clipping at 1.0,
+temperature clamped at 100, bf16 on a capable GPU, seed 0, last weights kept).
+--preset paper: the paper's loss (sum of RGB–text, IR–text and RGB–IR; the paper states no
+optimiser settings, those stay ours). --preset rc4-release: the authors' released run (mean of the
+three terms, lr 5e-6, 500 warmup steps then cosine, batch 128, 3 epochs, fp16 + gradient scaler on
+a GPU, AdamW defaults with decay 0.1 on every parameter, no clipping, unclamped temperature, seed
+42, the checkpoint with the best validation Mean R). Under a preset, --steps, --epochs,
+--batch-size, --seed, --recipe (the authors' four), --rgb-ir-weight and --ir-view may still be
+changed (stderr says so); any other option that contradicts the preset is one error line, exit 2.
+--ir-view (translated, grayscale, rgb_duplicate) is the authors' IR-view ablation for training.
+
+--model is ``tiny`` (random small CLIPModel, local tokenizer), a transformers CLIP id or folder
+(``openai/clip-vit-base-patch32``, the release's base), or an open_clip name (``ViT-B-32``,
 ``ViT-B-32:laion2b_s34b_b79k``; needs ``pip install 'fusionrs-hf[train]'``).
 
-Progress goes to stderr (one JSON record per logged step; also --out/train_log.jsonl); the last
-stdout line is one JSON object with the eval split's Recall@1/5/10 per direction, ``mean_r`` (the
-paper's Mean R over IR↔Text and RGB↔IR), ``mean_r_all6`` and ``chance_r1`` (100 / gallery size).
-The checkpoint is written to --out/checkpoint (reload it with ``--model OUT/checkpoint``).
+Evaluation goes through ``fusionrs eval``'s code with its defaults (--eval-protocol auto: rc4 on
+rows with release flags, else all-rows; --eval-ties pessimistic), so the last stdout line, one
+JSON object with Recall@1/5/10 per direction, ``mean_r`` (the paper's Mean R over IR↔Text and
+RGB↔IR), ``text_mean``, ``pair_mean``, ``mean_r_all6``, ``chance_r1``, the protocol and tie rule,
+equals ``fusionrs eval DATA --model OUT/checkpoint --config EVAL_CONFIG --split EVAL_SPLIT``.
+Progress goes to stderr (one JSON record per logged step; also --out/train_log.jsonl). The
+checkpoint is written to --out/checkpoint (the selected one with best-val-recall; the last
+weights then also go to --out/last_checkpoint).
 
 Missing splits: the evaluation config is --eval-config, else the data config (--config or the
 recipe's). An implied config without --eval-split (the rc4 release ships IR-aware captions for
@@ -28,36 +48,68 @@ import argparse
 import json
 import sys
 
+from fusionrs_hf.eval import PRECISIONS as EVAL_PRECISIONS
+from fusionrs_hf.eval import ProtocolError
 from fusionrs_hf.layout import CONFIG_NAMES, SPLITS
 from fusionrs_hf.splits import MissingSplitError
-from fusionrs_hf.train.clip import RECIPES, ClipTrainConfig, final_line, train_clip
+from fusionrs_hf.train.clip import (
+    DECAY_ON,
+    IR_VIEWS,
+    LOSS_REDUCTIONS,
+    PRECISIONS,
+    PRESETS,
+    RECIPES,
+    SCHEDULES,
+    SELECTIONS,
+    ClipTrainConfig,
+    PresetError,
+    train_clip,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="FusionRS repo: Hub dataset id or local folder")
+    p.add_argument("--preset", default=None, choices=tuple(PRESETS), help="paper | rc4-release (default: ours)")
     p.add_argument("--config", default=None, help="data config (default: the recipe's: default or iraware)")
-    p.add_argument("--recipe", default="580K-only", help=f"loss pairs: {', '.join(RECIPES)} (or A, B, C)")
+    p.add_argument("--recipe", default=None, help=f"loss pairs: {', '.join(RECIPES)} (or A, B, C); default "
+                                                  "580K-only, or trimodal under a preset")
+    p.add_argument("--loss-reduction", default=None, choices=LOSS_REDUCTIONS, help="sum (ours, the paper) or mean (the release)")
+    p.add_argument("--rgb-ir-weight", type=float, default=None, help="weight of the RGB–IR term (default 1)")
+    p.add_argument("--ir-view", default=None, choices=IR_VIEWS, help="second visual view for training (default translated)")
     p.add_argument("--model", default="tiny", help="tiny | transformers CLIP id/folder | open_clip name[:pretrained]")
     p.add_argument("--pretrained", default=None, help="open_clip pretrained tag or file")
     p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: --epochs over the train split)")
-    p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None, help="default 2e-3 for tiny (from scratch), 1e-5 for pretrained models")
-    p.add_argument("--weight-decay", type=float, default=0.1)
-    p.add_argument("--warmup-ratio", type=float, default=0.03)
-    p.add_argument("--dedupe-captions", action="store_true",
+    p.add_argument("--weight-decay", type=float, default=None)
+    p.add_argument("--weight-decay-on", default=None, choices=DECAY_ON, help="matrices (ours) or all parameters (the release)")
+    p.add_argument("--adam-betas", type=float, nargs=2, default=None, metavar=("B1", "B2"))
+    p.add_argument("--adam-eps", type=float, default=None)
+    p.add_argument("--schedule", default=None, choices=SCHEDULES)
+    p.add_argument("--warmup-ratio", type=float, default=None)
+    p.add_argument("--warmup-steps", type=int, default=None)
+    p.add_argument("--grad-clip", type=float, default=None, help="max gradient norm; 0 for none")
+    p.add_argument("--clamp-temperature", default=None, action=argparse.BooleanOptionalAction)
+    p.add_argument("--precision", default=None, choices=PRECISIONS)
+    p.add_argument("--select", default=None, choices=SELECTIONS, help="last weights, or best validation Mean R")
+    p.add_argument("--dedupe-captions", default=None, action=argparse.BooleanOptionalAction,
                    help="rows of a batch with the same caption string are not each other's negatives")
     p.add_argument("--image-size", type=int, default=64, help="tiny model only; checkpoints use their own size")
     p.add_argument("--eval-split", default="validation", choices=[s for s in SPLITS if s != "train"])
     p.add_argument("--eval-config", default=None, choices=CONFIG_NAMES,
                    help="config to evaluate on (default: the data config, or 'default' when that lacks --eval-split)")
     p.add_argument("--eval-text", default="caption", choices=("caption", "ir_caption"))
+    p.add_argument("--eval-protocol", default="auto", choices=("auto", "rc4", "all-rows"))
+    p.add_argument("--eval-ties", default="pessimistic", choices=("pessimistic", "topk"))
+    p.add_argument("--eval-batch-size", type=int, default=None, help="default: fusionrs eval's")
+    p.add_argument("--eval-precision", default="auto", choices=EVAL_PRECISIONS)
     p.add_argument("--eval-limit", type=int, default=None, help="evaluate on the first N rows only")
     p.add_argument("--eval-every", type=int, default=0, help="also evaluate every N steps (0: only at the end)")
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--num-workers", type=int, default=0)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=None)
     p.add_argument("--device", default=None, help="cuda / cpu (default: cuda when available)")
     p.add_argument("--out", default="runs/clip", help="folder for the checkpoint, train_log.jsonl, metrics.json")
     return p
@@ -66,18 +118,23 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     cfg = ClipTrainConfig(
-        data=a.data, config=a.config, recipe=a.recipe, model=a.model, pretrained=a.pretrained, out=a.out,
-        steps=a.steps, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, weight_decay=a.weight_decay,
-        warmup_ratio=a.warmup_ratio, dedupe_captions=a.dedupe_captions, image_size=a.image_size,
-        eval_split=a.eval_split, eval_config=a.eval_config, eval_text=a.eval_text, eval_limit=a.eval_limit,
-        eval_every=a.eval_every, log_every=a.log_every, num_workers=a.num_workers, seed=a.seed, device=a.device,
+        data=a.data, preset=a.preset, config=a.config, recipe=a.recipe, model=a.model, pretrained=a.pretrained,
+        out=a.out, steps=a.steps, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, weight_decay=a.weight_decay,
+        weight_decay_on=a.weight_decay_on, adam_betas=tuple(a.adam_betas) if a.adam_betas else None,
+        adam_eps=a.adam_eps, schedule=a.schedule, warmup_ratio=a.warmup_ratio, warmup_steps=a.warmup_steps,
+        loss_reduction=a.loss_reduction, rgb_ir_weight=a.rgb_ir_weight, ir_view=a.ir_view, grad_clip=a.grad_clip,
+        clamp_temperature=a.clamp_temperature, precision=a.precision, seed=a.seed, select=a.select,
+        dedupe_captions=a.dedupe_captions, image_size=a.image_size, eval_split=a.eval_split,
+        eval_config=a.eval_config, eval_text=a.eval_text, eval_protocol=a.eval_protocol, eval_ties=a.eval_ties,
+        eval_batch_size=a.eval_batch_size, eval_precision=a.eval_precision, eval_limit=a.eval_limit,
+        eval_every=a.eval_every, log_every=a.log_every, num_workers=a.num_workers, device=a.device,
     )
     try:
         run = train_clip(cfg)
-    except MissingSplitError as exc:
+    except (MissingSplitError, PresetError, ProtocolError) as exc:
         print(exc, file=sys.stderr)  # one line: "train_clip: config ... has no ... split in REPO (its splits: ...)"
         return 2
-    line = {**final_line(run["metrics"]), "eval_config": run["eval_config"], "eval_split": run["eval_split"]}
+    line = {**run["line"], "preset": a.preset, "eval_config": run["eval_config"], "eval_split": run["eval_split"]}
     print(json.dumps(line), flush=True)
     return 0
 

@@ -9,10 +9,20 @@ Definitions (fixed, so numbers are comparable across runs and papers):
 - **Correct at K**: a query is a hit at K when its *best-ranked relevant* gallery item has rank <= K.
   Several relevant items (e.g. several captions of one image, or several images sharing one caption
   string) count as one hit, never more.
-- **Rank and ties** (pessimistic): ``rank = 1 + number of irrelevant gallery items whose similarity is
-  >= the best relevant item's similarity``. A tie with a wrong item is counted against the query, so a
-  collapsed model (all embeddings equal) scores 0 at R@1 instead of 100; other relevant items never push
-  a query down.
+- **Rank and ties**, two rules (``ties=``), which differ only when a wrong item has exactly the score
+  of the best right one:
+
+  - ``"pessimistic"`` (ours, the default; alias ``"ours"``): ``rank = 1 + number of irrelevant gallery
+    items whose similarity is >= the best relevant item's similarity``. A tie with a wrong item is
+    counted against the query, so a collapsed model (all embeddings equal) scores 0 at R@1 instead of
+    100; other relevant items never push a query down. The figure does not depend on gallery order.
+  - ``"topk"`` (the authors'; alias ``"authors"``): a query is a hit at K when a relevant item is among
+    the first K of the gallery sorted by descending similarity, ties kept in gallery order (a stable
+    sort: ``np.argsort(-s, kind="stable")``). That is what the authors' scorer
+    (``score_retrieval_embeddings.py``: ``argpartition`` + stable ``argsort``) and ``torch.topk`` give
+    whenever no tie straddles position K; where one does, theirs picks among the tied items in an
+    unspecified order and this rule picks the earlier gallery rows. A collapsed model scores
+    ``100 * K / N`` here. Without ties both rules give the same figures.
 - **Relevance**: by default query ``i`` and gallery item ``j`` are relevant when they belong to the same
   image: ``image_ids`` name the rows of ``rgb``/``ir`` (default ``0..N-1``, one row per image, the two
   galleries aligned) and ``text_ids`` name the image of each text row (default: the same as
@@ -36,6 +46,18 @@ KS: tuple[int, ...] = (1, 5, 10)
 DIRECTIONS: tuple[str, ...] = ("ir2text", "text2ir", "rgb2ir", "ir2rgb", "rgb2text", "text2rgb")
 PAPER_DIRECTIONS: tuple[str, ...] = ("ir2text", "text2ir", "rgb2ir", "ir2rgb")
 """The four directions averaged into the paper's "Mean R"."""
+TIE_RULES: tuple[str, ...] = ("pessimistic", "topk")
+"""``pessimistic``: ties count against the query (ours); ``topk``: stable top-k, ties in gallery order (the authors')."""
+TIE_ALIASES: dict[str, str] = {"ours": "pessimistic", "authors": "topk", "theirs": "topk", "stable": "topk"}
+
+
+def tie_rule(name: str) -> str:
+    """The canonical tie rule for ``name`` (one of :data:`TIE_RULES` or an alias in :data:`TIE_ALIASES`)."""
+    rule = TIE_ALIASES.get(name, name)
+    if rule not in TIE_RULES:
+        raise ValueError(f"unknown tie rule {name!r}; expected one of {', '.join(TIE_RULES)} "
+                         f"(or {', '.join(TIE_ALIASES)})")
+    return rule
 
 
 def _as_array(x) -> np.ndarray:
@@ -54,29 +76,39 @@ def _normalise(arr: np.ndarray) -> np.ndarray:
     return arr / np.maximum(norms, 1e-12)
 
 
-def ranks(sim: np.ndarray, relevant: np.ndarray, *, chunk: int = 1024) -> np.ndarray:
-    """Rank (1-based, pessimistic ties) of the best relevant gallery item for each query row.
+def ranks(sim: np.ndarray, relevant: np.ndarray, *, ties: str = "pessimistic", chunk: int = 1024) -> np.ndarray:
+    """Rank (1-based) of the best relevant gallery item for each query row, under the tie rule ``ties``.
 
-    ``sim`` and ``relevant`` are (queries x gallery). A query with no relevant item gets rank
-    ``inf`` (it can never be a hit); callers normally reject that case before.
+    ``sim`` and ``relevant`` are (queries x gallery). ``pessimistic``: 1 + irrelevant items scoring
+    >= the best relevant one. ``topk``: the position of the first relevant item in a stable
+    descending sort, i.e. 1 + items scoring above the best relevant score + items tied with it that
+    come before the first relevant item holding it. A query with no relevant item gets rank ``inf``
+    (it can never be a hit); callers normally reject that case before.
     """
+    rule = tie_rule(ties)
     sim = np.asarray(sim, dtype=np.float64)
     relevant = np.asarray(relevant, dtype=bool)
     if sim.shape != relevant.shape:
         raise ValueError(f"similarity {sim.shape} and relevance {relevant.shape} shapes differ")
     out = np.empty(sim.shape[0], dtype=np.float64)
+    cols = np.arange(sim.shape[1])
     for start in range(0, sim.shape[0], chunk):
         s, r = sim[start:start + chunk], relevant[start:start + chunk]
         best = np.where(r, s, -np.inf).max(axis=1, keepdims=True)
-        worse_or_equal = (~r) & (s >= best)
-        out[start:start + chunk] = 1 + worse_or_equal.sum(axis=1)
+        if rule == "pessimistic":
+            rank = 1 + ((~r) & (s >= best)).sum(axis=1)
+        else:
+            tied = s == best
+            first = np.argmax(tied & r, axis=1)  # the earliest relevant item at the best relevant score
+            rank = 1 + (s > best).sum(axis=1) + (tied & (cols[None, :] < first[:, None])).sum(axis=1)
+        out[start:start + chunk] = rank
         out[start:start + chunk][~r.any(axis=1)] = np.inf
     return out
 
 
-def recall_at_k(sim, relevant, ks: Sequence[int] = KS) -> dict[int, float]:
+def recall_at_k(sim, relevant, ks: Sequence[int] = KS, *, ties: str = "pessimistic") -> dict[int, float]:
     """Recall@K in percent for a (queries x gallery) similarity matrix and boolean relevance."""
-    r = ranks(_as_sim(sim), relevant)
+    r = ranks(_as_sim(sim), relevant, ties=ties)
     return {k: float(100.0 * np.mean(r <= k)) for k in ks}
 
 
@@ -112,6 +144,7 @@ def retrieval_metrics(
     text_ids: Sequence[Hashable] | None = None,
     relevance=None,
     ks: Sequence[int] = KS,
+    ties: str = "pessimistic",
 ) -> dict[str, float]:
     """Recall@K (percent) for every direction between the modalities given, plus the means.
 
@@ -119,8 +152,10 @@ def retrieval_metrics(
     the other); ``text`` is (M x D). Any of the three may be None: directions that need it are
     left out (and so are the means that need them). Keys: ``{direction}_r{k}`` for the
     directions in :data:`DIRECTIONS`, ``mean_r``, ``mean_r_all6``, ``chance_r1``, ``n_images``,
-    ``n_texts``. See the module docstring for ties and several captions per image.
+    ``n_texts``. ``ties`` is the tie rule (:data:`TIE_RULES`). See the module docstring for ties and
+    several captions per image.
     """
+    ties = tie_rule(ties)
     emb = {name: _normalise(_as_array(x)) for name, x in (("rgb", rgb), ("ir", ir), ("text", text)) if x is not None}
     if len(emb) < 2:
         raise ValueError("retrieval_metrics needs at least two of rgb, ir, text")
@@ -155,18 +190,18 @@ def retrieval_metrics(
         for mod in ("ir", "rgb"):
             if mod in emb:
                 sim = emb[mod] @ emb["text"].T
-                for k, v in recall_at_k(sim, rel, ks).items():
+                for k, v in recall_at_k(sim, rel, ks, ties=ties).items():
                     out[f"{mod}2text_r{k}"] = v
-                for k, v in recall_at_k(sim.T, rel.T, ks).items():
+                for k, v in recall_at_k(sim.T, rel.T, ks, ties=ties).items():
                     out[f"text2{mod}_r{k}"] = v
         out["n_texts"] = float(n_txt)
     if "rgb" in emb and "ir" in emb:
         img_ids = _ids(image_ids, n_img, "image_ids")
         rel = _same_ids(img_ids, img_ids)
         sim = emb["rgb"] @ emb["ir"].T
-        for k, v in recall_at_k(sim, rel, ks).items():
+        for k, v in recall_at_k(sim, rel, ks, ties=ties).items():
             out[f"rgb2ir_r{k}"] = v
-        for k, v in recall_at_k(sim.T, rel.T, ks).items():
+        for k, v in recall_at_k(sim.T, rel.T, ks, ties=ties).items():
             out[f"ir2rgb_r{k}"] = v
 
     for name, dirs in (("mean_r", PAPER_DIRECTIONS), ("mean_r_all6", DIRECTIONS)):

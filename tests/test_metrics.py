@@ -125,3 +125,62 @@ def test_string_ids_match_an_explicit_relevance_matrix():
     same = np.array([[a == b for b in image_ids] for a in image_ids])
     sim = (rgb / np.linalg.norm(rgb, axis=1, keepdims=True)) @ (ir / np.linalg.norm(ir, axis=1, keepdims=True)).T
     assert m["rgb2ir_r1"] == pytest.approx(recall_at_k(sim, same, (1,))[1])
+
+
+# ------------------------------------------------------------------------ tie rules
+
+
+def _stable_topk_rank(sim: np.ndarray, rel: np.ndarray) -> list[int]:
+    """Position of the first relevant item in a stable descending sort, query by query."""
+    out = []
+    for s, r in zip(sim, rel, strict=True):
+        order = sorted(range(len(s)), key=lambda j: (-s[j], j))
+        out.append(next(p for p, j in enumerate(order) if r[j]) + 1)
+    return out
+
+
+def test_topk_rule_is_a_stable_sort_and_pessimistic_counts_ties_against():
+    rng = np.random.default_rng(0)
+    sim = rng.integers(0, 4, size=(40, 30)).astype(float)  # 4 score values: ties everywhere
+    rel = rng.random((40, 30)) < 0.15
+    rel[np.arange(40), rng.integers(0, 30, 40)] = True
+    assert ranks(sim, rel, ties="topk").tolist() == _stable_topk_rank(sim, rel)
+    pess = [1 + sum(1 for j in range(30) if not r[j] and s[j] >= max(s[r])) for s, r in zip(sim, rel, strict=True)]
+    assert ranks(sim, rel).tolist() == pess
+    assert (ranks(sim, rel, ties="topk") <= ranks(sim, rel)).all()
+    # a collapsed model: 0 at R@1 under ours, K/N under the stable top-k (the first K gallery rows hit)
+    same = np.ones((10, 4))
+    assert retrieval_metrics(same, same, same)["rgb2ir_r1"] == 0.0
+    m = retrieval_metrics(same, same, same, ties="topk")
+    assert m["rgb2ir_r1"] == pytest.approx(10.0) and m["ir2text_r5"] == pytest.approx(50.0)
+    assert recall_at_k(sim, rel, ties="authors") == recall_at_k(sim, rel, ties="topk")
+    with pytest.raises(ValueError, match="unknown tie rule"):
+        ranks(sim, rel, ties="random")
+
+
+def _authors_recall(q: np.ndarray, t: np.ndarray, qkeys, tkeys, ks=(1, 5, 10)) -> dict[int, float]:
+    """score_retrieval_embeddings.py's recall_at_k, restated: argpartition, then a stable sort of the top."""
+    max_k = min(max(ks), len(t))
+    scores = q @ t.T
+    top = np.argpartition(-scores, kth=max_k - 1, axis=1)[:, :max_k]
+    top_scores = np.take_along_axis(scores, top, axis=1)
+    top = np.take_along_axis(top, np.argsort(-top_scores, axis=1, kind="stable"), axis=1)
+    tkeys = np.asarray(tkeys)
+    hit = tkeys[top] == np.asarray(qkeys)[:, None]
+    return {k: 100.0 * float(hit[:, : min(k, max_k)].any(axis=1).sum()) / len(q) for k in ks}
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_both_rules_equal_the_authors_scorer_without_ties(seed):
+    rng = np.random.default_rng(seed)
+    n = 300
+    rgb, ir, txt = (x / np.linalg.norm(x, axis=1, keepdims=True) for x in rng.normal(size=(3, n, 16)))
+    keys = rng.integers(0, 220, n)  # duplicate caption keys: several positives per query
+    rel = keys[:, None] == keys[None, :]
+    for ties in ("pessimistic", "topk"):
+        m = retrieval_metrics(rgb, ir, txt, image_ids=list(range(n)), relevance=rel, ties=ties)
+        ids = np.arange(n)
+        for name, (q, t, qk, tk) in {"ir2text": (ir, txt, keys, keys), "text2ir": (txt, ir, keys, keys),
+                                     "rgb2ir": (rgb, ir, ids, ids), "ir2rgb": (ir, rgb, ids, ids)}.items():
+            for k, v in _authors_recall(q, t, qk, tk).items():
+                assert m[f"{name}_r{k}"] == pytest.approx(v, abs=1e-9), (ties, name, k)

@@ -7,6 +7,7 @@ import importlib.util
 import io
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -124,6 +125,32 @@ def test_recipes_match_the_paper():
                                                      ("rgb", "ir")}
     with pytest.raises(ValueError, match="unknown recipe"):
         clip.get_recipe("D")
+    # the authors' ablation settings
+    assert clip.get_recipe("rgb_text").terms == (("rgb", "caption"),)
+    assert clip.get_recipe("ir_text").terms == (("ir", "caption"),)
+    assert clip.get_recipe("dual_text").terms == (("rgb", "caption"), ("ir", "caption"))
+    assert clip.get_recipe("trimodal").terms == clip.get_recipe("580K-only").terms
+    assert [n for n, r in clip.RECIPES.items() if r.release] == list(clip.RELEASE_RECIPES)
+
+
+def test_loss_reduction_mean_is_the_releases_weighted_average():
+    torch.manual_seed(0)
+    emb = {m: torch.randn(6, 8) for m in ("rgb", "ir", "caption")}
+    scale = torch.tensor(5.0)  # above log(100): clamped unless clamp=False
+    terms = clip.get_recipe("trimodal").terms
+    t = {pair: clip.info_nce(emb[pair[0]], emb[pair[1]], scale, clamp=False) for pair in terms}
+    mean, _ = clip.trimodal_loss(emb, scale, terms, reduction="mean", clamp=False)
+    assert torch.allclose(mean, sum(t.values()) / 3)
+    w = 0.5
+    weighted, _ = clip.trimodal_loss(emb, scale, terms, reduction="mean", weights={("rgb", "ir"): w}, clamp=False)
+    rgb_text, ir_text, rgb_ir = t.values()
+    assert torch.allclose(weighted, (rgb_text + ir_text + w * rgb_ir) / (2 + w))
+    summed, _ = clip.trimodal_loss(emb, scale, terms, reduction="sum", clamp=False)
+    assert torch.allclose(summed, rgb_text + ir_text + rgb_ir)
+    clamped, _ = clip.trimodal_loss(emb, scale, terms, reduction="sum")
+    assert not torch.allclose(clamped, summed)  # ours caps the temperature at 100
+    with pytest.raises(ValueError, match="loss reduction"):
+        clip.trimodal_loss(emb, scale, terms, reduction="max")
 
 
 # ------------------------------------------------------------------------ models
@@ -205,21 +232,22 @@ def test_checkpoint_reloads_as_a_transformers_clip(clip_run, clip_repo):
     assert (ckpt / "config.json").is_file() and (ckpt / "fusionrs_clip.json").is_file()
     reloaded = clip.build_model(str(ckpt))
     assert isinstance(reloaded, clip.HFClip) and reloaded.image_size == 64
-    loader = clip.make_loader(str(clip_repo), "default", "test", batch_size=20, image_size=64,
-                              mean=reloaded.mean, std=reloaded.std)
-    m = clip.evaluate(reloaded, loader)
-    assert m["n_images"] == 20 and "mean_r" in m
+    from fusionrs_hf.eval import evaluate_model
+
+    res = evaluate_model(reloaded, str(clip_repo), config="default", split="test")
+    assert res.protocol == "all-rows"  # the demo sample carries no release flags
+    assert res.metrics["n_images"] == 20 and "mean_r" in res.metrics
 
 
 def test_eval_on_ir_aware_captions_keeps_only_rows_that_have_one(clip_run, clip_repo):
     _, out = clip_run
+    from fusionrs_hf.eval import embed_model
+
     model = clip.build_model(str(out / "checkpoint"))
-    loader = clip.make_loader(str(clip_repo), "default", "validation", batch_size=16, image_size=64,
-                              mean=model.mean, std=model.std)
-    e = clip.embed(model, loader, text_field="ir_caption")
+    e = embed_model(model, str(clip_repo), "default", "validation", text_field="ir_caption", batch_size=16)
     # validation IR-aware rows: RS5M and NWPU only, every other row (see fusionrs_hf.demo)
-    assert len(e["sample_ids"]) == 2 * (CLIP_COUNTS["validation"] // 2)
-    assert all(s.startswith(("rs5m", "nwpu")) for s in e["sample_ids"])
+    assert len(e.sample_id) == 2 * (CLIP_COUNTS["validation"] // 2)
+    assert all(s.startswith(("rs5m", "nwpu")) for s in e.sample_id)
 
 
 def test_missing_eval_split_fails_before_training(tmp_path):
@@ -290,4 +318,144 @@ def test_ir_caption_eval_without_ir_captions_fails_before_training(train_only_re
     with pytest.raises(MissingSplitError, match=r"no row of 'default'/validation in .* has one "
                                                 r"\(config 'iraware' has: train\)"):
         clip.train_clip(cfg, model=clip.tiny_clip(["a caption", "another"], image_size=32), log_fn=lambda r: None)
+    assert not (tmp_path / "run").exists()
+
+
+# ------------------------------------------------------------------------ presets, read back from what is built
+
+
+def _training(preset, model, total=1000, **kw):
+    cfg, overrides = clip.resolve_config(clip.ClipTrainConfig(data="x", preset=preset, **kw))
+    lr = cfg.lr if cfg.lr is not None else clip.default_lr("tiny")
+    return cfg, overrides, clip.Training(cfg, model, total, lr=lr, device=torch.device("cpu"))
+
+
+@pytest.fixture(scope="module")
+def tiny32():
+    return clip.tiny_clip(["an aerial view of a forest", "a river landscape with fields"] * 10, image_size=32)
+
+
+def _batch(n=4, size=32):
+    g = torch.Generator().manual_seed(0)
+    return {"rgb": torch.randn(n, 3, size, size, generator=g), "ir": torch.randn(n, 3, size, size, generator=g),
+            "caption": ["an aerial view of a forest", "a river landscape", "fields", "a forest"][:n],
+            "ir_caption": [None] * n}
+
+
+def test_rc4_release_preset_sets_the_released_run(tiny32):
+    cfg, overrides, tr = _training("rc4-release", tiny32, total=13593)
+    assert overrides == []
+    assert (cfg.recipe, cfg.loss_reduction, cfg.rgb_ir_weight) == ("trimodal", "mean", 1.0)
+    assert (cfg.batch_size, cfg.epochs, cfg.seed, cfg.select, cfg.precision) == (128, 3, 42, "best-val-recall", "fp16")
+    assert cfg.ir_view == "translated" and cfg.dedupe_captions is False
+    # optimizer: AdamW defaults, decay 0.1 on every parameter, lr 5e-6
+    opt = tr.optimizer
+    assert type(opt) is torch.optim.AdamW and len(opt.param_groups) == 1
+    g = opt.param_groups[0]
+    assert len(g["params"]) == len(list(tiny32.parameters()))
+    assert (g["initial_lr"], g["weight_decay"], g["betas"], g["eps"]) == (5e-6, 0.1, (0.9, 0.999), 1e-8)
+    # schedule: the release's lr_lambda, 500 warmup steps then cosine to zero at the last step
+    f = tr.scheduler.lr_lambdas[0]
+    assert f(0) == 1e-8 and f(250) == 0.5 and f(500) == 1.0
+    assert f(500 + (13593 - 500) // 2) == pytest.approx(0.5, abs=1e-3) and f(13593) == pytest.approx(0.0, abs=1e-12)
+    # no clipping, unclamped temperature, fp16 + scaler only where a GPU is
+    assert tr.grad_clip is None and tr.clamp_temperature is False
+    assert tr.scaler.is_enabled() == torch.cuda.is_available() and tr.amp_dtype is None  # CPU here: fp32
+    emb = {m: torch.randn(6, tiny32.model.config.projection_dim) for m in ("rgb", "ir", "caption")}
+    with torch.no_grad():
+        tiny32.logit_scale.fill_(5.0)
+        loss, _ = tr.loss(emb)
+        want = sum(clip.info_nce(emb[a], emb[b], tiny32.logit_scale, clamp=False)
+                   for a, b in clip.get_recipe("trimodal").terms) / 3
+    assert torch.allclose(loss, want)
+
+
+def test_ours_and_paper_presets(tiny32):
+    cfg, _, tr = _training(None, tiny32)
+    assert {k: getattr(cfg, k) for k in clip.SETTINGS} == clip.OURS
+    decay, no_decay = tr.optimizer.param_groups
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert all(p.ndim >= 2 for p in decay["params"]) and all(p.ndim < 2 for p in no_decay["params"])
+    assert (decay["betas"], decay["eps"], decay["initial_lr"]) == ((0.9, 0.98), 1e-6, 2e-3)
+    f = tr.scheduler.lr_lambdas[0]
+    assert f(0) == pytest.approx(1 / 30) and f(29) == 1.0  # 3 % of 1000 steps, (step + 1) / 30
+    assert tr.grad_clip == 1.0 and tr.clamp_temperature is True
+    paper, _, tp = _training("paper", tiny32)
+    assert (paper.recipe, paper.loss_reduction, paper.rgb_ir_weight) == ("trimodal", "sum", 1.0)
+    assert {k: getattr(paper, k) for k in clip.SETTINGS if k not in ("recipe",)} == {
+        k: v for k, v in clip.OURS.items() if k != "recipe"}  # the paper states nothing else
+    emb = {m: torch.randn(5, tiny32.model.config.projection_dim) for m in ("rgb", "ir", "caption")}
+    with torch.no_grad():
+        tiny32.logit_scale.fill_(2.0)
+        loss, parts = tp.loss(emb)
+    assert loss.item() == pytest.approx(sum(parts.values()), rel=1e-5)
+
+
+def test_a_training_step_clips_and_clamps_only_where_the_settings_say(tiny32, monkeypatch):
+    calls = []
+    real = torch.nn.utils.clip_grad_norm_
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda params, norm: calls.append(norm) or real(params, norm))
+    for preset, clipped, clamped in ((None, [1.0], True), ("rc4-release", [], False)):
+        calls.clear()
+        _, _, tr = _training(preset, tiny32, total=10)
+        with torch.no_grad():
+            tiny32.logit_scale.fill_(5.0)
+        tr.step(_batch())
+        assert calls == clipped
+        scale = float(tiny32.logit_scale.detach())
+        assert (scale == pytest.approx(math.log(100.0))) == clamped, (preset, scale)
+
+
+def test_ir_view_switch():
+    torch.manual_seed(0)
+    rgb, ir = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
+    mean, std = clip.CLIP_MEAN, clip.CLIP_STD
+    assert clip.ir_view_transform(rgb, ir, "translated", mean, std) is ir
+    assert clip.ir_view_transform(rgb, ir, "rgb_duplicate", mean, std) is rgb
+    gray = clip.ir_view_transform(rgb, ir, "grayscale", mean, std)
+    pix = gray * torch.tensor(std).view(1, 3, 1, 1) + torch.tensor(mean).view(1, 3, 1, 1)
+    assert torch.allclose(pix[:, 0], pix[:, 1], atol=1e-6) and torch.allclose(pix[:, 1], pix[:, 2], atol=1e-6)
+    src = rgb * torch.tensor(std).view(1, 3, 1, 1) + torch.tensor(mean).view(1, 3, 1, 1)
+    luma = 0.299 * src[:, 0] + 0.587 * src[:, 1] + 0.114 * src[:, 2]
+    assert torch.allclose(pix[:, 0], luma, atol=1e-6)
+
+
+def test_preset_overrides_and_bad_combinations():
+    cfg, overrides = clip.resolve_config(clip.ClipTrainConfig(data="x", preset="rc4-release", batch_size=8,
+                                                              recipe="ir_text", ir_view="grayscale"))
+    assert (cfg.batch_size, cfg.recipe, cfg.ir_view, cfg.lr) == (8, "ir_text", "grayscale", 5e-6)
+    assert overrides == ["recipe 'ir_text' (preset 'trimodal')", "batch_size 8 (preset 128)",
+                         "ir_view 'grayscale' (preset 'translated')"]
+    same, none = clip.resolve_config(clip.ClipTrainConfig(data="x", preset="rc4-release", lr=5e-6))
+    assert none == [] and same.lr == 5e-6  # repeating a preset value is fine
+    bad = [
+        (dict(preset="rc4-release", lr=1e-3), "sets lr = 5e-06; lr = 0.001 contradicts it"),
+        (dict(preset="rc4-release", loss_reduction="sum"), "sets loss_reduction = 'mean'"),
+        (dict(preset="paper", loss_reduction="mean"), "sets loss_reduction = 'sum'"),
+        (dict(preset="rc4-release", grad_clip=1.0), "sets grad_clip = 0.0"),
+        (dict(preset="rc4-release", recipe="B-iraware"), "recipe 'B-iraware' is ours"),
+        (dict(preset="fast"), "unknown preset 'fast'"),
+        (dict(warmup_ratio=0.1, warmup_steps=10), "not both"),
+        (dict(ir_view="thermal"), "ir_view must be one of"),
+    ]
+    for kw, message in bad:
+        with pytest.raises(clip.PresetError, match=re.escape(message)) as e:
+            clip.resolve_config(clip.ClipTrainConfig(data="x", **kw))
+        assert "\n" not in str(e.value)
+
+
+def test_bad_preset_option_is_one_line_exit_2(tmp_path):
+    rc, out, err = _run_example(["--data", str(tmp_path), "--preset", "rc4-release", "--lr", "0.001",
+                                 "--out", str(tmp_path / "run")])
+    assert rc == 2 and out == ""
+    assert err.strip().splitlines() == ["train_clip: --preset rc4-release sets lr = 5e-06; lr = 0.001 contradicts it "
+                                        "(drop --preset to choose every setting yourself)"]
+    assert not (tmp_path / "run").exists()
+
+
+def test_rc4_eval_protocol_on_rows_without_flags_fails_before_training(clip_repo, tmp_path):
+    rc, out, err = _run_example(["--data", str(clip_repo), "--config", "default", "--eval-protocol", "rc4",
+                                 "--model", "tiny", "--image-size", "32", "--steps", "1", "--out",
+                                 str(tmp_path / "run"), "--device", "cpu"])
+    assert rc == 2 and out == "" and "is_eval_representative" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()

@@ -6,6 +6,7 @@ import contextlib
 import importlib.util
 import io
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -115,7 +116,11 @@ def test_lora_goes_on_the_language_model_only(tiny):
 
 
 def test_paper_defaults():
-    cfg = vlm.VLMTrainConfig(data="x")
+    cfg, overrides = vlm.resolve_config(vlm.VLMTrainConfig(data="x"))
+    paper, _ = vlm.resolve_config(vlm.VLMTrainConfig(data="x", preset="paper"))
+    settings = {k: getattr(cfg, k) for k in vlm.VLM_SETTINGS}
+    assert overrides == [] and settings == {k: getattr(paper, k) for k in vlm.VLM_SETTINGS} == vlm.PAPER_SETTINGS
+    assert (cfg.lora_targets, cfg.quantization, cfg.prompts, cfg.lora_task_type) == ("language-model", "none", "paper", None)
     assert (cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout) == (32, 64, 0.05)
     assert (cfg.epochs, cfg.lr_scheduler_type, cfg.warmup_ratio) == (1, "cosine", 0.03)
     assert (cfg.per_device_batch_size, cfg.gradient_accumulation_steps, cfg.gradient_checkpointing) == (1, 8, True)
@@ -223,3 +228,95 @@ def test_explicit_eval_config_without_the_split_exits_2(train_only_repo, tmp_pat
                                         f"{train_only_repo} (its splits: train; rc4 releases IR-aware captions "
                                         "for train only)"]
     assert not (tmp_path / "run").exists()
+
+
+# ------------------------------------------------------------------------ presets, read back from what is built
+
+RELEASE_PROMPT = ("Describe this infrared-style aerial image in one concise sentence. Report visible scene semantics, "
+                  "grayscale intensity, contrast, edges, texture, or structure only. Do not infer temperature, heat, "
+                  "material properties, emissivity, or RGB color.")
+
+
+def test_rc4_release_preset_reads_back():
+    cfg, overrides = vlm.resolve_config(vlm.VLMTrainConfig(data="x", preset="rc4-release"))
+    assert overrides == []
+    assert (cfg.quantization, cfg.prompts, cfg.seed, cfg.lr, cfg.epochs) == ("nf4", "release", 42, 2e-4, 1)
+    model, _ = vlm.tiny_vlm([PROMPT, ANSWER] * 5)  # a fresh model: peft injects its layers in place
+    lc = vlm.lora_config(model, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
+                         targets=cfg.lora_targets, task_type=cfg.lora_task_type)
+    assert (lc.r, lc.lora_alpha, lc.lora_dropout, lc.bias) == (16, 32, 0.05, "none")
+    assert getattr(lc.task_type, "value", lc.task_type) == "CAUSAL_LM"
+    assert set(lc.target_modules) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    peft_model = vlm.add_lora(model, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
+                              targets=cfg.lora_targets, task_type=cfg.lora_task_type)
+    adapted = {n for n, m in peft_model.named_modules() if hasattr(m, "lora_A") and len(m.lora_A)}
+    assert any("language_model" in n for n in adapted)
+    assert any("vision_tower" in n for n in adapted)  # the name list reaches the vision tower too, as in the release
+    args = vlm._training_args(cfg, max_steps=10)
+    assert getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type) == "linear"
+    assert getattr(args, "warmup_ratio", 0) == 0 and args.warmup_steps == 0
+    assert (args.learning_rate, args.seed, args.data_seed) == (2e-4, 42, 42)
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (1, 8)
+    q = vlm.quantization_config(torch.bfloat16)
+    assert (q.load_in_4bit, q.bnb_4bit_quant_type, q.bnb_4bit_use_double_quant, q.bnb_4bit_compute_dtype) == (
+        True, "nf4", True, torch.bfloat16)
+    assert vlm.RELEASE_PROMPTS["ir_caption"] == RELEASE_PROMPT
+    assert vlm.prompt_overrides(cfg) == {"B-iraware": RELEASE_PROMPT}
+
+
+def test_paper_preset_adapts_the_language_model_only():
+    cfg, _ = vlm.resolve_config(vlm.VLMTrainConfig(data="x", preset="paper"))
+    model, _ = vlm.tiny_vlm([PROMPT, ANSWER] * 5)
+    lc = vlm.lora_config(model, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout, targets=cfg.lora_targets)
+    assert (lc.r, lc.lora_alpha, lc.lora_dropout) == (32, 64, 0.05)
+    assert sorted(lc.target_modules) == sorted(vlm.lora_target_modules(model))
+    args = vlm._training_args(cfg, max_steps=10)
+    assert getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type) == "cosine"
+    assert getattr(args, "warmup_ratio", None) == 0.03 or args.warmup_steps == 0.03
+    assert vlm.prompt_overrides(cfg) == {}
+
+
+def test_vlm_bad_preset_combinations():
+    bad = [(dict(preset="rc4-release", lora_r=32), "sets lora_r = 16; lora_r = 32 contradicts it"),
+           (dict(preset="rc4-release", lr_scheduler_type="cosine"), "sets lr_scheduler_type = 'linear'"),
+           (dict(preset="paper", lora_targets="release"), "sets lora_targets = 'language-model'"),
+           (dict(preset="rc4-release", task="scene_qa"), "task 'scene_qa' has none"),
+           (dict(preset="qlora"), "unknown preset 'qlora'")]
+    for kw, message in bad:
+        with pytest.raises(vlm.PresetError, match=re.escape(message)):
+            vlm.resolve_config(vlm.VLMTrainConfig(data="x", **kw))
+    cfg, overrides = vlm.resolve_config(vlm.VLMTrainConfig(data="x", preset="rc4-release", quantization="none",
+                                                           gradient_accumulation_steps=2))
+    assert cfg.quantization == "none" and overrides == ["gradient_accumulation_steps 2 (preset 8)",
+                                                        "quantization 'none' (preset 'nf4')"]
+
+
+def test_qlora_without_bitsandbytes_or_gpu_is_one_clear_error(vlm_repo, tmp_path):
+    missing = vlm.quantization_missing()
+    if not missing:
+        pytest.skip("bitsandbytes and a GPU are both here")
+    cfg = vlm.VLMTrainConfig(data=str(vlm_repo), preset="rc4-release", model="Qwen/Qwen2.5-VL-3B-Instruct",
+                             out=str(tmp_path / "run"))
+    with pytest.raises(vlm.PresetError, match=re.escape(f"missing here: {', '.join(missing)}")) as e:
+        vlm.train_vlm(cfg)
+    assert "--quantization none" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_rc4_release_run_on_tiny_uses_the_released_prompt_and_adapter_config(vlm_repo, tmp_path):
+    rc, out, err = _run_example(["--data", str(vlm_repo), "--preset", "rc4-release", "--model", "tiny",
+                                 "--steps", "1", "--grad-accum", "2", "--eval-split", "none",
+                                 "--out", str(tmp_path / "run")])
+    assert rc == 0, err
+    notes = [line for line in err.splitlines() if line.startswith("train_vlm")]
+    assert notes == ["train_vlm: --preset rc4-release with gradient_accumulation_steps 2 (preset 8)",
+                     "train_vlm: 4-bit NF4 base skipped: the model is built in memory, not loaded from a checkpoint "
+                     "(the release quantizes its pretrained base)"]
+    adapter = json.loads((tmp_path / "run" / "adapter" / "adapter_config.json").read_text())
+    assert (adapter["r"], adapter["lora_alpha"], adapter["task_type"]) == (16, 32, "CAUSAL_LM")
+    assert set(adapter["target_modules"]) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert saved["settings"]["seed"] == 42 and saved["metrics"]["quantized"] is False
+    sample = next(iter(vlm.VLMStream(str(vlm_repo), prompts=vlm.prompt_overrides(vlm.resolve_config(
+        vlm.VLMTrainConfig(data=str(vlm_repo), preset="rc4-release"))[0]))))
+    assert sample["messages"][0]["content"][1]["text"] == RELEASE_PROMPT
+    assert sample["messages"][1]["content"][0]["text"]  # the IR-aware caption answer is kept

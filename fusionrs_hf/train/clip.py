@@ -1,15 +1,47 @@
 """Tri-modal CLIP training on FusionRS: one image encoder for RGB and IR, one text encoder.
 
-The loss is the paper's ``L = L(rgb, text) + L(ir, text) + L(rgb, ir)``, each term the symmetric
-InfoNCE of CLIP, all terms sharing ONE learnable temperature (the model's ``logit_scale``). A
-*recipe* picks which pairs enter the sum (see :data:`RECIPES`), so the paper's data settings are
-one flag apart. Three model families plug in through a small adapter (:class:`ClipAdapter`):
+The loss combines symmetric InfoNCE terms (CLIP's loss) over (modality, modality) pairs, all
+terms sharing ONE learnable temperature (the model's ``logit_scale``). A *recipe* picks the pairs
+(see :data:`RECIPES`): the authors' ablation settings ``rgb_text``, ``ir_text``, ``dual_text`` and
+``trimodal`` (RGB–text, IR–text, RGB–IR), and ours (``580K-only`` = the trimodal pairs, and
+``A-original`` / ``B-iraware`` / ``C-mixed``, which in the release are VLM settings, here CLIP
+recipes on IR-aware captions). The loss reduction is explicit: ``sum`` of the terms (the paper's
+``L = L(rgb,text) + L(ir,text) + L(rgb,ir)``) or their weighted ``mean`` (the release's
+``(rgb_text + ir_text + w * rgb_ir) / (2 + w)``).
+
+Settings come in three sets (:data:`PRESETS`, :data:`OURS`), documented in :class:`ClipTrainConfig`:
+
+- no preset: ours (sum, batch 32, lr 2e-3 for ``tiny`` / 1e-5 otherwise, AdamW betas (0.9, 0.98),
+  eps 1e-6, weight decay 0.1 on weight matrices only, cosine with 3 % warmup, gradient clipping at
+  1.0, temperature clamped at 100, bf16 where CUDA supports it, seed 0, the last weights kept);
+- ``--preset paper``: the loss as the paper writes it (sum of the three terms, one temperature);
+  the paper gives no optimiser settings, so those stay ours;
+- ``--preset rc4-release``: the authors' released run (``train_clip_triplet_ablation.py`` and
+  FusionRS-CLIP ``training_config.json``): trimodal mean loss, lr 5e-6, 500 linear warmup steps then
+  cosine, batch 128, 3 epochs, fp16 autocast with a gradient scaler where a GPU is present, AdamW
+  defaults (betas (0.9, 0.999), eps 1e-8) with weight decay 0.1 on every parameter, no gradient
+  clipping, unclamped temperature, seed 42, and the checkpoint with the best validation Mean R
+  (evaluated at every epoch end) kept.
+
+Under a preset, its settings are fixed: an option that contradicts one is a one-line
+:class:`PresetError`, except the run-size and ablation options (``steps``, ``epochs``,
+``batch_size``, ``seed``, ``recipe`` among the authors' four, ``rgb_ir_weight``, ``ir_view``), which
+are reported as overrides. ``ir_view`` is the authors' IR-view switch for training: ``translated``
+(the stored IR image), ``grayscale`` (the RGB image's luma, ITU-R 601, in all three channels) or
+``rgb_duplicate`` (the RGB image again); evaluation always uses the stored IR image.
+
+Every evaluation (periodic, checkpoint selection, final) goes through
+:func:`fusionrs_hf.eval.evaluate_model` with ``fusionrs eval``'s defaults, so the final line equals
+``fusionrs eval DATA --model OUT/checkpoint --config EVAL_CONFIG --split EVAL_SPLIT``.
+
+Three model families plug in through a small adapter (:class:`ClipAdapter`):
 
 - ``tiny``: a real ``transformers`` ``CLIPModel`` (ViT + text transformer) at width 64 with random
   weights and a byte-level BPE trained on the training captions — nothing is downloaded, which is
   what the tests and CI run;
-- a ``transformers`` CLIP checkpoint: a Hub id such as ``openai/clip-vit-base-patch32`` (or
-  ``hf:ID``), or a local folder written by ``save_pretrained`` (the trainer's own checkpoints too);
+- a ``transformers`` CLIP checkpoint: a Hub id such as ``openai/clip-vit-base-patch32`` (the
+  release's base model; or ``hf:ID``), or a local folder written by ``save_pretrained`` (the
+  trainer's own checkpoints too);
 - an ``open_clip`` model: any ``open_clip.create_model`` name, e.g. ``ViT-B-32``, optionally
   ``ViT-B-32:laion2b_s34b_b79k`` for pretrained weights (needs the ``[train]`` extra).
 
@@ -25,7 +57,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -33,7 +65,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..decode import CLIP_MEAN, CLIP_STD
-from ..metrics import KS, retrieval_metrics
+from ..metrics import KS
 
 MAX_LOGIT_SCALE = math.log(100.0)
 """CLIP clamps the temperature so that logits are at most 100x the cosine similarity."""
@@ -50,21 +82,32 @@ class Recipe:
     terms: tuple[tuple[str, str], ...]
     config: str
     description: str
+    release: bool = False
+    """One of the authors' CLIP ablation settings (``--loss-setting`` in their trainer)."""
 
 
+RELEASE_RECIPES: tuple[str, ...] = ("rgb_text", "ir_text", "dual_text", "trimodal")
+"""The authors' CLIP loss settings; ``trimodal`` is the released model's."""
 RECIPES: dict[str, Recipe] = {
     r.name: r
     for r in (
+        Recipe("rgb_text", (("rgb", "caption"),), "default", "the release's rgb_text: RGB–caption", True),
+        Recipe("ir_text", (("ir", "caption"),), "default", "the release's ir_text: IR–caption", True),
+        Recipe("dual_text", (("rgb", "caption"), ("ir", "caption")), "default",
+               "the release's dual_text: RGB–caption, IR–caption", True),
+        Recipe("trimodal", (("rgb", "caption"), ("ir", "caption"), ("rgb", "ir")), "default",
+               "the release's trimodal: RGB–caption, IR–caption, RGB–IR", True),
         Recipe("580K-only", (("rgb", "caption"), ("ir", "caption"), ("rgb", "ir")), "default",
-               "all triplets: RGB–caption, IR–caption, RGB–IR"),
-        Recipe("A-original", (("ir", "caption"),), "iraware", "IR–original caption"),
-        Recipe("B-iraware", (("ir", "ir_caption"),), "iraware", "IR–IR-aware caption"),
+               "ours, all triplets: RGB–caption, IR–caption, RGB–IR (the trimodal pairs)"),
+        Recipe("A-original", (("ir", "caption"),), "iraware", "ours: IR–original caption (a VLM setting in the release)"),
+        Recipe("B-iraware", (("ir", "ir_caption"),), "iraware", "ours: IR–IR-aware caption (a VLM setting in the release)"),
         Recipe("C-mixed", (("ir", "caption"), ("ir", "ir_caption"), ("rgb", "caption"), ("rgb", "ir")), "iraware",
-               "IR–original, IR–IR-aware, RGB–original, RGB–IR"),
+               "ours: IR–original, IR–IR-aware, RGB–original, RGB–IR (a VLM setting in the release)"),
     )
 }
 RECIPE_ALIASES = {"580k": "580K-only", "580k-only": "580K-only", "a": "A-original", "original": "A-original",
-                  "b": "B-iraware", "iraware": "B-iraware", "c": "C-mixed", "mixed": "C-mixed"}
+                  "b": "B-iraware", "iraware": "B-iraware", "c": "C-mixed", "mixed": "C-mixed",
+                  "rgb-text": "rgb_text", "ir-text": "ir_text", "dual-text": "dual_text"}
 
 
 def get_recipe(name: str) -> Recipe:
@@ -81,18 +124,19 @@ def get_recipe(name: str) -> Recipe:
 
 
 def info_nce(a: torch.Tensor, b: torch.Tensor, logit_scale: torch.Tensor,
-             positives: torch.Tensor | None = None) -> torch.Tensor:
+             positives: torch.Tensor | None = None, *, clamp: bool = True) -> torch.Tensor:
     """Symmetric InfoNCE (CLIP loss) between row-aligned embeddings ``a`` and ``b``.
 
     Row i of ``a`` and row i of ``b`` are the positive pair; every other row of the batch is a
-    negative. ``logit_scale`` is the log inverse temperature (clamped at log 100, as CLIP does).
+    negative. ``logit_scale`` is the log inverse temperature, clamped at log 100 as CLIP does
+    unless ``clamp=False`` (the release uses ``logit_scale.exp()`` as it is).
     ``positives`` (B x B bool, diagonal true) marks further pairs that are not negatives, e.g.
     two rows with the same caption string: the target then spreads evenly over them (with the
     identity it is exactly the CLIP loss).
     """
     if a.shape[0] != b.shape[0]:
         raise ValueError(f"info_nce needs aligned rows, got {a.shape[0]} and {b.shape[0]}")
-    scale = logit_scale.clamp(max=MAX_LOGIT_SCALE).exp()
+    scale = (logit_scale.clamp(max=MAX_LOGIT_SCALE) if clamp else logit_scale).exp()
     logits = scale * F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).T
     if positives is None:
         target = torch.arange(a.shape[0], device=a.device)
@@ -110,26 +154,40 @@ def same_text(texts: Sequence[str | None], device=None) -> torch.Tensor:
     return codes[:, None] == codes[None, :]
 
 
+LOSS_REDUCTIONS: tuple[str, ...] = ("sum", "mean")
+
+
 def trimodal_loss(
     emb: dict[str, torch.Tensor],
     logit_scale: torch.Tensor,
     terms: Sequence[tuple[str, str]],
     rows: dict[str, torch.Tensor] | None = None,
     positives: dict[str, torch.Tensor] | None = None,
+    *,
+    reduction: str = "sum",
+    weights: dict[tuple[str, str], float] | None = None,
+    clamp: bool = True,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Sum of :func:`info_nce` over ``terms`` with one shared ``logit_scale``.
+    """:func:`info_nce` over ``terms`` with one shared ``logit_scale``, summed or averaged.
 
-    ``emb`` maps a modality (``rgb``, ``ir``, ``caption``, ``ir_caption``) to embeddings. A
-    modality present for only some rows of the batch (``ir_caption`` outside the IR-aware subset)
-    comes with ``rows[mod]``, the batch positions its embeddings belong to; its terms use only
-    those rows. A term with fewer than two rows (no negatives) is skipped. ``positives[mod]``
-    (batch x batch bool, see :func:`same_text`) marks rows that are interchangeable in that
-    modality; a term involving it does not push them apart. Returns the total and each term's
-    value (for logging).
+    ``reduction``: ``sum`` gives ``sum(w_t * L_t)``, ``mean`` gives ``sum(w_t * L_t) / sum(w_t)``
+    over the terms computed in this batch (``weights`` default 1 per term; the release's trimodal
+    loss is the mean with weight ``rgb_ir_weight`` on the RGB–IR term). ``emb`` maps a modality
+    (``rgb``, ``ir``, ``caption``, ``ir_caption``) to embeddings. A modality present for only some
+    rows of the batch (``ir_caption`` outside the IR-aware subset) comes with ``rows[mod]``, the
+    batch positions its embeddings belong to; its terms use only those rows. A term with fewer than
+    two rows (no negatives) is skipped. ``positives[mod]`` (batch x batch bool, see
+    :func:`same_text`) marks rows that are interchangeable in that modality; a term involving it
+    does not push them apart. ``clamp``: cap the temperature at 100 (see :func:`info_nce`).
+    Returns the loss and each term's value (for logging).
     """
+    if reduction not in LOSS_REDUCTIONS:
+        raise ValueError(f"unknown loss reduction {reduction!r}; expected one of {', '.join(LOSS_REDUCTIONS)}")
     rows = rows or {}
     positives = positives or {}
+    weights = weights or {}
     total: torch.Tensor | None = None
+    weight_sum = 0.0
     parts: dict[str, float] = {}
     for a, b in terms:
         ea, eb = emb.get(a), emb.get(b)
@@ -149,11 +207,15 @@ def trimodal_loss(
             if mod in positives:
                 p = positives[mod] if idx is None else positives[mod][idx][:, idx]
                 pos = p if pos is None else pos | p
-        term = info_nce(ea, eb, logit_scale, pos)
+        term = info_nce(ea, eb, logit_scale, pos, clamp=clamp)
         parts[f"{a}-{b}"] = float(term.detach())
-        total = term if total is None else total + term
+        w = float(weights.get((a, b), 1.0))
+        weight_sum += w
+        total = w * term if total is None else total + w * term
     if total is None:
         raise ValueError(f"no loss term had two or more rows in this batch (terms {list(terms)})")
+    if reduction == "mean":
+        total = total / weight_sum
     return total, parts
 
 
@@ -404,111 +466,189 @@ def read_captions(repo: str, config: str, split: str = "train", limit: int = 50_
     return out
 
 
-# --------------------------------------------------------------------------- eval
+# --------------------------------------------------------------------------- settings and presets
 
 
-@torch.no_grad()
-def embed(model: ClipAdapter, loader, *, text_field: str = "caption", limit: int | None = None,
-          amp_dtype: torch.dtype | None = None) -> dict:
-    """Embed every row of ``loader``: RGB and IR with the shared image encoder, text with the other.
+IR_VIEWS: tuple[str, ...] = ("translated", "grayscale", "rgb_duplicate")
+PRECISIONS: tuple[str, ...] = ("auto", "fp16", "bf16", "fp32")
+"""Training autocast: ``auto`` is bf16 where CUDA supports it (ours); ``fp16`` adds a gradient scaler.
+Every choice is plain fp32 on a CPU (as the release's trainer, which autocasts on CUDA only)."""
+SCHEDULES: tuple[str, ...] = ("cosine", "release-cosine")
+SELECTIONS: tuple[str, ...] = ("last", "best-val-recall")
+DECAY_ON: tuple[str, ...] = ("matrices", "all")
 
-    ``text_field`` ``ir_caption`` keeps only rows that have an IR-aware caption.
-    """
-    was_training = model.training
-    model.eval()
-    rgb, ir, text, captions, ids = [], [], [], [], []
-    device = model.device
-    seen = 0
-    for batch in loader:
-        keep = [i for i, t in enumerate(batch[text_field]) if t]
-        if not keep:
-            continue
-        if limit is not None:
-            keep = keep[: max(0, limit - seen)]
-        idx = torch.tensor(keep, dtype=torch.long)
-        caps = [batch[text_field][i] for i in keep]
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            rgb.append(model.encode_image(batch["rgb"][idx].to(device)).float().cpu())
-            ir.append(model.encode_image(batch["ir"][idx].to(device)).float().cpu())
-            text.append(model.encode_text(caps).float().cpu())
-        captions.extend(caps)
-        ids.extend(batch["sample_id"][i] for i in keep)
-        seen += len(keep)
-        if limit is not None and seen >= limit:
-            break
-    model.train(was_training)
-    if not ids:
-        raise ValueError(f"no rows with a {text_field!r} to evaluate on")
-    return {"rgb": torch.cat(rgb), "ir": torch.cat(ir), "text": torch.cat(text), "captions": captions,
-            "sample_ids": ids}
+OURS: dict[str, object] = {
+    "recipe": "580K-only", "loss_reduction": "sum", "rgb_ir_weight": 1.0, "epochs": 1, "batch_size": 32,
+    "lr": None, "weight_decay": 0.1, "weight_decay_on": "matrices", "adam_betas": (0.9, 0.98), "adam_eps": 1e-6,
+    "schedule": "cosine", "warmup_ratio": 0.03, "warmup_steps": None, "grad_clip": 1.0, "clamp_temperature": True,
+    "precision": "auto", "seed": 0, "select": "last", "ir_view": "translated", "dedupe_captions": False,
+}
+"""The settings without a preset (what this package chose; ``lr`` None = 2e-3 for ``tiny``, 1e-5 otherwise)."""
+SETTINGS: tuple[str, ...] = tuple(OURS)
 
 
-def evaluate(model: ClipAdapter, loader, *, text_field: str = "caption", limit: int | None = None,
-             amp_dtype: torch.dtype | None = None) -> dict[str, float]:
-    """Retrieval metrics (:func:`fusionrs_hf.metrics.retrieval_metrics`) on one eval split.
-
-    Identical caption strings are one gallery entry, relevant to every image they describe (a
-    templated caption shared by two scenes is not a wrong answer for either of them).
-    """
-    e = embed(model, loader, text_field=text_field, limit=limit, amp_dtype=amp_dtype)
-    unique: dict[str, int] = {}
-    first: list[int] = []
-    for i, c in enumerate(e["captions"]):
-        if c not in unique:
-            unique[c] = len(unique)
-            first.append(i)
-    text_rows = e["text"][torch.tensor(first, dtype=torch.long)]
-    relevance = torch.zeros(len(e["captions"]), len(unique), dtype=torch.bool)
-    for i, c in enumerate(e["captions"]):
-        relevance[i, unique[c]] = True
-    return retrieval_metrics(e["rgb"], e["ir"], text_rows, relevance=relevance)
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    description: str
+    settings: dict
+    """What the preset fixes (the rest stays :data:`OURS`)."""
+    free: frozenset = frozenset()
+    """Fixed settings a user may still change (reported as overrides); any other change is an error."""
 
 
-# --------------------------------------------------------------------------- train
+RUN_SIZE = frozenset({"steps", "epochs", "batch_size", "seed"})
+ABLATIONS = frozenset({"recipe", "rgb_ir_weight", "ir_view"})
+PRESETS: dict[str, Preset] = {
+    "paper": Preset(
+        "paper", "the paper's loss: L = L(rgb,text) + L(ir,text) + L(rgb,ir), one shared temperature "
+                 "(the paper states no optimiser settings: those are ours)",
+        {"recipe": "trimodal", "loss_reduction": "sum", "rgb_ir_weight": 1.0},
+        frozenset(RUN_SIZE | ABLATIONS)),
+    "rc4-release": Preset(
+        "rc4-release", "the authors' released run (train_clip_triplet_ablation.py, FusionRS-CLIP training_config.json)",
+        {"recipe": "trimodal", "loss_reduction": "mean", "rgb_ir_weight": 1.0, "epochs": 3, "batch_size": 128,
+         "lr": 5e-6, "weight_decay": 0.1, "weight_decay_on": "all", "adam_betas": (0.9, 0.999), "adam_eps": 1e-8,
+         "schedule": "release-cosine", "warmup_ratio": None, "warmup_steps": 500, "grad_clip": 0.0,
+         "clamp_temperature": False, "precision": "fp16", "seed": 42, "select": "best-val-recall",
+         "ir_view": "translated", "dedupe_captions": False},
+        frozenset(RUN_SIZE | ABLATIONS)),
+}
+
+
+class PresetError(ValueError):
+    """A preset name or an option that contradicts a preset's fixed setting (one line)."""
 
 
 @dataclass
 class ClipTrainConfig:
-    """Everything one run needs; the command line maps onto it one flag per field."""
+    """Everything one run needs; the command line maps onto it one flag per field.
+
+    The training settings (:data:`SETTINGS`) default to None, meaning "the preset's, else ours"
+    (:data:`OURS`); :func:`resolve_config` fills them in, and :func:`train_clip` records the
+    resolved values (and any override of a preset) in ``metrics.json``.
+    """
 
     data: str
+    preset: str | None = None
+    """None (ours), ``paper`` or ``rc4-release`` (see :data:`PRESETS`)."""
     config: str | None = None
-    recipe: str = "580K-only"
+    recipe: str | None = None
     model: str = "tiny"
     pretrained: str | None = None
     out: str = "runs/clip"
     steps: int | None = None
-    epochs: int = 1
-    batch_size: int = 32
+    epochs: int | None = None
+    batch_size: int | None = None
     lr: float | None = None
-    weight_decay: float = 0.1
-    warmup_ratio: float = 0.03
+    weight_decay: float | None = None
+    weight_decay_on: str | None = None
+    """``matrices`` (ours: weights of dim >= 2 only) or ``all`` (the release: AdamW over every parameter)."""
+    adam_betas: tuple[float, float] | None = None
+    adam_eps: float | None = None
+    schedule: str | None = None
+    """``cosine`` (ours: linear warmup (step+1)/W, then cosine) or ``release-cosine`` (the release's
+    LambdaLR: ``max(1e-8, step/W)``, then cosine over the remaining steps)."""
+    warmup_ratio: float | None = None
+    warmup_steps: int | None = None
+    loss_reduction: str | None = None
+    rgb_ir_weight: float | None = None
+    ir_view: str | None = None
+    grad_clip: float | None = None
+    """Max gradient norm; 0 for none."""
+    clamp_temperature: bool | None = None
+    precision: str | None = None
+    seed: int | None = None
+    select: str | None = None
+    """``last`` or ``best-val-recall`` (Mean R on validation at every epoch end and at the last step)."""
+    dedupe_captions: bool | None = None
     image_size: int = 64
-    dedupe_captions: bool = False
     eval_split: str = "validation"
     eval_config: str | None = None
     """None: the training config, or ``default`` when that lacks ``eval_split`` (see :mod:`fusionrs_hf.splits`)."""
     eval_text: str = "caption"
+    eval_protocol: str = "auto"
+    eval_ties: str = "pessimistic"
+    eval_batch_size: int | None = None
+    """None: ``fusionrs eval``'s default (so the final line equals ``fusionrs eval`` on the checkpoint)."""
+    eval_precision: str = "auto"
     eval_limit: int | None = None
     eval_every: int = 0
     log_every: int = 10
     num_workers: int = 0
-    seed: int = 0
     device: str | None = None
-    bf16: bool | None = None
 
 
-def _param_groups(model: nn.Module, weight_decay: float):
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (decay if p.ndim >= 2 else no_decay).append(p)
+def resolve_config(cfg: ClipTrainConfig) -> tuple[ClipTrainConfig, list[str]]:
+    """``cfg`` with every training setting filled in (preset, else ours), and the overrides made.
+
+    Raises :class:`PresetError` for an unknown preset, an option that contradicts a fixed setting
+    of the preset, a recipe of ours under a preset, or both warmup forms given.
+    """
+    preset = None
+    if cfg.preset is not None:
+        if cfg.preset not in PRESETS:
+            raise PresetError(f"train_clip: unknown preset {cfg.preset!r}; expected one of {', '.join(PRESETS)}")
+        preset = PRESETS[cfg.preset]
+    if cfg.warmup_ratio is not None and cfg.warmup_steps is not None:
+        raise PresetError("train_clip: give --warmup-ratio or --warmup-steps, not both")
+    values = dict(OURS)
+    if preset:
+        values.update(preset.settings)
+    overrides: list[str] = []
+    for name in SETTINGS:
+        given = getattr(cfg, name)
+        if given is None:
+            continue
+        if isinstance(given, list):
+            given = tuple(given)
+        if name == "recipe":
+            given = get_recipe(given).name
+        if preset and name in preset.settings and given != preset.settings[name]:
+            if name not in preset.free:
+                raise PresetError(
+                    f"train_clip: --preset {preset.name} sets {name} = {_show(preset.settings[name])}; "
+                    f"{name} = {_show(given)} contradicts it (drop --preset to choose every setting yourself)")
+            overrides.append(f"{name} {_show(given)} (preset {_show(preset.settings[name])})")
+        values[name] = given
+    if cfg.warmup_steps is not None:
+        values["warmup_ratio"] = None
+    elif cfg.warmup_ratio is not None:
+        values["warmup_steps"] = None
+    recipe = get_recipe(values["recipe"])
+    if preset and not recipe.release:
+        raise PresetError(f"train_clip: recipe {recipe.name!r} is ours (in the release A/B/C are VLM settings); "
+                          f"under --preset {preset.name} use one of {', '.join(RELEASE_RECIPES)}")
+    for name, allowed in (("loss_reduction", LOSS_REDUCTIONS), ("ir_view", IR_VIEWS), ("precision", PRECISIONS),
+                          ("schedule", SCHEDULES), ("select", SELECTIONS), ("weight_decay_on", DECAY_ON)):
+        if values[name] not in allowed:
+            raise PresetError(f"train_clip: {name} must be one of {', '.join(allowed)}, got {values[name]!r}")
+    if values["rgb_ir_weight"] < 0:
+        raise PresetError(f"train_clip: rgb_ir_weight must be non-negative, got {values['rgb_ir_weight']}")
+    return replace(cfg, **values), overrides
+
+
+def _show(v) -> str:
+    return repr(list(v)) if isinstance(v, tuple) else repr(v)
+
+
+def _param_groups(model: nn.Module, weight_decay: float, on: str = "matrices"):
+    params = [p for p in model.parameters() if p.requires_grad]
+    if on == "all":  # the release: AdamW(model.parameters(), weight_decay=...)
+        return [{"params": params, "weight_decay": weight_decay}]
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def cosine_with_warmup(optimizer, total_steps: int, warmup_ratio: float):
-    """Linear warmup over ``warmup_ratio`` of the steps, then cosine decay to zero."""
-    warmup = max(1, int(round(warmup_ratio * total_steps))) if warmup_ratio > 0 else 0
+def cosine_with_warmup(optimizer, total_steps: int, warmup_ratio: float | None = None, *,
+                       warmup_steps: int | None = None):
+    """Ours: linear warmup ``(step + 1) / W`` over ``warmup_ratio`` of the steps (or ``warmup_steps``),
+    then cosine decay to zero."""
+    if warmup_steps is not None:
+        warmup = int(warmup_steps)
+    else:
+        warmup = max(1, int(round(warmup_ratio * total_steps))) if warmup_ratio else 0
 
     def factor(step: int) -> float:
         if step < warmup:
@@ -519,35 +659,175 @@ def cosine_with_warmup(optimizer, total_steps: int, warmup_ratio: float):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def release_schedule(optimizer, total_steps: int, warmup_steps: int):
+    """The release's ``lr_lambda``: ``max(1e-8, step / W)`` for ``step < W``, then
+    ``0.5 * (1 + cos(pi * (step - W) / max(1, total - W)))``."""
+
+    def lr_lambda(step: int) -> float:
+        if step < warmup_steps:
+            return max(1e-8, step / max(1, warmup_steps))
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
+
+
+def ir_view_transform(rgb: torch.Tensor, ir: torch.Tensor, view: str, mean: Sequence[float],
+                      std: Sequence[float]) -> torch.Tensor:
+    """The second visual view: the stored IR (``translated``), the RGB luma (``grayscale``) or the RGB again.
+
+    ``grayscale`` undoes the pixel normalisation, takes ITU-R 601 luma (PIL's ``convert("L")``
+    weights, without its rounding to 8 bits) into all three channels and normalises again.
+    """
+    if view == "translated":
+        return ir
+    if view == "rgb_duplicate":
+        return rgb
+    if view != "grayscale":
+        raise ValueError(f"unknown ir_view {view!r}; expected one of {', '.join(IR_VIEWS)}")
+    m = torch.tensor(mean, dtype=rgb.dtype, device=rgb.device).view(1, 3, 1, 1)
+    sd = torch.tensor(std, dtype=rgb.dtype, device=rgb.device).view(1, 3, 1, 1)
+    pix = rgb * sd + m
+    luma = (0.299 * pix[:, 0:1] + 0.587 * pix[:, 1:2] + 0.114 * pix[:, 2:3]).expand_as(pix)
+    return (luma - m) / sd
+
+
+class Training:
+    """The optimisation objects of one run, built from a resolved config (what the presets set).
+
+    ``optimizer``, ``scheduler``, ``scaler`` (a ``torch.amp.GradScaler``, enabled for fp16 on
+    CUDA), ``amp_dtype``, ``grad_clip`` (None: no clipping), ``clamp_temperature``, and
+    :meth:`loss` / :meth:`step`.
+    """
+
+    def __init__(self, cfg: ClipTrainConfig, model: ClipAdapter, total_steps: int, *, lr: float,
+                 device: torch.device | None = None):
+        self.cfg, self.model, self.total_steps, self.lr = cfg, model, int(total_steps), float(lr)
+        self.recipe = get_recipe(cfg.recipe)
+        self.device = device or model.device
+        self.optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay, cfg.weight_decay_on), lr=lr,
+                                           betas=tuple(cfg.adam_betas), eps=cfg.adam_eps)
+        if cfg.schedule == "release-cosine":
+            self.scheduler = release_schedule(self.optimizer, self.total_steps, int(cfg.warmup_steps or 0))
+        else:
+            self.scheduler = cosine_with_warmup(self.optimizer, self.total_steps, cfg.warmup_ratio,
+                                                warmup_steps=cfg.warmup_steps)
+        cuda = self.device.type == "cuda"
+        if not cuda or cfg.precision == "fp32":
+            self.amp_dtype = None
+        elif cfg.precision == "fp16":
+            self.amp_dtype = torch.float16
+        elif cfg.precision == "bf16":
+            self.amp_dtype = torch.bfloat16
+        else:  # auto (ours)
+            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cuda and cfg.precision == "fp16")
+        self.grad_clip = float(cfg.grad_clip) if cfg.grad_clip else None
+        self.clamp_temperature = bool(cfg.clamp_temperature)
+        self.weights = {("rgb", "ir"): float(cfg.rgb_ir_weight)}
+
+    def loss(self, emb: dict[str, torch.Tensor], rows=None, positives=None):
+        return trimodal_loss(emb, self.model.logit_scale, self.recipe.terms, rows, positives,
+                             reduction=self.cfg.loss_reduction, weights=self.weights, clamp=self.clamp_temperature)
+
+    def step(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        """One optimizer step on a loader batch; returns the loss and its terms."""
+        model, cfg, device = self.model, self.cfg, self.device
+        rgb, ir = batch["rgb"].to(device, non_blocking=True), batch["ir"].to(device, non_blocking=True)
+        ir = ir_view_transform(rgb, ir, cfg.ir_view, model.mean, model.std)
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            # one image encoder for both modalities: a single forward over the stacked batch
+            img = model.encode_image(torch.cat([rgb, ir]))
+            emb = {"rgb": img[: len(rgb)], "ir": img[len(rgb):]}
+            rows, positives = {}, {}
+            needed = {m for t in self.recipe.terms for m in t}
+            if "caption" in needed:
+                emb["caption"] = model.encode_text(batch["caption"])
+                if cfg.dedupe_captions:
+                    positives["caption"] = same_text(batch["caption"], device)
+            if "ir_caption" in needed:
+                if cfg.dedupe_captions:
+                    positives["ir_caption"] = same_text(batch["ir_caption"], device)
+                have = [i for i, t in enumerate(batch["ir_caption"]) if t]
+                if len(have) >= 2:
+                    emb["ir_caption"] = model.encode_text([batch["ir_caption"][i] for i in have])
+                    rows["ir_caption"] = torch.tensor(have, dtype=torch.long, device=device)
+            loss, parts = self.loss({k: v.float() for k, v in emb.items()}, rows, positives)
+        self.scaler.scale(loss).backward()
+        if self.grad_clip is not None:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), self.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        if self.clamp_temperature:
+            with torch.no_grad():
+                model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+        return loss, parts
+
+
+def default_lr(model: str) -> float:
+    """Ours when no lr is set: 2e-3 for ``tiny`` (trained from scratch), 1e-5 for pretrained models."""
+    return 2e-3 if model == "tiny" else 1e-5
+
+
+# --------------------------------------------------------------------------- train
+
+
 def train_clip(cfg: ClipTrainConfig, *, model: ClipAdapter | None = None,
                log_fn: Callable[[dict], None] | None = None) -> dict:
     """Train, evaluate on ``cfg.eval_split`` and save a checkpoint under ``cfg.out``.
 
-    Returns ``{"metrics": ..., "history": [...], "checkpoint": path, "eval_config": ..., ...}``;
-    the history holds one record per logged step (``step``, ``loss``, each term, ``logit_scale``,
-    ``lr``).
+    Returns ``{"metrics": ..., "result": EvalResult, "line": ..., "history": [...], "checkpoint":
+    path, "eval_config": ..., "settings": ..., "overrides": [...], "selection": [...], ...}``; the
+    history holds one record per logged step (``step``, ``loss``, each term, ``logit_scale``,
+    ``lr``). ``line`` is :meth:`fusionrs_hf.eval.EvalResult.line` of the final evaluation.
 
-    Missing splits (checked from the shard listing before anything is built or trained): the
-    data config must have a train split. Evaluation runs on ``cfg.eval_config`` when given (it
-    must have ``eval_split``); otherwise on the data config, or, when that has no ``eval_split``
-    (rc4's ``iraware`` is train only), on ``default`` of the same split, said in one stderr line
-    and returned as ``eval_config``. Any other miss raises
+    Settings: :func:`resolve_config` (a bad preset/option combination raises :class:`PresetError`
+    before anything is read). Missing splits (checked from the shard listing before anything is
+    built or trained): the data config must have a train split. Evaluation runs on
+    ``cfg.eval_config`` when given (it must have ``eval_split``); otherwise on the data config, or,
+    when that has no ``eval_split`` (rc4's ``iraware`` is train only), on ``default`` of the same
+    split, said in one stderr line and returned as ``eval_config``. ``select="best-val-recall"``
+    needs a validation split the same way. An evaluation protocol the rows cannot follow (``rc4``
+    on rows without release flags) raises :class:`fusionrs_hf.eval.ProtocolError` before training.
+    Any other miss raises
     :class:`fusionrs_hf.splits.MissingSplitError`, as does ``eval_text="ir_caption"`` on an eval
     split without IR-aware captions.
     """
+    from ..eval import DEFAULT_BATCH_SIZE, check_ties, evaluate_model, read_eval_rows, select
     from ..splits import MissingSplitError, repo_splits
 
+    cfg, overrides = resolve_config(cfg)
     recipe = get_recipe(cfg.recipe)
     config = cfg.config or recipe.config
     listing = repo_splits(cfg.data)
     listing.require(config, "train", who="train_clip")
     eval_config = listing.eval_config(cfg.eval_config or config, cfg.eval_split, explicit=cfg.eval_config is not None,
                                       who="train_clip")
+    select_config = None
+    if cfg.select == "best-val-recall":
+        select_config = (eval_config if cfg.eval_split == "validation" else
+                         listing.eval_config(cfg.eval_config or config, "validation",
+                                             explicit=cfg.eval_config is not None, who="train_clip"))
     if cfg.eval_text == "ir_caption" and not listing.has_ir_captions(eval_config, cfg.eval_split):
         raise MissingSplitError(
             f"train_clip: eval_text 'ir_caption' needs IR-aware captions, but no row of {eval_config!r}/"
             f"{cfg.eval_split} in {cfg.data} has one (config 'iraware' has: {', '.join(listing.splits('iraware')) or 'no split'})",
             repo=cfg.data, config=eval_config, split=cfg.eval_split, available=listing.splits("iraware"))
+    # the eval rows are read before anything is built (a protocol they cannot follow fails now)
+    eval_rows = read_eval_rows(cfg.data, eval_config, cfg.eval_split)
+    select_rows = None
+    if select_config is not None:
+        select_rows = (eval_rows if (select_config, "validation") == (eval_config, cfg.eval_split)
+                       else read_eval_rows(cfg.data, select_config, "validation"))
+    check_ties(cfg.eval_ties)
+    for rows in (eval_rows, select_rows):  # a protocol these rows cannot follow fails now, not after training
+        if rows is not None:
+            select(rows, cfg.eval_protocol, cfg.eval_text)
+    if overrides:
+        print(f"train_clip: --preset {cfg.preset} with {'; '.join(overrides)}", file=sys.stderr, flush=True)
     torch.manual_seed(cfg.seed)
     if model is None:
         texts = read_captions(cfg.data, config) if cfg.model == "tiny" else None
@@ -555,28 +835,39 @@ def train_clip(cfg: ClipTrainConfig, *, model: ClipAdapter | None = None,
                             seed=cfg.seed)
     device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model.to(device).train()
-    bf16 = cfg.bf16 if cfg.bf16 is not None else (device.type == "cuda" and torch.cuda.is_bf16_supported())
-    amp_dtype = torch.bfloat16 if bf16 else None
-    lr = cfg.lr if cfg.lr is not None else (2e-3 if cfg.model == "tiny" else 1e-5)
+    lr = cfg.lr if cfg.lr is not None else default_lr(cfg.model)
 
     train_loader = make_loader(cfg.data, config, "train", batch_size=cfg.batch_size, image_size=model.image_size,
                                mean=model.mean, std=model.std, shuffle=True, seed=cfg.seed,
                                num_workers=cfg.num_workers, drop_last=True)
-    # Planned before training (a config without that split fails now, not after the run) and
-    # reused by every evaluation: unshuffled, so each pass sees the same rows.
-    eval_loader = make_loader(cfg.data, eval_config, cfg.eval_split, batch_size=cfg.batch_size,
-                              image_size=model.image_size, mean=model.mean, std=model.std,
-                              num_workers=cfg.num_workers)
+    eval_kw = dict(protocol=cfg.eval_protocol, ties=cfg.eval_ties, text_field=cfg.eval_text,
+                   batch_size=cfg.eval_batch_size or DEFAULT_BATCH_SIZE, num_workers=cfg.num_workers,
+                   precision=cfg.eval_precision, limit=cfg.eval_limit)
+
+    def run_eval(rows, conf: str, split: str):
+        return evaluate_model(model, cfg.data, config=conf, split=split, rows=rows, **eval_kw)
 
     total = cfg.steps if cfg.steps is not None else max(1, cfg.epochs * len(train_loader))
-    optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=lr, betas=(0.9, 0.98), eps=1e-6)
-    scheduler = cosine_with_warmup(optimizer, total, cfg.warmup_ratio)
+    training = Training(cfg, model, total, lr=lr, device=device)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     history: list[dict] = []
+    selection: list[dict] = []
+    best: dict = {}
     log_path = out / "train_log.jsonl"
     log_file = log_path.open("w")
     emit = log_fn or (lambda rec: print(json.dumps(rec), file=sys.stderr))
+
+    def consider(epoch_done: int) -> None:
+        """Checkpoint selection: Mean R on validation; the first best (strictly greater) wins."""
+        res = run_eval(select_rows, select_config, "validation")
+        rec = {"step": step, "epoch": epoch_done, "select_mean_r": res.metrics["mean_r"]}
+        selection.append(rec)
+        log_file.write(json.dumps({"step": step, "select": rec}) + "\n")
+        emit({"step": step, "select": rec})
+        if not best or res.metrics["mean_r"] > best["mean_r"]:
+            best.update(mean_r=res.metrics["mean_r"], step=step, epoch=epoch_done, result=res,
+                        state={k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})
 
     step, epoch, t0 = 0, 0, time.time()
     while step < total:
@@ -584,67 +875,63 @@ def train_clip(cfg: ClipTrainConfig, *, model: ClipAdapter | None = None,
         train_loader.set_epoch(epoch)
         for batch in train_loader:
             got_batch = True
-            rgb, ir = batch["rgb"].to(device, non_blocking=True), batch["ir"].to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                # one image encoder for both modalities: a single forward over the stacked batch
-                img = model.encode_image(torch.cat([rgb, ir]))
-                emb = {"rgb": img[: len(rgb)], "ir": img[len(rgb):]}
-                rows, positives = {}, {}
-                needed = {m for t in recipe.terms for m in t}
-                if "caption" in needed:
-                    emb["caption"] = model.encode_text(batch["caption"])
-                    if cfg.dedupe_captions:
-                        positives["caption"] = same_text(batch["caption"], device)
-                if "ir_caption" in needed:
-                    if cfg.dedupe_captions:
-                        positives["ir_caption"] = same_text(batch["ir_caption"], device)
-                    have = [i for i, t in enumerate(batch["ir_caption"]) if t]
-                    if len(have) >= 2:
-                        emb["ir_caption"] = model.encode_text([batch["ir_caption"][i] for i in have])
-                        rows["ir_caption"] = torch.tensor(have, dtype=torch.long, device=device)
-                loss, parts = trimodal_loss({k: v.float() for k, v in emb.items()}, model.logit_scale,
-                                            recipe.terms, rows, positives)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            scheduler.step()
-            with torch.no_grad():
-                model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+            loss, parts = training.step(batch)
             step += 1
             if step == 1 or step % max(1, cfg.log_every) == 0 or step == total:
                 rec = {"step": step, "epoch": epoch, "loss": float(loss.detach()), **parts,
-                       "logit_scale": float(model.logit_scale.detach().exp()), "lr": scheduler.get_last_lr()[0],
-                       "elapsed_s": round(time.time() - t0, 2)}
+                       "logit_scale": float(model.logit_scale.detach().exp()),
+                       "lr": training.scheduler.get_last_lr()[0], "elapsed_s": round(time.time() - t0, 2)}
                 history.append(rec)
                 log_file.write(json.dumps(rec) + "\n")
                 log_file.flush()
                 emit(rec)
             if cfg.eval_every and step % cfg.eval_every == 0 and step < total:
-                rec = {"step": step, "eval": evaluate(model, eval_loader, text_field=cfg.eval_text,
-                                                      limit=cfg.eval_limit, amp_dtype=amp_dtype)}
+                rec = {"step": step, "eval": run_eval(eval_rows, eval_config, cfg.eval_split).line()}
                 log_file.write(json.dumps(rec) + "\n")
                 emit(rec)
             if step >= total:
                 break
+        else:
+            if got_batch and select_config is not None and step < total:
+                consider(epoch + 1)  # an epoch ended before the last step
         if not got_batch:
             raise ValueError(f"{cfg.data}: config {config!r} train split gave no full batch of {cfg.batch_size}")
         epoch += 1
 
-    metrics = evaluate(model, eval_loader, text_field=cfg.eval_text, limit=cfg.eval_limit, amp_dtype=amp_dtype)
-    log_file.write(json.dumps({"step": step, "eval": metrics}) + "\n")
+    result = None
+    selected = {"step": step, "epoch": epoch}
+    if select_config is not None:
+        consider(epoch)
+        selected = {"step": best["step"], "epoch": best["epoch"], "select_mean_r": best["mean_r"]}
+        if best["step"] != step:
+            model.save(out / "last_checkpoint")
+            model.load_state_dict(best["state"])
+        if (select_config, "validation") == (eval_config, cfg.eval_split):
+            result = best["result"]  # the same weights, rows and code: no second pass
+    if result is None:
+        result = run_eval(eval_rows, eval_config, cfg.eval_split)
+    line = result.line()
+    log_file.write(json.dumps({"step": step, "eval": line}) + "\n")
     log_file.close()
     ckpt = model.save(out / "checkpoint")
-    run = {"config": asdict(cfg), "recipe": recipe.name, "data_config": config, "eval_config": eval_config,
-           "eval_split": cfg.eval_split, "lr": lr, "steps": step, "metrics": metrics}
-    (out / "metrics.json").write_text(json.dumps(run, indent=2))
-    return {"metrics": metrics, "history": history, "checkpoint": str(ckpt), "recipe": recipe.name,
-            "data_config": config, "eval_config": eval_config, "eval_split": cfg.eval_split, "steps": step,
-            "model": model}
+    settings = {name: getattr(cfg, name) for name in SETTINGS}
+    run = {"config": asdict(cfg), "preset": cfg.preset, "settings": settings, "overrides": overrides,
+           "recipe": recipe.name, "data_config": config, "eval_config": eval_config, "eval_split": cfg.eval_split,
+           "lr": lr, "steps": step, "selected": selected, "selection": selection, "metrics": result.metrics,
+           "line": line, "eval": result.to_dict()}
+    (out / "metrics.json").write_text(json.dumps(run, indent=2, default=str))
+    return {"metrics": result.metrics, "result": result, "line": line, "history": history, "checkpoint": str(ckpt),
+            "recipe": recipe.name, "data_config": config, "eval_config": eval_config, "eval_split": cfg.eval_split,
+            "steps": step, "settings": settings, "overrides": overrides, "selection": selection,
+            "selected": selected, "model": model, "training": training}
 
 
-def final_line(metrics: dict[str, float], ks: Sequence[int] = KS) -> dict[str, float]:
-    """The one-line JSON summary the command line prints: R@K per direction, means, chance."""
+def final_line(metrics, ks: Sequence[int] = KS) -> dict[str, float]:
+    """The one-line JSON summary the command line prints (an ``EvalResult``'s :meth:`line`, or the
+    R@K, means and counts of a flat metrics dict)."""
+    if hasattr(metrics, "line"):
+        return metrics.line(ks)
     keep = [k for k in metrics if k.endswith(tuple(f"_r{x}" for x in ks))]
-    keep += [k for k in ("mean_r", "mean_r_all6", "chance_r1", "n_images", "n_texts") if k in metrics]
+    keep += [k for k in ("mean_r", "text_mean", "pair_mean", "mean_r_all6", "chance_r1", "n_images", "n_texts")
+             if k in metrics]
     return {k: round(float(metrics[k]), 4) for k in keep}

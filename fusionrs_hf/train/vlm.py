@@ -1,10 +1,31 @@
 """LoRA instruction tuning of a vision-language model on FusionRS infrared images.
 
-The paper's second track: a VLM (Qwen2.5-VL in the paper) learns to describe IR images, with
-LoRA adapters on the language model and these settings, which are the defaults here
-(:data:`PAPER_DEFAULTS`): rank 32, alpha 64, dropout 0.05, one epoch, cosine schedule, warmup
-ratio 0.03, bf16 where the GPU supports it, per-device batch 1, gradient accumulation 8,
-gradient checkpointing.
+The paper's second track: a VLM (Qwen2.5-VL in the paper) learns to describe IR images, with LoRA
+adapters. Two setting sets (``preset=``, :data:`PRESETS`); without a preset the paper's are used:
+
+- ``paper`` (the default; :data:`PAPER_DEFAULTS`): what the paper's text says. LoRA rank 32,
+  alpha 64, dropout 0.05 on the language model's attention and MLP projections only; one epoch;
+  cosine schedule with warmup ratio 0.03; bf16 where the GPU supports it; per-device batch 1,
+  gradient accumulation 8, gradient checkpointing; the paper's instruction templates
+  (:data:`fusionrs_hf.vlm_data.TEMPLATES`); an unquantized base. lr 2e-4 and seed 0 are ours (the
+  paper gives none).
+- ``rc4-release`` (:data:`RELEASE_SETTINGS`): what the released adapters were trained with
+  (``train_qwen25vl_full.py`` and the adapters' ``adapter_config.json``). QLoRA: the base loaded in
+  4-bit NF4 with double quantization (compute dtype bf16, else fp16) and prepared with
+  ``prepare_model_for_kbit_training``; LoRA rank 16, alpha 32, dropout 0.05, bias none, task
+  ``CAUSAL_LM``, ``target_modules`` the seven projection names as peft matches them, i.e. on every
+  module of those names, so on Qwen2.5-VL the vision blocks' MLP (``gate/up/down_proj``) is adapted
+  too; ``transformers``' default linear schedule without warmup; lr 2e-4, seed 42, batch 1 x
+  accumulation 8, one epoch, bf16 (fp16 where bf16 is unsupported); the released caption prompt
+  (:data:`RELEASE_PROMPTS`). 4-bit loading needs ``bitsandbytes`` and a CUDA GPU: without them a
+  pretrained base is a one-line error unless ``quantization="none"`` is asked for; the tiny model
+  (built in memory) is never quantized, which is said on stderr. The release publishes a prompt
+  for IR-aware captions only (task ``ir_caption``); other tasks are an error under this preset, and
+  the original-caption samples of settings A and C keep the paper's template (said on stderr).
+
+Under a preset, an option that contradicts one of its settings is a :class:`PresetError` (one
+line), except ``steps``, ``epochs``, ``seed``, ``per_device_batch_size``,
+``gradient_accumulation_steps`` and ``quantization``, which are reported as overrides.
 
 The pieces, each usable on its own:
 
@@ -13,8 +34,8 @@ The pieces, each usable on its own:
 - :class:`VLMCollator` turns samples into model inputs with the model's own processor and chat
   template, and sets ``labels`` to ``-100`` on every prompt token (system and user turns, image
   placeholder tokens included) and on padding, so only the assistant's answer is supervised;
-- :func:`add_lora` attaches ``peft`` LoRA adapters to the language model's attention and MLP
-  projections (never to the vision tower);
+- :func:`add_lora` attaches ``peft`` LoRA adapters (the paper: to the language model's attention
+  and MLP projections, never to the vision tower; the release: by projection name, anywhere);
 - :func:`train_vlm` runs ``transformers.Trainer``.
 
 Any ``transformers`` image-text-to-text model id works (``Qwen/Qwen2.5-VL-3B-Instruct``, LLaVA,
@@ -30,7 +51,7 @@ import math
 import re
 import sys
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -41,8 +62,48 @@ PAPER_DEFAULTS = {
     "warmup_ratio": 0.03, "per_device_batch_size": 1, "gradient_accumulation_steps": 8,
     "gradient_checkpointing": True,
 }
+"""The paper's stated VLM settings (a subset of :data:`PAPER_SETTINGS`)."""
 LORA_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 """Attention and MLP projections of Llama/Qwen-style language models: where the adapters go."""
+RELEASE_PROMPTS: dict[str, str] = {
+    "ir_caption": ("Describe this infrared-style aerial image in one concise sentence. Report visible scene "
+                   "semantics, grayscale intensity, contrast, edges, texture, or structure only. Do not infer "
+                   "temperature, heat, material properties, emissivity, or RGB color."),
+}
+"""Task -> the release's instruction (``build_vlm_caption_manifest.py``, task ``ir_style_caption``),
+verbatim; next to the paper's templates in :data:`fusionrs_hf.vlm_data.TEMPLATES`."""
+LORA_TARGETS: tuple[str, ...] = ("language-model", "release")
+"""``language-model``: explicit names of the LM's projections (the paper); ``release``: the seven
+names as peft's ``target_modules`` list (every module so named, the vision MLP of Qwen2.5-VL too)."""
+QUANTIZATIONS: tuple[str, ...] = ("none", "nf4")
+PROMPT_SETS: tuple[str, ...] = ("paper", "release")
+
+VLM_SETTINGS: tuple[str, ...] = (
+    "lora_r", "lora_alpha", "lora_dropout", "lora_targets", "lora_task_type", "lr", "lr_scheduler_type",
+    "warmup_ratio", "epochs", "per_device_batch_size", "gradient_accumulation_steps", "gradient_checkpointing",
+    "quantization", "prompts", "fp16_fallback", "seed",
+)
+PAPER_SETTINGS: dict[str, object] = {
+    "lora_r": 32, "lora_alpha": 64, "lora_dropout": 0.05, "lora_targets": "language-model", "lora_task_type": None,
+    "lr": 2e-4, "lr_scheduler_type": "cosine", "warmup_ratio": 0.03, "epochs": 1, "per_device_batch_size": 1,
+    "gradient_accumulation_steps": 8, "gradient_checkpointing": True, "quantization": "none", "prompts": "paper",
+    "fp16_fallback": False, "seed": 0,
+}
+"""``paper``: the paper's text (lr 2e-4 and seed 0 are ours: the paper gives none)."""
+RELEASE_SETTINGS: dict[str, object] = {
+    "lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "lora_targets": "release", "lora_task_type": "CAUSAL_LM",
+    "lr": 2e-4, "lr_scheduler_type": "linear", "warmup_ratio": 0.0, "epochs": 1, "per_device_batch_size": 1,
+    "gradient_accumulation_steps": 8, "gradient_checkpointing": True, "quantization": "nf4", "prompts": "release",
+    "fp16_fallback": True, "seed": 42,
+}
+"""``rc4-release``: ``train_qwen25vl_full.py`` and the released ``adapter_config.json``."""
+PRESETS: dict[str, dict[str, object]] = {"paper": PAPER_SETTINGS, "rc4-release": RELEASE_SETTINGS}
+PRESET_FREE = frozenset({"epochs", "seed", "per_device_batch_size", "gradient_accumulation_steps", "quantization"})
+"""Preset settings a user may still change (reported as overrides)."""
+
+
+class PresetError(ValueError):
+    """A preset name or an option that contradicts a preset's setting (one line)."""
 _VISION_PARTS = re.compile(r"(^|\.)(vision_tower|vision_model|visual|vision_encoder|image_encoder|"
                            r"multi_modal_projector|mm_projector|connector)(\.|$)")
 
@@ -136,14 +197,51 @@ def lora_target_modules(model, projections: Sequence[str] = LORA_PROJECTIONS) ->
     return names
 
 
-def add_lora(model, *, r: int = 32, alpha: int = 64, dropout: float = 0.05,
-             target_modules: Sequence[str] | None = None):
-    """Wrap ``model`` in a ``peft`` LoRA model; only the adapters are trainable afterwards."""
-    from peft import LoraConfig, get_peft_model
+def lora_config(model, *, r: int = 32, alpha: int = 64, dropout: float = 0.05, targets: str = "language-model",
+                target_modules: Sequence[str] | None = None, task_type: str | None = None):
+    """The ``peft.LoraConfig`` of a run (see :data:`LORA_TARGETS` for ``targets``)."""
+    from peft import LoraConfig
 
-    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, bias="none",
-                        target_modules=list(target_modules or lora_target_modules(model)))
-    return get_peft_model(model, config)
+    if targets not in LORA_TARGETS:
+        raise ValueError(f"unknown LoRA targets {targets!r}; expected one of {', '.join(LORA_TARGETS)}")
+    if target_modules is None:
+        target_modules = list(LORA_PROJECTIONS) if targets == "release" else lora_target_modules(model)
+    kw = {"task_type": task_type} if task_type else {}
+    return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, bias="none", target_modules=list(target_modules),
+                      **kw)
+
+
+def add_lora(model, *, r: int = 32, alpha: int = 64, dropout: float = 0.05,
+             target_modules: Sequence[str] | None = None, targets: str = "language-model",
+             task_type: str | None = None):
+    """Wrap ``model`` in a ``peft`` LoRA model; only the adapters are trainable afterwards."""
+    from peft import get_peft_model
+
+    return get_peft_model(model, lora_config(model, r=r, alpha=alpha, dropout=dropout, targets=targets,
+                                             target_modules=target_modules, task_type=task_type))
+
+
+def quantization_config(compute_dtype: torch.dtype | None = None):
+    """The release's ``BitsAndBytesConfig``: 4-bit NF4, double quantization, bf16 compute (fp16 where
+    the GPU has no bf16)."""
+    from transformers import BitsAndBytesConfig
+
+    if compute_dtype is None:
+        compute_dtype = torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float16
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=compute_dtype)
+
+
+def quantization_missing() -> list[str]:
+    """What 4-bit loading lacks here: ``bitsandbytes`` and/or ``a CUDA GPU`` (empty when it can run)."""
+    import importlib.util
+
+    missing = []
+    if importlib.util.find_spec("bitsandbytes") is None:
+        missing.append("bitsandbytes")
+    if not torch.cuda.is_available():
+        missing.append("a CUDA GPU")
+    return missing
 
 
 # --------------------------------------------------------------------------- data
@@ -161,12 +259,14 @@ class VLMStream(torch.utils.data.IterableDataset):
 
     def __init__(self, repo: str, *, config: str = "iraware", split: str = "train", setting: str = "B-iraware",
                  task: str = "ir_caption", limit: int | None = None, shuffle: bool = False, seed: int = 0,
-                 on_error: str = "raise", **reader_kw):
+                 on_error: str = "raise", prompts: dict[str, str] | None = None, **reader_kw):
         super().__init__()
         from ..vlm_data import VLMIterable
 
         self.repo, self.config, self.split, self.setting, self.task = repo, config, split, setting, task
         self.limit = limit
+        self.prompts = dict(prompts or {})
+        """Sample setting (``A-original``/``B-iraware``/...) -> the instruction replacing the paper's template."""
         self.reader = VLMIterable(repo, config, split, batch_size=1, shuffle=shuffle, seed=seed, on_error=on_error,
                                   setting=setting, task=task, **reader_kw)
 
@@ -177,6 +277,9 @@ class VLMStream(torch.utils.data.IterableDataset):
         n = 0
         for samples in self.reader:
             for sample in samples:
+                prompt = self.prompts.get(sample.get("setting"))
+                if prompt is not None:
+                    sample = with_prompt(sample, prompt)
                 yield sample
                 n += 1
                 if self.limit is not None and n >= self.limit:
@@ -195,6 +298,17 @@ class VLMStream(torch.utils.data.IterableDataset):
         n = sum(len(vlm_samples({**row, "ir": placeholder}, self.setting, self.task)) for row in ds)
         n //= self.reader.world_size
         return min(n, self.limit) if self.limit is not None else n
+
+
+def with_prompt(sample: dict, prompt: str) -> dict:
+    """``sample`` with the text of its user turn replaced by ``prompt`` (images and answer kept)."""
+    messages = []
+    for m in sample["messages"]:
+        if m["role"] == "user":
+            content = [{**c, "text": prompt} if c.get("type") == "text" else c for c in m["content"]]
+            m = {**m, "content": content}
+        messages.append(m)
+    return {**sample, "messages": messages}
 
 
 def vlm_dataset(repo: str, **kwargs) -> VLMStream:
@@ -292,25 +406,37 @@ class VLMCollator:
 
 @dataclass
 class VLMTrainConfig:
-    """One run. Defaults are the paper's (see :data:`PAPER_DEFAULTS`) except where noted."""
+    """One run. The training settings (:data:`VLM_SETTINGS`) default to None: the preset's, else the
+    paper's (:data:`PAPER_SETTINGS`); :func:`resolve_config` fills them in."""
 
     data: str
+    preset: str | None = None
+    """None or ``paper`` (the paper's settings) or ``rc4-release`` (see the module docstring)."""
     config: str = "iraware"
     setting: str = "B-iraware"
     task: str = "ir_caption"
     model: str = "tiny"
     out: str = "runs/vlm"
-    steps: int | None = None  # optimizer steps; None = one epoch
-    epochs: float = 1
-    lr: float = 2e-4  # not given in the paper; a usual LoRA rate
-    lora_r: int = 32
-    lora_alpha: int = 64
-    lora_dropout: float = 0.05
-    lr_scheduler_type: str = "cosine"
-    warmup_ratio: float = 0.03
-    per_device_batch_size: int = 1
-    gradient_accumulation_steps: int = 8
-    gradient_checkpointing: bool = True
+    steps: int | None = None  # optimizer steps; None = --epochs over the data
+    epochs: float | None = None
+    lr: float | None = None
+    lora_r: int | None = None
+    lora_alpha: int | None = None
+    lora_dropout: float | None = None
+    lora_targets: str | None = None
+    lora_task_type: str | None = None
+    lr_scheduler_type: str | None = None
+    warmup_ratio: float | None = None
+    per_device_batch_size: int | None = None
+    gradient_accumulation_steps: int | None = None
+    gradient_checkpointing: bool | None = None
+    quantization: str | None = None
+    """``none`` or ``nf4`` (4-bit base, QLoRA; needs bitsandbytes and CUDA)."""
+    prompts: str | None = None
+    """``paper`` (the paper's templates) or ``release`` (:data:`RELEASE_PROMPTS`)."""
+    fp16_fallback: bool | None = None
+    """fp16 mixed precision on a CUDA GPU without bf16 (the release); else fp32 there."""
+    seed: int | None = None
     bf16: bool | None = None  # None = when CUDA supports it
     limit: int | None = None
     eval_split: str | None = "validation"  # None: no before/after eval loss
@@ -318,14 +444,58 @@ class VLMTrainConfig:
     """None: ``config``, or ``default`` when that lacks ``eval_split`` (see :mod:`fusionrs_hf.splits`)."""
     eval_limit: int | None = 32
     logging_steps: int = 1
-    seed: int = 0
     num_workers: int = 0
+
+
+def resolve_config(cfg: VLMTrainConfig) -> tuple[VLMTrainConfig, list[str]]:
+    """``cfg`` with every setting filled in, and the overrides of the preset that were made.
+
+    :class:`PresetError` for an unknown preset, an option contradicting a preset setting that is
+    not in :data:`PRESET_FREE`, or a task without a released prompt under ``rc4-release``.
+    """
+    if cfg.preset is not None and cfg.preset not in PRESETS:
+        raise PresetError(f"train_vlm: unknown preset {cfg.preset!r}; expected one of {', '.join(PRESETS)}")
+    fixed = PRESETS[cfg.preset] if cfg.preset else {}
+    values = {**PAPER_SETTINGS, **fixed}
+    overrides: list[str] = []
+    for name in VLM_SETTINGS:
+        given = getattr(cfg, name)
+        if given is None:
+            continue
+        if fixed and name in fixed and given != fixed[name]:
+            if name not in PRESET_FREE:
+                raise PresetError(f"train_vlm: --preset {cfg.preset} sets {name} = {fixed[name]!r}; {name} = "
+                                  f"{given!r} contradicts it (drop --preset to choose every setting yourself)")
+            overrides.append(f"{name} {given!r} (preset {fixed[name]!r})")
+        values[name] = given
+    for name, allowed in (("lora_targets", LORA_TARGETS), ("quantization", QUANTIZATIONS), ("prompts", PROMPT_SETS)):
+        if values[name] not in allowed:
+            raise PresetError(f"train_vlm: {name} must be one of {', '.join(allowed)}, got {values[name]!r}")
+    if values["prompts"] == "release" and cfg.task not in RELEASE_PROMPTS:
+        raise PresetError(f"train_vlm: the release publishes a prompt for task {', '.join(RELEASE_PROMPTS)} only; "
+                          f"task {cfg.task!r} has none (use the paper's templates: prompts 'paper' or no preset)")
+    return replace(cfg, **values), overrides
+
+
+def prompt_overrides(cfg: VLMTrainConfig) -> dict[str, str]:
+    """Sample setting -> instruction, for :class:`VLMStream` (empty with the paper's templates).
+
+    The release's prompt is an IR-aware caption instruction, so it replaces the template of the
+    IR-aware (``B-iraware``) samples; original-caption samples keep the paper's template.
+    """
+    if cfg.prompts != "release":
+        return {}
+    return {"B-iraware": RELEASE_PROMPTS[cfg.task]}
 
 
 def _training_args(cfg: VLMTrainConfig, max_steps: int):
     from transformers import TrainingArguments
 
-    bf16 = cfg.bf16 if cfg.bf16 is not None else bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if any(getattr(cfg, name) is None for name in VLM_SETTINGS):
+        cfg, _ = resolve_config(cfg)
+    cuda = torch.cuda.is_available()
+    bf16 = cfg.bf16 if cfg.bf16 is not None else bool(cuda and torch.cuda.is_bf16_supported())
+    fp16 = bool(cfg.fp16_fallback and cuda and not bf16)
     params = inspect.signature(TrainingArguments).parameters
     warm = ({"warmup_ratio": cfg.warmup_ratio} if "warmup_ratio" in params
             else {"warmup_steps": cfg.warmup_ratio})  # transformers 5: a float < 1 is a ratio
@@ -336,10 +506,30 @@ def _training_args(cfg: VLMTrainConfig, max_steps: int):
     return TrainingArguments(
         output_dir=cfg.out, max_steps=max_steps, num_train_epochs=cfg.epochs, learning_rate=cfg.lr,
         lr_scheduler_type=cfg.lr_scheduler_type, per_device_train_batch_size=cfg.per_device_batch_size,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps, bf16=bf16, logging_steps=cfg.logging_steps, save_strategy="no", report_to="none",
-        remove_unused_columns=False, dataloader_num_workers=cfg.num_workers, seed=cfg.seed,
-        dataloader_pin_memory=torch.cuda.is_available(), disable_tqdm=True, **warm,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps, bf16=bf16, fp16=fp16,
+        logging_steps=cfg.logging_steps, save_strategy="no", report_to="none",
+        remove_unused_columns=False, dataloader_num_workers=cfg.num_workers, seed=cfg.seed, data_seed=cfg.seed,
+        dataloader_pin_memory=cuda, disable_tqdm=True, **warm,
     )
+
+
+def load_quantized(model_id: str, **processor_kwargs):
+    """The release's QLoRA base: ``model_id`` in 4-bit NF4, prepared for k-bit training (CUDA only)."""
+    from peft import prepare_model_for_kbit_training
+    from transformers import AutoProcessor
+
+    try:
+        from transformers import AutoModelForImageTextToText as AutoVLM
+    except ImportError:  # older transformers
+        from transformers import AutoModelForVision2Seq as AutoVLM
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    processor = AutoProcessor.from_pretrained(model_id, **processor_kwargs)
+    model = AutoVLM.from_pretrained(model_id, quantization_config=quantization_config(dtype), device_map="auto",
+                                    dtype=dtype)
+    model.config.use_cache = False
+    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
+    model.enable_input_require_grads()
+    return model, processor
 
 
 def _texts_for_tokenizer(repo: str, config: str) -> list[str]:
@@ -387,15 +577,39 @@ def train_vlm(cfg: VLMTrainConfig, *, model=None, processor=None) -> dict:
     from ..torch import _resolve_rank
     from ..vlm_data import needs_ir_caption
 
+    cfg, overrides = resolve_config(cfg)
+    quantize = cfg.quantization == "nf4"
+    if quantize and model is None and cfg.model != "tiny":
+        missing = quantization_missing()
+        if missing:
+            raise PresetError(f"train_vlm: quantization 'nf4' (the release's 4-bit QLoRA base) needs bitsandbytes and "
+                              f"a CUDA GPU; missing here: {', '.join(missing)} (pass --quantization none to train an "
+                              "unquantized base, which is not the release's setting)")
     listing = repo_splits(cfg.data)
     listing.require(cfg.config, "train", who="train_vlm")
     eval_config = None
     if cfg.eval_split:
         eval_config = listing.eval_config(cfg.eval_config or cfg.config, cfg.eval_split,
                                           explicit=cfg.eval_config is not None, who="train_vlm")
+    notices = []
+    if overrides:
+        notices.append(f"--preset {cfg.preset} with {'; '.join(overrides)}")
+    if quantize and (model is not None or cfg.model == "tiny"):
+        notices.append("4-bit NF4 base skipped: the model is built in memory, not loaded from a checkpoint "
+                       "(the release quantizes its pretrained base)")
+        quantize = False
+    prompts = prompt_overrides(cfg)
+    if prompts and cfg.setting != "B-iraware":
+        notices.append(f"the release publishes only the IR-aware caption prompt: {cfg.setting}'s original-caption "
+                       "samples keep the paper's template")
+    for note in notices:
+        print(f"train_vlm: {note}", file=sys.stderr, flush=True)
+    torch.manual_seed(cfg.seed)
     if model is None:
         if cfg.model == "tiny":
             model, processor = tiny_vlm(_texts_for_tokenizer(cfg.data, cfg.config), seed=cfg.seed)
+        elif quantize:
+            model, processor = load_quantized(cfg.model)
         else:
             bf16 = cfg.bf16 if cfg.bf16 is not None else bool(torch.cuda.is_available()
                                                                 and torch.cuda.is_bf16_supported())
@@ -410,7 +624,7 @@ def train_vlm(cfg: VLMTrainConfig, *, model=None, processor=None) -> dict:
     whole = {"rank": 0, "world_size": 1}
     world = _resolve_rank(None, None)[1]
     train_ds = VLMStream(cfg.data, config=cfg.config, split="train", setting=cfg.setting, task=cfg.task,
-                         limit=cfg.limit, shuffle=True, seed=cfg.seed, **whole)
+                         limit=cfg.limit, shuffle=True, seed=cfg.seed, prompts=prompts, **whole)
     per_step = cfg.per_device_batch_size * cfg.gradient_accumulation_steps
     if cfg.steps is not None:
         max_steps = cfg.steps
@@ -424,14 +638,15 @@ def train_vlm(cfg: VLMTrainConfig, *, model=None, processor=None) -> dict:
         # rows without an ir_caption give no sample here: don't stream a whole split to learn that
         if not (needs_ir_caption(cfg.setting, cfg.task) and not listing.has_ir_captions(eval_config, cfg.eval_split)):
             eval_samples = list(VLMStream(cfg.data, config=eval_config, split=cfg.eval_split, setting=cfg.setting,
-                                          task=cfg.task, limit=cfg.eval_limit, **whole))
+                                          task=cfg.task, limit=cfg.eval_limit, prompts=prompts, **whole))
         if not eval_samples:
             why = "an IR-aware caption" if needs_ir_caption(cfg.setting, cfg.task) else "the answer it needs"
             print(f"train_vlm: no {cfg.setting} {cfg.task} eval sample in {eval_config!r}/{cfg.eval_split} of "
                   f"{cfg.data} (no row there has {why}); no eval loss", file=sys.stderr, flush=True)
     before = answer_loss(model, collator, eval_samples) if eval_samples else None
 
-    model = add_lora(model, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout)
+    model = add_lora(model, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout, targets=cfg.lora_targets,
+                     task_type=cfg.lora_task_type)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     trainer = Trainer(model=model, args=_training_args(cfg, max_steps), train_dataset=train_ds,
@@ -447,5 +662,9 @@ def train_vlm(cfg: VLMTrainConfig, *, model=None, processor=None) -> dict:
     if eval_samples:
         metrics.update(eval_answer_loss_before=before, eval_answer_loss=answer_loss(model, collator, eval_samples),
                        eval_samples=len(eval_samples))
-    (out / "metrics.json").write_text(json.dumps({"config": asdict(cfg), "metrics": metrics}, indent=2))
-    return {"metrics": metrics, "trainer": trainer, "model": model, "processor": processor}
+    metrics.update(preset=cfg.preset, quantized=quantize)
+    settings = {name: getattr(cfg, name) for name in VLM_SETTINGS}
+    (out / "metrics.json").write_text(json.dumps({"config": asdict(cfg), "settings": settings, "overrides": overrides,
+                                                  "metrics": metrics}, indent=2))
+    return {"metrics": metrics, "trainer": trainer, "model": model, "processor": processor, "settings": settings,
+            "overrides": overrides}

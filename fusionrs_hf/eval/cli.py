@@ -1,0 +1,90 @@
+"""Evaluate an image–text model on a FusionRS split the way the paper's Table 4 is computed: IR→Text,
+Text→IR, RGB→IR, IR→RGB at R@1/5/10 and Mean R (plus RGB→Text, Text→RGB), and zero-shot scene
+classification of the NWPU rows (class-name prompts, RGB and IR).
+
+The model is a transformers CLIP Hub id or folder, an open_clip name (NAME[:PRETRAINED]), or a
+train_clip checkpoint folder (OUT/checkpoint); or give --embeddings, a .npz/.parquet of sample_id
++ rgb/ir/text vectors from any model. Embeddings of a model are cached (--cache-dir, --no-cache).
+
+Protocols (--protocol): rc4 (default on repos whose rows carry the release flags) scores only the
+evaluation representatives and counts texts with the same normalised caption key as positives, as
+the authors' scorer does; all-rows scores every row with the same positive rules. Ties (--ties):
+pessimistic (ours: a wrong item tied with the best right one counts against the query) or topk
+(the authors': stable top-k, ties in gallery order). The output names both.
+
+Examples:
+  fusionrs eval ./fusionrs --model runs/clip/checkpoint --split test
+  fusionrs eval ./fusionrs --model openai/clip-vit-base-patch32 --split test --json
+  fusionrs eval ./fusionrs --embeddings mine_test.npz --ties topk
+  fusionrs eval ./fusionrs --model ViT-B-32:openai --protocol all-rows --save-embeddings vit_test.npz
+
+Exit codes: 0 scored, 2 usage or input problem (missing split, a protocol the rows cannot follow, an
+embedding file that lacks scored samples), 1 any other failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ..layout import CONFIG_NAMES, SPLITS
+from .embed import DEFAULT_BATCH_SIZE, PRECISIONS
+from .protocol import PROTOCOL_CHOICES, TEXT_FIELDS
+
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("repo", help="FusionRS repo: local folder, fsspec URL or Hub dataset id")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model", help="transformers CLIP id/folder, open_clip NAME[:PRETRAINED], or a train_clip "
+                                     "checkpoint folder")
+    src.add_argument("--embeddings", help=".npz or .parquet with sample_id and rgb/ir/text vectors")
+    p.add_argument("--config", default="default", choices=CONFIG_NAMES, help="config (default: %(default)s)")
+    p.add_argument("--split", default="test", choices=SPLITS, help="split (default: %(default)s)")
+    p.add_argument("--protocol", default="auto", choices=PROTOCOL_CHOICES,
+                   help="auto: rc4 when the rows carry release flags, else all-rows (default: %(default)s)")
+    p.add_argument("--ties", default="pessimistic", choices=("pessimistic", "topk", "ours", "authors"),
+                   help="tie rule: pessimistic (ours) or topk (the authors') (default: %(default)s)")
+    p.add_argument("--text", dest="text_field", default="caption", choices=TEXT_FIELDS,
+                   help="which text is the caption side (default: %(default)s)")
+    p.add_argument("--pretrained", default=None, help="open_clip pretrained tag or file")
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    p.add_argument("--num-workers", type=int, default=0)
+    p.add_argument("--precision", default="auto", choices=PRECISIONS,
+                   help="auto: fp16 autocast on CUDA, fp32 on CPU (default: %(default)s)")
+    p.add_argument("--device", default=None, help="cuda / cpu (default: cuda when available)")
+    p.add_argument("--cache-dir", default=None, help="embedding cache (default: $FUSIONRS_CACHE/eval or "
+                                                     "~/.cache/fusionrs/eval)")
+    p.add_argument("--no-cache", action="store_true", help="embed afresh and write no cache file")
+    p.add_argument("--save-embeddings", default=None, help="also write the vectors here (.npz, the authors' format)")
+    p.add_argument("--limit", type=int, default=None, help="embed the first N rows only (a quick look; not a result)")
+    p.add_argument("--no-zero-shot", action="store_true", help="skip zero-shot scene classification")
+    p.add_argument("--revision", default=None, help="Hub revision of the repo")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import CliError
+    from ..splits import MissingSplitError
+    from . import ProtocolError, evaluate
+
+    if args.batch_size < 1:
+        raise CliError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.limit is not None and args.limit < 1:
+        raise CliError(f"--limit must be >= 1, got {args.limit}")
+    try:
+        res = evaluate(args.repo, model=args.model, embeddings=args.embeddings, config=args.config, split=args.split,
+                       protocol=args.protocol, ties=args.ties, text_field=args.text_field,
+                       zero_shot=not args.no_zero_shot, batch_size=args.batch_size, num_workers=args.num_workers,
+                       precision=args.precision, device=args.device,
+                       cache_dir=False if args.no_cache else args.cache_dir, limit=args.limit,
+                       revision=args.revision, pretrained=args.pretrained,
+                       progress=not args.quiet and sys.stderr.isatty(), save_embeddings=args.save_embeddings)
+    except (ProtocolError, MissingSplitError) as e:
+        raise CliError(str(e)) from None
+    if args.json:
+        print(json.dumps(res.to_dict(), indent=2))
+    else:
+        print(res.table())
+    return 0
