@@ -24,24 +24,16 @@ from datasets.splits import SplitDict, SplitInfo
 from datasets.utils.metadata import MetadataConfigs
 from huggingface_hub import DatasetCardData
 
-from .layout import CONFIGS, GROUPS, SPLITS, ShardName, data_files, list_shards
+from .layout import DEFAULT_LAYOUT, GROUPS, SPLITS, Layout, ShardName, layout_for, list_shards
 from .schema import FEATURES, SOURCES, field_docs_markdown
+from .sources import FUSIONRS_SOURCES
 
 CARD_NAME = "README.md"
 _FRONT_MATTER = re.compile(r"\A---\s*\n(.*?)\n---\s*(?:\n|\Z)", re.S)
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
-UPSTREAM = {
-    "RS5M": ("RS5M (image–text pairs filtered from LAION2B-en, COYO-700M, DataComp and RS datasets)",
-             "Item-level rights are unconfirmed for web-crawled images; research use, check each item's origin."),
-    "SkyScript": ("SkyScript (Google Earth Engine imagery: NAIP, Sentinel-2, others; OSM-derived captions)",
-                  "Rights depend on the imagery product (e.g. NAIP is public domain); see `rights_code`."),
-    "NWPU": ("NWPU-Captions over NWPU-RESISC45 (Google Earth imagery)",
-             "Academic research use under the upstream terms of NWPU-RESISC45 / NWPU-Captions."),
-    "RSICD": ("RSICD (Google Earth, Baidu Map, MapABC, Tianditu imagery)",
-              "Academic research use under the upstream RSICD terms."),
-    "RSITMD": ("RSITMD (fine-grained RS image–text matching)", "Academic research use under the upstream RSITMD terms."),
-}
+UPSTREAM = {s.name: (s.title, s.terms) for s in FUSIONRS_SOURCES}
+"""Upstream description and terms per FusionRS source (defined once, in :mod:`fusionrs_hf.sources`)."""
 
 PAPER_COUNTS = {  # the paper's tables; the authors' release rc4 differs (fusionrs_hf.release.known.RC4)
     # source: ((train, validation, test) all rows, (train, validation, test) IR-aware) — the paper's tables
@@ -88,10 +80,10 @@ def scan_repo(root: str | os.PathLike, fs=None) -> tuple[list[ShardInfo], list[s
     return [shard_info(fs, str(root), s) for s in shards], orphans
 
 
-def expected_stats(shards: list[ShardInfo]) -> dict[str, dict[str, dict[str, int]]]:
+def expected_stats(shards: list[ShardInfo], lay: Layout = DEFAULT_LAYOUT) -> dict[str, dict[str, dict[str, int]]]:
     """``{config: {split: {"num_examples", "num_bytes", "download_size"}}}`` for configs with data."""
     out: dict[str, dict[str, dict[str, int]]] = {}
-    for cfg in CONFIGS:
+    for cfg in lay.configs:
         splits = {}
         for split in SPLITS:
             sel = [s for s in shards if s.name.split == split and cfg.includes(s.name.source, s.name.group)]
@@ -105,14 +97,14 @@ def expected_stats(shards: list[ShardInfo]) -> dict[str, dict[str, dict[str, int
     return out
 
 
-def card_data(shards: list[ShardInfo]) -> DatasetCardData:
+def card_data(shards: list[ShardInfo], lay: Layout = DEFAULT_LAYOUT) -> DatasetCardData:
     """The YAML header: configs with per-split globs, and dataset_info with features and sizes."""
     files = [s.name.path for s in shards]
-    stats = expected_stats(shards)
+    stats = expected_stats(shards, lay)
     meta: dict[str, dict] = {}
     infos: dict[str, DatasetInfo] = {}
-    for cfg in CONFIGS:
-        df = data_files(cfg, files)
+    for cfg in lay.configs:
+        df = lay.data_files(cfg, files)
         if not df:
             continue
         entry: dict = {"data_files": [{"split": sp, "path": pats if len(pats) > 1 else pats[0]}
@@ -143,15 +135,16 @@ def card_data(shards: list[ShardInfo]) -> DatasetCardData:
     return data
 
 
-def counts_table(shards: list[ShardInfo]) -> str:
+def counts_table(shards: list[ShardInfo], lay: Layout = DEFAULT_LAYOUT) -> str:
     """Markdown table: rows per source x split x subset (all / IR-aware)."""
     n: dict[tuple[str, str, str], int] = defaultdict(int)
     for s in shards:
         n[s.name.source, s.name.split, s.name.group] += s.num_rows
     head = "| source | " + " | ".join(f"{sp} (all / IR-aware)" for sp in SPLITS) + " | total |"
     lines = [head, "|---" * (len(SPLITS) + 2) + "|"]
-    for src in (*SOURCES, None):
-        srcs = SOURCES if src is None else (src,)
+    present = [s for s in lay.sources if s in SOURCES or any(x.name.source == s for x in shards)]
+    for src in (*present, None):
+        srcs = tuple(present) if src is None else (src,)
         cells, total = [], 0
         for sp in SPLITS:
             tot = sum(n[s, sp, g] for s in srcs for g in GROUPS)
@@ -209,27 +202,41 @@ def paper_table() -> str:
     return "\n".join(lines)
 
 
-def _configs_md() -> str:
-    return "\n".join(f"- `{c.name}`{' (default)' if c.default else ''}: {c.description}" for c in CONFIGS)
+def _configs_md(lay: Layout) -> str:
+    return "\n".join(f"- `{c.name}`{' (default)' if c.default else ''}: {c.description}" for c in lay.configs)
 
 
 def render_card(shards: list[ShardInfo], *, sample: bool = False, repo_id: str = "<user>/fusionrs",
-                report: dict | None = None) -> str:
+                report: dict | None = None, lay: Layout = DEFAULT_LAYOUT) -> str:
     """The full README.md text of a FusionRS repo."""
     sample_note = (
         "> **This repository is a synthetic sample.** Every image was generated procedurally by "
         "`fusionrs demo` (aerial-like scenes, infrared-style counterparts, template captions). It has "
         "the FusionRS format and none of its content.\n\n" if sample else ""
     )
-    rights = "\n".join(f"| {s} | {UPSTREAM[s][0]} | {UPSTREAM[s][1]} |" for s in SOURCES)
+    rights = "\n".join(f"| {s.name} | {s.title} | {s.terms}"
+                       + (f" Licence: {s.license}." if s.license else "")
+                       + f" | {'synthetic (DiffV2IR-style)' if s.ir_kind == 'synthetic' else 'measured'} |"
+                       for s in lay.registry.all)
+    own = [s for s in lay.registry.extra]
+    measured = [s.name for s in lay.registry.all if s.ir_kind == "measured"]
+    own_note = "" if not own else (
+        "\n\nThis repository also holds source(s) of its own, beside the FusionRS ones: "
+        + "; ".join(f"**{s.name}** (config `{s.dir}`, rights code `{s.rights_code}`"
+                    + (f", {s.license}" if s.license else "") + (f", {s.url}" if s.url else "")
+                    + f", {s.ir_kind} IR)" for s in own)
+        + ". The release checks (`fusionrs check --release rc4`) apply to the FusionRS sources only.")
+    ir_scope = ("The `ir` images of every source" if not measured else
+                "The `ir` images of " + ", ".join(s.name for s in lay.registry.all if s.ir_kind == "synthetic")
+                + f" (not of {', '.join(measured)}, whose IR is measured by a sensor)")
     body = f"""
 # FusionRS
 
 {sample_note}FusionRS pairs RGB remote-sensing images from five public sources (RS5M, SkyScript, NWPU,
 RSICD, RSITMD) with **infrared-style** images translated by DiffV2IR, the source caption, and, for a
-subset, an IR-aware caption written for what the infrared-style image shows.
+subset, an IR-aware caption written for what the infrared-style image shows.{own_note}
 
-> **Synthetic infrared.** The `ir` images are generated by an image-to-image diffusion model
+> **Synthetic infrared.** {ir_scope} are generated by an image-to-image diffusion model
 > (DiffV2IR: 512 px, 20 steps, seed 1234). They look like infrared imagery but are not thermal or
 > radiometric measurements: no temperature, emissivity or material property can be read from them.
 > Do not use them where real infrared observations are required.
@@ -244,14 +251,14 @@ row = next(iter(ds))   # row["rgb"], row["ir"]: PIL images; row["caption"], row[
 
 ## Configs
 
-{_configs_md()}
+{_configs_md(lay)}
 
 Every config has the splits `train`, `validation` and `test` where it has rows. Shards live at
 `data/{{source}}/{{split}}/{{group}}-{{batch}}-{{index}}.parquet` with group `iraware` or `base`.
 
 ## Counts (from the shards in this repo)
 
-{counts_table(shards)}
+{counts_table(shards, lay)}
 
 ## Which numbers are which
 
@@ -278,8 +285,8 @@ The paper's figures, for comparison only (an earlier state; e.g. IR-aware 49,068
 The FusionRS authors publish a rights-cleared index only; image bytes come from each user's own copy of
 the sources, whose terms apply to every row of this repository. This card grants no rights.
 
-| source | upstream | terms |
-|---|---|---|
+| source | upstream | terms | infrared |
+|---|---|---|---|
 {rights}
 
 ## Citation
@@ -288,7 +295,7 @@ the sources, whose terms apply to every row of this repository. This card grants
 {CITATION}
 ```
 """
-    return f"---\n{card_data(shards).to_yaml()}\n---\n{body}"
+    return f"---\n{card_data(shards, lay).to_yaml()}\n---\n{body}"
 
 
 def write_card(root: str | os.PathLike, *, sample: bool = False, repo_id: str = "<user>/fusionrs") -> Path:
@@ -299,6 +306,7 @@ def write_card(root: str | os.PathLike, *, sample: bool = False, repo_id: str = 
     from .layout import REPORT_NAME
 
     shards, _ = scan_repo(str(root))
+    lay = layout_for(fsspec.filesystem("file"), str(Path(root).resolve()))
     report = None
     rp = Path(root) / REPORT_NAME
     if rp.is_file():
@@ -307,7 +315,7 @@ def write_card(root: str | os.PathLike, *, sample: bool = False, repo_id: str = 
         except (OSError, ValueError):
             report = None
     path = Path(root) / CARD_NAME
-    atomic_write(path, render_card(shards, sample=sample, repo_id=repo_id, report=report))
+    atomic_write(path, render_card(shards, sample=sample, repo_id=repo_id, report=report, lay=lay))
     return path
 
 

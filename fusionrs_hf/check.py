@@ -75,15 +75,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .layout import (
-    CONFIGS,
-    CONFIGS_BY_NAME,
     SHARD_TEMPLATE,
-    SOURCE_DIRS,
     SPLITS,
+    Layout,
     ShardName,
-    config_files,
     glob_match,
-    list_shards,
+    layout_for,
+    source_dir,
 )
 from .pairing import same_aspect
 from .phash import DEFAULT_RADIUS, near_pairs, phash
@@ -301,7 +299,7 @@ class _Task:
 
     @property
     def config(self) -> str:
-        return SOURCE_DIRS[self.name.source]
+        return source_dir(self.name.source)
 
 
 @dataclass
@@ -402,7 +400,7 @@ def _check_batch(batch: pa.RecordBatch, res: _ShardResult, task: _Task, add, col
         sid = sids[i]
         src = py["source"][i] if "source" in py else name.source
         if src is not None and src != name.source:
-            add("wrong_source", f"source is {src!r} but the shard is under {SOURCE_DIRS[name.source]}/", row, sid)
+            add("wrong_source", f"source is {src!r} but the shard is under {source_dir(name.source)}/", row, sid)
         if "ir_caption" in py:
             irc = py["ir_caption"][i]
             if name.group == "iraware" and (irc is None or not irc.strip()):
@@ -498,7 +496,7 @@ def _run_shards(fs, root: str, tasks: list[_Task], kind: str, workers: int,
 
 # --------------------------------------------------------------------------- card vs files
 
-def _card_findings(card_text: str | None, shards: list[ShardName], orphans: list[str],
+def _card_findings(lay: Layout, card_text: str | None, shards: list[ShardName], orphans: list[str],
                    infos: list, unreadable: set[str]) -> list[Finding]:
     from .card import card_configs, card_split_sizes, expected_stats
 
@@ -518,7 +516,7 @@ def _card_findings(card_text: str | None, shards: list[ShardName], orphans: list
     paths = [s.path for s in shards]
     all_files = paths + list(orphans)
     for cfg_name, splits in cfgs.items():
-        if cfg_name not in CONFIGS_BY_NAME:
+        if cfg_name not in lay.configs_by_name:
             out.append(Finding("card_config_mismatch", f"card config {cfg_name!r} is not in the registry",
                                config=cfg_name))
         for split, pats in splits.items():
@@ -526,10 +524,10 @@ def _card_findings(card_text: str | None, shards: list[ShardName], orphans: list
                 if not any(glob_match(pat, f) for f in all_files):
                     out.append(Finding("missing_file", f"data_files pattern {pat!r} matches no file "
                                        "(datasets fails with 'Unable to find')", config=cfg_name, split=split))
-    for cfg in CONFIGS:
+    for cfg in lay.configs:
         card_splits = cfgs.get(cfg.name, {})
         for split in SPLITS:
-            want = set(config_files(cfg, split, paths))
+            want = set(lay.config_files(cfg, split, paths))
             pats = card_splits.get(split, [])
             got = {f for f in all_files if any(glob_match(p, f) for p in pats)}
             for rel in sorted(want - got):
@@ -540,13 +538,13 @@ def _card_findings(card_text: str | None, shards: list[ShardName], orphans: list
                 out.append(Finding("card_config_mismatch", f"the card's config {cfg.name!r} split {split!r} "
                                    "selects a shard the registry puts elsewhere", config=cfg.name, split=split,
                                    shard=rel))
-    exp = expected_stats(infos)
-    for cfg in CONFIGS:
+    exp = expected_stats(infos, lay)
+    for cfg in lay.configs:
         card_sz, shard_sz = sizes.get(cfg.name, {}), exp.get(cfg.name, {})
         for split in SPLITS:
             if split not in card_sz and split not in shard_sz:
                 continue
-            if any(f in unreadable for f in config_files(cfg, split, paths)):
+            if any(f in unreadable for f in lay.config_files(cfg, split, paths)):
                 continue  # reported as unreadable_shard; its rows cannot be counted
             c, s = card_sz.get(split), shard_sz.get(split)
             if c is None:
@@ -563,7 +561,7 @@ def _card_findings(card_text: str | None, shards: list[ShardName], orphans: list
                     out.append(Finding("bytes_mismatch", f"card says num_bytes={c['num_bytes']}, "
                                        f"shard footers say {s['num_bytes']}", config=cfg.name, split=split))
     for cfg_name in sizes:
-        if cfg_name not in CONFIGS_BY_NAME and cfg_name not in cfgs:
+        if cfg_name not in lay.configs_by_name and cfg_name not in cfgs:
             out.append(Finding("card_config_mismatch", f"card dataset_info config {cfg_name!r} is not in the registry",
                                config=cfg_name))
     return out
@@ -725,7 +723,8 @@ def _check_repo(target: str, *, fast: bool, revision: str | None, workers: int |
     t0 = time.perf_counter()
     fs, root, url = _open_target(target, revision)
     try:
-        shards, orphans = list_shards(fs, root)
+        lay = layout_for(fs, root)
+        shards, orphans = lay.list_shards(fs, root)
         card_path = f"{root}/README.md"
         card_text = fs.cat_file(card_path).decode("utf-8") if fs.exists(card_path) else None
     except Exception as e:  # noqa: BLE001
@@ -749,7 +748,7 @@ def _check_repo(target: str, *, fast: bool, revision: str | None, workers: int |
         images += res.images
         if res.unreadable:
             unreadable.add(shards[res.index].path)
-    findings.extend(_card_findings(card_text, shards, orphans,
+    findings.extend(_card_findings(lay, card_text, shards, orphans,
                                    [i for i, s in zip(infos, shards, strict=True)
                                     if i is not None and s.path not in unreadable], unreadable))
 
@@ -766,7 +765,7 @@ def _check_repo(target: str, *, fast: bool, revision: str | None, workers: int |
         name, other = shards[s_i], shards[s_o]
         msg = p.text.format(other_sid=sids.get((s_o, r_o)), other_split=other.split,
                             other_where=f"{other.path}#{r_o}")
-        findings.append(Finding(p.kind, msg, SOURCE_DIRS[name.source], name.split, name.path, r_i,
+        findings.append(Finding(p.kind, msg, source_dir(name.source), name.split, name.path, r_i,
                                 sids.get((s_i, r_i))))
 
     release_checks = _release_checks(fs, root, release, index, findings)

@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from .schema import SOURCES
+from .sources import DEFAULT_REGISTRY, SourceRegistry, registry_for
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 INDEX_SPLITS: dict[str, str] = {"train": "train", "val": "validation", "validation": "validation", "test": "test"}
@@ -34,7 +35,12 @@ REPORT_NAME = "build_report.json"
 DEFAULT_REPO_ID = "fusionrs/fusionrs"
 """Hub id used by :func:`fusionrs_hf.load` unless ``FUSIONRS_REPO`` or ``repo=`` says otherwise."""
 
-SOURCE_DIRS: dict[str, str] = {s: s.lower() for s in SOURCES}
+def source_dir(source: str) -> str:
+    """The folder (and per-source config name) of a source: its name in lower case, for every source."""
+    return source.lower()
+
+
+SOURCE_DIRS: dict[str, str] = {s: source_dir(s) for s in SOURCES}
 DIR_SOURCES: dict[str, str] = {v: k for k, v in SOURCE_DIRS.items()}
 
 BATCH_RE = re.compile(r"^[a-z0-9_]+$")
@@ -49,18 +55,24 @@ SHARD_RE = re.compile(
 
 @dataclass(frozen=True)
 class ConfigSpec:
-    """One `datasets` config: which sources and groups its splits glob over."""
+    """One `datasets` config: which sources and groups its splits glob over.
+
+    ``sources=None`` means every source of the repo (``default``, ``iraware``): its globs use ``*``,
+    so a source added later is in them without a change to the card's patterns.
+    """
 
     name: str
     description: str
-    sources: tuple[str, ...]
+    sources: tuple[str, ...] | None
     groups: tuple[str, ...] = GROUPS
     default: bool = False
+    dirs: tuple[str, ...] = ()
+    """Folders of ``sources`` (set by the layout that made the config)."""
 
     def patterns(self, split: str) -> list[str]:
         """Glob patterns (relative to the repo root) for one split of this config."""
         group_glob = "*" if set(self.groups) == set(GROUPS) else None
-        src_globs = ["*"] if set(self.sources) == set(SOURCES) else [SOURCE_DIRS[s] for s in self.sources]
+        src_globs = ["*"] if self.sources is None else list(self.dirs)
         out = []
         for src in src_globs:
             if group_glob:
@@ -70,27 +82,7 @@ class ConfigSpec:
         return out
 
     def includes(self, source: str, group: str) -> bool:
-        return source in self.sources and group in self.groups
-
-
-CONFIGS: tuple[ConfigSpec, ...] = (
-    ConfigSpec("default", "Every triplet of every source, both groups (the paper's 600K set).", SOURCES, default=True),
-    ConfigSpec("iraware", "Only rows that carry an IR-aware caption (`ir_caption` non-null), every source.",
-               SOURCES, ("iraware",)),
-    *(
-        ConfigSpec(SOURCE_DIRS[s], f"Only rows from {s}, both groups.", (s,))
-        for s in SOURCES
-    ),
-)
-CONFIG_NAMES: tuple[str, ...] = tuple(c.name for c in CONFIGS)
-CONFIGS_BY_NAME: dict[str, ConfigSpec] = {c.name: c for c in CONFIGS}
-
-
-def get_config(name: str) -> ConfigSpec:
-    try:
-        return CONFIGS_BY_NAME[name]
-    except KeyError:
-        raise ValueError(f"unknown config {name!r}; expected one of {', '.join(CONFIG_NAMES)}") from None
+        return (self.sources is None or source in self.sources) and group in self.groups
 
 
 @dataclass(frozen=True, order=True)
@@ -109,28 +101,119 @@ class ShardName:
         return shard_path(self.source, self.split, self.group, self.index, self.batch)
 
 
+class Layout:
+    """Paths and configs of one repo, from its source registry (:mod:`fusionrs_hf.sources`).
+
+    The module-level functions are this class for the default registry (the five FusionRS
+    sources); :func:`layout_for` gives the layout of a repo that declares sources of its own.
+    """
+
+    def __init__(self, registry: SourceRegistry = DEFAULT_REGISTRY) -> None:
+        self.registry = registry
+        self.sources: tuple[str, ...] = registry.names
+        self.source_dirs: dict[str, str] = {s.name: s.dir for s in registry.all}
+        self.dir_sources: dict[str, str] = {v: k for k, v in self.source_dirs.items()}
+        self.configs: tuple[ConfigSpec, ...] = (
+            ConfigSpec("default", "Every triplet of every source, both groups (the paper's 600K set).", None,
+                       default=True),
+            ConfigSpec("iraware", "Only rows that carry an IR-aware caption (`ir_caption` non-null), every source.",
+                       None, ("iraware",)),
+            *(ConfigSpec(d, f"Only rows from {s}, both groups.", (s,), dirs=(d,)) for s, d in self.source_dirs.items()),
+        )
+        self.configs_by_name: dict[str, ConfigSpec] = {c.name: c for c in self.configs}
+        self.config_names: tuple[str, ...] = tuple(self.configs_by_name)
+
+    def get_config(self, name: str | ConfigSpec) -> ConfigSpec:
+        if isinstance(name, ConfigSpec):
+            return name
+        try:
+            return self.configs_by_name[name]
+        except KeyError:
+            raise ValueError(f"unknown config {name!r}; expected one of {', '.join(self.config_names)}") from None
+
+    def shard_path(self, source: str, split: str, group: str, index: int, batch: str = DEFAULT_BATCH) -> str:
+        """The repo-relative path of a shard; the one place the naming rule is written."""
+        if source not in self.source_dirs:
+            raise ValueError(f"unknown source {source!r}; expected one of {self.sources}")
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+        if group not in GROUPS:
+            raise ValueError(f"unknown group {group!r}; expected one of {GROUPS}")
+        if not BATCH_RE.match(batch):
+            raise ValueError(f"batch tag {batch!r} must match {BATCH_RE.pattern}")
+        if not 0 <= index <= 99999:
+            raise ValueError(f"shard index {index} out of range 0..99999")
+        return SHARD_TEMPLATE.format(source_dir=self.source_dirs[source], split=split, group=group, batch=batch,
+                                     index=index)
+
+    def parse_shard_path(self, relpath: str) -> ShardName | None:
+        """Parse a repo-relative path; ``None`` if it is not a well-formed shard path of a known source."""
+        m = SHARD_RE.match(relpath.replace("\\", "/"))
+        if not m or m["source_dir"] not in self.dir_sources:
+            return None
+        return ShardName(self.dir_sources[m["source_dir"]], m["split"], m["group"], m["batch"], int(m["index"]),
+                         relpath)
+
+    def config_files(self, config: ConfigSpec | str, split: str, files: Iterable[str]) -> list[str]:
+        """The shards (from a repo listing) that belong to one config split, sorted."""
+        pats = self.get_config(config).patterns(split)
+        return sorted(f for f in files if any(glob_match(p, f) for p in pats))
+
+    def data_files(self, config: ConfigSpec | str, files: Iterable[str]) -> dict[str, list[str]]:
+        """YAML ``data_files`` for a config: per split, only patterns that match at least one file.
+
+        A pattern that matches nothing makes `datasets` fail ("Unable to find ..."), so a source
+        without, say, IR-aware validation rows simply contributes no pattern; a split with no
+        files at all is left out of the config instead of breaking it.
+        """
+        spec = self.get_config(config)
+        files = list(files)
+        out: dict[str, list[str]] = {}
+        for split in SPLITS:
+            pats = [p for p in spec.patterns(split) if any(glob_match(p, f) for f in files)]
+            if pats:
+                out[split] = pats
+        return out
+
+    def list_shards(self, fs, root: str) -> tuple[list[ShardName], list[str]]:
+        """List a repo's shards through fsspec: (well-formed shards, other parquet files under data/)."""
+        root = root.rstrip("/")
+        try:
+            found = fs.glob(f"{root}/data/**/*.parquet")
+        except FileNotFoundError:
+            found = []
+        shards, orphans = [], []
+        for full in sorted(found):
+            rel = full[len(root) + 1:] if full.startswith(root + "/") else full.split(root.lstrip("/") + "/", 1)[-1]
+            parsed = self.parse_shard_path(rel)
+            (shards.append(parsed) if parsed else orphans.append(rel))
+        return sorted(shards), orphans
+
+
+DEFAULT_LAYOUT = Layout()
+CONFIGS: tuple[ConfigSpec, ...] = DEFAULT_LAYOUT.configs
+CONFIG_NAMES: tuple[str, ...] = DEFAULT_LAYOUT.config_names
+CONFIGS_BY_NAME: dict[str, ConfigSpec] = DEFAULT_LAYOUT.configs_by_name
+
+
+def layout_for(fs, root: str) -> Layout:
+    """The layout of a repo: the default one, plus the sources its ``fusionrs_sources.json`` declares."""
+    reg = registry_for(fs, root)
+    return DEFAULT_LAYOUT if reg is DEFAULT_REGISTRY else Layout(reg)
+
+
+def get_config(name: str | ConfigSpec) -> ConfigSpec:
+    return DEFAULT_LAYOUT.get_config(name)
+
+
 def shard_path(source: str, split: str, group: str, index: int, batch: str = DEFAULT_BATCH) -> str:
-    """The repo-relative path of a shard; the one place the naming rule is written."""
-    if source not in SOURCE_DIRS:
-        raise ValueError(f"unknown source {source!r}; expected one of {SOURCES}")
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
-    if group not in GROUPS:
-        raise ValueError(f"unknown group {group!r}; expected one of {GROUPS}")
-    if not BATCH_RE.match(batch):
-        raise ValueError(f"batch tag {batch!r} must match {BATCH_RE.pattern}")
-    if not 0 <= index <= 99999:
-        raise ValueError(f"shard index {index} out of range 0..99999")
-    return SHARD_TEMPLATE.format(source_dir=SOURCE_DIRS[source], split=split, group=group, batch=batch, index=index)
+    """The repo-relative path of a shard of a FusionRS source (see :meth:`Layout.shard_path`)."""
+    return DEFAULT_LAYOUT.shard_path(source, split, group, index, batch)
 
 
 def parse_shard_path(relpath: str) -> ShardName | None:
-    """Parse a repo-relative path; ``None`` if it is not a well-formed shard path."""
-    m = SHARD_RE.match(relpath.replace("\\", "/"))
-    if not m or m["source_dir"] not in DIR_SOURCES:
-        return None
-    return ShardName(DIR_SOURCES[m["source_dir"]], m["split"], m["group"], m["batch"], int(m["index"]), relpath)
-
+    """Parse a repo-relative path of a FusionRS source; ``None`` if it is not a well-formed shard path."""
+    return DEFAULT_LAYOUT.parse_shard_path(relpath)
 
 def glob_match(pattern: str, relpath: str) -> bool:
     """Segment-wise glob match (``*`` never crosses ``/``), as the Hub and fsspec resolve YAML globs."""
@@ -140,44 +223,21 @@ def glob_match(pattern: str, relpath: str) -> bool:
 
 def config_files(config: ConfigSpec | str, split: str, files: Iterable[str]) -> list[str]:
     """The shards (from a repo listing) that belong to one config split, sorted."""
-    spec = get_config(config) if isinstance(config, str) else config
-    pats = spec.patterns(split)
-    return sorted(f for f in files if any(glob_match(p, f) for p in pats))
+    return DEFAULT_LAYOUT.config_files(config, split, files)
 
 
 def data_files(config: ConfigSpec | str, files: Iterable[str]) -> dict[str, list[str]]:
-    """YAML ``data_files`` for a config: per split, only patterns that match at least one file.
-
-    A pattern that matches nothing makes `datasets` fail ("Unable to find ..."), so a source
-    without, say, IR-aware validation rows simply contributes no pattern; a split with no
-    files at all is left out of the config instead of breaking it.
-    """
-    spec = get_config(config) if isinstance(config, str) else config
-    files = list(files)
-    out: dict[str, list[str]] = {}
-    for split in SPLITS:
-        pats = [p for p in spec.patterns(split) if any(glob_match(p, f) for f in files)]
-        if pats:
-            out[split] = pats
-    return out
+    """YAML ``data_files`` for a config (see :meth:`Layout.data_files`)."""
+    return DEFAULT_LAYOUT.data_files(config, files)
 
 
 def list_shards(fs, root: str) -> tuple[list[ShardName], list[str]]:
     """List a repo's shards through fsspec: (well-formed shards, other parquet files under data/).
 
-    ``fs`` is any fsspec filesystem (local, ``hf://``, ``s3://``); ``root`` the repo root on it.
+    ``fs`` is any fsspec filesystem (local, ``hf://``, ``s3://``); ``root`` the repo root on it. The
+    repo's own sources (``fusionrs_sources.json``) are read, so their shards are shards, not orphans.
     """
-    root = root.rstrip("/")
-    try:
-        found = fs.glob(f"{root}/data/**/*.parquet")
-    except FileNotFoundError:
-        found = []
-    shards, orphans = [], []
-    for full in sorted(found):
-        rel = full[len(root) + 1:] if full.startswith(root + "/") else full.split(root.lstrip("/") + "/", 1)[-1]
-        parsed = parse_shard_path(rel)
-        (shards.append(parsed) if parsed else orphans.append(rel))
-    return sorted(shards), orphans
+    return layout_for(fs, root).list_shards(fs, root)
 
 
 def registry_dict() -> dict:
@@ -190,7 +250,7 @@ def registry_dict() -> dict:
         "groups": list(GROUPS),
         "source_dirs": dict(SOURCE_DIRS),
         "configs": [
-            {"name": c.name, "description": c.description, "sources": list(c.sources),
+            {"name": c.name, "description": c.description, "sources": None if c.sources is None else list(c.sources),
              "groups": list(c.groups), "default": c.default}
             for c in CONFIGS
         ],

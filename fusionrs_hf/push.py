@@ -66,7 +66,8 @@ from . import secrets as _secrets
 from .atomic import atomic_open, tmp_target, writer_alive
 from .card import CARD_NAME, ShardInfo, render_card, shard_info
 from .errors import CliError
-from .layout import SHARD_TEMPLATE, ShardName, list_shards, parse_shard_path
+from .layout import DEFAULT_LAYOUT, SHARD_TEMPLATE, ShardName, layout_for, list_shards, parse_shard_path
+from .sources import REGISTRY_FILE
 
 logger = logging.getLogger(__name__)
 logger.addFilter(_secrets.SCRUB_FILTER)
@@ -190,18 +191,24 @@ class PushPlan:
     """What the card was rendered from: the footers of the bytes uploaded, unchanged or kept remotely."""
     sender: Any = field(default=None, repr=False)
     """The :class:`_Sender` that snapshots each file right before it is sent."""
+    layout: Any = field(default=None, repr=False)
+    """The local repo's layout (its own sources, from ``fusionrs_sources.json``)."""
+    sources: str = "unchanged"
+    """``fusionrs_sources.json``: "new" | "changed" | "unchanged" (absent locally: unchanged)."""
+    sources_bytes: bytes = b""
 
     @property
     def upload_bytes(self) -> int:
-        return sum(f.size for f, _ in self.upload) + (len(self.readme_bytes) if self.readme != "unchanged" else 0)
+        return (sum(f.size for f, _ in self.upload) + (len(self.readme_bytes) if self.readme != "unchanged" else 0)
+                + (len(self.sources_bytes) if self.sources != "unchanged" else 0))
 
     @property
     def upload_files(self) -> int:
-        return len(self.upload) + (self.readme != "unchanged")
+        return len(self.upload) + (self.readme != "unchanged") + (self.sources != "unchanged")
 
     @property
     def empty(self) -> bool:
-        return not self.upload and self.readme == "unchanged" and not self.delete
+        return not self.upload and self.readme == "unchanged" and not self.delete and self.sources == "unchanged"
 
     def to_dict(self) -> dict:
         return {
@@ -367,8 +374,9 @@ def rights_summary(files: Iterable[Path]) -> list[dict]:
 
 
 def _is_pushed_path(rel: str) -> bool:
-    """Remote paths push manages: README.md and parquet files under data/ (never .gitattributes etc.)."""
-    return rel == CARD_NAME or (rel.startswith("data/") and rel.endswith(".parquet"))
+    """Remote paths push manages: README.md, fusionrs_sources.json and parquet files under data/ (never
+    .gitattributes etc.)."""
+    return rel in (CARD_NAME, REGISTRY_FILE) or (rel.startswith("data/") and rel.endswith(".parquet"))
 
 
 class _HubTarget:
@@ -468,7 +476,7 @@ class _HubTarget:
         return self._hub_fs, root
 
     def remote_shard_info(self, rel: str) -> ShardInfo | None:
-        name = parse_shard_path(rel)
+        name = getattr(self, "layout", DEFAULT_LAYOUT).parse_shard_path(rel)
         if name is None:
             return None
         fs, root = self._fs_root()
@@ -509,7 +517,7 @@ class _HubTarget:
         files = [f for f, _ in plan.upload]
         sender: _Sender = plan.sender
         batches = [files[i:i + max_files] for i in range(0, len(files), max_files)] or [[]]
-        if (plan.readme != "unchanged" or files) and len(batches[-1]) >= max_files:
+        if (plan.readme != "unchanged" or files) and len(batches[-1]) >= max_files - (plan.sources != "unchanged"):
             # README.md rides with the last shard(s); keep that final commit within max_files too.
             batches[-1], tail = batches[-1][:-1], batches[-1][-1:]
             batches.append(tail)
@@ -541,6 +549,10 @@ class _HubTarget:
                 bar.update(sum(f.size for f in snaps[g:g + UPLOAD_GROUP]))
                 bar.set_description(f"push {done}/{plan.upload_files} files")
             if last:
+                if plan.sources != "unchanged":  # the repo's own sources, declared beside the card
+                    ops.append(CommitOperationAdd(path_in_repo=REGISTRY_FILE, path_or_fileobj=plan.sources_bytes))
+                    sent[REGISTRY_FILE] = (len(plan.sources_bytes), hashlib.sha256(plan.sources_bytes).hexdigest(),
+                                           git_blob_id(plan.sources_bytes))
                 readme = sender.final_card()  # from what was actually sent
                 if readme is not None:
                     ops.append(CommitOperationAdd(path_in_repo=CARD_NAME, path_or_fileobj=readme))
@@ -567,7 +579,7 @@ class _HubTarget:
 
 def _is_managed(rel: str) -> bool:
     """Files push writes into an fsspec destination (and may therefore have left a temporary file for)."""
-    return rel in (CARD_NAME, MANIFEST_NAME) or parse_shard_path(rel) is not None
+    return rel in (CARD_NAME, MANIFEST_NAME, REGISTRY_FILE) or parse_shard_path(rel) is not None
 
 
 class _FsspecTarget:
@@ -662,7 +674,7 @@ class _FsspecTarget:
         return self.fs.cat_file(self._full(rel))
 
     def remote_shard_info(self, rel: str) -> ShardInfo | None:
-        name = parse_shard_path(rel)
+        name = getattr(self, "layout", DEFAULT_LAYOUT).parse_shard_path(rel)
         return shard_info(self.fs, self.root, name) if name else None
 
     def _write(self, rel: str, src: Path | bytes) -> None:
@@ -724,6 +736,9 @@ class _FsspecTarget:
             bar.set_description(f"push {done}/{plan.upload_files} files")
             if done % max_files == 0:
                 self._save_manifest()
+        if plan.sources != "unchanged":
+            self._put_verified(REGISTRY_FILE, plan.sources_bytes, len(plan.sources_bytes),
+                               hashlib.sha256(plan.sources_bytes).hexdigest())
         readme = sender.final_card()  # from what was actually written
         if readme is not None:  # after every shard it describes, before removing pruned ones
             self._put_verified(CARD_NAME, readme, len(readme), hashlib.sha256(readme).hexdigest())
@@ -922,7 +937,8 @@ class _Sender:
     def take(self, planned: LocalFile) -> LocalFile | None:
         """The snapshot of ``planned`` (copied and hashed now); None if the file vanished since planning
         (the card then counts what the remote holds of it, if anything)."""
-        name = planned.info.name if planned.info is not None else parse_shard_path(planned.relpath)
+        name = planned.info.name if planned.info is not None else \
+            (self.plan.layout or DEFAULT_LAYOUT).parse_shard_path(planned.relpath)
         r = self.remote.get(planned.relpath)
         try:
             f = read_local(self.local, name, self.snapshot.path_for(planned.relpath), blob=r is not None and not r.sha256)
@@ -949,7 +965,8 @@ class _Sender:
         """The card of what the remote holds now; None if the remote's card already says exactly that."""
         shards = sorted(self.infos.values(), key=lambda s: s.name)
         self.plan.card_shards = shards
-        data = render_card(shards, sample=self.sample, repo_id=self.tgt.card_repo_id).encode("utf-8")
+        data = render_card(shards, sample=self.sample, repo_id=self.tgt.card_repo_id,
+                           lay=self.plan.layout or DEFAULT_LAYOUT).encode("utf-8")
         if data == self.plan.readme_bytes and self.plan.readme == "unchanged":
             return None
         self.plan.readme_bytes = data
@@ -989,7 +1006,9 @@ def _push_snapshot(local: Path, tgt, snapshot: _Snapshot, *, dry_run: bool, prun
     remote = tgt.list() if existed else {}
     warnings.extend(tgt.warnings)
 
-    plan = PushPlan(target=tgt.label, revision=tgt.revision, repo_exists=existed)
+    plan = PushPlan(target=tgt.label, revision=tgt.revision, repo_exists=existed,
+                    layout=layout_for(fsspec.filesystem("file"), str(local.resolve())))
+    tgt.layout = plan.layout
     try:
         files = _plan_files(local, names, remote, tgt, plan)
     except LocalRepoError as e:
@@ -997,7 +1016,7 @@ def _push_snapshot(local: Path, tgt, snapshot: _Snapshot, *, dry_run: bool, prun
     local_paths = {n.path for n in names}
     infos = {f.relpath: f.info for f in files if f.info is not None}
     card_shards = list(infos.values())
-    for rel in sorted(set(remote) - local_paths - {CARD_NAME}):
+    for rel in sorted(set(remote) - local_paths - {CARD_NAME, REGISTRY_FILE}):
         if prune:
             plan.delete.append(rel)
             continue
@@ -1016,7 +1035,12 @@ def _push_snapshot(local: Path, tgt, snapshot: _Snapshot, *, dry_run: bool, prun
     sample = local_card.is_file() and SAMPLE_MARKER in local_card.read_text(encoding="utf-8", errors="replace")
     card_shards.sort(key=lambda s: s.name)
     plan.card_shards = card_shards
-    text = render_card(card_shards, sample=sample, repo_id=tgt.card_repo_id)
+    text = render_card(card_shards, sample=sample, repo_id=tgt.card_repo_id, lay=plan.layout)
+    reg = local / REGISTRY_FILE
+    if reg.is_file():  # the repo declares sources of its own: the remote needs the same declaration
+        plan.sources_bytes = reg.read_bytes()
+        r = remote.get(REGISTRY_FILE)
+        plan.sources = "new" if r is None else ("unchanged" if tgt.same_bytes(plan.sources_bytes, r) else "changed")
     if SYNTHETIC_IR_MARKER not in text:  # the card must keep telling readers the IR is synthetic
         raise PushError("rendered card lost the synthetic-infrared note; refusing to push")
     plan.readme_bytes = text.encode("utf-8")

@@ -26,7 +26,7 @@ import sys
 from dataclasses import dataclass
 from typing import TextIO
 
-from .layout import SPLITS, ShardName, config_files, get_config, list_shards
+from .layout import DEFAULT_LAYOUT, SPLITS, Layout, ShardName, layout_for
 
 FALLBACK_CONFIG = "default"
 """Where an implied evaluation config without the split evaluates instead (every row of every source)."""
@@ -59,14 +59,16 @@ class RepoSplits:
     repo: str
     """The repo as the user gave it (used in messages)."""
     shards: tuple[ShardName, ...]
+    layout: Layout = DEFAULT_LAYOUT
+    """The repo's layout (its own sources have configs too)."""
 
     def files(self, config: str, split: str) -> list[str]:
         """Repo-relative shards of one config split, sorted."""
-        return config_files(config, split, [s.path for s in self.shards])
+        return self.layout.config_files(config, split, [s.path for s in self.shards])
 
     def splits(self, config: str) -> tuple[str, ...]:
         """The splits of ``config`` that have at least one shard, in :data:`SPLITS` order."""
-        get_config(config)
+        self.layout.get_config(config)
         return tuple(sp for sp in SPLITS if self.files(config, sp))
 
     def has(self, config: str, split: str) -> bool:
@@ -124,8 +126,9 @@ def repo_splits(repo: str | os.PathLike, *, revision: str | None = None) -> Repo
     from .torch import resolve_repo
 
     fs, root = resolve_repo(repo, revision)
-    shards, _ = list_shards(fs, root)
-    return RepoSplits(os.fspath(repo), tuple(shards))
+    lay = layout_for(fs, root)
+    shards, _ = lay.list_shards(fs, root)
+    return RepoSplits(os.fspath(repo), tuple(shards), lay)
 
 
 def available_splits(repo: str | os.PathLike, config: str, *, revision: str | None = None) -> tuple[str, ...]:

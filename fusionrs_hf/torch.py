@@ -95,7 +95,7 @@ from .decode import (
     is_channels_last,
     pil_to_array,
 )
-from .layout import SPLITS, config_files, get_config, list_shards
+from .layout import SPLITS, layout_for
 from .schema import FIELD_NAMES, IMAGE_FIELDS
 from .secrets import SCRUB_FILTER, register_url, scrub, scrubbing
 
@@ -149,11 +149,12 @@ class Unit:
 
 def split_files(fs, root: str, config: str, split: str) -> list[str]:
     """The repo-relative shard paths of a config's split, sorted."""
-    get_config(config)
+    lay = layout_for(fs, root)  # the repo's own sources have configs too
+    lay.get_config(config)
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
-    shards, _ = list_shards(fs, root)
-    files = config_files(config, split, [s.path for s in shards])
+    shards, _ = lay.list_shards(fs, root)
+    files = lay.config_files(config, split, [s.path for s in shards])
     if not files:
         raise FileNotFoundError(f"no shards for config {config!r} split {split!r} under {root}")
     return files

@@ -157,13 +157,7 @@ REGISTRY = json.loads(
         {
             "name": "default",
             "description": "Every triplet of every source, both groups (the paper's 600K set).",
-            "sources": [
-                "RS5M",
-                "SkyScript",
-                "NWPU",
-                "RSICD",
-                "RSITMD"
-            ],
+            "sources": null,
             "groups": [
                 "iraware",
                 "base"
@@ -173,13 +167,7 @@ REGISTRY = json.loads(
         {
             "name": "iraware",
             "description": "Only rows that carry an IR-aware caption (`ir_caption` non-null), every source.",
-            "sources": [
-                "RS5M",
-                "SkyScript",
-                "NWPU",
-                "RSICD",
-                "RSITMD"
-            ],
+            "sources": null,
             "groups": [
                 "iraware"
             ],
@@ -275,7 +263,7 @@ def _features() -> datasets.Features:
 
 def split_patterns(config: dict, split: str) -> list[str]:
     """Glob patterns of one config split; mirrors ``fusionrs_hf.layout.ConfigSpec.patterns``."""
-    all_sources = set(config["sources"]) == set(REGISTRY["source_dirs"])
+    all_sources = config["sources"] is None  # every source, also a repo's own (fusionrs_sources.json)
     all_groups = set(config["groups"]) == set(REGISTRY["groups"])
     src_globs = ["*"] if all_sources else [REGISTRY["source_dirs"][s] for s in config["sources"]]
     out = []
@@ -290,7 +278,7 @@ def split_patterns(config: dict, split: str) -> list[str]:
 class FusionRSConfig(datasets.BuilderConfig):
     def __init__(self, *, sources=(), groups=(), **kwargs):
         super().__init__(**kwargs)
-        self.sources = tuple(sources)
+        self.sources = None if sources is None else tuple(sources)
         self.groups = tuple(groups)
 
 
