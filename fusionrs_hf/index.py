@@ -35,7 +35,14 @@ from pathlib import Path
 from .layout import INDEX_SPLITS, SPLIT_TO_INDEX
 from .release.jsonschema import first_error
 from .release.known import RC4
-from .release.schemas import INTERNAL_SCHEMA, PUBLIC_SCHEMA, RECORD_SCHEMAS, RIGHTS_FIELD, VLM_FIELD
+from .release.schemas import (
+    INTERNAL_SCHEMA,
+    PUBLIC_SCHEMA,
+    RECORD_SCHEMAS,
+    RIGHTS_FIELD,
+    VLM_FIELD,
+    schema_for,
+)
 
 SCHEMA_VERSIONS = tuple(RECORD_SCHEMAS)
 INDEX_SPLIT_NAMES = tuple(SPLIT_TO_INDEX.values())
@@ -158,8 +165,12 @@ def _safe_path(obj: dict, name: str, where: str, line: int, label: str) -> str:
         raise IndexFormatError(where, line, label, str(e)) from None
 
 
-def parse_record(obj: object, where: str = "index", line: int = 0) -> IndexRecord:
-    """Validate one decoded JSON line against the schema of its variant and return the record."""
+def parse_record(obj: object, where: str = "index", line: int = 0,
+                 sources: tuple[str, ...] | None = None) -> IndexRecord:
+    """Validate one decoded JSON line against the schema of its variant and return the record.
+
+    ``sources``: the repo's sources when it declares its own (they join the ``source_dataset`` enum).
+    """
     if not isinstance(obj, dict):
         raise IndexFormatError(where, line, None, f"a record must be a JSON object, got {type(obj).__name__}")
     version = obj.get("schema_version")
@@ -168,7 +179,7 @@ def parse_record(obj: object, where: str = "index", line: int = 0) -> IndexRecor
             raise IndexFormatError(where, line, "schema_version", "missing")
         raise IndexFormatError(where, line, "schema_version",
                                f"unknown value {version!r}; expected one of {', '.join(SCHEMA_VERSIONS)}")
-    err = first_error(RECORD_SCHEMAS[version], obj)
+    err = first_error(schema_for(version, sources), obj)
     if err is not None:
         raise IndexFormatError(where, line, err[0] or None, err[1])
     sid = _id(obj, "sample_id", where, line)
@@ -209,7 +220,8 @@ class BadLine:
     error: IndexFormatError
 
 
-def iter_index(path: str | os.PathLike, *, on_error: str = "raise") -> Iterator[IndexRecord | BadLine]:
+def iter_index(path: str | os.PathLike, *, on_error: str = "raise",
+               sources: tuple[str, ...] | None = None) -> Iterator[IndexRecord | BadLine]:
     """Stream validated records of a JSONL(.gz) index, one at a time (memory does not grow with size).
 
     ``on_error="raise"`` raises :class:`IndexFormatError` at the first bad line; ``"yield"``
@@ -237,7 +249,7 @@ def iter_index(path: str | os.PathLike, *, on_error: str = "raise") -> Iterator[
                         raise IndexFormatError(where, n, None, "not valid JSON (nested too deeply)") from None
                     except ValueError as e:  # e.g. an integer literal over Python's 4,300-digit limit
                         raise IndexFormatError(where, n, None, f"not valid JSON ({e})") from None
-                    yield parse_record(obj, where, n)
+                    yield parse_record(obj, where, n, sources)
                 except IndexFormatError as e:
                     if on_error == "raise":
                         raise

@@ -172,7 +172,7 @@ class SchemaError(ValueError):
     """A table or row does not match the FusionRS schema; the message names the column (and row)."""
 
 
-def validate_table(table: pa.Table, where: str = "table") -> None:
+def validate_table(table: pa.Table, where: str = "table", sources: tuple[str, ...] = SOURCES) -> None:
     """Reject a table whose columns are missing, extra or mistyped, naming the column.
 
     Types are compared on the storage level, ignoring field metadata, because that is what
@@ -194,9 +194,10 @@ def validate_table(table: pa.Table, where: str = "table") -> None:
         if col.null_count:
             idx = col.is_null().to_pylist().index(True)
             raise SchemaError(f"{where}: column {name!r} is null at row {idx} ({_sid(table, idx)})")
-    srcs = set(table.column("source").to_pylist()) - set(SOURCES)
+    srcs = set(table.column("source").to_pylist()) - set(sources)
     if srcs:
-        raise SchemaError(f"{where}: column 'source' has unknown value(s) {sorted(srcs)}; expected one of {SOURCES}")
+        raise SchemaError(f"{where}: column 'source' has unknown value(s) {sorted(srcs)}; expected one of {sources} "
+                          "(a repo's own sources are declared in fusionrs_sources.json)")
 
 
 def _sid(table: pa.Table, idx: int) -> str:

@@ -27,6 +27,7 @@ from .schema import (
     FIELD_NAMES,
     IMAGE_FIELDS,
     SHA256_FIELDS,
+    SOURCES,
     SchemaError,
     arrow_schema,
     validate_table,
@@ -69,7 +70,7 @@ def _image_size(value: object) -> int:
     return len(image_bytes(value))
 
 
-def rows_to_table(rows: Iterable[Mapping], *, where: str = "rows") -> pa.Table:
+def rows_to_table(rows: Iterable[Mapping], *, where: str = "rows", sources: tuple[str, ...] = SOURCES) -> pa.Table:
     """Encode row dicts into a schema-exact Arrow table.
 
     Images are stored as ``{"bytes", "path"}`` structs with the caller's bytes untouched;
@@ -99,7 +100,7 @@ def rows_to_table(rows: Iterable[Mapping], *, where: str = "rows") -> pa.Table:
         table = pa.Table.from_pydict(cols, schema=FEATURES.arrow_schema)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
         raise SchemaError(f"{where}: {e}") from e
-    validate_table(table, where)
+    validate_table(table, where, sources)
     return table
 
 
@@ -146,6 +147,7 @@ def write_table(
     *,
     row_group_bytes: int = DEFAULT_ROW_GROUP_BYTES,
     content_defined_chunking: bool = True,
+    sources: tuple[str, ...] = SOURCES,
 ) -> ShardStats:
     """Write one validated table as a parquet shard, atomically (temp file + fsync + rename).
 
@@ -153,7 +155,7 @@ def write_table(
     can trust every existing shard file to be complete.
     """
     path = Path(path)
-    validate_table(table, str(path))
+    validate_table(table, str(path), sources)
     table = table.select(list(FIELD_NAMES)).cast(arrow_schema())
     path.parent.mkdir(parents=True, exist_ok=True)
     opts = get_parquet_column_options(FEATURES, table.schema)
@@ -169,7 +171,8 @@ def write_table(
 
 def write_rows(rows: Iterable[Mapping], path: str | os.PathLike, **kwargs) -> ShardStats:
     """Encode rows (see :func:`rows_to_table`) and write them as one shard."""
-    return write_table(rows_to_table(rows, where=str(path)), path, **kwargs)
+    sources = kwargs.get("sources", SOURCES)
+    return write_table(rows_to_table(rows, where=str(path), sources=sources), path, **kwargs)
 
 
 class ShardSink:

@@ -21,8 +21,9 @@ from ..captions import (
 from ..index import (
     IndexFormatError,
 )
-from ..layout import DEFAULT_BATCH, REPORT_NAME
+from ..layout import DEFAULT_BATCH
 from ..schema import SOURCES
+from ..sources import Source
 from .dry_run import _print_dry_run, dry_run
 from .folder import FOLDER_LAYOUT, folder_to_inputs
 from .images import DEFAULT_MAX_PIXELS
@@ -67,7 +68,19 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                         f"Layout: {FOLDER_LAYOUT}")
     g.add_argument("--source", help="with --from-folder: the source name the rows are filed under")
     g.add_argument("--split", default="train", help="with --from-folder: split for rows without one (%(default)s)")
-    g.add_argument("--rights-code", default="user-supplied", help="with --from-folder: rights_code of the rows")
+    g.add_argument("--rights-code", default=None,
+                   help="with --from-folder: rights_code of the rows (default user-supplied for a FusionRS source; "
+                        "required for a source of your own)")
+    n = p.add_argument_group(
+        "a source of your own (--from-folder --source NAME, NAME not a FusionRS source)",
+        "Declares NAME in OUT/fusionrs_sources.json: a config of its own, rows in default (and iraware where they "
+        "have IR-aware captions), card tables and rights updated; the existing shards are not touched.")
+    n.add_argument("--license", help="licence of the source's images and captions (shown in the card)")
+    n.add_argument("--ir-kind", choices=("synthetic", "measured"), default="synthetic",
+                   help="synthetic = DiffV2IR-style translation; measured = a real infrared sensor (%(default)s)")
+    n.add_argument("--source-title", help="one-line description of the source for the card")
+    n.add_argument("--source-url", help="where the source comes from")
+    n.add_argument("--source-citation", help="how to cite the source")
     o = p.add_argument_group("output")
     o.add_argument("--out", required=True, help="repo folder to write (data/ shards, README.md, build_report.json)")
     o.add_argument("--rows-per-shard", type=int, default=DEFAULT_ROWS_PER_SHARD,
@@ -130,11 +143,23 @@ def options_from_args(args: argparse.Namespace) -> BuildOptions:
         if args.index:
             raise CliError("--from-folder and --index are exclusive")
         if not args.source:
-            raise CliError(f"--from-folder needs --source (one of {', '.join(SOURCES)})")
+            raise CliError(f"--from-folder needs --source (one of {', '.join(SOURCES)}, or a name of your own)")
+        new_source = None
+        rights = args.rights_code
+        if args.source not in SOURCES:
+            new_source = Source(args.source, args.source_title or f"{args.source} (this repository's own source)",
+                                f"Licence: {args.license}." if args.license else "See the rows' `rights_code`.",
+                                rights, args.license, args.source_url, args.source_citation, args.ir_kind)
+            common.update(new_source=new_source, report_name=f"build_report.{new_source.dir}.json")
         try:
+            probe = BuildOptions(index="", **common)
+            reg = probe.registry()  # a bad name, a clash or a missing rights code: one line, nothing written
+            declared = reg.get(args.source)
+            rights = rights or (declared.rights_code if declared else None) or "user-supplied"
             index, base, ir_base, caps, ira = folder_to_inputs(
                 args.from_folder, args.source, Path(args.out) / STATE_DIR / "folder", split=args.split,
-                ir_root=args.ir_root, rights_code=args.rights_code)
+                ir_root=args.ir_root, rights_code=rights, known_sources=reg.names,
+                ir_kind=declared.ir_kind if declared else "synthetic")
         except BuildError as e:
             raise CliError(str(e)) from None
         return BuildOptions(index=str(index), source_roots={args.source: base}, ir_root=ir_base,
@@ -169,7 +194,7 @@ def run(args: argparse.Namespace) -> int:
         reasons = ", ".join(f"{k} {v['count']:,}" for k, v in report["dropped"]["by_reason"].items())
         print(f"fusionrs build: 0 of {report['index_records']:,} records written ({reasons}); expected RGB files "
               "at SOURCE_ROOT/source_locator and IR files at IR_ROOT/translation.output_key "
-              f"(see {Path(report['out']) / REPORT_NAME})", file=sys.stderr)
+              f"(see {Path(report['out']) / report['options']['report_name']})", file=sys.stderr)
         return 1
     missing = report["dropped"]["total"] - report["dropped"]["expected_by_release"] + report["bad_index_lines"]
     if args.strict and missing:
@@ -192,4 +217,4 @@ def _print_summary(report: dict) -> None:
     if fired:
         print("caption rules fired: " + ", ".join(f"{k}={v}" for k, v in fired.items()))
     print(f"class-name fallback: {report['captions']['class_name_fallback']['count']:,}")
-    print(f"report: {Path(report['out']) / REPORT_NAME}")
+    print(f"report: {Path(report['out']) / report['options']['report_name']}")

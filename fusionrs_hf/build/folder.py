@@ -10,15 +10,17 @@ from pathlib import Path, PurePosixPath
 from ..index import (
     PUBLIC_SCHEMA,
 )
+from ..release.schemas import MEASURED_IR_MODEL
 from ..safepath import is_inside
-from ..schema import joint_group_id_for
-from .options import IMAGE_EXTS, SOURCE_SPECS, BuildError
+from ..schema import SOURCES, joint_group_id_for
+from .options import IMAGE_EXTS, BuildError
 
 # --from-folder
 
 def folder_to_inputs(path: str | os.PathLike, source: str, work: Path, *, split: str = "train",
                      ir_root: str | None = None, rights_code: str = "user-supplied",
-                     id_prefix: str = "user-") -> tuple[Path, str, str, Path, Path | None]:
+                     id_prefix: str = "user-",
+                     known_sources: tuple[str, ...] = SOURCES, ir_kind: str = "synthetic") -> tuple[Path, str, str, Path, Path | None]:
     """Turn a folder (or CSV/JSONL listing) of your own images into an index + caption files.
 
     Returns (index path, source root, IR root, captions path, IR-aware path or None); the
@@ -30,9 +32,9 @@ def folder_to_inputs(path: str | os.PathLike, source: str, work: Path, *, split:
     Listing layout (CSV or JSONL): columns ``rgb`` (path relative to the listing), ``ir``, ``caption``,
     optional ``ir_caption``, ``split`` (train/val/test), ``sample_id``, ``class_name``, ``rights_code``.
     """
-    if source not in SOURCE_SPECS:
-        raise BuildError(f"--source {source}: expected one of {', '.join(SOURCE_SPECS)} "
-                         "(a new source registers in schema.SOURCES and build.SOURCE_SPECS)")
+    if source not in known_sources:
+        raise BuildError(f"--source {source}: expected one of {', '.join(known_sources)}, or declare it as a source "
+                         "of your own (--rights-code, --license, --ir-kind)")
     p = Path(path)
     work.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
@@ -84,7 +86,8 @@ def folder_to_inputs(path: str | os.PathLike, source: str, work: Path, *, split:
                 "is_canonical_component_representative": True, "is_eval_representative": r["split"] != "train",
                 "caption_supervision_available_upstream": bool(r["captions"]), "vlm_train_identity": False,
                 "prior_reused_protected": False,
-                "translation": {"model": "DiffV2IR", "output_key": r["ir"], "redistribution": "user-supplied"},
+                "translation": {"model": MEASURED_IR_MODEL if ir_kind == "measured" else "DiffV2IR",
+                                "output_key": r["ir"], "redistribution": "user-supplied"},
             }
             fi.write(json.dumps(rec) + "\n")
             fc.write(json.dumps({"sample_id": sid, "captions": r["captions"], "class_name": r["class_name"]}) + "\n")

@@ -14,8 +14,9 @@ from ..captions import (
     IR_POLICIES,
     RULES,
 )
-from ..layout import DEFAULT_BATCH
+from ..layout import DEFAULT_BATCH, REPORT_NAME
 from ..schema import SOURCES
+from ..sources import DEFAULT_REGISTRY, Source, SourceError, SourceRegistry, registry_for
 from .images import DEFAULT_MAX_PIXELS
 
 BUILDER_VERSION = "3"
@@ -37,8 +38,8 @@ IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
 
 @dataclass(frozen=True)
 class SourceSpec:
-    """Per-source build behaviour. A new source registers here (plus `schema.SOURCES` and the card's
-    upstream table); native caption formats register in `captions.NATIVE_READERS`."""
+    """Per-source build behaviour of the FusionRS sources (a repo's own sources, declared in
+    ``fusionrs_sources.json``, get the defaults); native caption formats register in `captions.NATIVE_READERS`."""
 
     name: str
     class_name_from_locator: bool = False
@@ -84,6 +85,26 @@ class BuildOptions:
     on_bad_line: str = "error"
     overwrite: bool = False
     progress: bool = True
+    new_source: Source | None = None
+    """A source of the repo's own that this build declares (``--from-folder --source NAME``); it is written to
+    ``OUT/fusionrs_sources.json`` before any shard."""
+    report_name: str = REPORT_NAME
+
+    def registry(self) -> SourceRegistry:
+        """The sources this build may write: OUT's registry, plus :attr:`new_source` if it is new."""
+        import fsspec
+
+        out = Path(self.out)
+        try:
+            reg = registry_for(fsspec.filesystem("file"), str(out.resolve())) if out.is_dir() else DEFAULT_REGISTRY
+        except SourceError as e:
+            raise BuildError(str(e)) from None
+        if self.new_source is not None and reg.get(self.new_source.name) is None:
+            try:
+                reg = reg.with_source(self.new_source)
+            except SourceError as e:
+                raise BuildError(str(e)) from None
+        return reg
 
     def fingerprint(self) -> str:
         """What, besides the plan and the files, changes the bytes of a shard."""
@@ -93,12 +114,18 @@ class BuildOptions:
 
 
 
+def spec_of(source: str) -> SourceSpec:
+    """Build behaviour of a source (a repo's own sources get the defaults)."""
+    return SOURCE_SPECS.get(source) or SourceSpec(source)
+
+
 def _check_inputs(opts: BuildOptions) -> None:
     if not Path(opts.index).is_file():
         raise BuildError(f"index {opts.index}: no such file")
+    names = opts.registry().names
     for src, root in opts.source_roots.items():
-        if src not in SOURCES:
-            raise BuildError(f"--source-root {src}=...: unknown source; expected one of {', '.join(SOURCES)}")
+        if src not in names:
+            raise BuildError(f"--source-root {src}=...: unknown source; expected one of {', '.join(names)}")
         if not Path(root).is_dir():
             raise BuildError(f"--source-root {src}={root}: not a directory")
     if opts.ir_root and not Path(opts.ir_root).is_dir():

@@ -26,12 +26,14 @@ from .shard import build_shard
 
 # orchestration
 
-def _stale_shards(out: Path, batch: str, planned: set[str]) -> list[str]:
+def _stale_shards(out: Path, batch: str, planned: set[str], sources: set[str]) -> list[str]:
+    """Shards of this batch and of the sources this build covers that its plan would not write
+    (shards of other sources, e.g. the FusionRS ones beside a repo's own, are never touched)."""
     import fsspec
 
     fs = fsspec.filesystem("file")
     shards, _ = list_shards(fs, str(out.resolve()))
-    return [s.path for s in shards if s.batch == batch and s.path not in planned]
+    return [s.path for s in shards if s.batch == batch and s.source in sources and s.path not in planned]
 
 
 def build(opts: BuildOptions, *, on_shard_done: Callable[[dict], None] | None = None) -> dict:
@@ -53,6 +55,12 @@ def build(opts: BuildOptions, *, on_shard_done: Callable[[dict], None] | None = 
 
 def _build_locked(opts: BuildOptions, out: Path, state: Path, on_shard_done) -> dict:
     _remove_own_temp_files(out)
+    registry = opts.registry()
+    if registry.extra and registry != _current_registry(out):  # declare a new source before any of its shards
+        from ..atomic import atomic_write
+        from ..sources import REGISTRY_FILE
+
+        atomic_write(out / REGISTRY_FILE, registry.to_json())
     try:
         plan = make_plan(opts, state)
     except (IndexFormatError, CaptionFileError) as e:
@@ -60,7 +68,7 @@ def _build_locked(opts: BuildOptions, out: Path, state: Path, on_shard_done) -> 
     except OSError as e:
         raise BuildError(f"{state}: cannot write the build plan ({e.strerror or e})") from None
 
-    stale = _stale_shards(out, opts.batch, set(plan.shard_paths))
+    stale = _stale_shards(out, opts.batch, set(plan.shard_paths), set(plan.index_counts) | set(opts.source_roots))
     if stale:
         if not opts.overwrite:
             raise BuildError(
@@ -72,6 +80,7 @@ def _build_locked(opts: BuildOptions, out: Path, state: Path, on_shard_done) -> 
             (state / "done" / (rel + ".json")).unlink(missing_ok=True)
 
     ctx = {"out": str(out), "roots": dict(opts.source_roots), "ir_root": opts.ir_root,
+           "sources": list(registry.names), "dir_sources": {s.dir: s.name for s in registry.all},
            "non_jpeg": opts.non_jpeg, "jpeg_quality": opts.jpeg_quality,
            "allow_size_mismatch": opts.allow_size_mismatch, "max_pixels": opts.max_pixels, "options_fp": opts.fingerprint()}
     results = _run_tasks(plan, ctx, opts, on_shard_done)
@@ -82,7 +91,7 @@ def _build_locked(opts: BuildOptions, out: Path, state: Path, on_shard_done) -> 
     text = json.dumps(make_report(opts, plan, results), indent=2, ensure_ascii=False)
     report = json.loads(text)  # the returned report is exactly what the file holds
     try:
-        atomic_write(out / REPORT_NAME, text + "\n")
+        atomic_write(out / opts.report_name, text + "\n")
         write_card(out)  # after the report: the card names the release the report identified
     except OSError as e:
         raise BuildError(f"{out}: cannot write {REPORT_NAME} / README.md ({e.strerror or e}); "
@@ -91,6 +100,14 @@ def _build_locked(opts: BuildOptions, out: Path, state: Path, on_shard_done) -> 
 
 
 _OURS = (STATE_DIR, REPORT_NAME)
+
+
+def _current_registry(out: Path):
+    import fsspec
+
+    from ..sources import registry_for
+
+    return registry_for(fsspec.filesystem("file"), str(out.resolve()))
 
 
 def _refuse_foreign_out(out: Path) -> None:

@@ -23,10 +23,10 @@ from ..index import (
     IndexRecord,
     iter_index,
 )
-from ..layout import shard_path
+from ..layout import Layout
 from ..release.known import file_sha256, identify_index
 from ..text import caption_key
-from .options import EXAMPLES, SOURCE_SPECS, BuildError, BuildOptions
+from .options import EXAMPLES, BuildError, BuildOptions, spec_of
 
 # planning
 
@@ -68,7 +68,7 @@ def _class_name(rec: IndexRecord, hint: str | None) -> str | None:
         return None  # the internal index states class_name itself (null outside NWPU)
     if hint:
         return hint
-    spec = SOURCE_SPECS[rec.source]
+    spec = spec_of(rec.source)
     if spec.class_name_from_locator:
         parent = PurePosixPath(rec.source_locator).parent.name
         return parent or None
@@ -93,6 +93,8 @@ class _Planner:
 
     def __init__(self, opts: BuildOptions, state: Path) -> None:
         self.opts = opts
+        self.registry = opts.registry()
+        self.layout = Layout(self.registry)
         self.store = CaptionStore(state / "captions.sqlite")
         self.policy = CAPTION_POLICIES[opts.caption_policy]
         self.ir_policy = IR_POLICIES[opts.iraware_policy]
@@ -114,7 +116,7 @@ class _Planner:
         opts, store = self.opts, self.store
         on_error = "raise" if opts.on_bad_line == "error" else "yield"
         where = Path(opts.index).name
-        for item in iter_index(opts.index, on_error=on_error):
+        for item in iter_index(opts.index, on_error=on_error, sources=self.registry.names):
             if isinstance(item, BadLine):
                 self.bad_lines.append({"line": item.line, "field": item.error.field, "error": str(item.error)})
                 continue
@@ -213,7 +215,7 @@ def make_plan(opts: BuildOptions, state: Path) -> Plan:
                     if w is not None:
                         w[2].close()
                     idx = 0 if w is None else w[0] + 1
-                    rel = shard_path(rec.source, rec.split, item.group, idx, opts.batch)
+                    rel = planner.layout.shard_path(rec.source, rec.split, item.group, idx, opts.batch)
                     task = plan_dir / (rel.replace("/", "__") + ".jsonl")
                     w = writers[key] = [idx, 0, open(task, "w", encoding="utf-8")]
                     tasks.append(task)

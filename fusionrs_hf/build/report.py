@@ -21,7 +21,7 @@ from .plan import Plan
 def make_report(opts: BuildOptions, plan: Plan, results: list[dict]) -> dict:
     """The machine-readable account of a build: what was written and what was not, and why."""
     written: dict[str, dict[str, dict[str, int]]] = {s: {sp: dict.fromkeys(GROUPS, 0) for sp in SPLITS}
-                                                     for s in SOURCES}
+                                                     for s in opts.registry().names}
     by_reason: dict[str, dict] = {}
     for r in results:
         written[r["source"]][r["split"]][r["group"]] += r["rows"]
@@ -67,7 +67,8 @@ def make_report(opts: BuildOptions, plan: Plan, results: list[dict]) -> dict:
         "written": {"total": n_written, "by_source_split_group": written},
         "dropped": {"total": n_dropped, "expected_by_release": n_expected,
                     "by_reason": dict(sorted(by_reason.items()))},
-        "release": {**plan.identity, "sources_built": sorted(s for s in opts.source_roots if s in SOURCES)},
+        "release": {**plan.identity, "sources_built": sorted(s for s in opts.source_roots if s in SOURCES),
+                    "own_sources": sorted(s.name for s in opts.registry().extra)},
         "size_differs_same_aspect": {"count": len(resized), "examples": resized[:EXAMPLES]},
         "images": {"max_pixels": opts.max_pixels, **dict(sorted(by_note.items()))},
         "accounted": n_written + n_dropped == plan.records,

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from ..atomic import atomic_write
-from ..layout import parse_shard_path
+from ..layout import SHARD_RE, ShardName
 from ..pairing import same_aspect
 from ..safepath import OutsideRootError, resolve_under
 from .images import ImageDrop, load_image
@@ -118,10 +118,11 @@ def build_shard(task: str, rel: str, ctx: dict) -> dict:
         written.append(sid)
     file_bytes = 0
     if rows:
-        file_bytes = write_rows(rows, target).file_bytes
+        file_bytes = write_rows(rows, target, sources=tuple(ctx["sources"])).file_bytes
     elif target.exists():
         target.unlink()  # every row of this shard is now dropped: a stale file must not survive
-    name = parse_shard_path(rel)
+    m = SHARD_RE.match(rel)
+    name = ShardName(ctx["dir_sources"][m["source_dir"]], m["split"], m["group"])
     result = {"shard": rel, "fingerprint": fp, "source": name.source, "split": name.split, "group": name.group,
               "planned": len(entries), "rows": len(rows), "file_bytes": file_bytes, "dropped": dropped,
               "size_differs": resized, "image_notes": image_notes}

@@ -8,6 +8,9 @@ index reader picks the schema by that field and validates the whole line against
 
 from __future__ import annotations
 
+import copy
+import functools
+
 SOURCE_ENUM = ["NWPU", "RS5M", "RSICD", "RSITMD", "SkyScript"]
 SPLIT_ENUM = ["train", "val", "test"]
 
@@ -118,3 +121,24 @@ RECORD_SCHEMAS: dict[str, dict] = {PUBLIC_SCHEMA: PUBLIC_RECORD, INTERNAL_SCHEMA
 RIGHTS_FIELD: dict[str, str] = {PUBLIC_SCHEMA: "source_rights_code", INTERNAL_SCHEMA: "source_rights_note"}
 VLM_FIELD: dict[str, str] = {PUBLIC_SCHEMA: "vlm_train_identity", INTERNAL_SCHEMA: "vlm_train_used"}
 """Fields the two variants spell differently; both land in one shard column."""
+
+
+MEASURED_IR_MODEL = "measured"
+"""``translation.model`` of a repo's own source whose IR comes from a real sensor (not in the release)."""
+
+
+@functools.cache
+def schema_for(version: str, sources: tuple[str, ...] | None = None) -> dict:
+    """The record schema of ``version``, with the source enum grown by a repo's own sources.
+
+    Only index lines that ``fusionrs build --from-folder`` writes for a repo's own source use the grown
+    form; the release's five sources and everything else are checked exactly as published.
+    """
+    base = RECORD_SCHEMAS[version]
+    extra = [x for x in (sources or ()) if x not in SOURCE_ENUM]
+    if not extra:
+        return base
+    out = copy.deepcopy(base)
+    out["properties"]["source_dataset"] = {"enum": [*SOURCE_ENUM, *extra]}
+    out["properties"]["translation"]["properties"]["model"] = {"enum": ["DiffV2IR", MEASURED_IR_MODEL]}
+    return out
