@@ -115,7 +115,8 @@ def is_generic(text: str) -> bool:
 
 _TEMPERATURE = _any_re("temperatures?", "heat", "heated", "heating", "hot", "hotter", "warm", "warmer", "warmth",
                        "cold", "colder", "cool", "cooler", "thermal(?:ly)? (?:emission|signature|radiation)",
-                       "degrees?", "celsius", "kelvin", "°c")
+                       "degrees?", "celsius", "kelvin")
+_TEMPERATURE = re.compile(_TEMPERATURE.pattern + r"|°\s*[cfk]\b", re.IGNORECASE)  # "25 °C", "25°C": no \b before °
 _EMISSIVITY = _any_re("emissivity", "emissive", "emits?", "emitting", "emissions?", "radiance", "radiant",
                       "radiometric(?:ally)?", "radiation", "radiates?")
 _REFLECTIVITY = _any_re("reflectivity", "reflectance", "reflective", "reflects?", "reflecting", "reflections?",
