@@ -6,18 +6,71 @@ import json
 import subprocess
 import sys
 
+from fusionrs_hf import bench
+
+TINY = ["--quick", "--json", "--quiet", "--source-size", "64", "--image-size", "32", "--batch-size", "8",
+        "--no-write"]
+RATIOS = ("samples_per_s", "vs_stock", "vs_webdataset", "vs_decode_limit", "vs_decode_norm_limit",
+          "uint8_vs_decode_limit")
+
+
+def _bench(args, env=None):
+    cmd = [sys.executable, "-m", "fusionrs_hf.cli", "bench", *TINY, *args]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "Traceback" not in out.stderr, out.stderr[-3000:]
+    return json.loads(out.stdout), out.stderr
+
 
 def test_bench_json_keys_and_row_checks(tmp_path):
-    cmd = [sys.executable, "-m", "fusionrs_hf.cli", "bench", "--quick", "--json", "--quiet", "--rows", "24",
-           "--source-size", "64", "--image-size", "32", "--batch-size", "8", "--cache", str(tmp_path / "cache"),
-           "--no-write"]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
-    res = json.loads(out.stdout)
-    for key in ("samples_per_s", "vs_stock", "vs_webdataset", "vs_decode_limit", "vs_decode_norm_limit",
-                "uint8_vs_decode_limit",
-                "peak_rss_mb"):
+    res, _ = _bench(["--rows", "24", "--cache", str(tmp_path / "cache")])
+    for key in (*RATIOS, "peak_rss_mb"):
         assert isinstance(res[key], float) and res[key] > 0, key
-    # every pipeline read every training row exactly once (the bench checks ids and counts itself)
+    # every pipeline read every training row exactly once, with ours' image shape, dtype and normalization
+    # (the bench raises otherwise; here the evidence it recorded)
     assert res["rows"] >= 24 and res["rss"]["rows"] == res["rows"]
-    assert set(res["targets_met"]) == {"vs_stock", "vs_webdataset", "vs_decode_limit", "peak_rss_mb"}
+    r = res["results"]
+    for name, row in r.items():
+        if name.startswith("decode"):
+            assert row["samples_per_s"] > 0, name
+            continue
+        assert row["rows_total"] == row["unique"] == res["rows"], name
+        assert row["shape"] == [3, 32, 32], name
+        assert row["dtype"] == ("uint8" if name == "ours_uint8" else "float32"), name
+        assert 0 <= row["max_fingerprint_diff"] <= bench.FINGERPRINT_TOL, name
+    expected = {"vs_stock", "vs_webdataset", "vs_decode_norm_limit", "uint8_vs_decode_limit", "peak_rss_mb"}
+    for peer, key in (("litdata", "vs_litdata"), ("mosaic", "vs_mosaic")):
+        assert key in res, key  # always a key: a number, or null when the row was skipped
+        if bench.peer_missing(peer) is None:  # installed here: the row ran and read what ours read
+            assert isinstance(res[key], float) and res[key] > 0, key
+            assert peer in r and res["peer_shards"][peer] >= 1 and peer not in res["skipped"]
+            expected.add(key)
+        else:
+            assert res[key] is None and peer not in r and bench.PEERS[peer] in res["skipped"][peer]
+    assert set(res["targets_met"]) == expected
+    md = bench.render_markdown(res)
+    assert "(c')" in md and "≥ 0.92" in md and "target ≥ 0.90" in md
+
+
+def test_missing_peers_skip_their_rows_with_a_note(tmp_path):
+    # packages that shadow the installed peers and fail to import, as a missing package does
+    for name in ("litdata", "streaming"):
+        (tmp_path / "shadow" / name).mkdir(parents=True)
+        (tmp_path / "shadow" / name / "__init__.py").write_text(f"raise ImportError('No module named {name!r}')\n")
+    import os
+
+    env = dict(os.environ, PYTHONPATH=str(tmp_path / "shadow"))
+    res, err = _bench(["--rows", "10", "--no-rss", "--cache", str(tmp_path / "cache")], env=env)
+    assert res["vs_litdata"] is None and res["vs_mosaic"] is None
+    assert set(res["skipped"]) == {"litdata", "mosaic"}
+    for peer, why in res["skipped"].items():
+        assert "\n" not in why and bench.PEERS[peer] in why and "`bench` extra" in why
+    assert isinstance(res["vs_webdataset"], float)
+    assert "vs_litdata" not in res["targets_met"] and "vs_mosaic" not in res["targets_met"]
+    md = bench.render_markdown(res)
+    assert "Skipped (d) litdata: litdata cannot be imported" in md and "Skipped (e) MosaicML" in md
+
+
+def test_targets_met_only_for_values_present():
+    met = bench.targets_met({"vs_stock": 2.0, "vs_litdata": None, "vs_mosaic": 1.1, "peak_rss_mb": 1600.0})
+    assert met == {"vs_stock": True, "vs_mosaic": False, "peak_rss_mb": False}
