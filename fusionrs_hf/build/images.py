@@ -9,7 +9,8 @@ of a pair:
 - A JPEG in an 8-bit mode (L, RGB, YCbCr) is stored byte for byte; only a non-trivial EXIF orientation
   tag is rewritten to 1 in place (no pixel changes), so every reader sees the stored grid.
 - Anything else (16-bit or 32-bit samples, float, alpha, palettes, CMYK, 1-bit, TIFF, BMP, WebP) is
-  decoded and stored as a lossless 8-bit PNG: 16-bit samples keep their high byte, 32-bit integer
+  decoded and stored as a lossless 8-bit PNG (``--non-jpeg keep`` stores an 8-bit L/RGB file of any format
+  as it is): 16-bit samples keep their high byte, 32-bit integer
   samples are scaled from their own range, float samples are read as 0..1 (or 0..255 when larger),
   alpha is dropped, palettes are expanded, CMYK is converted to RGB. ``--non-jpeg jpeg`` re-encodes
   these as JPEG instead (the one lossy path, only when asked).
@@ -156,8 +157,8 @@ def load_image(path: Path, what: str, non_jpeg: str = "png", jpeg_quality: int =
                 norm = to_8bit(im)
                 if norm.mode != mode or fmt != "PNG":
                     notes["converted_from"] = f"{fmt} {mode}"
-                if norm is im and fmt == "PNG" and non_jpeg in ("png", "keep"):
-                    return data, (w, h), {}
+                if norm is im and (non_jpeg == "keep" or (fmt == "PNG" and non_jpeg == "png")):
+                    return data, (w, h), {}  # already 8-bit L/RGB: stored as it is (keep: in any format)
                 buf = io.BytesIO()
                 if non_jpeg == "jpeg":
                     norm.convert("RGB").save(buf, format="JPEG", quality=jpeg_quality)
