@@ -281,6 +281,17 @@ def make_fixture(root: Path, size: int | None = None, seed: int = 0) -> Fixture:
                    [native_nwpu, rsicd, rsitmd, rs5m_csv, sky], iraware, expect, dropped, paper_dropped)
 
 
+def build_options(fx: Fixture, out: Path, **over):
+    """``BuildOptions`` for a fixture: every source root, the IR folder, caption and IR-aware files, 1 worker."""
+    from fusionrs_hf.build import BuildOptions
+
+    kw = dict(index=str(fx.index_public), out=str(out), source_roots={k: str(v) for k, v in fx.roots.items()},
+              ir_root=str(fx.ir_root), captions=[(None, str(p)) for p in fx.caption_files],
+              iraware=[str(fx.iraware)], rows_per_shard=2, workers=1, progress=False)
+    kw.update(over)
+    return BuildOptions(**kw)
+
+
 def write_json(path: Path, obj) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(obj, indent=1), encoding="utf-8")

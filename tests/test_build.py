@@ -24,17 +24,13 @@ from fusionrs_hf.layout import CONFIGS_BY_NAME
 from fusionrs_hf.scenes import jpeg_bytes, render_scene
 from fusionrs_hf.schema import RELEASE_FIELDS, SOURCES
 
-from .build_fixtures import decoded, internal_record, make_fixture, write_jsonl
+from .build_fixtures import build_options, decoded, internal_record, make_fixture, write_jsonl
 
 ROWS_PER_SHARD = 2
 
 
 def _opts(fx, out, **over) -> BuildOptions:
-    kw = dict(index=str(fx.index_public), out=str(out), source_roots={k: str(v) for k, v in fx.roots.items()},
-              ir_root=str(fx.ir_root), captions=[(None, str(p)) for p in fx.caption_files],
-              iraware=[str(fx.iraware)], rows_per_shard=ROWS_PER_SHARD, workers=1, progress=False)
-    kw.update(over)
-    return BuildOptions(**kw)
+    return build_options(fx, out, **{"rows_per_shard": ROWS_PER_SHARD, **over})
 
 
 def _cli_args(fx, out) -> list[str]:

@@ -29,15 +29,11 @@ from fusionrs_hf.build import CRASH_ENV, STATE_DIR, BuildError, BuildOptions, bu
 from fusionrs_hf.build.images import load_image, reset_orientation
 from fusionrs_hf.scenes import jpeg_bytes, render_scene
 
-from .build_fixtures import make_fixture, write_jsonl
+from .build_fixtures import build_options, make_fixture, write_jsonl
 
 
 def _opts(fx, out, **over) -> BuildOptions:
-    kw = dict(index=str(fx.index_public), out=str(out), source_roots={k: str(v) for k, v in fx.roots.items()},
-              ir_root=str(fx.ir_root), captions=[(None, str(p)) for p in fx.caption_files],
-              iraware=[str(fx.iraware)], rows_per_shard=2, workers=1, progress=False)
-    kw.update(over)
-    return BuildOptions(**kw)
+    return build_options(fx, out, **{"rows_per_shard": 2, **over})
 
 
 def _args(fx, out) -> list[str]:

@@ -29,15 +29,11 @@ from fusionrs_hf.release import known
 from fusionrs_hf.release.known import RC4, file_sha256, identify_index
 from fusionrs_hf.shards import write_rows
 
-from .build_fixtures import NATIVE_SIZE, make_fixture, write_jsonl
+from .build_fixtures import NATIVE_SIZE, build_options, make_fixture, write_jsonl
 
 
 def _opts(fx, out, **over) -> BuildOptions:
-    kw = dict(index=str(fx.index_public), out=str(out), source_roots={k: str(v) for k, v in fx.roots.items()},
-              ir_root=str(fx.ir_root), captions=[(None, str(p)) for p in fx.caption_files],
-              iraware=[str(fx.iraware)], rows_per_shard=3, workers=1, progress=False)
-    kw.update(over)
-    return BuildOptions(**kw)
+    return build_options(fx, out, **{"rows_per_shard": 3, **over})
 
 
 @pytest.fixture(scope="module")

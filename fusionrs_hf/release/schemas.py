@@ -27,6 +27,31 @@ _GROUP = {"type": "string", "pattern": r"^joint-group:[0-9a-f]{24}$"}
 PUBLIC_SCHEMA = "fusionrs-public-index-v1"
 INTERNAL_SCHEMA = "fusionrs-index-v1"
 
+_SHARED: dict = {
+    # the properties both variants have, with the same definition in both published files
+    "sample_id": _STR,
+    "source_dataset": {"enum": SOURCE_ENUM},
+    "source_record_id": _STR,
+    "source_locator": _RELATIVE_PATH,
+    "split": {"enum": SPLIT_ENUM},
+    "joint_group_id": _GROUP,
+    "phash4_component_id": _STR,
+    "canonical_component_representative": _STR,
+    "is_canonical_component_representative": _BOOL,
+    "is_eval_representative": _BOOL,
+    "prior_reused_protected": _BOOL,
+}
+
+
+def _translation(output_key: dict, redistribution: dict) -> dict:
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["model", "output_key", "redistribution"],
+        "properties": {"model": {"const": "DiffV2IR"}, "output_key": output_key, "redistribution": redistribution},
+    }
+
+
 PUBLIC_RECORD: dict = {
     "title": "FusionRS public redacted index record",
     "type": "object",
@@ -40,30 +65,12 @@ PUBLIC_RECORD: dict = {
     ],
     "properties": {
         "schema_version": {"const": PUBLIC_SCHEMA},
-        "sample_id": _STR,
-        "source_dataset": {"enum": SOURCE_ENUM},
-        "source_record_id": _STR,
-        "source_locator": _RELATIVE_PATH,
+        **_SHARED,
         "source_rights_code": _STR,
-        "split": {"enum": SPLIT_ENUM},
-        "joint_group_id": _GROUP,
-        "phash4_component_id": _STR,
-        "canonical_component_representative": _STR,
-        "is_canonical_component_representative": _BOOL,
-        "is_eval_representative": _BOOL,
         "caption_supervision_available_upstream": _BOOL,
         "vlm_train_identity": _BOOL,
-        "prior_reused_protected": _BOOL,
-        "translation": {
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["model", "output_key", "redistribution"],
-            "properties": {
-                "model": {"const": "DiffV2IR"},
-                "output_key": _STR,
-                "redistribution": _STR,
-            },
-        },
+        # the public schema leaves output_key a plain non-empty string; our reader adds the path rule
+        "translation": _translation(_STR, _STR),
     },
 }
 
@@ -80,33 +87,14 @@ INTERNAL_RECORD: dict = {
     ],
     "properties": {
         "schema_version": {"const": INTERNAL_SCHEMA},
-        "sample_id": _STR,
-        "source_dataset": {"enum": SOURCE_ENUM},
-        "source_record_id": _STR,
-        "source_locator": _RELATIVE_PATH,
+        **_SHARED,
         "source_rights_note": _STR,
-        "split": {"enum": SPLIT_ENUM},
         "class_name": {"type": ["string", "null"]},
         "caption": {"type": ["string", "null"]},
         "caption_usable": _BOOL,
         "normalized_caption_key": {"type": ["string", "null"], "pattern": r"^[0-9a-f]{64}$"},
-        "joint_group_id": _GROUP,
-        "phash4_component_id": _STR,
-        "canonical_component_representative": _STR,
-        "is_canonical_component_representative": _BOOL,
-        "is_eval_representative": _BOOL,
         "vlm_train_used": _BOOL,
-        "prior_reused_protected": _BOOL,
-        "translation": {
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["model", "output_key", "redistribution"],
-            "properties": {
-                "model": {"const": "DiffV2IR"},
-                "output_key": _RELATIVE_PATH,
-                "redistribution": {"const": "conditional_on_upstream_rights"},
-            },
-        },
+        "translation": _translation(_RELATIVE_PATH, {"const": "conditional_on_upstream_rights"}),
     },
     "allOf": [
         # only NWPU records carry a scene class
