@@ -52,6 +52,7 @@ from fusionrs_hf.eval import PRECISIONS as EVAL_PRECISIONS
 from fusionrs_hf.eval import ProtocolError
 from fusionrs_hf.layout import CONFIG_NAMES, SPLITS
 from fusionrs_hf.splits import MissingSplitError
+from fusionrs_hf.storage import HubUnreachableError, MissingExtraError, RepoNotFoundError
 from fusionrs_hf.train.clip import (
     DECAY_ON,
     IR_VIEWS,
@@ -131,8 +132,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         run = train_clip(cfg)
-    except (MissingSplitError, PresetError, ProtocolError) as exc:
-        print(exc, file=sys.stderr)  # one line: "train_clip: config ... has no ... split in REPO (its splits: ...)"
+    except (MissingSplitError, PresetError, ProtocolError, HubUnreachableError, MissingExtraError,
+            RepoNotFoundError) as exc:
+        # one line: "train_clip: config ... has no ... split in REPO (its splits: ...)", an unreachable Hub
+        # (repo and endpoint), a missing extra (the pip install), a model or repo the Hub does not have
+        print(exc if isinstance(exc, MissingSplitError | PresetError) else f"train_clip: {exc}", file=sys.stderr)
         return 2
     line = {**run["line"], "preset": a.preset, "eval_config": run["eval_config"], "eval_split": run["eval_split"]}
     print(json.dumps(line), flush=True)

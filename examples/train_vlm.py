@@ -42,6 +42,7 @@ import sys
 
 from fusionrs_hf.layout import CONFIG_NAMES, SPLITS
 from fusionrs_hf.splits import MissingSplitError
+from fusionrs_hf.storage import HubUnreachableError, MissingExtraError, RepoNotFoundError
 from fusionrs_hf.train.vlm import (
     LORA_TARGETS,
     PRESETS,
@@ -103,8 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         run = train_vlm(cfg)
-    except (MissingSplitError, PresetError) as exc:
-        print(exc, file=sys.stderr)  # one line: "train_vlm: config ... has no ... split in REPO (its splits: ...)"
+    except (MissingSplitError, PresetError, HubUnreachableError, MissingExtraError, RepoNotFoundError) as exc:
+        # one line: "train_vlm: config ... has no ... split in REPO (its splits: ...)", an unreachable Hub
+        # (repo and endpoint), a missing extra (the pip install), a model or repo the Hub does not have
+        print(exc if isinstance(exc, MissingSplitError | PresetError) else f"train_vlm: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(run["metrics"]), flush=True)
     return 0

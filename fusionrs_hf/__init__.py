@@ -30,16 +30,57 @@ def repo_id(repo: str | None = None) -> str:
 
 
 def load(config: str = "default", split: str | None = None, *, streaming: bool = False,
-         repo: str | None = None, revision: str | None = None, **kwargs):
-    """``datasets.load_dataset`` on a FusionRS repo (a Hub id or a local folder), config checked first.
+         repo: str | None = None, revision: str | None = None, storage_options: dict | None = None, **kwargs):
+    """``datasets.load_dataset`` on a FusionRS repo, config checked first.
+
+    ``repo`` is a Hub id, a local folder or any fsspec URL (``s3://bucket/fusionrs``, ``file:///abs/path``,
+    ``hf://datasets/owner/name@rev``); ``storage_options`` (fsspec's: ``endpoint_url``, ``key``, ``secret``,
+    ...) reach the store. A repo on a store that stock ``datasets`` cannot open as a repo folder is loaded
+    with the ``parquet`` builder over the config's shards (the same call the card's Load snippet shows);
+    see :mod:`fusionrs_hf.storage`.
 
     Returns what ``load_dataset`` returns: a (Iterable)DatasetDict when ``split`` is None,
     else one (Iterable)Dataset. Extra keyword arguments go to ``load_dataset`` unchanged.
+    Raises :class:`~fusionrs_hf.storage.HubUnreachableError` (one line: repo and endpoint) within a few
+    seconds when the Hub is offline (``HF_HUB_OFFLINE``) or does not answer.
     """
-    from datasets import load_dataset
+    from .storage import HubUnreachableError, locate
 
-    if config not in CONFIG_NAMES:
+    loc = locate(repo_id(repo), revision, storage_options)
+    if config not in CONFIG_NAMES and (loc.kind == "hub" or config not in _repo_configs(loc)):
         raise ValueError(f"unknown FusionRS config {config!r}; expected one of {', '.join(CONFIG_NAMES)}")
     if split is not None and split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
-    return load_dataset(repo_id(repo), config, split=split, streaming=streaming, revision=revision, **kwargs)
+    from huggingface_hub import constants
+
+    offline = loc.kind == "hub" and constants.is_offline_mode()
+    if loc.kind == "hub" and not offline:
+        loc.ensure_reachable()  # one quick question: an unreachable Hub fails in seconds, not after retries
+    from datasets import load_dataset
+
+    args, kw = loc.load_call(config, split)
+    if loc.kind != "fsspec":
+        kw.setdefault("revision", revision)
+    try:
+        return load_dataset(*args, split=split, streaming=streaming, **kw, **kwargs)
+    except ConnectionError as e:
+        if not offline or isinstance(e, HubUnreachableError):
+            raise
+        from .storage import hub_endpoint
+
+        # HF_HUB_OFFLINE: datasets looked in its cache only (that is what offline mode is for) and found nothing
+        raise HubUnreachableError(
+            f"dataset repo {loc.repo_id}: not in the local cache, and the Hub is offline here (HF_HUB_OFFLINE is "
+            f"set), so {hub_endpoint(loc.storage_options)} was not contacted; unset HF_HUB_OFFLINE, or use a local "
+            "copy of the repo", repo=loc.repo_id or "", endpoint=hub_endpoint(loc.storage_options),
+            offline=True) from None
+
+
+def _repo_configs(loc) -> tuple[str, ...]:
+    """Config names of a repo that declares sources of its own (``fusionrs_sources.json``)."""
+    from .layout import layout_for
+
+    try:
+        return layout_for(loc.fs(), loc.root).config_names
+    except Exception:  # noqa: BLE001 - unreadable: only the registry's configs are known
+        return CONFIG_NAMES

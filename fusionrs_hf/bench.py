@@ -512,7 +512,9 @@ def loader_stock(repo: Path, args):
 
 
 def loader_wds(tars: list[str], args, our_decode: bool = False):
-    import webdataset as wds
+    from .storage import require
+
+    wds = require("webdataset", extra="bench", what="fusionrs bench (the webdataset comparison)")
     from torch.utils.data import DataLoader
 
     ds = wds.WebDataset(tars, shardshuffle=False, empty_check=False)
@@ -661,7 +663,9 @@ def _noop(_):
 
 def rss_child(repo: str, args) -> dict:
     """Run in a fresh process: one full shuffled pass, sampling RSS/PSS of this process + workers."""
-    import psutil
+    from .storage import require
+
+    psutil = require("psutil", extra="bench", what="fusionrs bench (memory sampling)")
 
     proc = psutil.Process()
     samples: list[tuple[float, float, float]] = []

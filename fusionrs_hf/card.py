@@ -29,6 +29,15 @@ from .schema import FEATURES, SOURCES, field_docs_markdown
 from .sources import FUSIONRS_SOURCES
 
 CARD_NAME = "README.md"
+SAMPLE_MARKER = "This repository is a synthetic sample."
+"""In the card of a synthetic sample (``fusionrs demo``); a re-render keeps the banner while it is there."""
+LICENSE_LINK = "README.md#rights"
+"""``license_link``: the card's own Rights section (the terms of every source, per row's ``rights_code``)."""
+_LOCATION_RE = re.compile(r"<!-- fusionrs:location (\{.*?\}) -->")
+_SNIPPET_RE = re.compile(r'load_dataset\(\s*"([^"]+)"')
+SIZE_CATEGORIES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
+                   (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"), (1_000_000_000, "100M<n<1B"))
+"""The Hub's ``size_categories`` buckets (rows of the whole repo)."""
 _FRONT_MATTER = re.compile(r"\A---\s*\n(.*?)\n---\s*(?:\n|\Z)", re.S)
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -97,8 +106,28 @@ def expected_stats(shards: list[ShardInfo], lay: Layout = DEFAULT_LAYOUT) -> dic
     return out
 
 
+def size_category(rows: int) -> str:
+    """The Hub's ``size_categories`` value for a repo of ``rows`` rows."""
+    for limit, name in SIZE_CATEGORIES:
+        if rows < limit:
+            return name
+    return "n>1B"
+
+
+def source_datasets(lay: Layout = DEFAULT_LAYOUT, shards: list[ShardInfo] | None = None) -> list[str]:
+    """``source_datasets``: ``extended|NAME`` for each FusionRS source the repo holds rows of (all five when it
+    holds none yet), plus ``original`` when it has sources of its own."""
+    have = {s.name.source for s in shards or []}
+    names = [s.name for s in lay.registry.all if s.name in SOURCES and (not have or s.name in have)]
+    out = [f"extended|{n}" for n in names]
+    if any(s.name not in SOURCES for s in lay.registry.all) and (not have or have - set(SOURCES)):
+        out.append("original")
+    return out
+
+
 def card_data(shards: list[ShardInfo], lay: Layout = DEFAULT_LAYOUT) -> DatasetCardData:
-    """The YAML header: configs with per-split globs, and dataset_info with features and sizes."""
+    """The YAML header: configs with per-split globs, dataset_info with features and sizes, and the Hub's
+    ``size_categories``, ``source_datasets`` and ``license_link``."""
     files = [s.name.path for s in shards]
     stats = expected_stats(shards, lay)
     meta: dict[str, dict] = {}
@@ -125,6 +154,9 @@ def card_data(shards: list[ShardInfo], lay: Layout = DEFAULT_LAYOUT) -> DatasetC
     data = DatasetCardData(
         license="other",
         license_name="fusionrs-index-and-upstream-terms",
+        license_link=LICENSE_LINK,
+        size_categories=[size_category(sum(s.num_rows for s in shards))],
+        source_datasets=source_datasets(lay, shards),
         task_categories=["zero-shot-image-classification", "image-to-text", "image-text-to-text"],
         language=["en"],
         tags=["remote-sensing", "infrared", "synthetic-infrared", "multimodal", "clip"],
@@ -206,9 +238,52 @@ def _configs_md(lay: Layout) -> str:
     return "\n".join(f"- `{c.name}`{' (default)' if c.default else ''}: {c.description}" for c in lay.configs)
 
 
+def _load_section(location, shards: list[ShardInfo], lay: Layout) -> str:
+    """The card's Load section: the stock ``datasets`` call that works where the repo lives, recorded."""
+    import json
+
+    files = [s.name.path for s in shards]
+    config = "iraware" if "train" in lay.data_files("iraware", files) else "default"
+    code = location.load_snippet(config, "train", files=files, lay=lay)
+    where = {"local": "this folder", "hub": "the Hub", "fsspec": f"`{location.protocol}://`"}[location.kind]
+    extra = ""
+    if location.kind == "fsspec":
+        extra = ("\nStock `datasets` cannot open a repo folder on this store by its URL, so the call above names "
+                 "the config's shards (`data_files`) and passes the store's `storage_options`. The same options "
+                 "work for `fusionrs_hf.load(config, repo=URL, storage_options=...)`, "
+                 "`fusionrs_hf.torch.make_dataloader(URL, storage_options=...)` and "
+                 "`fusionrs check URL --storage-option KEY=VALUE`.\n")
+    return (f"<!-- fusionrs:location {json.dumps(location.to_card(), sort_keys=True)} -->\n"
+            f"Stock `datasets` 5.x, reading the repo where it lives ({where}):\n\n"
+            f"```python\n{code}row = next(iter(ds))   # row[\"rgb\"], row[\"ir\"]: PIL images; "
+            f"row[\"caption\"], row[\"ir_caption\"]: str\n```\n{extra}")
+
+
+def _preview_section(assets) -> str:
+    from .card_assets import CONTACT_SHEET, COUNTS_FIGURE
+
+    assets = set(assets or ())
+    parts = []
+    if CONTACT_SHEET in assets:
+        parts.append(f"![Triplets from every source: RGB, infrared-style image, caption and IR-aware caption]"
+                     f"({CONTACT_SHEET})")
+    if COUNTS_FIGURE in assets:
+        parts.append(f"![Rows per source and split]({COUNTS_FIGURE})")
+    return ("## Preview\n\n" + "\n\n".join(parts) + "\n\n") if parts else ""
+
+
 def render_card(shards: list[ShardInfo], *, sample: bool = False, repo_id: str = "<user>/fusionrs",
-                report: dict | None = None, lay: Layout = DEFAULT_LAYOUT) -> str:
-    """The full README.md text of a FusionRS repo."""
+                report: dict | None = None, lay: Layout = DEFAULT_LAYOUT, location=None, assets=()) -> str:
+    """The full README.md text of a FusionRS repo.
+
+    ``location`` (a :class:`fusionrs_hf.storage.Location`; default: from ``repo_id``, a Hub id, URL or
+    folder) decides the Load snippet: the call that works where the repo lives. ``assets``: the repo-relative
+    pictures beside the card (:mod:`fusionrs_hf.card_assets`) to show in its Preview section.
+    """
+    from .storage import describe
+
+    if location is None:
+        location = describe(repo_id)
     sample_note = (
         "> **This repository is a synthetic sample.** Every image was generated procedurally by "
         "`fusionrs demo` (aerial-like scenes, infrared-style counterparts, template captions). It has "
@@ -243,12 +318,7 @@ subset, an IR-aware caption written for what the infrared-style image shows.{own
 
 ## Load
 
-```python
-from datasets import load_dataset
-ds = load_dataset("{repo_id}", "iraware", split="train", streaming=True)
-row = next(iter(ds))   # row["rgb"], row["ir"]: PIL images; row["caption"], row["ir_caption"]: str
-```
-
+{_load_section(location, shards, lay)}
 ## Configs
 
 {_configs_md(lay)}
@@ -260,6 +330,7 @@ Every config has the splits `train`, `validation` and `test` where it has rows. 
 
 {counts_table(shards, lay)}
 
+{_preview_section(assets)}
 ## Which numbers are which
 
 The authors publish a rights-cleared **index** (release `rc4-20260727`): ids, locators, splits, joint
@@ -298,24 +369,77 @@ the sources, whose terms apply to every row of this repository. This card grants
     return f"---\n{card_data(shards, lay).to_yaml()}\n---\n{body}"
 
 
-def write_card(root: str | os.PathLike, *, sample: bool = False, repo_id: str = "<user>/fusionrs") -> Path:
-    """Scan a local repo folder and (re)write its README.md."""
+def card_says(text: str | None) -> dict:
+    """What an existing card already says that a re-render keeps: ``sample`` (its banner) and ``location``
+    (``{"url", "storage_options"}`` from its Load section), each only when the card says it."""
+    import json
+
+    out: dict = {}
+    if not text:
+        return out
+    if SAMPLE_MARKER in text:
+        out["sample"] = True
+    m = _LOCATION_RE.search(text)
+    if m:
+        try:
+            loc = json.loads(m[1])
+            if isinstance(loc, dict) and isinstance(loc.get("url"), str):
+                out["location"] = {"url": loc["url"], "storage_options": loc.get("storage_options") or {}}
+        except ValueError:
+            pass
+    else:  # a card written before the location was recorded: its snippet's first argument
+        m = _SNIPPET_RE.search(text.split("## Load", 1)[-1])
+        if m and m[1] != "parquet" and ("://" in m[1] or m[1].startswith("/") or
+                                       re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", m[1])):
+            out["location"] = {"url": m[1], "storage_options": {}}
+    return out
+
+
+def write_card(root: str | os.PathLike, *, sample: bool | None = None, repo_id: str | None = None,
+               storage_options: dict | None = None, assets: bool = True) -> Path:
+    """Scan a local repo folder and (re)write its README.md, and the pictures under ``assets/``.
+
+    ``sample`` / ``repo_id`` None keep what the existing card says (its synthetic-sample banner, the Hub repo
+    or store URL its Load snippet reads); otherwise the snippet reads this folder (where it is now). ``repo_id`` may be a Hub id, an
+    fsspec URL (with ``storage_options``, credentials never written) or a path.
+    """
     import json
 
     from .atomic import atomic_write
+    from .card_assets import render_assets
     from .layout import REPORT_NAME
+    from .storage import describe
 
-    shards, _ = scan_repo(str(root))
-    lay = layout_for(fsspec.filesystem("file"), str(Path(root).resolve()))
+    root = Path(root)
+    path = root / CARD_NAME
+    old = card_says(path.read_text(encoding="utf-8", errors="replace") if path.is_file() else None)
+    if sample is None:
+        sample = bool(old.get("sample"))
+    location = describe(str(root.resolve()))  # a local card reads the folder it is in (also after a move)
+    if repo_id is not None:
+        location = describe(repo_id, storage_options)
+    elif "location" in old:  # a Hub id or store URL the card names is kept; a local path is where it is now
+        said = describe(old["location"]["url"], old["location"]["storage_options"])
+        if said.kind != "local":
+            location = said
+    fs = fsspec.filesystem("file")
+    shards, _ = scan_repo(str(root.resolve()), fs)
+    lay = layout_for(fs, str(root.resolve()))
     report = None
-    rp = Path(root) / REPORT_NAME
+    rp = root / REPORT_NAME
     if rp.is_file():
         try:
             report = json.loads(rp.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             report = None
-    path = Path(root) / CARD_NAME
-    atomic_write(path, render_card(shards, sample=sample, repo_id=repo_id, report=report, lay=lay))
+    pictures = render_assets(fs, str(root.resolve()), shards, lay) if assets else {}
+    for rel, data in pictures.items():
+        target = root / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.is_file() or target.read_bytes() != data:
+            atomic_write(target, data)
+    atomic_write(path, render_card(shards, sample=sample, report=report, lay=lay, location=location,
+                                   assets=pictures))
     return path
 
 

@@ -1,9 +1,19 @@
 """Re-render README.md of a local FusionRS repo from the shards it holds: YAML `configs` (globs that
 match existing shards only), `dataset_info` (features, num_examples and num_bytes per split and config),
-the counts table, rights notice, synthetic-IR disclaimer and citation.
+`size_categories`, `source_datasets`, `license_link`, the counts table, rights notice, synthetic-IR
+disclaimer and citation, plus two pictures under assets/ that the card shows (a contact sheet of triplets
+from every source and a rows-per-source-and-split figure; the same bytes for the same repo).
 
-Example:
+What the card already says is kept unless an option says otherwise: the synthetic-sample banner, and the
+repo its Load snippet reads (--repo-id). Without a card, the snippet reads this folder. The snippet is the
+stock `datasets` call that works where the repo lives: the repo id on the Hub, the folder locally, and
+`load_dataset("parquet", data_files=..., storage_options=...)` for other stores (s3://, gs://, ...), whose
+options come from --storage-option (credentials are never written into the card).
+
+Examples:
   fusionrs card ./my-fusionrs --repo-id me/fusionrs
+  fusionrs card ./my-fusionrs --repo-id s3://bucket/fusionrs --storage-option endpoint_url=http://127.0.0.1:9000
+  fusionrs card ./fusionrs-demo              # keeps the sample banner and the snippet's repo
 """
 
 from __future__ import annotations
@@ -12,13 +22,28 @@ import argparse
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
+    from .storage import add_storage_option_argument
+
     p.add_argument("repo", help="local repo folder (holds data/...)")
-    p.add_argument("--repo-id", default="<user>/fusionrs", help="Hub id shown in the card's snippets")
-    p.add_argument("--sample", action="store_true", help="mark the repo as a synthetic sample")
+    p.add_argument("--repo-id", default=None,
+                   help="where the repo is published, for the Load snippet: a Hub id (me/fusionrs), an fsspec URL "
+                        "(s3://bucket/fusionrs) or a folder; default: what the card says, else this folder")
+    p.add_argument("--sample", action=argparse.BooleanOptionalAction, default=None,
+                   help="mark (or, with --no-sample, unmark) the repo as a synthetic sample; default: as the card says")
+    p.add_argument("--no-assets", dest="assets", action="store_false",
+                   help="do not write the pictures under assets/ (the card then shows none)")
+    add_storage_option_argument(p)
 
 
 def run(args: argparse.Namespace) -> int:
     from .card import write_card
+    from .errors import CliError
+    from .storage import parse_storage_options
 
-    print(write_card(args.repo, sample=args.sample, repo_id=args.repo_id))
+    try:
+        options = parse_storage_options(args.storage_options)
+    except ValueError as e:
+        raise CliError(str(e)) from None
+    print(write_card(args.repo, sample=args.sample, repo_id=args.repo_id, storage_options=options,
+                     assets=args.assets))
     return 0

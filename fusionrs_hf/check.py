@@ -270,17 +270,21 @@ def resolve_target(target: str, revision: str | None = None) -> str:
     return f"hf://datasets/{target}{rev}"
 
 
-def _open_target(target: str, revision: str | None):
-    import fsspec
+def _open_target(target: str, revision: str | None, storage_options: dict | None = None):
+    from .storage import HubUnreachableError, MissingExtraError, locate
 
     register_url(target)
     url = resolve_target(target, revision)
     try:
-        fs, root = fsspec.core.url_to_fs(url)
+        loc = locate(url, None, storage_options)
+        loc.ensure_reachable()  # the Hub: one quick question first (HubUnreachableError when offline)
+        fs, root = loc.fs(), loc.root
         if hasattr(fs, "resolve_path"):  # HfFileSystem: canonical "datasets/u/n@rev" as its listings spell it
             root = fs.resolve_path(root).unresolve()
         root = root.rstrip("/")
         isdir = fs.isdir(root)
+    except (HubUnreachableError, MissingExtraError):
+        raise
     except Exception as e:  # noqa: BLE001 - any failure to reach the target is one clear line
         raise CheckTargetError(scrub(f"cannot read {url}: {type(e).__name__}: {e}")) from None
     if not isdir:
@@ -702,26 +706,32 @@ def _resolve_sample_ids(fs, root: str, names: list[ShardName], wanted: dict[int,
 
 def check_repo(target: str, *, fast: bool = False, revision: str | None = None, workers: int | None = None,
                progress: bool = False, ir_threshold: float = IR_SPREAD_THRESHOLD, release: str | None = None,
-               index: str | None = None) -> CheckReport:
+               index: str | None = None, storage_options: dict | None = None) -> CheckReport:
     """Check a FusionRS repo (local folder, fsspec URL or Hub id) and return every finding.
 
     ``release`` (e.g. ``"rc4"``) also runs the authors' release checks (:mod:`fusionrs_hf.release.verify`);
     ``"auto"`` runs them when the repo's build report names a known release. ``index`` is the index
     file to verify as well (digest, rows, blocked fields).
 
-    Raises :class:`CheckTargetError` only when the target cannot be read at all; everything
-    wrong inside a readable repo (including a corrupt shard) is a :class:`Finding`. No message,
+    ``storage_options`` go to the target's fsspec filesystem (``endpoint_url``, ``key``, ``secret``, ...;
+    for the Hub ``token``/``endpoint``), see :mod:`fusionrs_hf.storage`.
+
+    Raises :class:`CheckTargetError` only when the target cannot be read at all, and
+    :class:`~fusionrs_hf.storage.HubUnreachableError` when it is on a Hub that is offline
+    (``HF_HUB_OFFLINE``) or does not answer; everything wrong inside a readable repo (including a
+    corrupt shard) is a :class:`Finding`. No message,
     finding or exception names a token or the credentials of a URL (:mod:`fusionrs_hf.secrets`).
     """
     with scrubbing():
         return _check_repo(target, fast=fast, revision=revision, workers=workers, progress=progress,
-                           ir_threshold=ir_threshold, release=release, index=index)
+                           ir_threshold=ir_threshold, release=release, index=index, storage_options=storage_options)
 
 
 def _check_repo(target: str, *, fast: bool, revision: str | None, workers: int | None, progress: bool,
-                ir_threshold: float, release: str | None, index: str | None) -> CheckReport:
+                ir_threshold: float, release: str | None, index: str | None,
+                storage_options: dict | None = None) -> CheckReport:
     t0 = time.perf_counter()
-    fs, root, url = _open_target(target, revision)
+    fs, root, url = _open_target(target, revision, storage_options)
     try:
         lay = layout_for(fs, root)
         shards, orphans = lay.list_shards(fs, root)
@@ -845,17 +855,26 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the full report as one JSON object on stdout")
     p.add_argument("--max-print", type=int, default=50, help="findings listed in the human summary (default: 50)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    from .storage import add_storage_option_argument
+
+    add_storage_option_argument(p)
 
 
 def run(args: argparse.Namespace) -> int:
     from .cli import EXIT_FINDINGS, EXIT_OK, CliError
+    from .storage import parse_storage_options
 
     if args.workers is not None and args.workers < 1:
         raise CliError("--workers must be >= 1")
     try:
+        options = parse_storage_options(getattr(args, "storage_options", None))
+    except ValueError as e:
+        raise CliError(str(e)) from None
+    try:
         report = check_repo(args.target, fast=args.fast, revision=args.revision, workers=args.workers,
                             progress=not args.quiet, ir_threshold=args.ir_threshold,
-                            release=None if args.release == "none" else args.release, index=args.index)
+                            release=None if args.release == "none" else args.release, index=args.index,
+                            storage_options=options)
     except CheckTargetError as e:
         raise CliError(scrub(str(e))) from None
     text = json.dumps(report.to_dict(), indent=2) if args.json else summary(report, max_print=args.max_print)

@@ -19,6 +19,7 @@ import sys
 
 from .errors import CliError
 from .secrets import install_log_filter, scrub
+from .storage import HubUnreachableError, MissingExtraError
 
 __all__ = ["CliError", "main", "build_parser", "COMMANDS"]
 
@@ -98,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except CliError as e:
+        print(f"fusionrs {args.command}: error: {_one_line(e)}", file=sys.stderr)
+        return EXIT_USAGE
+    except (HubUnreachableError, MissingExtraError) as e:  # no Hub / a missing extra: unusable input, one line
         print(f"fusionrs {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return EXIT_USAGE
     except BrokenPipeError:  # `fusionrs ... --json | head`: the reader left; not an error of ours

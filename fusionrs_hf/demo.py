@@ -108,7 +108,7 @@ def make_sample_repo(
         sinks[key].add(row)
     for sink in sinks.values():
         sink.close()
-    write_card(out, sample=True, repo_id=repo_id or str(out))
+    write_card(out, sample=True, repo_id=repo_id or str(out.resolve()))
     return out
 
 

@@ -65,9 +65,11 @@ import pyarrow.parquet as pq
 from . import secrets as _secrets
 from .atomic import atomic_open, tmp_target, writer_alive
 from .card import CARD_NAME, ShardInfo, render_card, shard_info
+from .card_assets import ASSET_PATHS, render_assets
 from .errors import CliError
 from .layout import DEFAULT_LAYOUT, SHARD_TEMPLATE, ShardName, layout_for, list_shards, parse_shard_path
 from .sources import REGISTRY_FILE
+from .storage import HubUnreachableError, describe, hub_endpoint, locate
 
 logger = logging.getLogger(__name__)
 logger.addFilter(_secrets.SCRUB_FILTER)
@@ -121,6 +123,14 @@ class PushError(Exception):
 class LocalRepoError(PushError):
     """A local file push must upload cannot be read consistently (it vanished, kept changing, or is not a
     complete parquet file). Raised before anything is written; exit code 2."""
+
+
+class PushHubUnreachable(PushError, HubUnreachableError):
+    """The Hub did not answer (or ``HF_HUB_OFFLINE`` is set) before anything was written: both a
+    :class:`PushError` and the one error type of every entry point, :class:`~fusionrs_hf.storage.HubUnreachableError`."""
+
+    def __init__(self, message: str, *, repo: str = "", endpoint: str = "", offline: bool = False) -> None:
+        HubUnreachableError.__init__(self, message, repo=repo, endpoint=endpoint, offline=offline)
 
 
 class CheckFailed(PushError):
@@ -196,19 +206,30 @@ class PushPlan:
     sources: str = "unchanged"
     """``fusionrs_sources.json``: "new" | "changed" | "unchanged" (absent locally: unchanged)."""
     sources_bytes: bytes = b""
+    assets: dict[str, bytes] = field(default_factory=dict)
+    """The card's pictures (``assets/...``, :mod:`fusionrs_hf.card_assets`) as the remote will hold them."""
+    assets_state: dict[str, str] = field(default_factory=dict)
+    """Per picture: "new" | "changed" | "unchanged"."""
+
+    @property
+    def assets_to_send(self) -> list[str]:
+        return [rel for rel, state in sorted(self.assets_state.items()) if state != "unchanged"]
 
     @property
     def upload_bytes(self) -> int:
         return (sum(f.size for f, _ in self.upload) + (len(self.readme_bytes) if self.readme != "unchanged" else 0)
-                + (len(self.sources_bytes) if self.sources != "unchanged" else 0))
+                + (len(self.sources_bytes) if self.sources != "unchanged" else 0)
+                + sum(len(self.assets[rel]) for rel in self.assets_to_send))
 
     @property
     def upload_files(self) -> int:
-        return len(self.upload) + (self.readme != "unchanged") + (self.sources != "unchanged")
+        return (len(self.upload) + (self.readme != "unchanged") + (self.sources != "unchanged")
+                + len(self.assets_to_send))
 
     @property
     def empty(self) -> bool:
-        return not self.upload and self.readme == "unchanged" and not self.delete and self.sources == "unchanged"
+        return (not self.upload and self.readme == "unchanged" and not self.delete and self.sources == "unchanged"
+                and not self.assets_to_send)
 
     def to_dict(self) -> dict:
         return {
@@ -217,6 +238,7 @@ class PushPlan:
             "repo_exists": self.repo_exists,
             "upload": [{"path": f.relpath, "bytes": f.size, "reason": why} for f, why in self.upload],
             "readme": self.readme,
+            "assets": dict(sorted(self.assets_state.items())),
             "delete": list(self.delete),
             "keep_remote_only": list(self.keep_remote_only),
             "unchanged": len(self.unchanged),
@@ -374,9 +396,9 @@ def rights_summary(files: Iterable[Path]) -> list[dict]:
 
 
 def _is_pushed_path(rel: str) -> bool:
-    """Remote paths push manages: README.md, fusionrs_sources.json and parquet files under data/ (never
-    .gitattributes etc.)."""
-    return rel in (CARD_NAME, REGISTRY_FILE) or (rel.startswith("data/") and rel.endswith(".parquet"))
+    """Remote paths push manages: README.md, fusionrs_sources.json, the card's pictures (assets/...) and parquet
+    files under data/ (never .gitattributes etc.)."""
+    return rel in (CARD_NAME, REGISTRY_FILE, *ASSET_PATHS) or (rel.startswith("data/") and rel.endswith(".parquet"))
 
 
 class _HubTarget:
@@ -390,6 +412,8 @@ class _HubTarget:
         self.list_revision = revision
         self.parent: str | None = None
         self.warnings: list[str] = []
+        self.wrote = False
+        """Something was written to the remote (a failure after that is one to resume)."""
 
     @property
     def label(self) -> str:
@@ -398,6 +422,16 @@ class _HubTarget:
     @property
     def card_repo_id(self) -> str:
         return self.repo_id
+
+    @property
+    def card_location(self):
+        """Where the card's Load snippet reads: this Hub repo."""
+        return describe(self.repo_id)
+
+    @property
+    def endpoint(self) -> str:
+        ep = getattr(self.api, "endpoint", None)
+        return ep.rstrip("/") if isinstance(ep, str) else hub_endpoint()
 
     def _info(self, revision: str | None):
         return self.api.repo_info(self.repo_id, repo_type="dataset", revision=revision)
@@ -432,6 +466,7 @@ class _HubTarget:
 
     def create(self) -> None:
         """Create the repo and/or branch :meth:`prepare` found missing."""
+        self.wrote = True
         if self._create == "repo":
             self.api.create_repo(self.repo_id, repo_type="dataset", private=self.private, exist_ok=True)
             logger.info("created %s repo %s", "private" if self.private else "public", self.repo_id)
@@ -517,9 +552,12 @@ class _HubTarget:
         files = [f for f, _ in plan.upload]
         sender: _Sender = plan.sender
         batches = [files[i:i + max_files] for i in range(0, len(files), max_files)] or [[]]
-        if (plan.readme != "unchanged" or files) and len(batches[-1]) >= max_files - (plan.sources != "unchanged"):
-            # README.md rides with the last shard(s); keep that final commit within max_files too.
-            batches[-1], tail = batches[-1][:-1], batches[-1][-1:]
+        # README.md (and the repo's sources file and the card's pictures) ride with the last shard(s); keep that
+        # final commit within max_files too.
+        reserve = 1 + (plan.sources != "unchanged") + len(plan.assets_to_send)
+        k = max(1, max_files - reserve)
+        if (plan.readme != "unchanged" or files) and len(batches[-1]) + reserve > max_files and k < len(batches[-1]):
+            batches[-1], tail = batches[-1][:-k], batches[-1][-k:]
             batches.append(tail)
         base = message or _default_message(plan)
         commits: list[str] = []
@@ -554,12 +592,16 @@ class _HubTarget:
                     sent[REGISTRY_FILE] = (len(plan.sources_bytes), hashlib.sha256(plan.sources_bytes).hexdigest(),
                                            git_blob_id(plan.sources_bytes))
                 readme = sender.final_card()  # from what was actually sent
+                for rel, data in sender.final_assets().items():  # the card's pictures, with the card
+                    ops.append(CommitOperationAdd(path_in_repo=rel, path_or_fileobj=data))
+                    sent[rel] = (len(data), hashlib.sha256(data).hexdigest(), git_blob_id(data))
                 if readme is not None:
                     ops.append(CommitOperationAdd(path_in_repo=CARD_NAME, path_or_fileobj=readme))
                     sent[CARD_NAME] = (len(readme), hashlib.sha256(readme).hexdigest(), git_blob_id(readme))
                 ops.extend(CommitOperationDelete(path_in_repo=p) for p in plan.delete)
             if not ops:  # every file of this batch vanished (and, if last, nothing else to commit)
                 continue
+            self.wrote = True
             title = base if len(batches) == 1 else f"{base} [{i + 1}/{len(batches)}]"
             info = self.api.create_commit(
                 self.repo_id, operations=ops, commit_message=title,
@@ -579,7 +621,7 @@ class _HubTarget:
 
 def _is_managed(rel: str) -> bool:
     """Files push writes into an fsspec destination (and may therefore have left a temporary file for)."""
-    return rel in (CARD_NAME, MANIFEST_NAME, REGISTRY_FILE) or parse_shard_path(rel) is not None
+    return rel in (CARD_NAME, MANIFEST_NAME, REGISTRY_FILE, *ASSET_PATHS) or parse_shard_path(rel) is not None
 
 
 class _FsspecTarget:
@@ -591,8 +633,9 @@ class _FsspecTarget:
         if revision:
             raise CliError("--revision applies to Hub repos only, not to fsspec URLs")
         self.url = url
-        self.fs, self.root = fsspec.core.url_to_fs(url, **(storage_options or {}))
-        self.root = self.root.rstrip("/")
+        self.storage_options = dict(storage_options or {})
+        loc = locate(url, None, self.storage_options)  # a missing s3fs & co. is one line naming the extra
+        self.fs, self.root = loc.fs(), loc.root.rstrip("/")
         self.manifest: dict[str, dict] = {}
         self.stale_tmp: list[str] = []
         self.warnings: list[str] = []
@@ -605,6 +648,11 @@ class _FsspecTarget:
     @property
     def card_repo_id(self) -> str:
         return scrub(self.url)
+
+    @property
+    def card_location(self):
+        """Where the card's Load snippet reads: this store, with its non-secret storage options."""
+        return describe(scrub(self.url), self.storage_options)
 
     @property
     def _local(self) -> bool:
@@ -740,6 +788,8 @@ class _FsspecTarget:
             self._put_verified(REGISTRY_FILE, plan.sources_bytes, len(plan.sources_bytes),
                                hashlib.sha256(plan.sources_bytes).hexdigest())
         readme = sender.final_card()  # from what was actually written
+        for rel, data in sender.final_assets().items():  # the card's pictures, before the card that shows them
+            self._put_verified(rel, data, len(data), hashlib.sha256(data).hexdigest())
         if readme is not None:  # after every shard it describes, before removing pruned ones
             self._put_verified(CARD_NAME, readme, len(readme), hashlib.sha256(readme).hexdigest())
             bar.update(len(readme))
@@ -860,6 +910,12 @@ def push_repo(
         if not report.ok:
             raise CheckFailed(report)
 
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    quiet_client = not progress and not are_progress_bars_disabled()
+    if quiet_client:  # --quiet / --json / no terminal: the client's own per-file bars too
+        disable_progress_bars()
+    tgt = None
     try:
         if is_hub:
             if api is None:
@@ -872,7 +928,7 @@ def push_repo(
                     raise CliError("no Hugging Face token: set HF_TOKEN or run `hf auth login`")
                 api = make_api(token)
             secrets.append(getattr(api, "token", None) if isinstance(getattr(api, "token", None), str) else None)
-            tgt: _HubTarget | _FsspecTarget = _HubTarget(ref, api, revision, private, hub_fs)
+            tgt = _HubTarget(ref, api, revision, private, hub_fs)
         else:
             tgt = _FsspecTarget(ref, revision, storage_options)
         return _push(local, tgt, dry_run=dry_run, prune=prune, message=message, progress=progress,
@@ -880,11 +936,52 @@ def push_repo(
     except CheckFailed as e:
         e.args = (scrub(str(e), secrets),)
         raise
+    except PushHubUnreachable as e:
+        raise PushHubUnreachable(scrub(str(e), secrets), repo=e.repo, endpoint=e.endpoint, offline=e.offline) from None
     except (CliError, PushError) as e:
         raise type(e)(scrub(str(e), secrets)) from None
     except Exception as e:  # any client/HTTP error: re-raise with a message that cannot carry the token
         msg = scrub(f"{type(e).__name__}: {e}", secrets)
-        raise PushError(f"push to {scrub(target, secrets)} failed: {msg}; re-run the same command to resume") from None
+        where = scrub(target, secrets)
+        if isinstance(tgt, _HubTarget) and not tgt.wrote and _is_unreachable(e):
+            endpoint = tgt.endpoint
+            offline = _offline_error(e)
+            why = (f"the Hub is offline here (HF_HUB_OFFLINE is set), so {endpoint} was not contacted" if offline else
+                   f"cannot reach the Hub at {endpoint} ({msg.splitlines()[0] if msg else type(e).__name__})")
+            raise PushHubUnreachable(f"push to {where}: {why}; nothing was uploaded. Check the network or "
+                                     "HF_ENDPOINT, then run the same command again", repo=ref, endpoint=endpoint,
+                                     offline=offline) from None
+        if dry_run:
+            raise PushError(f"push --dry-run for {where} failed: {msg}; nothing was uploaded") from None
+        raise PushError(f"push to {where} failed: {msg}; re-run the same command to resume") from None
+    finally:
+        if quiet_client:
+            enable_progress_bars()
+
+
+def _is_unreachable(e: BaseException) -> bool:
+    """A transport failure (no answer, refused, DNS, timeout) or offline mode, not an HTTP answer."""
+    import httpx2
+
+    seen = 0
+    while e is not None and seen < 8:
+        if isinstance(e, httpx2.TransportError | ConnectionError | TimeoutError):
+            return True
+        e = e.__cause__ or e.__context__
+        seen += 1
+    return False
+
+
+def _offline_error(e: BaseException) -> bool:
+    from huggingface_hub.errors import OfflineModeIsEnabled
+
+    seen = 0
+    while e is not None and seen < 8:
+        if isinstance(e, OfflineModeIsEnabled):
+            return True
+        e = e.__cause__ or e.__context__
+        seen += 1
+    return False
 
 
 def _fusionrs_card(text: str) -> bool:
@@ -900,6 +997,13 @@ def _push(local: Path, tgt, *, dry_run: bool, prune: bool, message: str | None, 
                               progress=progress, max_files=max_files, check_dict=check_dict)
     finally:
         snapshot.close()
+
+
+def _card_assets(local: Path, infos: list[ShardInfo], lay) -> dict[str, bytes]:
+    """The card's pictures for what the remote will hold: counts of ``infos``, triplets of the local shards."""
+    root = str(local.resolve())
+    names, _ = _local_names(local)
+    return render_assets(fsspec.filesystem("file"), root, infos, lay, names=names)
 
 
 def _footer_only(local: Path, name: ShardName) -> LocalFile:
@@ -961,12 +1065,30 @@ class _Sender:
         self.sent[f.relpath] = f
         return f
 
+    def final_assets(self) -> dict[str, bytes]:
+        """The pictures to send with the final card (those that differ from what the remote has); call after
+        :meth:`final_card`."""
+        assets = getattr(self, "_assets", None)
+        if assets is None:
+            assets = self.plan.assets
+        out = {}
+        for rel, data in sorted(assets.items()):
+            if self.plan.assets.get(rel) == data and self.plan.assets_state.get(rel) == "unchanged":
+                continue
+            r = self.remote.get(rel)
+            if r is not None and self.tgt.same_bytes(data, r):
+                continue
+            out[rel] = data
+        self.plan.assets = dict(assets)
+        return out
+
     def final_card(self) -> bytes | None:
         """The card of what the remote holds now; None if the remote's card already says exactly that."""
         shards = sorted(self.infos.values(), key=lambda s: s.name)
         self.plan.card_shards = shards
-        data = render_card(shards, sample=self.sample, repo_id=self.tgt.card_repo_id,
-                           lay=self.plan.layout or DEFAULT_LAYOUT).encode("utf-8")
+        self._assets = _card_assets(self.local, shards, self.plan.layout or DEFAULT_LAYOUT)
+        data = render_card(shards, sample=self.sample, location=self.tgt.card_location,
+                           lay=self.plan.layout or DEFAULT_LAYOUT, assets=self._assets).encode("utf-8")
         if data == self.plan.readme_bytes and self.plan.readme == "unchanged":
             return None
         self.plan.readme_bytes = data
@@ -1016,7 +1138,7 @@ def _push_snapshot(local: Path, tgt, snapshot: _Snapshot, *, dry_run: bool, prun
     local_paths = {n.path for n in names}
     infos = {f.relpath: f.info for f in files if f.info is not None}
     card_shards = list(infos.values())
-    for rel in sorted(set(remote) - local_paths - {CARD_NAME, REGISTRY_FILE}):
+    for rel in sorted(set(remote) - local_paths - {CARD_NAME, REGISTRY_FILE, *ASSET_PATHS}):
         if prune:
             plan.delete.append(rel)
             continue
@@ -1035,7 +1157,12 @@ def _push_snapshot(local: Path, tgt, snapshot: _Snapshot, *, dry_run: bool, prun
     sample = local_card.is_file() and SAMPLE_MARKER in local_card.read_text(encoding="utf-8", errors="replace")
     card_shards.sort(key=lambda s: s.name)
     plan.card_shards = card_shards
-    text = render_card(card_shards, sample=sample, repo_id=tgt.card_repo_id, lay=plan.layout)
+    plan.assets = _card_assets(local, card_shards, plan.layout)
+    for rel, data in plan.assets.items():
+        r = remote.get(rel)
+        plan.assets_state[rel] = "new" if r is None else ("unchanged" if tgt.same_bytes(data, r) else "changed")
+    text = render_card(card_shards, sample=sample, location=tgt.card_location, lay=plan.layout,
+                       assets=plan.assets)
     reg = local / REGISTRY_FILE
     if reg.is_file():  # the repo declares sources of its own: the remote needs the same declaration
         plan.sources_bytes = reg.read_bytes()
@@ -1115,6 +1242,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-files-per-commit", type=int, default=MAX_FILES_PER_COMMIT, help=argparse.SUPPRESS)
     p.add_argument("--json", action="store_true", help="print one JSON object (plan and result) on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    from .storage import add_storage_option_argument
+
+    add_storage_option_argument(p)
 
 
 def _print_text(res: PushResult, out=None) -> None:
@@ -1131,6 +1261,9 @@ def _print_text(res: PushResult, out=None) -> None:
             print(f"  + {f.relpath}  {_fmt_bytes(f.size)}  ({why})", file=out)
         if plan.readme != "unchanged":
             print(f"  + {CARD_NAME}  {_fmt_bytes(len(plan.readme_bytes))}  ({plan.readme}, last commit)", file=out)
+        for rel in plan.assets_to_send:
+            print(f"  + {rel}  {_fmt_bytes(len(plan.assets[rel]))}  ({plan.assets_state[rel]}, with the card)",
+                  file=out)
         for rel in plan.delete:
             print(f"  - {rel}  (prune)", file=out)
     if plan.rights:
@@ -1166,15 +1299,21 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, progress: bool) -> int:
+    from .storage import parse_storage_options
+
+    try:
+        options = parse_storage_options(getattr(args, "storage_options", None))
+    except ValueError as e:
+        raise CliError(str(e)) from None
     try:
         res = push_repo(args.local_repo, args.target, revision=args.revision, private=args.private,
                         dry_run=args.dry_run, prune=args.prune, message=args.message,
                         skip_check=args.skip_check, progress=progress,
-                        max_files_per_commit=args.max_files_per_commit)
+                        max_files_per_commit=args.max_files_per_commit, storage_options=options)
     except CheckFailed as e:
         _fail(args, str(e), check=e.report.to_dict() if hasattr(e.report, "to_dict") else None)
         return 1
-    except LocalRepoError as e:  # the local repo changed under us: unusable input, nothing written
+    except (LocalRepoError, PushHubUnreachable) as e:  # unusable input / no Hub: nothing written
         _fail(args, str(e))
         return 2
     except PushError as e:
@@ -1196,5 +1335,6 @@ def _fail(args: argparse.Namespace, msg: str, check: dict | None = None) -> None
     print(f"fusionrs push: error: {msg}", file=sys.stderr)
 
 
-__all__ = ["push_repo", "PushResult", "PushPlan", "PushError", "CheckFailed", "LocalRepoError", "scrub",
+__all__ = ["push_repo", "PushResult", "PushPlan", "PushError", "PushHubUnreachable", "CheckFailed", "LocalRepoError",
+           "scrub",
            "rights_summary", "read_local", "git_blob_id", "MAX_FILES_PER_COMMIT", "TERMS_WARNING"]

@@ -121,26 +121,33 @@ class RepoSplits:
         return fallback
 
 
-def repo_splits(repo: str | os.PathLike, *, revision: str | None = None) -> RepoSplits:
-    """List ``repo`` (local folder, fsspec URL or Hub dataset id, as :func:`fusionrs_hf.torch.resolve_repo`)."""
+def repo_splits(repo: str | os.PathLike, *, revision: str | None = None,
+                storage_options: dict | None = None) -> RepoSplits:
+    """List ``repo`` (local folder, fsspec URL or Hub dataset id, as :func:`fusionrs_hf.torch.resolve_repo`;
+    ``storage_options`` for its store, see :mod:`fusionrs_hf.storage`)."""
     from .torch import resolve_repo
 
-    fs, root = resolve_repo(repo, revision)
+    fs, root = resolve_repo(repo, revision, storage_options)
     lay = layout_for(fs, root)
     shards, _ = lay.list_shards(fs, root)
     return RepoSplits(os.fspath(repo), tuple(shards), lay)
 
 
-def available_splits(repo: str | os.PathLike, config: str, *, revision: str | None = None) -> tuple[str, ...]:
+def available_splits(repo: str | os.PathLike, config: str, *, revision: str | None = None,
+                     storage_options: dict | None = None) -> tuple[str, ...]:
     """The splits ``config`` has in ``repo``, e.g. ``("train",)`` for ``iraware`` in rc4."""
-    return repo_splits(repo, revision=revision).splits(config)
+    return repo_splits(repo, revision=revision, storage_options=storage_options).splits(config)
 
 
 def explain_missing(repo, config: str, split: str, *, revision: str | None = None,
-                    who: str = "") -> MissingSplitError | None:
+                    who: str = "", storage_options: dict | None = None) -> MissingSplitError | None:
     """After the shard planner's ``FileNotFoundError``: the clearer error if the split really is missing."""
+    from .storage import HubUnreachableError
+
     try:
-        listing = repo_splits(repo, revision=revision)
+        listing = repo_splits(repo, revision=revision, storage_options=storage_options)
         return None if listing.has(config, split) else listing.missing(config, split, who=who)
+    except HubUnreachableError:
+        raise  # (a ConnectionError, so an OSError: not one to swallow)
     except (OSError, ValueError):  # the repo itself cannot be listed: keep the planner's error
         return None

@@ -72,7 +72,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
 import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -98,6 +97,7 @@ from .decode import (
 from .layout import SPLITS, layout_for
 from .schema import FIELD_NAMES, IMAGE_FIELDS
 from .secrets import SCRUB_FILTER, register_url, scrub, scrubbing
+from .storage import Location, locate, require
 
 __all__ = [
     "CLIP_MEAN", "CLIP_STD", "BATCH_KEYS", "DecodeError", "FusionRSIterable", "FusionRSDataLoader",
@@ -111,28 +111,22 @@ BATCH_KEYS = ("rgb", "ir", "caption", "ir_caption", "sample_id", "source")
 ON_ERROR = ("raise", "skip")
 STATE_FORMAT = "fusionrs-stream/1"
 _MAX_COUNTER_SLOTS = 256
-_HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 # ---------------------------------------------------------------------------------------------
 # Where the data is, and what the units of work are
 
 
-def resolve_repo(repo_or_path: str | os.PathLike, revision: str | None = None):
-    """(fsspec filesystem, root) for a local folder, an fsspec URL or a Hub dataset id."""
-    import fsspec
+def resolve_repo(repo_or_path: str | os.PathLike, revision: str | None = None,
+                 storage_options: dict | None = None):
+    """(fsspec filesystem, root) for a local folder, an fsspec URL or a Hub dataset id.
 
-    text = os.fspath(repo_or_path)
-    if os.path.isdir(text):
-        return fsspec.filesystem("file"), os.path.abspath(text)
-    if "://" in text:
-        fs, root = fsspec.core.url_to_fs(text)
-        return fs, root.rstrip("/")
-    if _HUB_ID_RE.match(text) and ".." not in text:
-        url = f"hf://datasets/{text}" + (f"@{revision}" if revision else "")
-        fs, root = fsspec.core.url_to_fs(url)
-        return fs, root.rstrip("/")
-    raise ValueError(f"{text!r} is neither a local folder, an fsspec URL nor a Hub dataset id (owner/name)")
+    See :mod:`fusionrs_hf.storage`: ``storage_options`` go to the store's filesystem, and a Hub repo is
+    asked once, quickly (:class:`~fusionrs_hf.storage.HubUnreachableError` when offline or unreachable).
+    """
+    loc = locate(repo_or_path, revision, storage_options)
+    loc.ensure_reachable()
+    return loc.fs(), loc.root
 
 
 @dataclass(frozen=True)
@@ -492,6 +486,7 @@ class FusionRSIterable(IterableDataset):
         decode_backend: str = "auto",
         normalize: bool = True,
         channels_last: bool = True,
+        storage_options: dict | None = None,
     ) -> None:
         super().__init__()
         if (repo_or_path is None) == (source is None):
@@ -529,14 +524,18 @@ class FusionRSIterable(IterableDataset):
         self._fingerprints: dict[str, tuple] = {}
         self.skipped_shards: list[str] = []
         """Shards left out of the plan because their footer could not be read (``on_error="skip"``)."""
+        self._loc: Location | None = None
+        """Where the shards are; its filesystem is opened in each process that reads (fork-safe)."""
         if source is None:
             if isinstance(repo_or_path, str):
                 register_url(repo_or_path)
             with scrubbing():  # a server echoing the token in its error must not put it in this exception
-                self.fs, self.root = resolve_repo(repo_or_path, revision)
+                self._loc = locate(repo_or_path, revision, storage_options)
+                self._loc.ensure_reachable()
+                self.root = self._loc.root
                 self.units, self._fingerprints = self._plan()
         else:
-            self.fs, self.root, self.units = None, None, []
+            self.root, self.units = None, []
         # Plan generation, shared with the workers: a persistent worker re-plans when it changed.
         self._plan_gen = torch.zeros(1, dtype=torch.int64).share_memory_()
         self._my_plan_gen = 0
@@ -544,6 +543,11 @@ class FusionRSIterable(IterableDataset):
         """Planned (or re-planned) since the last pass started: the next pass need not look again."""
         # Shared memory so set_epoch() reaches persistent workers and worker skip counts reach us.
         self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
+        self._passes = 0
+        """Passes begun in the training process (see :meth:`_begin_pass`)."""
+        self._epoch_explicit = False
+        self._pass_begun = False
+        """Set by the loader when it began the pass here (``num_workers=0``): ``__iter__`` must not again."""
         self._skipped = torch.zeros(_MAX_COUNTER_SLOTS, dtype=torch.int64).share_memory_()
         self._slots = _SlotTable()
         self._pool = _OutputPool()
@@ -558,6 +562,19 @@ class FusionRSIterable(IterableDataset):
     # -- public bookkeeping ------------------------------------------------------------------
 
     @property
+    def fs(self):
+        """This process's filesystem for the shards (None for a ``source=`` dataset).
+
+        Opened on first use in each process: a DataLoader worker (fork, spawn or forkserver) never uses
+        the training process's instance, which fsspec's async filesystems (s3fs) do not allow after a fork.
+        """
+        return self._loc.fs() if self._loc is not None else None
+
+    @property
+    def location(self) -> Location | None:
+        return self._loc
+
+    @property
     def epoch(self) -> int:
         return int(self._epoch[0])
 
@@ -568,8 +585,22 @@ class FusionRSIterable(IterableDataset):
         the plan is re-planned now, so ``len(loader)`` is already right for this epoch.
         """
         self._epoch[0] = int(epoch)
+        self._epoch_explicit = True
         self.refresh_plan()
         self._plan_fresh = True
+
+    def _begin_pass(self) -> None:
+        """A new pass starts (in the training process): the epoch advances by one unless :meth:`set_epoch`
+        (or ``load_state_dict``) was called since the last pass began; the first pass keeps its epoch.
+
+        So a loop that never calls ``set_epoch`` (Lightning's, a plain ``for epoch ...: for batch in
+        loader``) still gets a new shuffle order each epoch, as litdata and webdataset do; an explicit
+        ``set_epoch`` always wins. The epoch lives in shared memory, so (persistent) workers follow.
+        """
+        if self._passes and not self._epoch_explicit:
+            self._epoch[0] = self.epoch + 1
+        self._passes += 1
+        self._epoch_explicit = False
 
     # -- the plan ----------------------------------------------------------------------------
 
@@ -693,6 +724,7 @@ class FusionRSIterable(IterableDataset):
                 raise ValueError(f"cannot resume: state has {key}={state[key]!r}, this dataset {value!r}")
         self._resume = dict(state)
         self._epoch[0] = int(state["epoch"])
+        self._epoch_explicit = True
 
     def _split_rows(self) -> int | None:
         """Rows of the whole split (fast path): a resumed state must describe the same data."""
@@ -713,6 +745,11 @@ class FusionRSIterable(IterableDataset):
 
     def _iter(self) -> Iterator:
         worker, nworkers, in_worker = self._context()
+        if not in_worker:
+            if self._pass_begun:
+                self._pass_begun = False
+            else:
+                self._begin_pass()
         if self.source is None:
             if not in_worker:
                 self._refresh_for_pass()
@@ -816,13 +853,13 @@ class FusionRSIterable(IterableDataset):
         """Rows of the slice in storage order as (position, raw record), from position ``first_pos`` on."""
         import pyarrow.parquet as pq
 
-        try:
-            import fsspec.asyn
-
-            fsspec.asyn.reset_lock()  # a forked worker must not reuse the parent's event loop lock
-        except (ImportError, AttributeError):
-            pass
         if self._in_worker:
+            try:
+                import fsspec.asyn
+
+                fsspec.asyn.reset_lock()  # a forked worker must not reuse the parent's event loop lock
+            except (ImportError, AttributeError):
+                pass
             import pyarrow as pa
 
             # A DataLoader worker only reads here: plain malloc hands each freed record batch back
@@ -1131,6 +1168,9 @@ def normalize_batch(batch: dict, mean: Sequence[float] = CLIP_MEAN, std: Sequenc
 class _LoaderMixin:
     def __iter__(self):
         ds = self.dataset
+        if hasattr(ds, "_begin_pass"):
+            ds._begin_pass()  # the epoch advances here (before the workers of this pass read it)
+            ds._pass_begun = not self.num_workers
         if hasattr(ds, "_refresh_for_pass"):
             # before the workers of this pass take their copy of the plan
             if ds._refresh_for_pass():
@@ -1182,12 +1222,38 @@ class FusionRSDataLoader(_LoaderMixin, DataLoader):
 
 
 def _stateful_class():
+    require("torchdata", extra="train", what="make_dataloader(..., stateful=True) (resumable loading)")
     from torchdata.stateful_dataloader import StatefulDataLoader
 
     class FusionRSStatefulDataLoader(_LoaderMixin, StatefulDataLoader):
         """torchdata ``StatefulDataLoader`` (``state_dict``/``load_state_dict``) with ``set_epoch``."""
 
+        def load_state_dict(self, state_dict) -> None:
+            super().load_state_dict(state_dict)
+            # the restored state says the epoch: the next pass resumes it instead of advancing
+            self.dataset._epoch_explicit = True
+            epoch = _state_epoch(state_dict)
+            if epoch is not None:
+                self.dataset._epoch[0] = epoch
+
     return FusionRSStatefulDataLoader
+
+
+def _state_epoch(state) -> int | None:
+    """The epoch a (loader) state dict records for our dataset, if it can be found."""
+    if isinstance(state, dict):
+        if state.get("format") == STATE_FORMAT and "epoch" in state:
+            return int(state["epoch"])
+        for v in state.values():
+            got = _state_epoch(v)
+            if got is not None:
+                return got
+    elif isinstance(state, list | tuple):
+        for v in state:
+            got = _state_epoch(v)
+            if got is not None:
+                return got
+    return None
 
 
 def _identity(batch):
@@ -1243,11 +1309,16 @@ def make_dataloader(
     tensors with the same values, for code that calls ``.view`` on them.
     ``normalize=False`` keeps ``rgb``/``ir`` uint8 (cropped and resized, 4x less memory traffic and
     host-to-device copy); normalize them on the GPU with :func:`normalize_batch`.
+    ``storage_options``: fsspec options for the repo's store (``endpoint_url``, ``key``, ``secret``, ...;
+    for the Hub ``token``/``endpoint``); the filesystem is opened inside each worker, so every start
+    method (fork, spawn, forkserver: ``multiprocessing_context=``) works with every store.
+    Each new pass over the loader advances the epoch (a new shuffle order) unless ``set_epoch`` was
+    called since the last one, so loops that never call it (Lightning's) still reshuffle.
     Other keyword arguments: ``revision``, ``decode_backend``, ``normalize``, ``channels_last``
     (dataset) and ``pin_memory``, ``prefetch_factor``, ``persistent_workers``,
     ``multiprocessing_context``, ``timeout`` (loader).
     """
-    ds_keys = {"revision", "decode_backend", "normalize", "channels_last"}
+    ds_keys = {"revision", "decode_backend", "normalize", "channels_last", "storage_options"}
     ds_kw = {k: kw.pop(k) for k in list(kw) if k in ds_keys}
     common = dict(batch_size=batch_size, image_size=image_size, shuffle=shuffle, seed=seed,
                   shuffle_buffer=shuffle_buffer, tokenizer=tokenizer, on_error=on_error, mean=mean, std=std,

@@ -259,14 +259,14 @@ def make_vlm_dataloader(
 
     Same reader as :func:`fusionrs_hf.torch.make_dataloader` (workers, DDP equal batches, shuffle,
     ``set_epoch``, resume, ``on_error``). Extra keyword arguments go to the DataLoader, except
-    ``revision``.
+    ``revision`` and ``storage_options`` (for the repo's store, see :mod:`fusionrs_hf.storage`).
 
     A ``config`` without ``split`` (rc4's ``iraware`` has train only) raises
     :class:`fusionrs_hf.splits.MissingSplitError`, a ``ValueError`` (and ``FileNotFoundError``)
     naming the repo, config, split and the splits the config has; there is no fallback here (the
     caller named the config). :func:`fusionrs_hf.splits.available_splits` tells in advance.
     """
-    ds_kw = {k: kw.pop(k) for k in ("revision",) if k in kw}
+    ds_kw = {k: kw.pop(k) for k in ("revision", "storage_options") if k in kw}
     dataset = VLMIterable(repo_or_path, config, split, batch_size=batch_size, shuffle=shuffle, seed=seed,
                   shuffle_buffer=shuffle_buffer, on_error=on_error, rank=rank, world_size=world_size,
                   drop_last=drop_last, setting=setting, task=task, **ds_kw)

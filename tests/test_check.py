@@ -388,15 +388,18 @@ def test_hub_target_resolution():
 
 
 def test_hub_url_reads_through_hffilesystem(monkeypatch, check_clean_repo):
-    """The hf:// path shape: url_to_fs -> resolve_path().unresolve() root -> list/read, offline."""
+    """The hf:// path shape: the storage layer's hf filesystem -> resolve_path().unresolve() root -> list/read,
+    offline (the Hub's quick reachability question is recorded instead of asked)."""
     from fsspec.implementations.local import LocalFileSystem
+
+    from fusionrs_hf import storage
 
     class FakeResolved:
         def __init__(self, path):
             self.path = path
 
         def unresolve(self):
-            return self.path
+            return str(check_clean_repo) if self.path.startswith("datasets/") else self.path
 
     class FakeHfFs(LocalFileSystem):
         protocol = ("hf",)
@@ -406,13 +409,15 @@ def test_hub_url_reads_through_hffilesystem(monkeypatch, check_clean_repo):
 
     seen = {}
 
-    def fake_url_to_fs(url, **kw):
-        seen["url"] = url
-        return FakeHfFs(), str(check_clean_repo)
+    def fake_open_fs(protocol, options):
+        seen["protocol"], seen["options"] = protocol, dict(options)
+        return FakeHfFs()
 
-    monkeypatch.setattr(fsspec.core, "url_to_fs", fake_url_to_fs)
-    rep = check_repo("someone/fusionrs", revision="v2", fast=True, workers=2)
-    assert seen["url"] == "hf://datasets/someone/fusionrs@v2"
+    monkeypatch.setattr(storage, "_open_fs", fake_open_fs)
+    monkeypatch.setattr(storage, "check_hub", lambda repo_id, **kw: seen.update(asked=(repo_id, kw.get("revision"))))
+    rep = check_repo("someone/fusionrs", revision="v2", fast=True, workers=2, storage_options={"token": "x"})
+    assert seen["protocol"] == "hf" and seen["options"] == {"token": "x"}
+    assert seen["asked"] == ("someone/fusionrs", "v2")
     assert rep.ok and rep.target == "hf://datasets/someone/fusionrs@v2" and rep.stats["rows"] == 60
 
 

@@ -18,6 +18,7 @@ from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
 
 from fusionrs_hf import push as push_mod
 from fusionrs_hf.card import card_configs, render_card, scan_repo, write_card
+from fusionrs_hf.card_assets import ASSET_PATHS
 from fusionrs_hf.cli import main
 from fusionrs_hf.demo import sample_rows
 from fusionrs_hf.layout import glob_match, shard_path
@@ -28,6 +29,7 @@ from .hub_double import HubDouble, InjectedFailure
 
 REPO = "me/fusionrs"
 MAX_FILES = 8  # small commits, so that the sample (27 shards) needs several
+CARD_FILES = 1 + len(ASSET_PATHS)  # README.md and the pictures it shows, pushed together
 
 
 # ----------------------------------------------------------------------------------------- helpers
@@ -59,7 +61,8 @@ def _assert_card_matches_tree(files: dict[str, bytes], tmp: Path) -> None:
     """The README on the remote is exactly the card of the shards the remote holds."""
     root = _materialize({k: v for k, v in files.items() if k.endswith(".parquet")}, tmp)
     shards, _ = scan_repo(str(root))
-    assert files["README.md"].decode() == render_card(shards, sample=True, repo_id=REPO)
+    assets = [a for a in ASSET_PATHS if a in files]
+    assert files["README.md"].decode() == render_card(shards, sample=True, repo_id=REPO, assets=assets)
 
 
 def _assert_no_commit_names_missing_files(double: HubDouble, revision: str = "main") -> None:
@@ -124,10 +127,11 @@ def test_first_push_uploads_all_then_repush_uploads_nothing(push_local, tmp_path
     # commits of at most MAX_FILES files; README only in the last one, with the last shards
     full = hub.history(REPO)
     history = full[1:]
-    assert len(history) == len(res.commits) == -(-(len(local) + 1) // MAX_FILES)
+    assert len(history) == len(res.commits) == -(-(len(local) + CARD_FILES) // MAX_FILES)
     sizes = [len(set(c.files) - set(p.files)) for p, c in zip(full, history, strict=False)]
-    assert max(sizes) <= MAX_FILES and sum(sizes) == len(local) + 1 and sizes[-1] >= 2
+    assert max(sizes) <= MAX_FILES and sum(sizes) == len(local) + CARD_FILES and sizes[-1] >= 2
     assert ["README.md" in c.files for c in history] == [False] * (len(history) - 1) + [True]
+    assert all(a in history[-1].files and a not in history[-2].files for a in ASSET_PATHS)  # with the card
     _assert_no_commit_names_missing_files(hub)
     _assert_card_matches_tree(remote, tmp_path / "m")
     readme = remote["README.md"].decode()
@@ -152,7 +156,8 @@ def test_adding_one_shard_uploads_it_and_the_readme_in_one_commit(push_local, tm
     assert res.plan.readme == "changed" and len(res.commits) == 1
     assert len(hub.history(REPO)) == n_commits + 1
     prev, last = hub.history(REPO)[-2:]
-    assert {p for p in last.files if last.files[p] != prev.files.get(p)} == {rel, "README.md"}
+    # the counts figure changes with the counts; the contact sheet shows the same first rows
+    assert {p for p in last.files if last.files[p] != prev.files.get(p)} == {rel, "README.md", "assets/counts.png"}
     assert hub.uploaded_bytes - sent == (push_local / rel).stat().st_size  # README goes inline, not LFS
     assert res.plan.rights == [{"source": "RS5M", "rights_code": "rs5m-item-rights-unconfirmed", "rows": 3}]
     _assert_card_matches_tree(hub.files(REPO), tmp_path / "m")
@@ -225,7 +230,7 @@ def test_remote_only_shards_are_counted_in_the_new_card(push_local, tmp_path):
     rel = _add_shard(only_new)
     res = _push(only_new, hub)
     assert [f.relpath for f, _ in res.plan.upload] == [rel] and len(res.plan.keep_remote_only) == 27
-    assert len(hub.files(REPO)) == 27 + 1 + 2  # + README + .gitattributes
+    assert len(hub.files(REPO)) == 27 + 1 + 2 + len(ASSET_PATHS)  # + README + .gitattributes + pictures
     _assert_card_matches_tree(hub.files(REPO), tmp_path / "m")
 
 
@@ -250,8 +255,11 @@ def test_dry_run_prints_plan_and_rights_and_writes_nothing(push_local, monkeypat
     out = json.loads(capsys.readouterr().out)
     assert rc == 0 and out["dry_run"] and not out["plan"]["repo_exists"]
     assert len(out["plan"]["upload"]) == 27 and out["plan"]["readme"] == "new"
-    card = render_card(scan_repo(str(push_local))[0], sample=True, repo_id=REPO).encode()
-    assert out["plan"]["upload_bytes"] == sum(len(v) for v in _local_shards(push_local).values()) + len(card)
+    card = render_card(scan_repo(str(push_local))[0], sample=True, repo_id=REPO, assets=ASSET_PATHS).encode()
+    pictures = sum((push_local / a).stat().st_size for a in ASSET_PATHS)  # as `fusionrs card` wrote them
+    assert out["plan"]["assets"] == {a: "new" for a in ASSET_PATHS}
+    assert out["plan"]["upload_bytes"] == sum(len(v) for v in _local_shards(push_local).values()) + len(card) \
+        + pictures
     assert not hub.repos and "create_repo" not in hub.calls and "create_commit" not in hub.calls
     want: Counter = Counter()
     for p in (push_local / "data").rglob("*.parquet"):
@@ -372,7 +380,7 @@ def test_file_url_push_then_stock_load_dataset(push_local, tmp_path):
     assert pruned.plan.delete == [gone] and not pruned.plan.upload
     assert _local_shards(target) == _local_shards(push_local)
     shards, _ = scan_repo(str(target))
-    assert (target / "README.md").read_text() == render_card(shards, sample=True, repo_id=url)
+    assert (target / "README.md").read_text() == render_card(shards, sample=True, repo_id=url, assets=ASSET_PATHS)
 
 
 def test_fsspec_resume_rehashes_equal_size_files_without_manifest(push_local, tmp_path):
@@ -403,7 +411,7 @@ def test_object_store_url_push(push_local):
         for rel, data in _local_shards(push_local).items():
             assert fs.cat_file(f"/fusionrs-push-test/{rel}") == data
         manifest = json.loads(fs.cat_file("/fusionrs-push-test/.fusionrs-push.json"))["files"]
-        assert len(manifest) == 27
+        assert len(manifest) == 27 + len(ASSET_PATHS)
         assert not [p for p in fs.find("/fusionrs-push-test") if p.endswith(".fusionrs-tmp")]
         again = push_repo(push_local, url, skip_check=True)
         assert again.plan.empty and len(again.plan.unchanged) == 27

@@ -109,15 +109,17 @@ def evaluate_model(model, repo: str | os.PathLike, *, config: str = "default", s
                    protocol: str = "auto", ties: str = "pessimistic", text_field: str = "caption",
                    zero_shot: bool = True, batch_size: int = DEFAULT_BATCH_SIZE, num_workers: int = 0,
                    precision: str = "auto", limit: int | None = None, revision: str | None = None,
-                   progress: bool = False, rows: EvalRows | None = None) -> EvalResult:
+                   progress: bool = False, rows: EvalRows | None = None,
+                   storage_options: dict | None = None) -> EvalResult:
     """Embed ``config``/``split`` with an in-memory CLIP adapter (:class:`fusionrs_hf.train.clip.ClipAdapter`)
     and score it: what ``train_clip`` calls for every evaluation. No cache (the weights change)."""
-    rows = rows if rows is not None else read_eval_rows(repo, config, split, revision=revision)
+    rows = rows if rows is not None else read_eval_rows(repo, config, split, revision=revision,
+                                                        storage_options=storage_options)
     check_ties(ties)
     classes = select(rows, protocol, text_field).split_classes if zero_shot else None
     emb = embed_model(model, repo, config, split, text_field=text_field, classes=classes, batch_size=batch_size,
                       num_workers=num_workers, precision=precision, limit=limit, revision=revision,
-                      progress=progress)
+                      progress=progress, storage_options=storage_options)
     return evaluate_embeddings(emb, rows, protocol=protocol, ties=ties, text_field=text_field, zero_shot=zero_shot,
                                limited=limit is not None, source={"model": type(model).__name__, **emb.meta})
 
@@ -128,17 +130,19 @@ def evaluate(repo: str | os.PathLike, *, model: str | None = None, embeddings: s
              num_workers: int = 0, precision: str = "auto", device: str | None = None,
              cache_dir: str | os.PathLike | None | bool = None, limit: int | None = None,
              revision: str | None = None, pretrained: str | None = None, progress: bool = False,
-             save_embeddings: str | os.PathLike | None = None, classes: Sequence[str] | None = None) -> EvalResult:
+             save_embeddings: str | os.PathLike | None = None, classes: Sequence[str] | None = None,
+             storage_options: dict | None = None) -> EvalResult:
     """Evaluate a model (a name or folder, see :mod:`.embed`) or precomputed ``embeddings`` on a split.
 
     Exactly one of ``model`` and ``embeddings``. ``cache_dir``: None for the default cache, False to
     embed afresh and write nothing. ``save_embeddings``: also write the vectors as an ``.npz`` (the
     authors' format). ``classes``: the zero-shot label set (default: every class name in the split).
+    ``storage_options``: for the repo's store (:mod:`fusionrs_hf.storage`).
     """
     if (model is None) == (embeddings is None):
         raise ProtocolError("give exactly one of a model and an embeddings file")
     check_ties(ties)
-    rows = read_eval_rows(repo, config, split, revision=revision)
+    rows = read_eval_rows(repo, config, split, revision=revision, storage_options=storage_options)
     sel = select(rows, protocol, text_field)  # a protocol that cannot apply fails before any embedding
     if embeddings is not None:
         emb = embeddings if isinstance(embeddings, Embeddings) else load_embeddings(embeddings)
@@ -148,7 +152,7 @@ def evaluate(repo: str | os.PathLike, *, model: str | None = None, embeddings: s
         emb = cached_model_embeddings(model, repo, config, split, text_field=text_field, classes=wanted,
                                       batch_size=batch_size, num_workers=num_workers, precision=precision,
                                       device=device, limit=limit, revision=revision, pretrained=pretrained,
-                                      cache_dir=cache_dir, progress=progress)
+                                      cache_dir=cache_dir, progress=progress, storage_options=storage_options)
         source = {"model": str(model), **{k: v for k, v in emb.meta.items() if k != "model"}}
     if save_embeddings is not None:
         emb.save(save_embeddings)

@@ -62,6 +62,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--revision", default=None, help="Hub revision of the repo")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    from ..storage import add_storage_option_argument
+
+    add_storage_option_argument(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -73,6 +76,12 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.limit is not None and args.limit < 1:
         raise CliError(f"--limit must be >= 1, got {args.limit}")
+    from ..storage import parse_storage_options
+
+    try:
+        options = parse_storage_options(args.storage_options)
+    except ValueError as e:
+        raise CliError(str(e)) from None
     try:
         res = evaluate(args.repo, model=args.model, embeddings=args.embeddings, config=args.config, split=args.split,
                        protocol=args.protocol, ties=args.ties, text_field=args.text_field,
@@ -80,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
                        precision=args.precision, device=args.device,
                        cache_dir=False if args.no_cache else args.cache_dir, limit=args.limit,
                        revision=args.revision, pretrained=args.pretrained,
-                       progress=not args.quiet and sys.stderr.isatty(), save_embeddings=args.save_embeddings)
+                       progress=not args.quiet and sys.stderr.isatty(), save_embeddings=args.save_embeddings,
+                       storage_options=options)
     except (ProtocolError, MissingSplitError) as e:
         raise CliError(str(e)) from None
     if args.json:

@@ -172,7 +172,7 @@ def autocast_dtype(precision: str, device_type: str):
 def embed_model(model, repo: str | os.PathLike, config: str, split: str, *, text_field: str = "caption",
                 classes: Sequence[str] | None = None, batch_size: int = DEFAULT_BATCH_SIZE, num_workers: int = 0,
                 precision: str = "auto", limit: int | None = None, revision: str | None = None,
-                progress: bool = False) -> Embeddings:
+                progress: bool = False, storage_options: dict | None = None) -> Embeddings:
     """Embed every row of ``config``/``split`` that has ``text_field`` (the first ``limit`` of them).
 
     ``classes``: also embed the zero-shot prompts of these class names (both modalities' templates).
@@ -186,7 +186,7 @@ def embed_model(model, repo: str | os.PathLike, config: str, split: str, *, text
     amp = autocast_dtype(precision, device.type)
     loader = make_dataloader(repo, config=config, split=split, batch_size=batch_size, num_workers=num_workers,
                              image_size=model.image_size, mean=tuple(model.mean), std=tuple(model.std),
-                             revision=revision)
+                             revision=revision, storage_options=storage_options)
     was_training = model.training
     model.eval()
     rgb, ir, text, ids = [], [], [], []
@@ -272,14 +272,15 @@ def model_fingerprint(spec: str, pretrained: str | None = None) -> dict:
     return {"name": spec, "pretrained": pretrained}
 
 
-def data_fingerprint(repo: str | os.PathLike, config: str, split: str, revision: str | None = None) -> dict:
+def data_fingerprint(repo: str | os.PathLike, config: str, split: str, revision: str | None = None,
+                     storage_options: dict | None = None) -> dict:
     """The shards of ``config``/``split`` with their sizes and modification facts."""
     from ..splits import repo_splits
     from ..torch import resolve_repo
 
-    fs, root = resolve_repo(repo, revision)
+    fs, root = resolve_repo(repo, revision, storage_options)
     shards = []
-    for rel in repo_splits(repo, revision=revision).files(config, split):
+    for rel in repo_splits(repo, revision=revision, storage_options=storage_options).files(config, split):
         info = fs.info(f"{root}/{rel}")
         keep = {k: info[k] for k in ("size", "mtime", "last_modified", "etag", "blob_id", "sha256") if k in info}
         shards.append([rel, json.dumps(keep, sort_keys=True, default=str)])
@@ -296,7 +297,7 @@ def cached_model_embeddings(spec: str, repo: str | os.PathLike, config: str, spl
                             batch_size: int = DEFAULT_BATCH_SIZE, num_workers: int = 0, precision: str = "auto",
                             device: str | None = None, limit: int | None = None, revision: str | None = None,
                             pretrained: str | None = None, cache_dir: str | os.PathLike | None | bool = None,
-                            progress: bool = False) -> Embeddings:
+                            progress: bool = False, storage_options: dict | None = None) -> Embeddings:
     """:func:`embed_model` for a model named by ``spec``, through the cache.
 
     ``cache_dir``: None for :func:`default_cache_dir`, False for no cache. On a hit the model is
@@ -308,7 +309,8 @@ def cached_model_embeddings(spec: str, repo: str | os.PathLike, config: str, spl
     autocast_dtype(precision, dev.type)  # a bad name fails before anything is read
     path = None
     if cache_dir is not False:
-        key = cache_key(model=model_fingerprint(spec, pretrained), data=data_fingerprint(repo, config, split, revision),
+        key = cache_key(model=model_fingerprint(spec, pretrained),
+                        data=data_fingerprint(repo, config, split, revision, storage_options),
                         config=config, split=split, text_field=text_field, classes=sorted(classes or []),
                         batch_size=batch_size, precision=precision, device=dev.type, limit=limit)
         path = Path(cache_dir or default_cache_dir()) / f"{key}.npz"
@@ -319,7 +321,7 @@ def cached_model_embeddings(spec: str, repo: str | os.PathLike, config: str, spl
     model = load_model(spec, pretrained=pretrained).to(dev)
     emb = embed_model(model, repo, config, split, text_field=text_field, classes=classes, batch_size=batch_size,
                       num_workers=num_workers, precision=precision, limit=limit, revision=revision,
-                      progress=progress)
+                      progress=progress, storage_options=storage_options)
     emb.meta["model"] = spec
     if path is not None:
         emb.save(path, normalise=False)

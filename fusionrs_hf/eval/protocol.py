@@ -117,7 +117,7 @@ class EvalRows:
 
 
 def read_eval_rows(repo: str | os.PathLike, config: str = "default", split: str = "test", *,
-                   revision: str | None = None) -> EvalRows:
+                   revision: str | None = None, storage_options: dict | None = None) -> EvalRows:
     """The protocol's columns of ``config``/``split`` (local folder, fsspec URL or Hub id).
 
     A missing split is :class:`fusionrs_hf.splits.MissingSplitError` (naming the splits there are);
@@ -128,9 +128,9 @@ def read_eval_rows(repo: str | os.PathLike, config: str = "default", split: str 
     from ..splits import repo_splits
     from ..torch import resolve_repo
 
-    listing = repo_splits(repo, revision=revision)
+    listing = repo_splits(repo, revision=revision, storage_options=storage_options)
     listing.require(config, split, who="fusionrs eval")
-    fs, root = resolve_repo(repo, revision)
+    fs, root = resolve_repo(repo, revision, storage_options)
     cols: dict[str, list] = {name: [] for name in ROW_COLUMNS}
     for rel in listing.files(config, split):
         with fs.open(f"{root}/{rel}", "rb") as f:

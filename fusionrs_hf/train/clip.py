@@ -340,6 +340,10 @@ def tiny_clip(texts: Iterable[str], *, image_size: int = 64, patch_size: int = 8
     so nothing is downloaded. The text tower pools at the tokenizer's EOS id; that id is set in
     the config so the modern (non-argmax) pooling path is used.
     """
+    from ..storage import require
+
+    require("transformers", extra="train", what="--model tiny (a small transformers CLIPModel)")
+    require("tokenizers", extra="train", what="--model tiny (its BPE tokenizer)")
     from transformers import CLIPConfig, CLIPModel
 
     from .tokenizer import train_bpe_tokenizer
@@ -361,11 +365,19 @@ def tiny_clip(texts: Iterable[str], *, image_size: int = 64, patch_size: int = 8
 
 
 def hf_clip(name_or_path: str) -> HFClip:
-    """A ``transformers`` CLIP checkpoint (Hub id or local folder) with its own tokenizer."""
+    """A ``transformers`` CLIP checkpoint (Hub id or local folder) with its own tokenizer.
+
+    A Hub id is asked for once first (:func:`fusionrs_hf.storage.check_model`): a typo or an unreachable
+    Hub fails in seconds, and a cached model loads from the cache when the Hub is unreachable.
+    """
+    from ..storage import check_model, require
+
+    require("transformers", extra="train", what=f"CLIP model {name_or_path!r}")
     from transformers import AutoTokenizer, CLIPModel
 
-    model = CLIPModel.from_pretrained(name_or_path)
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    cached = check_model(name_or_path, what="CLIP model")
+    model = CLIPModel.from_pretrained(name_or_path, local_files_only=cached)
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path, local_files_only=cached)
     mean, std = CLIP_MEAN, CLIP_STD
     meta = Path(name_or_path) / "fusionrs_clip.json"
     if meta.is_file():
@@ -375,7 +387,7 @@ def hf_clip(name_or_path: str) -> HFClip:
         try:
             from transformers import AutoImageProcessor
 
-            proc = AutoImageProcessor.from_pretrained(name_or_path)
+            proc = AutoImageProcessor.from_pretrained(name_or_path, local_files_only=cached)
             mean, std = proc.image_mean, proc.image_std
         except Exception:  # noqa: BLE001 - a checkpoint without a processor keeps CLIP's statistics
             pass
@@ -384,13 +396,19 @@ def hf_clip(name_or_path: str) -> HFClip:
 
 def open_clip_model(name: str, pretrained: str | None = None) -> OpenClip:
     """An ``open_clip`` model by ``create_model`` name; ``pretrained`` is an open_clip tag or file."""
+    from ..storage import MissingExtraError
+
     try:
         import open_clip
-    except Exception as exc:  # ImportError, or torchvision failing to import beside this torch
-        raise ImportError(
-            f"model {name!r} needs open_clip (pip install 'fusionrs-hf[train]'; open_clip needs a torchvision "
-            f"that matches your torch): {exc}"
-        ) from exc
+    except ModuleNotFoundError as exc:
+        raise MissingExtraError(
+            f"model {name!r} needs open_clip, which is not installed: pip install 'fusionrs-hf[clip]' (and a "
+            "torchvision built for your torch, see README: Install)", name="open_clip") from exc
+    except Exception as exc:  # torchvision failing to import beside this torch
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise MissingExtraError(
+            f"model {name!r} needs open_clip, which fails to import ({msg}): install a torchvision built for "
+            "your torch (see README: Install)", name="open_clip") from exc
     model = open_clip.create_model(name, pretrained=pretrained)
     return OpenClip(model, open_clip.get_tokenizer(name), name, pretrained)
 
@@ -435,7 +453,8 @@ def build_model(name: str, *, texts: Iterable[str] | None = None, image_size: in
 
 
 def make_loader(repo: str, config: str, split: str, *, batch_size: int, image_size: int, mean, std,
-                shuffle: bool = False, seed: int = 0, num_workers: int = 0, drop_last: bool = False):
+                shuffle: bool = False, seed: int = 0, num_workers: int = 0, drop_last: bool = False,
+                storage_options: dict | None = None):
     """The streaming dataloader of :mod:`fusionrs_hf.torch`, with the model's pixel statistics."""
     from ..splits import explain_missing
     from ..torch import make_dataloader
@@ -443,19 +462,22 @@ def make_loader(repo: str, config: str, split: str, *, batch_size: int, image_si
     try:
         return make_dataloader(repo, config=config, split=split, batch_size=batch_size, num_workers=num_workers,
                                image_size=image_size, shuffle=shuffle, seed=seed, mean=tuple(mean), std=tuple(std),
-                               drop_last=drop_last)
+                               drop_last=drop_last, storage_options=storage_options)
     except FileNotFoundError as exc:  # say which splits the config does have
-        better = explain_missing(repo, config, split) if isinstance(repo, (str, os.PathLike)) else None
+        better = (explain_missing(repo, config, split, storage_options=storage_options)
+                  if isinstance(repo, (str, os.PathLike)) else None)
         if better is None:
             raise
         raise better from exc
 
 
-def read_captions(repo: str, config: str, split: str = "train", limit: int = 50_000) -> list[str]:
+def read_captions(repo: str, config: str, split: str = "train", limit: int = 50_000,
+                  storage_options: dict | None = None) -> list[str]:
     """Captions and IR-aware captions of a split (no image decode), to train a local tokenizer."""
     from .. import load
 
-    ds = load(config, split=split, streaming=True, repo=repo).select_columns(["caption", "ir_caption"])
+    ds = load(config, split=split, streaming=True, repo=repo, storage_options=storage_options
+              ).select_columns(["caption", "ir_caption"])
     out: list[str] = []
     for row in ds:
         out.extend(t for t in (row["caption"], row["ir_caption"]) if t)

@@ -128,6 +128,10 @@ def tiny_vlm(texts: Iterable[str], *, image_size: int = 32, patch_size: int = 8,
     ``q/k/v/o`` and ``gate/up/down`` projections as Qwen2.5's), the tokenizer a byte-level BPE
     trained on ``texts`` with ChatML markers and ``<image>`` as special tokens.
     """
+    from ..storage import require
+
+    require("transformers", extra="train", what="--model tiny (a small transformers VLM)")
+    require("tokenizers", extra="train", what="--model tiny (its BPE tokenizer)")
     from transformers import (
         CLIPVisionConfig,
         LlamaConfig,
@@ -171,14 +175,19 @@ def load_vlm(model_id: str, *, dtype: torch.dtype | None = None, **processor_kwa
     ``processor_kwargs`` go to ``AutoProcessor.from_pretrained`` (Qwen's ``min_pixels`` /
     ``max_pixels`` bound the number of image tokens, hence memory).
     """
+    from ..storage import check_model, require
+
+    require("transformers", extra="train", what=f"VLM {model_id!r}")
     from transformers import AutoProcessor
 
     try:
         from transformers import AutoModelForImageTextToText as AutoVLM
     except ImportError:  # older transformers
         from transformers import AutoModelForVision2Seq as AutoVLM
-    processor = AutoProcessor.from_pretrained(model_id, **processor_kwargs)
-    model = AutoVLM.from_pretrained(model_id, dtype=dtype) if dtype is not None else AutoVLM.from_pretrained(model_id)
+    cached = check_model(model_id, what="VLM")  # a typo or an unreachable Hub fails in seconds
+    processor = AutoProcessor.from_pretrained(model_id, local_files_only=cached, **processor_kwargs)
+    kw = {"dtype": dtype} if dtype is not None else {}
+    model = AutoVLM.from_pretrained(model_id, local_files_only=cached, **kw)
     return model, processor
 
 
@@ -571,8 +580,10 @@ def train_vlm(cfg: VLMTrainConfig, *, model=None, processor=None) -> dict:
     sample for the setting/task (``default`` rows without an IR-aware caption give no B-iraware
     answer) is reported on stderr and leaves ``eval_samples`` 0, with no eval loss.
     """
-    from transformers import Trainer
+    from ..storage import check_model, require
 
+    for mod, why in (("transformers", "the Hugging Face Trainer"), ("peft", "LoRA"), ("accelerate", "the Trainer")):
+        require(mod, extra="train", what=f"train_vlm ({why})", load=False)  # present? (imported below)
     from ..splits import repo_splits
     from ..torch import _resolve_rank
     from ..vlm_data import needs_ir_caption
@@ -585,8 +596,12 @@ def train_vlm(cfg: VLMTrainConfig, *, model=None, processor=None) -> dict:
             raise PresetError(f"train_vlm: quantization 'nf4' (the release's 4-bit QLoRA base) needs bitsandbytes and "
                               f"a CUDA GPU; missing here: {', '.join(missing)} (pass --quantization none to train an "
                               "unquantized base, which is not the release's setting)")
-    listing = repo_splits(cfg.data)
+    listing = repo_splits(cfg.data)  # an unreachable Hub fails here, in seconds (HubUnreachableError)
     listing.require(cfg.config, "train", who="train_vlm")
+    if model is None and cfg.model != "tiny":
+        check_model(cfg.model, what="VLM")  # a typo or an unreachable Hub: seconds, before the heavy imports
+    from transformers import Trainer
+
     eval_config = None
     if cfg.eval_split:
         eval_config = listing.eval_config(cfg.eval_config or cfg.config, cfg.eval_split,

@@ -1,0 +1,524 @@
+"""Where a FusionRS repo lives: one storage layer for every entry point.
+
+A *location* is a local folder, any fsspec URL (``file://``, ``s3://``, ``gs://``, ``memory://`` ...) or a Hub
+dataset (``owner/name`` or ``hf://datasets/owner/name[@rev]``). :func:`locate` turns what a user typed, plus
+``storage_options`` (fsspec's keyword arguments: ``endpoint_url``, ``key``, ``secret``, ``anon``,
+``client_kwargs``...; for the Hub ``token`` and ``endpoint``), into a :class:`Location`, and every public entry
+point takes both: :func:`fusionrs_hf.load`, :func:`fusionrs_hf.torch.make_dataloader` /
+``FusionRSIterable``, :func:`fusionrs_hf.check.check_repo`, :func:`fusionrs_hf.push.push_repo`, ``fusionrs
+eval``; on the command line ``--storage-option KEY=VALUE`` (repeated; see :func:`parse_storage_options`).
+
+Rules the layer keeps:
+
+- Filesystems are opened where they are used: :meth:`Location.fs` opens one per process (and re-opens it in
+  a forked child), and a pickled :class:`Location` carries only the URL and options. fsspec's async
+  filesystems (s3fs, gcsfs) are not fork-safe once used, so a DataLoader worker never touches the parent's
+  instance, under fork, spawn or forkserver alike.
+- The call that loads a location with stock ``datasets`` is :meth:`Location.load_call`: the repo id or folder
+  for the Hub and local folders, ``load_dataset("parquet", data_files=..., storage_options=...)`` for other
+  stores (stock ``datasets`` cannot resolve a repo folder on them). :meth:`Location.load_snippet` writes it as
+  code for the card; credentials are never written there.
+- The Hub is asked once, quickly, before anything else (:meth:`Location.ensure_reachable`): with
+  ``HF_HUB_OFFLINE`` set, or an endpoint that does not answer within ``FUSIONRS_HUB_TIMEOUT`` seconds (default
+  5), every entry point raises :class:`HubUnreachableError`, one line naming the repo and the endpoint, instead
+  of retrying for tens of seconds.
+- A missing optional package is one line naming the extra to install (:class:`MissingExtraError`,
+  :func:`require`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote, unquote
+
+__all__ = [
+    "HubUnreachableError", "MissingExtraError", "Location", "locate", "require", "parse_storage_options",
+    "hub_endpoint", "check_hub", "check_model", "RepoNotFoundError", "public_options", "describe", "add_storage_option_argument", "PROTOCOL_EXTRAS",
+    "HUB_TIMEOUT_ENV",
+]
+
+HUB_TIMEOUT_ENV = "FUSIONRS_HUB_TIMEOUT"
+"""Seconds to wait for the Hub's first answer before :class:`HubUnreachableError` (default 5)."""
+_HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_HF_URL_RE = re.compile(r"^hf://(?:(datasets|models|spaces)/)?([^/@]+/[^/@]+)(?:@([^/]+))?(/.*)?$")
+PROTOCOL_EXTRAS: dict[str, tuple[str, str]] = {
+    "s3": ("s3fs", "s3"), "s3a": ("s3fs", "s3"),
+    "gs": ("gcsfs", ""), "gcs": ("gcsfs", ""),
+    "az": ("adlfs", ""), "abfs": ("adlfs", ""), "abfss": ("adlfs", ""),
+}
+"""fsspec protocol -> (package, extra of fusionrs-hf that installs it; "" when none does)."""
+
+
+# ---------------------------------------------------------------------------------------------- errors
+
+
+class HubUnreachableError(ConnectionError):
+    """The Hub cannot be reached for a repo: ``HF_HUB_OFFLINE`` is set, or the endpoint did not answer.
+
+    The one error type every Python entry point raises for it (``load``, ``make_dataloader``,
+    ``check_repo``, ``push_repo``, eval, the trainers); its message is one line naming the repo and the
+    endpoint, and the CLI prints it as such and exits 2. A ``ConnectionError`` (so an ``OSError``).
+    """
+
+    def __init__(self, message: str, *, repo: str = "", endpoint: str = "", offline: bool = False) -> None:
+        super().__init__(message)
+        self.repo, self.endpoint, self.offline = repo, endpoint, offline
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class RepoNotFoundError(FileNotFoundError):
+    """The Hub answered: no such repo or revision (or it is private and no token with access was given)."""
+
+    def __str__(self) -> str:  # OSError's own __str__ would print the args tuple
+        return str(self.args[0]) if self.args else ""
+
+
+class MissingExtraError(ImportError):
+    """An optional package is not installed; the message names the ``pip install`` that brings it."""
+
+
+def require(module: str, *, extra: str | None, what: str, package: str | None = None, load: bool = True):
+    """``import module`` or raise :class:`MissingExtraError`: ``WHAT needs PACKAGE: pip install 'fusionrs-hf[EXTRA]'``.
+
+    ``load=False`` only looks whether it is installed (no import; returns None).
+    """
+    import importlib
+    import importlib.util
+
+    try:
+        if not load:
+            if importlib.util.find_spec(module) is None:
+                raise ModuleNotFoundError(f"No module named {module!r}", name=module)
+            return None
+        return importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name is not None and e.name != module and not module.startswith(e.name + "."):
+            raise  # the package is there but one of its own imports is missing: not ours to explain
+        pkg = package or module.split(".", 1)[0]
+        how = f"pip install 'fusionrs-hf[{extra}]' (or pip install {pkg})" if extra else f"pip install {pkg}"
+        raise MissingExtraError(f"{what} needs the optional package {pkg!r}, which is not installed: {how}",
+                                name=module) from None
+
+
+# ---------------------------------------------------------------------------------------------- options
+
+
+def _value(text: str):
+    """A CLI value: JSON when it parses as JSON (``true``, ``3``, ``{"region_name": "x"}``), else the string."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def parse_storage_options(items: Iterable[str] | None) -> dict[str, Any]:
+    """``["endpoint_url=http://h:9000", "client_kwargs.region_name=eu-west-1", "anon=true"]`` -> a dict.
+
+    A dotted key makes a nested dict; a value that parses as JSON (``true``, ``12``, ``{...}``) is that JSON
+    value, anything else a string. Raises ``ValueError`` for an item without ``=``.
+    """
+    out: dict[str, Any] = {}
+    for item in items or ():
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"--storage-option {item!r}: expected KEY=VALUE (e.g. endpoint_url=http://127.0.0.1:9000)")
+        node = out
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"--storage-option {item!r}: {p!r} is already a value, not a group")
+        node[parts[-1]] = _value(raw)
+    return out
+
+
+def add_storage_option_argument(parser) -> None:
+    """``--storage-option KEY=VALUE`` (repeated) on an argparse parser; read it with :func:`parse_storage_options`."""
+    parser.add_argument(
+        "--storage-option", dest="storage_options", action="append", default=[], metavar="KEY=VALUE",
+        help="fsspec storage option for the repo's store, repeated (e.g. endpoint_url=http://127.0.0.1:9000, "
+             "anon=true, client_kwargs.region_name=eu-west-1; for the Hub: token=..., endpoint=...). Credentials "
+             "may also come from the store's usual environment variables")
+
+
+def _is_secret_key(key: str) -> bool:
+    from .secrets import _SECRET_KEYS
+
+    return bool(_SECRET_KEYS.search(str(key)))
+
+
+def public_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The options that may be written down (a card, a log): every credential-like key left out."""
+    out: dict[str, Any] = {}
+    for k, v in (options or {}).items():
+        if _is_secret_key(k):
+            continue
+        if isinstance(v, Mapping):
+            v = public_options(v)
+            if not v:
+                continue
+        out[k] = v
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- the Hub
+
+
+def hub_endpoint(options: Mapping[str, Any] | None = None) -> str:
+    """The Hub endpoint in force: ``storage_options["endpoint"]``, else ``HF_ENDPOINT``, else huggingface.co."""
+    ep = (options or {}).get("endpoint")
+    if ep:
+        return str(ep).rstrip("/")
+    from huggingface_hub import constants
+
+    return constants.ENDPOINT.rstrip("/")
+
+
+def _offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.is_offline_mode() if hasattr(constants, "is_offline_mode") else constants.HF_HUB_OFFLINE)
+
+
+def _timeout() -> float:
+    try:
+        return max(0.1, float(os.environ.get(HUB_TIMEOUT_ENV, "5")))
+    except ValueError:
+        return 5.0
+
+
+_REACHED: set[tuple] = set()
+
+
+def check_hub(repo_id: str, *, repo_type: str = "dataset", revision: str | None = None,
+              options: Mapping[str, Any] | None = None, what: str | None = None) -> None:
+    """Ask the Hub once for ``repo_id`` (its info), within ``FUSIONRS_HUB_TIMEOUT`` seconds.
+
+    Raises :class:`HubUnreachableError` when ``HF_HUB_OFFLINE`` is set or the endpoint does not answer (or
+    answers 5xx); ``FileNotFoundError`` (one line) when the repo or revision does not exist or is private
+    without a token. A success is remembered for the process (later calls cost nothing).
+    """
+    import httpx2 as httpx  # what huggingface_hub 2.x speaks HTTP with
+
+    endpoint = hub_endpoint(options)
+    label = what or f"{repo_type} repo {repo_id}" + (f"@{revision}" if revision else "")
+    key = (endpoint, repo_type, repo_id, revision)
+    if key in _REACHED:
+        return
+    if _offline():
+        raise HubUnreachableError(
+            f"{label}: the Hub is offline here (HF_HUB_OFFLINE is set), so {endpoint} was not contacted; unset "
+            "HF_HUB_OFFLINE, or use a local copy of the repo", repo=repo_id, endpoint=endpoint, offline=True)
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    token = (options or {}).get("token")
+    api = HfApi(endpoint=endpoint, token=token if token is not None else None)
+    t = _timeout()
+    try:
+        api.repo_info(repo_id, repo_type=repo_type, revision=revision, timeout=httpx.Timeout(t, connect=min(t, 3.0)))
+    except RevisionNotFoundError:
+        raise RepoNotFoundError(f"{label}: no revision {revision!r} on {endpoint}") from None
+    except GatedRepoError:
+        raise PermissionError(f"{label}: gated on {endpoint}; accept its terms on the Hub and log in") from None
+    except RepositoryNotFoundError as e:
+        status = getattr(getattr(e, "response", None), "status_code", None)
+        raise RepoNotFoundError(f"{label}: not found on {endpoint} (HTTP {status}; or private, and no token with "
+                                "access was given: set HF_TOKEN or run `hf auth login`)") from None
+    except HfHubHTTPError as e:
+        status = getattr(getattr(e, "response", None), "status_code", None)
+        if status is not None and status >= 500:
+            raise HubUnreachableError(f"{label}: {endpoint} answered HTTP {status}; try again later",
+                                      repo=repo_id, endpoint=endpoint) from None
+        if status == 404:
+            raise RepoNotFoundError(f"{label}: not found on {endpoint} (HTTP 404)") from None
+        raise
+    except (httpx.TransportError, OSError) as e:
+        from .secrets import scrub
+
+        why = type(e).__name__ + (f": {e}" if str(e) else "")
+        raise HubUnreachableError(
+            scrub(f"{label}: cannot reach the Hub at {endpoint} within {t:g} s ({why.splitlines()[0]}); check "
+                  f"the network or HF_ENDPOINT, set {HUB_TIMEOUT_ENV} to wait longer, or use a local copy"),
+            repo=repo_id, endpoint=endpoint) from None
+    _REACHED.add(key)
+
+
+def check_model(model_id: str, *, what: str = "model") -> bool:
+    """Before ``from_pretrained(model_id)``: True when it must load from the local cache only.
+
+    A local folder: False, nothing asked. Otherwise the Hub is asked once (:func:`check_hub`, seconds at
+    most): an unknown id is :class:`RepoNotFoundError` (a typo fails at once instead of after retries); an
+    unreachable or offline Hub is :class:`HubUnreachableError`, unless the model is in the local cache, in
+    which case True (load with ``local_files_only=True``).
+    """
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    if os.path.isdir(model_id):
+        return False
+    try:
+        validate_repo_id(model_id)
+    except HFValidationError:
+        raise RepoNotFoundError(f"{what} {model_id!r} is neither a local folder nor a Hub model id (owner/name)"
+                                ) from None
+    try:
+        check_hub(model_id, repo_type="model", what=f"{what} {model_id}")
+        return False
+    except HubUnreachableError:
+        if _cached_model(model_id):
+            return True
+        raise
+
+
+def _cached_model(model_id: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        got = try_to_load_from_cache(model_id, "config.json")
+        return isinstance(got, str)
+    except Exception:  # noqa: BLE001 - no cache: not cached
+        return False
+
+
+# ---------------------------------------------------------------------------------------------- locations
+
+
+@dataclass(eq=False)
+class Location:
+    """A repo's place: ``kind`` is ``"local"``, ``"hub"`` or ``"fsspec"``.
+
+    ``url`` is what to show and to write into a card (local: the absolute folder; Hub: ``hf://datasets/id``
+    [``@rev``]; fsspec: the URL, credentials removed), ``root`` the repo root on :meth:`fs`.
+    """
+
+    kind: str
+    url: str
+    root: str
+    protocol: str
+    storage_options: dict = field(default_factory=dict)
+    repo_id: str | None = None
+    revision: str | None = None
+    _fs: Any = field(default=None, repr=False)
+    _pid: int | None = field(default=None, repr=False)
+
+    # -- the filesystem, one per process ------------------------------------------------------
+
+    def fs(self):
+        """This process's fsspec filesystem for the location (opened on first use, again after a fork)."""
+        if self._fs is None or self._pid != os.getpid():
+            self._fs = _open_fs(self.protocol, self.storage_options)
+            self._pid = os.getpid()
+        return self._fs
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_fs"] = state["_pid"] = None  # a copy in another process opens its own
+        return state
+
+    @property
+    def label(self) -> str:
+        from .secrets import scrub
+
+        return scrub(self.url)
+
+    @property
+    def is_local(self) -> bool:
+        return self.kind == "local"
+
+    def ensure_reachable(self) -> None:
+        """For a Hub location: :func:`check_hub` (fast failure when offline or unreachable); else nothing."""
+        if self.kind == "hub" and self.repo_id:
+            check_hub(self.repo_id, revision=self.revision, options=self.storage_options)
+
+    # -- loading with stock datasets ----------------------------------------------------------
+
+    def load_call(self, config: str, split: str | None = None, files: Iterable[str] | None = None,
+                  lay=None) -> tuple[tuple, dict]:
+        """``(args, kwargs)`` for ``datasets.load_dataset`` that load ``config`` from here.
+
+        Hub and local folders: the repo itself (its card's ``configs``). Other stores: the ``parquet``
+        builder with the config's ``data_files`` as URLs on the store and the ``storage_options``; ``files``
+        (repo-relative shard paths) defaults to a listing of the store.
+        """
+        if self.kind == "hub":
+            kw: dict = {}
+            if self.revision:
+                kw["revision"] = self.revision
+            if self.storage_options.get("token") is not None:
+                kw["token"] = self.storage_options["token"]
+            return (self.repo_id, config), kw
+        if self.kind == "local":
+            return (self.root, config), {}
+        data_files = self.data_files(config, files, lay)
+        if split is not None and split not in data_files:
+            from .splits import MissingSplitError
+
+            raise MissingSplitError(f"config {config!r} has no {split!r} split in {self.label} (its splits: "
+                                    f"{', '.join(data_files) or 'none'})", repo=self.label, config=config,
+                                    split=split, available=tuple(data_files))
+        kw = {"data_files": data_files}
+        if self.storage_options:
+            kw["storage_options"] = dict(self.storage_options)
+        return ("parquet",), kw
+
+    def data_files(self, config: str, files: Iterable[str] | None = None, lay=None) -> dict[str, list[str]]:
+        """``{split: [URL glob, ...]}`` of a config on this store (only patterns that match shards)."""
+        from .layout import DEFAULT_LAYOUT, layout_for
+
+        if lay is None:  # with the files given, nothing on the store is read
+            lay = layout_for(self.fs(), self.root) if files is None else DEFAULT_LAYOUT
+        if files is None:
+            shards, _ = lay.list_shards(self.fs(), self.root)
+            files = [s.path for s in shards]
+        base = self.url.rstrip("/")
+        return {sp: [f"{base}/{p}" for p in pats] for sp, pats in lay.data_files(config, list(files)).items()}
+
+    def load_snippet(self, config: str = "iraware", split: str = "train", *, files: Iterable[str] | None = None,
+                     lay=None) -> str:
+        """Python code (for the card) that loads ``config``/``split`` from here with stock ``datasets``."""
+        head = "from datasets import load_dataset\n"
+        if self.kind in ("hub", "local"):
+            target = self.repo_id if self.kind == "hub" else self.root
+            rev = f", revision={self.revision!r}" if self.kind == "hub" and self.revision else ""
+            return head + f"ds = load_dataset({_q(target)}, {_q(config)}, split={_q(split)}, streaming=True{rev})\n"
+        df = self.data_files(config, files, lay)
+        df = {split: df[split]} if split in df else df
+        lines = [head, "ds = load_dataset(\n", '    "parquet",\n',
+                 f"    data_files={_py(df)},\n", f"    split={_q(split)},\n", "    streaming=True,\n"]
+        opts = public_options(self.storage_options)
+        if opts:
+            lines.append(f"    storage_options={_py(opts)},\n")
+        lines.append(")\n")
+        if opts != dict(self.storage_options):
+            lines.insert(1, "# credentials: from the store's environment variables or config files "
+                            "(e.g. AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY), or add them to storage_options\n")
+        elif self.protocol in PROTOCOL_EXTRAS:
+            lines.insert(1, "# credentials come from the store's environment variables or config files "
+                            "(e.g. AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)\n")
+        return "".join(lines)
+
+    def to_card(self) -> dict:
+        """What a card records about where its repo lives (no credentials)."""
+        out: dict = {"kind": self.kind, "url": self.label}
+        opts = public_options(self.storage_options)
+        if opts:
+            out["storage_options"] = opts
+        return out
+
+
+def _q(text: str) -> str:
+    return json.dumps(text)
+
+
+def _py(obj) -> str:
+    """A dict/list of str/num/bool as Python source (JSON with Python's True/False/None)."""
+    text = json.dumps(obj)
+    return re.sub(r'("(?:[^"\\]|\\.)*")|\btrue\b|\bfalse\b|\bnull\b',
+                  lambda m: m[1] or {"true": "True", "false": "False", "null": "None"}[m[0]], text)
+
+
+def _open_fs(protocol: str, options: Mapping[str, Any]):
+    import fsspec
+
+    if protocol in PROTOCOL_EXTRAS:
+        pkg, extra = PROTOCOL_EXTRAS[protocol]
+        require(pkg, extra=extra or None, what=f"reading {protocol}:// URLs")
+    try:
+        return fsspec.filesystem(protocol, **dict(options))
+    except ImportError as e:  # fsspec's own "Install s3fs to access S3" and friends
+        raise MissingExtraError(f"{protocol}:// URLs need an fsspec implementation that is not installed: {e}") from None
+
+
+def locate(repo_or_path, revision: str | None = None, storage_options: Mapping[str, Any] | None = None) -> Location:
+    """The :class:`Location` of a local folder, an fsspec URL or a Hub dataset id (see the module docstring)."""
+    if isinstance(repo_or_path, Location):
+        return repo_or_path
+    from .secrets import register_options, register_url
+
+    opts = dict(storage_options or {})
+    register_options(opts)
+    text = os.fspath(repo_or_path)
+    register_url(text)
+    explicit_local = text.startswith("file://")
+    if explicit_local:
+        text = text[len("file://"):]
+        if not text.startswith("/"):
+            raise ValueError(f"file:// URLs need an absolute path (file:///abs/path), got {repo_or_path!r}")
+    if "://" not in text and (explicit_local or os.path.isdir(text) or os.path.exists(text)):
+        if revision:
+            raise ValueError(f"revision applies to Hub repos; {text!r} is a local path")
+        root = os.path.abspath(text)
+        return Location("local", root, root, "file", {})
+    m = _HF_URL_RE.match(text)
+    if m:
+        kind = m[1] or "datasets"
+        if kind != "datasets":
+            raise ValueError(f"{text}: only dataset repos hold FusionRS data (hf://datasets/OWNER/NAME)")
+        rev_in_url = unquote(m[3]) if m[3] else None
+        if rev_in_url and revision and rev_in_url != revision:
+            raise ValueError(f"{text}: revision @{rev_in_url} conflicts with revision={revision!r}")
+        return _hub(m[2], revision or rev_in_url, opts, sub=(m[4] or "").strip("/"))
+    if "://" in text:
+        if revision:
+            raise ValueError(f"revision applies to Hub repos, not to {text!r}")
+        protocol = text.split("://", 1)[0]
+        if protocol in PROTOCOL_EXTRAS:
+            pkg, extra = PROTOCOL_EXTRAS[protocol]
+            require(pkg, extra=extra or None, what=f"reading {protocol}:// URLs")
+        import fsspec
+
+        try:
+            cls = fsspec.get_filesystem_class(protocol)
+        except (ImportError, ValueError) as e:
+            raise MissingExtraError(f"{protocol}:// URLs need an fsspec implementation: {e}") from None
+        root = cls._strip_protocol(text)
+        root = root.rstrip("/") if isinstance(root, str) else root
+        if protocol in ("file", "local"):
+            return Location("local", root, root, "file", {})
+        return Location("fsspec", text.rstrip("/"), root, protocol, opts)
+    if _HUB_ID_RE.match(text) and ".." not in text:
+        return _hub(text, revision, opts)
+    raise ValueError(f"{text!r} is neither a local folder, an fsspec URL nor a Hub dataset id (owner/name)")
+
+
+def describe(target: str, storage_options: Mapping[str, Any] | None = None, revision: str | None = None) -> Location:
+    """A :class:`Location` for a card, from a repo id, URL or path, without touching any store.
+
+    Like :func:`locate`, except that a local path need not exist yet and no filesystem class is loaded.
+    """
+    text = os.fspath(target)
+    opts = dict(storage_options or {})
+    m = _HF_URL_RE.match(text)
+    if m:
+        return _hub(m[2], revision or (unquote(m[3]) if m[3] else None), opts)
+    if text.startswith("file://"):
+        text = text[len("file://"):]
+    elif "://" in text:
+        protocol, rest = text.split("://", 1)
+        return Location("fsspec", text.rstrip("/"), rest.rstrip("/"), protocol, opts)
+    if _HUB_ID_RE.match(text) and ".." not in text and not os.path.exists(text):
+        return _hub(text, revision, opts)
+    root = os.path.abspath(text)
+    return Location("local", root, root, "file", {})
+
+
+def _hub(repo_id: str, revision: str | None, opts: dict, sub: str = "") -> Location:
+    root = f"datasets/{repo_id}" + (f"@{quote(revision, safe='')}" if revision else "")
+    if sub:
+        root += "/" + sub
+    url = "hf://" + root
+    return Location("hub", url, root, "hf", opts, repo_id, revision)

@@ -1,0 +1,118 @@
+"""Issue 13: the card. Hub metadata (size_categories, source_datasets, license_link), a Load snippet that
+works where the repo lives (run as written), re-rendering that keeps what the card says, and the pictures
+beside it (deterministic, linked, one row per source)."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fusionrs_hf.card import card_says, render_card, scan_repo, size_category, write_card
+from fusionrs_hf.card_assets import ASSET_PATHS, CONTACT_SHEET, COUNTS_FIGURE, ROWS_PER_SOURCE, THUMB
+from fusionrs_hf.cli import main
+from fusionrs_hf.schema import SOURCES
+
+
+@pytest.fixture
+def repo(sample_repo, tmp_path) -> Path:
+    """A copy of the sample, its card re-rendered where it now is."""
+    root = Path(shutil.copytree(sample_repo, tmp_path / "repo"))
+    write_card(root)
+    return root
+
+
+def _yaml(root: Path) -> dict:
+    return yaml.safe_load((root / "README.md").read_text().split("---\n")[1])
+
+
+def _snippet(root: Path) -> str:
+    return re.search(r"```python\n(.*?)```", (root / "README.md").read_text().split("## Load", 1)[1], re.S)[1]
+
+
+def test_hub_metadata(repo):
+    meta = _yaml(repo)
+    assert meta["size_categories"] == ["n<1K"]
+    assert meta["source_datasets"] == [f"extended|{s}" for s in SOURCES]
+    assert meta["license"] == "other" and meta["license_link"] == "README.md#rights"
+    assert "## Rights" in (repo / "README.md").read_text()
+    assert [size_category(n) for n in (0, 999, 1_000, 600_000, 1_200_000)] == \
+        ["n<1K", "n<1K", "1K<n<10K", "100K<n<1M", "1M<n<10M"]
+
+
+def test_local_snippet_works_from_any_folder(repo, tmp_path, monkeypatch):
+    code = _snippet(repo)
+    assert f'load_dataset("{repo}", "iraware"' in code  # the absolute folder, not a relative path
+    monkeypatch.chdir(tmp_path)
+    ns: dict = {}
+    exec(code, ns)  # noqa: S102 - the card's snippet as written
+    assert ns["row"]["ir_caption"] and ns["row"]["rgb"].size[0] > 0
+
+
+def test_rerender_keeps_banner_and_repo_id(repo, tmp_path):
+    write_card(repo, repo_id="me/fusionrs")
+    text = (repo / "README.md").read_text()
+    assert "This repository is a synthetic sample." in text and 'load_dataset("me/fusionrs", "iraware"' in text
+    write_card(repo)  # no options: what the card says stays
+    assert (repo / "README.md").read_text() == text
+    assert main(["card", str(repo)]) == 0
+    assert (repo / "README.md").read_text() == text
+    assert main(["card", str(repo), "--no-sample"]) == 0
+    assert "synthetic sample." not in (repo / "README.md").read_text()
+    assert 'load_dataset("me/fusionrs"' in (repo / "README.md").read_text()
+    # an S3 location with its endpoint (never its credentials), kept on the next re-render too
+    assert main(["card", str(repo), "--repo-id", "s3://bucket/fusionrs", "--storage-option",
+                 "endpoint_url=http://127.0.0.1:9000", "--storage-option", "secret=TOPSECRETVALUE"]) == 0
+    main(["card", str(repo)])
+    text = (repo / "README.md").read_text()
+    assert "TOPSECRETVALUE" not in text and card_says(text)["location"] == {
+        "url": "s3://bucket/fusionrs", "storage_options": {"endpoint_url": "http://127.0.0.1:9000"}}
+    code = _snippet(repo)
+    assert '"parquet"' in code and '"s3://bucket/fusionrs/data/*/train/iraware-*.parquet"' in code
+    compile(code, "<card>", "exec")
+    # a card written before the location was recorded: its snippet's repo is kept
+    old = re.sub(r"<!-- fusionrs:location .*? -->\n", "", text).replace(code, 'from datasets import load_dataset\n'
+                                                                         'ds = load_dataset("me/older", "iraware")\n')
+    (repo / "README.md").write_text(old)
+    write_card(repo)
+    assert 'load_dataset("me/older", "iraware"' in (repo / "README.md").read_text()
+
+
+def test_pictures_are_deterministic_linked_and_show_every_source(repo, tmp_path):
+    from PIL import Image
+
+    text = (repo / "README.md").read_text()
+    assert all(f"]({rel})" in text for rel in ASSET_PATHS)
+    first = {rel: (repo / rel).read_bytes() for rel in ASSET_PATHS}
+    other = Path(shutil.copytree(repo, tmp_path / "elsewhere"))
+    shutil.rmtree(other / "assets")
+    write_card(other)
+    write_card(repo)
+    assert {rel: (other / rel).read_bytes() for rel in ASSET_PATHS} == first  # same repo, same bytes
+    assert {rel: (repo / rel).read_bytes() for rel in ASSET_PATHS} == first  # and again
+    sheet = Image.open(io.BytesIO(first[CONTACT_SHEET]))
+    assert sheet.format == "PNG" and sheet.height >= len(SOURCES) * ROWS_PER_SOURCE * THUMB
+    assert Image.open(io.BytesIO(first[COUNTS_FIGURE])).format == "PNG"
+    # fewer rows: a different counts figure; the card still counts what is there
+    victim = sorted((repo / "data/rsitmd/test").glob("*.parquet"))[0]
+    victim.unlink()
+    write_card(repo)
+    assert (repo / COUNTS_FIGURE).read_bytes() != first[COUNTS_FIGURE]
+    shards, _ = scan_repo(str(repo))
+    assert (repo / "README.md").read_text() == render_card(
+        shards, sample=True, repo_id=str(repo), assets=ASSET_PATHS)
+
+
+def test_card_cli_help_names_the_options():
+    res = subprocess.run([sys.executable, "-m", "fusionrs_hf.cli", "card", "--help"], capture_output=True,
+                         text=True, timeout=60, env={**os.environ})
+    assert res.returncode == 0
+    for word in ("--repo-id", "--sample", "--no-sample", "--storage-option", "assets/", "keep"):
+        assert word in res.stdout, word

@@ -1,0 +1,136 @@
+"""Issue 13: the epoch advances on each new pass unless ``set_epoch`` was called, so frameworks that never call
+it (Lightning) reshuffle every epoch; and a Lightning run resumes mid-epoch from a checkpoint exactly.
+
+The first tests hold the loop contract itself (what any framework relies on); the Lightning tests drive a
+real ``lightning.Trainer`` (CPU, 2 loader workers, torchdata's ``StatefulDataLoader`` for the resume).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from fusionrs_hf.torch import FusionRSIterable, make_dataloader
+
+KW = dict(config="default", split="train", batch_size=4, image_size=8, shuffle=True, seed=3, shuffle_buffer=8)
+
+
+def _ids(loader) -> list[str]:
+    return [s for b in loader for s in b["sample_id"]]
+
+
+@pytest.mark.parametrize("workers,persistent", [(0, False), (2, False), (2, True)])
+def test_each_pass_is_a_new_epoch_unless_set_epoch_says_otherwise(sample_repo, workers, persistent):
+    loader = make_dataloader(sample_repo, num_workers=workers, persistent_workers=persistent, **KW)
+    passes = [_ids(loader) for _ in range(3)]
+    assert len({tuple(p) for p in passes}) == 3 and all(sorted(p) == sorted(passes[0]) for p in passes)
+    assert loader.dataset.epoch == 2
+    ref = make_dataloader(sample_repo, num_workers=workers, **KW)
+    for epoch, got in enumerate(passes):  # pass k is exactly epoch k
+        ref.set_epoch(epoch)
+        assert _ids(ref) == got
+    loader.set_epoch(0)  # an explicit epoch wins, for that pass; the one after it advances from there
+    assert _ids(loader) == passes[0] and _ids(loader) == passes[1]
+    loader.set_epoch(1)
+    loader.set_epoch(1)  # called twice: still epoch 1
+    assert _ids(loader) == passes[1]
+
+
+def test_a_plain_dataset_iterated_in_the_training_process_advances_too(sample_repo):
+    ds = FusionRSIterable(sample_repo, **KW)
+    first, second = ([s for b in ds for s in b["sample_id"]] for _ in range(2))
+    assert first != second and sorted(first) == sorted(second) and ds.epoch == 1
+
+
+def test_resume_keeps_the_saved_epoch_then_advances(sample_repo):
+    import pickle
+
+    kw = {**KW, "num_workers": 2, "stateful": True}
+    ref = make_dataloader(sample_repo, **kw)
+    epochs = [_ids(ref) for _ in range(3)]
+    first = make_dataloader(sample_repo, **kw)
+    _ids(first)  # epoch 0
+    it = iter(first)  # epoch 1, broken off after 3 batches
+    seen = [s for _ in range(3) for s in next(it)["sample_id"]]
+    state = pickle.loads(pickle.dumps(first.state_dict()))
+    del it, first
+    second = make_dataloader(sample_repo, **kw)
+    second.load_state_dict(state)
+    assert seen + _ids(second) == epochs[1]  # the rest of epoch 1, not a new epoch
+    assert _ids(second) == epochs[2]  # and the next pass is epoch 2
+
+
+try:
+    import lightning
+except ImportError:  # the loop-contract tests above still run
+    lightning = None
+needs_lightning = pytest.mark.skipif(lightning is None, reason="lightning is not installed (the [test] extra)")
+
+
+def _recorder():
+    class Recorder(lightning.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+            self.seen: dict[int, list[str]] = {}
+
+        def training_step(self, batch, batch_idx):
+            self.seen.setdefault(self.current_epoch, []).extend(batch["sample_id"])
+            return (self.w * batch["rgb"].float().mean()).sum() + self.w.pow(2).sum()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    return Recorder()
+
+
+def _trainer(**kw):
+    return lightning.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                             enable_model_summary=False, num_sanity_val_steps=0, **kw)
+
+
+@pytest.fixture(scope="module")
+def three_epochs(sample_repo):
+    """One uninterrupted Lightning run of 3 epochs (2 workers, stateful loader)."""
+    model = _recorder()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _trainer(max_epochs=3, enable_checkpointing=False).fit(
+            model, train_dataloaders=make_dataloader(sample_repo, num_workers=2, stateful=True, **KW))
+    return model.seen
+
+
+@needs_lightning
+def test_lightning_three_epochs_three_orders(three_epochs, sample_repo):
+    assert sorted(three_epochs) == [0, 1, 2]
+    orders = [tuple(three_epochs[e]) for e in range(3)]
+    assert len(set(orders)) == 3 and len({tuple(sorted(o)) for o in orders}) == 1  # same rows, new order
+    ref = make_dataloader(sample_repo, num_workers=2, **KW)
+    for epoch in range(3):  # Lightning's epoch k is the loader's epoch k
+        ref.set_epoch(epoch)
+        assert tuple(_ids(ref)) == orders[epoch]
+
+
+@needs_lightning
+def test_lightning_resumes_mid_epoch_from_a_checkpoint(three_epochs, sample_repo, tmp_path):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    per_epoch = len(make_dataloader(sample_repo, num_workers=2, **KW))
+    stop = per_epoch + 3  # three batches into the second epoch
+    ckpt = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=stop, save_top_k=-1)
+    interrupted = _recorder()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _trainer(max_epochs=3, max_steps=stop, callbacks=[ckpt]).fit(
+            interrupted, train_dataloaders=make_dataloader(sample_repo, num_workers=2, stateful=True, **KW))
+        path = next(tmp_path.glob(f"*step={stop}.ckpt"))
+        resumed = _recorder()
+        _trainer(max_epochs=3, enable_checkpointing=False).fit(
+            resumed, train_dataloaders=make_dataloader(sample_repo, num_workers=2, stateful=True, **KW),
+            ckpt_path=str(path))
+    assert interrupted.seen[0] == three_epochs[0] and len(interrupted.seen[1]) == 3 * KW["batch_size"]
+    assert sorted(resumed.seen) == [1, 2]
+    assert interrupted.seen[1] + resumed.seen[1] == three_epochs[1]  # no duplicate, no gap, the same order
+    assert resumed.seen[2] == three_epochs[2]

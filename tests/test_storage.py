@@ -1,0 +1,206 @@
+"""Issue 13: the one storage layer (locations, storage_options, per-process filesystems, the load call) and
+the installs (extras that never pull a torch; a missing optional package is one line naming its extra)."""
+
+from __future__ import annotations
+
+import pickle
+import re
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from fusionrs_hf.storage import (
+    HubUnreachableError,
+    Location,
+    MissingExtraError,
+    describe,
+    locate,
+    parse_storage_options,
+    public_options,
+    require,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ----------------------------------------------------------------------------------------- locations
+
+
+def test_locate_every_kind(sample_repo, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    local = locate(sample_repo)
+    assert (local.kind, local.root, local.protocol) == ("local", str(sample_repo), "file")
+    assert locate(f"file://{sample_repo}").root == str(sample_repo)
+    assert locate(f"file://{tmp_path}/not-yet").kind == "local"  # an explicit file:// target may not exist yet
+    hub = locate("owner/name", "refs/pr/3", {"token": "hf_x"})
+    assert (hub.kind, hub.repo_id, hub.revision, hub.root) == ("hub", "owner/name", "refs/pr/3",
+                                                               "datasets/owner/name@refs%2Fpr%2F3")
+    assert locate("hf://datasets/owner/name@refs%2Fpr%2F3").revision == "refs/pr/3"
+    mem = locate("memory://bucket/x", storage_options={"skip_instance_cache": True})
+    assert (mem.kind, mem.protocol, mem.storage_options) == ("fsspec", "memory", {"skip_instance_cache": True})
+    for bad in ("not a repo", "a/b/c/d"):
+        with pytest.raises(ValueError, match="neither a local folder"):
+            locate(bad)
+    with pytest.raises(ValueError, match="revision"):
+        locate("memory://bucket/x", "v1")
+    with pytest.raises(ValueError, match="only dataset repos"):
+        locate("hf://models/owner/name")
+
+
+def test_filesystem_is_opened_per_process_and_never_pickled():
+    import os
+
+    loc = locate("memory://bucket/pickled")
+    fs = loc.fs()
+    assert loc.fs() is fs
+    copy = pickle.loads(pickle.dumps(loc))
+    assert copy._fs is None and copy.url == loc.url  # a worker opens its own
+    loc._pid = os.getpid() + 1  # as seen from a forked child: the parent's instance is not reused
+    assert loc._pid != os.getpid() and loc.fs() is not None and loc._pid == os.getpid()
+
+
+def test_storage_options_from_the_command_line():
+    got = parse_storage_options(["endpoint_url=http://127.0.0.1:9000", "anon=true", "client_kwargs.region_name=eu",
+                                 "max_concurrency=4", "key=AKIA=="])
+    assert got == {"endpoint_url": "http://127.0.0.1:9000", "anon": True, "client_kwargs": {"region_name": "eu"},
+                   "max_concurrency": 4, "key": "AKIA=="}
+    for bad in (["novalue"], ["=x"], ["a=1", "a.b=2"]):
+        with pytest.raises(ValueError):
+            parse_storage_options(bad)
+    assert public_options({"endpoint_url": "u", "key": "k", "secret": "s", "client_kwargs": {"aws_session_token": "t"},
+                           "token": "hf_x"}) == {"endpoint_url": "u"}
+
+
+def test_every_entry_point_takes_storage_options_and_the_cli_option():
+    import inspect
+
+    import fusionrs_hf
+    from fusionrs_hf.check import check_repo
+    from fusionrs_hf.cli import build_parser
+    from fusionrs_hf.eval import evaluate
+    from fusionrs_hf.push import push_repo
+    from fusionrs_hf.torch import FusionRSIterable, make_dataloader
+
+    for fn in (fusionrs_hf.load, check_repo, push_repo, evaluate, FusionRSIterable.__init__):
+        assert "storage_options" in inspect.signature(fn).parameters, fn
+    assert "storage_options" in inspect.getsource(make_dataloader)
+    for cmd in ("check", "push", "eval", "card"):
+        args = build_parser(cmd).parse_args([cmd, "x", *(["y"] if cmd == "push" else []),
+                                             *(["--embeddings", "e.npz"] if cmd == "eval" else []),
+                                             "--storage-option", "anon=true", "--storage-option", "a.b=1"])
+        assert parse_storage_options(args.storage_options) == {"anon": True, "a": {"b": 1}}, cmd
+
+
+def test_load_call_is_the_one_that_works_where_the_repo_lives(sample_repo):
+    files = ["data/rs5m/train/iraware-main-00000.parquet", "data/nwpu/test/base-main-00000.parquet"]
+    assert locate(sample_repo).load_call("iraware") == ((str(sample_repo), "iraware"), {})
+    assert locate("o/n", "v2").load_call("nwpu") == (("o/n", "nwpu"), {"revision": "v2"})
+    args, kw = describe("s3://b/x", {"endpoint_url": "http://h", "secret": "S"}).load_call("iraware", files=files)
+    assert args == ("parquet",) and kw["data_files"] == {"train": ["s3://b/x/data/*/train/iraware-*.parquet"]}
+    assert kw["storage_options"] == {"endpoint_url": "http://h", "secret": "S"}  # used, not written down
+    snippet = describe("s3://b/x", {"endpoint_url": "http://h", "secret": "S"}).load_snippet(files=files)
+    assert "S" not in re.findall(r'"([^"]*)"', snippet) and '"endpoint_url": "http://h"' in snippet
+    compile(snippet, "<card>", "exec")
+    assert 'load_dataset("o/n", "iraware", split="train", streaming=True)' in describe("o/n").load_snippet()
+
+
+def test_load_of_an_fsspec_repo_goes_through_the_parquet_builder(sample_repo):
+    """memory:// is as remote as s3:// to `datasets`: a bare URL cannot be opened as a repo folder."""
+    import fsspec
+
+    import fusionrs_hf
+
+    fs = fsspec.filesystem("memory")
+    for p in sorted(sample_repo.rglob("*")):
+        if p.is_file():
+            fs.pipe_file(f"/mem-load/{p.relative_to(sample_repo).as_posix()}", p.read_bytes())
+    try:
+        ds = fusionrs_hf.load("rsicd", split="test", streaming=True, repo="memory://mem-load")
+        assert [r["source"] for r in ds] == ["RSICD"] * 4
+        with pytest.raises(ValueError, match="unknown split"):
+            fusionrs_hf.load("rsicd", split="val", repo="memory://mem-load")
+    finally:
+        fs.rm("/mem-load", recursive=True)
+
+
+def test_hub_unreachable_error_is_one_documented_type():
+    from fusionrs_hf.push import PushError, PushHubUnreachable
+
+    e = PushHubUnreachable("push to o/n: cannot reach", repo="o/n", endpoint="http://h")
+    assert isinstance(e, HubUnreachableError) and isinstance(e, PushError) and isinstance(e, ConnectionError)
+    assert (e.repo, e.endpoint, str(e)) == ("o/n", "http://h", "push to o/n: cannot reach")
+    assert issubclass(HubUnreachableError, OSError)
+
+
+# ----------------------------------------------------------------------------------------- installs
+
+
+def _extras() -> dict[str, list[str]]:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+
+
+def test_no_extra_pulls_a_torch_and_open_clip_is_its_own_extra():
+    """`pip install -e ".[train]"` must keep the installed torch: no extra names torch/torchvision, and
+    open_clip (which pulls the newest torchvision, pinning another torch) lives only in `[clip]`."""
+    def name(req: str) -> str:
+        return re.split(r"[<>=!~\[; ]", req, maxsplit=1)[0].lower().replace("_", "-")
+
+    extras = _extras()
+    for extra, reqs in extras.items():
+        names = {name(r) for r in reqs}
+        assert not names & {"torch", "torchvision", "torchaudio"}, extra
+        if extra != "clip":
+            assert "open-clip-torch" not in names, extra
+    assert {name(r) for r in extras["clip"]} == {"open-clip-torch"}
+    assert {"transformers", "peft", "torchdata"} <= {name(r) for r in extras["train"]}
+    assert {"s3fs", "moto", "lightning"} <= {name(r) for r in extras["test"]}
+    assert {name(r) for r in extras["s3"]} == {"s3fs"}
+
+
+def test_readme_install_says_how_to_get_a_matching_torchvision():
+    text = (ROOT / "README.md").read_text()
+    install = text.split("## Install", 1)[1].split("\n## ", 1)[0]
+    assert "[clip]" in install and "torchvision" in install and "--index-url" in install
+    assert "pip install torch==2.13.0" in install
+
+
+@pytest.mark.parametrize("module,extra,call", [
+    ("torchdata", "train", "stateful"),
+    ("s3fs", "s3", "s3"),
+    ("open_clip", "clip", "open_clip"),
+    ("transformers", "train", "tiny"),
+    ("webdataset", "bench", "bench"),
+])
+def test_a_missing_optional_package_is_one_line_naming_its_extra(module, extra, call, sample_repo, monkeypatch):
+    monkeypatch.setitem(sys.modules, module, None)  # as if not installed: `import module` fails
+    with pytest.raises(MissingExtraError) as exc:
+        if call == "stateful":
+            from fusionrs_hf.torch import make_dataloader
+
+            make_dataloader(sample_repo, config="default", split="test", stateful=True)
+        elif call == "s3":
+            locate("s3://bucket/fusionrs")
+        elif call == "open_clip":
+            from fusionrs_hf.train.clip import build_model
+
+            build_model("ViT-B-32:openai")
+        elif call == "tiny":
+            from fusionrs_hf.train.clip import build_model
+
+            build_model("tiny", texts=["a caption"])
+        else:
+            from fusionrs_hf.bench import loader_wds
+
+            loader_wds([], None)
+    msg = str(exc.value)
+    assert "\n" not in msg and f"fusionrs-hf[{extra}]" in msg, msg
+
+
+def test_require_reports_only_the_missing_package_itself():
+    with pytest.raises(MissingExtraError, match=r"pip install 'fusionrs-hf\[s3\]'"):
+        require("no_such_package_fusionrs", extra="s3", what="x")
+    assert require("json", extra=None, what="x").dumps({}) == "{}"
+    assert require("json", extra=None, what="x", load=False) is None
+    assert isinstance(Location("local", "/x", "/x", "file"), Location)
