@@ -74,3 +74,22 @@ def test_missing_peers_skip_their_rows_with_a_note(tmp_path):
 def test_targets_met_only_for_values_present():
     met = bench.targets_met({"vs_stock": 2.0, "vs_litdata": None, "vs_mosaic": 1.1, "peak_rss_mb": 1600.0})
     assert met == {"vs_stock": True, "vs_mosaic": False, "peak_rss_mb": False}
+
+
+def test_bench_remote_smoke(tmp_path):
+    """--remote with tiny settings: every remote pass reads ours' rows exactly once; the keys are reported."""
+    res, _ = _bench(["--rows", "10", "--no-rss", "--remote", "--latency-ms", "2", "--bandwidth-mbps", "800",
+                     "--plan-shards", "12", "--cache", str(tmp_path / "cache")])
+    for key in ("remote_samples_per_s", "remote_vs_local", "remote_vs_stock", "first_batch_s_remote",
+                "plan_s_remote", "samples_per_s", "vs_stock"):
+        assert isinstance(res[key], float) and res[key] > 0, key
+    r = res["results"]
+    for name in ("remote_ours", "remote_stock"):
+        assert r[name]["rows_total"] == r[name]["unique"] == res["rows"], name
+        assert 0 <= r[name]["max_fingerprint_diff"] <= bench.FINGERPRINT_TOL, name
+        assert r[name]["first_batch_s"] > 0 and r[name]["peak_rss_mb"] > 0, name
+    assert r["remote_ours"]["read_stats"]["row_groups"] >= 1 and r["remote_ours"]["read_stats"]["retries"] == 0
+    assert r["remote_plan"]["shards"] >= 12 and res["remote"]["latency_ms"] == 2
+    assert {"remote_vs_local", "remote_vs_stock", "first_batch_s_remote"} <= set(res["targets_met"])
+    md = bench.render_markdown(res)
+    assert "### Remote" in md and "stock `datasets` streaming, remote" in md and "Plan at" in md

@@ -1,0 +1,219 @@
+"""The DataLoader wrappers: :func:`make_dataloader`, :func:`loader_for`, the loaders' epoch and slot
+handling (:class:`FusionRSDataLoader`, the stateful one), :func:`collate_rows`, :func:`normalize_batch`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch.utils.data import DataLoader
+
+from ..decode import CLIP_MEAN, CLIP_STD, Normalizer
+from ..schema import IMAGE_FIELDS
+from ..storage import require
+from ._common import STATE_FORMAT
+from .dataset import FusionRSIterable
+from .slots import _SlotReceiver
+
+
+def normalize_batch(batch: dict, mean: Sequence[float] = CLIP_MEAN, std: Sequence[float] = CLIP_STD) -> dict:
+    """uint8 ``rgb``/``ir`` of a ``normalize=False`` batch -> float32 ``(x/255 - mean)/std``, on their device.
+
+    Meant for after ``.to("cuda")``: the GPU normalizes in microseconds what costs the loader's
+    workers about a tenth of their time on the CPU. Returns the batch, updated in place.
+    """
+    norm = Normalizer(mean, std)
+    for key in IMAGE_FIELDS:
+        x = batch.get(key)
+        if isinstance(x, torch.Tensor) and x.dtype == torch.uint8:
+            batch[key] = norm.on_device(x)
+    return batch
+
+
+class _LoaderMixin:
+    def __iter__(self):
+        ds = self.dataset
+        if hasattr(ds, "_begin_pass"):
+            ds._begin_pass()  # the epoch advances here (before the workers of this pass read it)
+            ds._pass_begun = not self.num_workers
+        if hasattr(ds, "_refresh_for_pass"):
+            # before the workers of this pass take their copy of the plan
+            if ds._refresh_for_pass():
+                self._fix_len()
+            if not self.num_workers:
+                ds._plan_fresh = True  # the pass runs here: it need not look a second time
+        it = super().__iter__()
+        table = getattr(ds, "_slots", None)
+        if table is None or not getattr(ds, "ring_size", 0):
+            yield from it
+            return
+        # One receiver per loader; it forgets a pass's slots when the pass ends (``end_pass``).
+        receiver = self.__dict__.get("_fusionrs_receiver")
+        if receiver is None:
+            receiver = self.__dict__["_fusionrs_receiver"] = _SlotReceiver(table)
+        try:
+            while True:
+                # Hand slots back before asking for the next batch: receiving it sends its worker the
+                # next request, and a worker that was waiting would otherwise find no free slot yet.
+                receiver.release_unused()
+                try:
+                    batch = next(it)
+                except StopIteration:
+                    return
+                yield receiver.receive(batch)
+                batch = None  # drop our reference, so the slot can be reused once the user drops theirs
+        finally:
+            receiver.end_pass()
+
+    def set_epoch(self, epoch: int) -> None:
+        """Forward to the dataset: call before each epoch for a new shuffle order (and a fresh plan)."""
+        self.dataset.set_epoch(epoch)
+        self._fix_len()
+
+    def _fix_len(self) -> None:
+        """torch remembers the last ``len(loader)`` to warn when a pass yields more; after a re-plan that
+        number is the old plan's."""
+        if getattr(self, "_IterableDataset_len_called", None) is not None:
+            self._IterableDataset_len_called = len(self.dataset)
+
+    @property
+    def skipped(self) -> int:
+        """Rows skipped for unreadable images so far (``on_error="skip"``), all workers."""
+        return self.dataset.skipped
+
+
+class FusionRSDataLoader(_LoaderMixin, DataLoader):
+    """A plain ``DataLoader`` over a :class:`FusionRSIterable` with ``set_epoch`` and ``skipped``."""
+
+
+def _stateful_class():
+    require("torchdata", extra="train", what="make_dataloader(..., stateful=True) (resumable loading)")
+    from torchdata.stateful_dataloader import StatefulDataLoader
+
+    class FusionRSStatefulDataLoader(_LoaderMixin, StatefulDataLoader):
+        """torchdata ``StatefulDataLoader`` (``state_dict``/``load_state_dict``) with ``set_epoch``."""
+
+        def load_state_dict(self, state_dict) -> None:
+            super().load_state_dict(state_dict)
+            # the restored state says the epoch: the next pass resumes it instead of advancing
+            self.dataset._epoch_explicit = True
+            epoch = _state_epoch(state_dict)
+            if epoch is not None:
+                self.dataset._epoch[0] = epoch
+
+    return FusionRSStatefulDataLoader
+
+
+def _state_epoch(state) -> int | None:
+    """The epoch a (loader) state dict records for our dataset, if it can be found."""
+    if isinstance(state, dict):
+        if state.get("format") == STATE_FORMAT and "epoch" in state:
+            return int(state["epoch"])
+        for v in state.values():
+            got = _state_epoch(v)
+            if got is not None:
+                return got
+    elif isinstance(state, list | tuple):
+        for v in state:
+            got = _state_epoch(v)
+            if got is not None:
+                return got
+    return None
+
+
+def _identity(batch):
+    return batch
+
+
+def collate_rows(rows: Sequence[dict]) -> dict:
+    """``collate_fn`` for single rows (``FusionRSIterable(batch_size=None)``) in your own DataLoader.
+
+    Tensors are stacked by torch's ``default_collate`` (into shared memory inside a worker); every
+    other field stays a list. Plain ``default_collate`` cannot take the rows as they are: a row
+    outside the IR-aware subset has ``ir_caption`` None, which it rejects.
+    """
+    from torch.utils.data import default_collate
+
+    if not rows:
+        return {}
+    return {key: default_collate([r[key] for r in rows]) if isinstance(rows[0][key], torch.Tensor)
+            else [r[key] for r in rows] for key in rows[0]}
+
+
+def make_dataloader(
+    repo_or_path,
+    config: str = "iraware",
+    split: str = "train",
+    batch_size: int = 32,
+    num_workers: int = 0,
+    image_size: int = 224,
+    shuffle: bool = False,
+    seed: int = 0,
+    tokenizer: Callable | None = None,
+    on_error: str = "raise",
+    mean: Sequence[float] = CLIP_MEAN,
+    std: Sequence[float] = CLIP_STD,
+    rank: int | None = None,
+    world_size: int | None = None,
+    drop_last: bool = False,
+    shuffle_buffer: int = 1000,
+    stateful: bool = False,
+    **kw,
+) -> DataLoader:
+    """A DataLoader of FusionRS batches: ``{"rgb", "ir", "caption", "ir_caption", "sample_id", "source"}``.
+
+    ``repo_or_path``: a local repo folder, an fsspec URL (``hf://datasets/owner/name``, ``s3://...``),
+    a Hub dataset id, or a ``datasets.IterableDataset`` of FusionRS rows (generic path; ``config``
+    and ``split`` are then ignored). ``rgb``/``ir`` are float32 ``(B, 3, image_size, image_size)``
+    (shorter side resized, centre crop, normalized with ``mean``/``std``); captions are lists of
+    strings, or token ids when ``tokenizer`` (a callable on a list of strings returning a tensor or a
+    dict with ``input_ids``) is given. ``rank``/``world_size`` default to the process group or
+    torchrun's env vars. ``stateful=True`` returns a torchdata ``StatefulDataLoader`` for resume.
+    ``rgb``/``ir`` are stored channels-last (``torch.channels_last``: shape (B, 3, H, W), memory
+    (B, H, W, 3), as FFCV's ``ToTorchImage`` gives); ``channels_last=False`` gives NCHW-contiguous
+    tensors with the same values, for code that calls ``.view`` on them.
+    ``normalize=False`` keeps ``rgb``/``ir`` uint8 (cropped and resized, 4x less memory traffic and
+    host-to-device copy); normalize them on the GPU with :func:`normalize_batch`.
+    ``storage_options``: fsspec options for the repo's store (``endpoint_url``, ``key``, ``secret``, ...;
+    for the Hub ``token``/``endpoint``); the filesystem is opened inside each worker, so every start
+    method (fork, spawn, forkserver: ``multiprocessing_context=``) works with every store.
+    Each new pass over the loader advances the epoch (a new shuffle order) unless ``set_epoch`` was
+    called since the last one, so loops that never call it (Lightning's) still reshuffle.
+    Remote shards (``hf://``, a Hub id, any fsspec URL): ``read_ahead`` (default 2) row groups are
+    fetched in the background by each worker while it decodes the current one (0: read synchronously),
+    in range requests of at most ``request_size`` bytes (default 8 MiB), retried on failure; local
+    shards are memory-mapped and ignore both (see :mod:`fusionrs_hf.torch.reader`).
+    Other keyword arguments: ``revision``, ``decode_backend``, ``normalize``, ``channels_last``
+    (dataset) and ``pin_memory``, ``prefetch_factor``, ``persistent_workers``,
+    ``multiprocessing_context``, ``timeout`` (loader).
+    """
+    ds_keys = {"revision", "decode_backend", "normalize", "channels_last", "storage_options", "read_ahead",
+               "request_size"}
+    ds_kw = {k: kw.pop(k) for k in list(kw) if k in ds_keys}
+    common = dict(batch_size=batch_size, image_size=image_size, shuffle=shuffle, seed=seed,
+                  shuffle_buffer=shuffle_buffer, tokenizer=tokenizer, on_error=on_error, mean=mean, std=std,
+                  rank=rank, world_size=world_size, drop_last=drop_last, **ds_kw)
+    if hasattr(repo_or_path, "set_epoch") and hasattr(repo_or_path, "features"):  # a datasets.IterableDataset
+        dataset = FusionRSIterable(source=repo_or_path, **common)
+    else:
+        dataset = FusionRSIterable(repo_or_path, config, split, **common)
+    return loader_for(dataset, num_workers=num_workers, stateful=stateful, **kw)
+
+
+def loader_for(dataset: FusionRSIterable, *, num_workers: int = 0, stateful: bool = False, **kw) -> DataLoader:
+    """Wrap a :class:`FusionRSIterable` (or subclass) in the right DataLoader (dataset-side batching)."""
+    if num_workers < 0:
+        raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+    dataset.num_workers_hint = num_workers
+    if num_workers and type(dataset)._make_batch is FusionRSIterable._make_batch:
+        # a slot per batch a worker can have in flight (prefetch_factor), the one the user is
+        # working on, and one for a user who keeps the previous batch a little longer
+        dataset.ring_size = (kw.get("prefetch_factor") or 2) + 2
+        dataset.send_slots_once = not kw.get("pin_memory", False)
+    cls = _stateful_class() if stateful else FusionRSDataLoader
+    if num_workers == 0:
+        kw.pop("prefetch_factor", None)
+        kw.pop("persistent_workers", None)
+    else:
+        kw.setdefault("prefetch_factor", 2)
+    return cls(dataset, batch_size=None, num_workers=num_workers, collate_fn=_identity, **kw)

@@ -1,0 +1,166 @@
+"""Where the data is and the work plan: the repo's filesystem, the split's shards and their row groups
+(:class:`Unit`), shard fingerprints (to notice rewrites), and how an epoch's rows are cut into rank and
+worker slices (``_slot_pieces``, ``_buffer_order``, ``_resolve_rank``). See :mod:`fusionrs_hf.torch`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..decode import DecodeError
+from ..layout import SPLITS, layout_for
+from ..storage import locate
+from .reader import FOOTER_THREADS, is_local, read_footers
+
+
+def resolve_repo(repo_or_path: str | os.PathLike, revision: str | None = None,
+                 storage_options: dict | None = None):
+    """(fsspec filesystem, root) for a local folder, an fsspec URL or a Hub dataset id.
+
+    See :mod:`fusionrs_hf.storage`: ``storage_options`` go to the store's filesystem, and a Hub repo is
+    asked once, quickly (:class:`~fusionrs_hf.storage.HubUnreachableError` when offline or unreachable).
+    """
+    loc = locate(repo_or_path, revision, storage_options)
+    loc.ensure_reachable()
+    return loc.fs(), loc.root
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One row group of one shard: the unit of work."""
+
+    shard: str
+    """Repo-relative shard path (as in the card's ``data_files``)."""
+    row_group: int
+    row_offset: int
+    """Index of the row group's first row within the shard (for error messages)."""
+    num_rows: int
+
+
+def split_files(fs, root: str, config: str, split: str) -> list[str]:
+    """The repo-relative shard paths of a config's split, sorted."""
+    lay = layout_for(fs, root)  # the repo's own sources have configs too
+    lay.get_config(config)
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+    shards, _ = lay.list_shards(fs, root)
+    files = lay.config_files(config, split, [s.path for s in shards])
+    if not files:
+        raise FileNotFoundError(f"no shards for config {config!r} split {split!r} under {root}")
+    return files
+
+
+def _fingerprint(info: dict) -> tuple:
+    """What tells a rewritten file from the one planned: size, mtime, ETag, git blob id, LFS SHA-256."""
+    lfs = info.get("lfs")
+    lfs_sha = lfs.get("sha256") if isinstance(lfs, dict) else getattr(lfs, "sha256", None)
+    mtime = info.get("mtime", info.get("LastModified", info.get("last_modified")))
+    return (info.get("size"), str(mtime) if mtime is not None else None, info.get("ino"),
+            info.get("ETag") or info.get("etag"), info.get("blob_id"), lfs_sha)
+
+
+def shard_fingerprints(fs, root: str, files: Sequence[str]) -> dict[str, tuple]:
+    """``{shard: fingerprint}`` from the filesystem's listing info (no file is opened; remote: many at once)."""
+    def one(rel: str) -> tuple:
+        return _fingerprint(fs.info(f"{root}/{rel}"))
+
+    if is_local(fs) or len(files) <= 1:
+        return {rel: one(rel) for rel in files}
+    with ThreadPoolExecutor(min(FOOTER_THREADS, len(files))) as pool:
+        return dict(zip(files, pool.map(one, files), strict=True))
+
+
+def plan_units(fs, root: str, config: str, split: str, files: Sequence[str] | None = None,
+               unreadable: list[tuple[str, str]] | None = None) -> list[Unit]:
+    """The split's row groups, in sorted shard order, from the parquet footers only.
+
+    A shard whose footer cannot be read raises :class:`DecodeError` naming it; with ``unreadable`` (a
+    list) it is appended there as ``(shard, reason)`` instead and contributes no rows. Remote footers are
+    read with one ranged read each, many at once (:func:`~fusionrs_hf.torch.reader.read_footers`).
+    """
+    if files is None:
+        files = split_files(fs, root, config, split)
+    return plan_shards(fs, root, files, unreadable)[0]
+
+
+def plan_shards(fs, root: str, files: Sequence[str], unreadable: list[tuple[str, str]] | None = None,
+                sizes: dict[str, int] | None = None) -> tuple[list[Unit], dict[str, tuple[int, bytes]]]:
+    """:func:`plan_units` for ``files``, and for remote shards ``{shard: (size, footer bytes)}``, which the
+    workers' readers take instead of asking for the footer again."""
+    got = read_footers(fs, [f"{root}/{rel}" for rel in files],
+                       [(sizes or {}).get(rel) for rel in files])
+    units: list[Unit] = []
+    footers: dict[str, tuple[int, bytes]] = {}
+    for rel, (md, size, raw) in zip(files, got, strict=True):
+        if isinstance(md, Exception):  # truncated footer, not parquet, unreadable: name the shard
+            reason = f"cannot read the parquet footer: {type(md).__name__}: {md}"
+            if unreadable is None:
+                raise DecodeError(f"shard={rel}: {reason}") from None
+            unreadable.append((rel, reason))
+            continue
+        offset = 0
+        for i in range(md.num_row_groups):
+            n = md.row_group(i).num_rows
+            if n:
+                units.append(Unit(rel, i, offset, n))
+            offset += n
+        if raw is not None and size is not None:
+            footers[rel] = (int(size), raw)
+    return units, footers
+
+
+def _slot_pieces(units: Sequence[Unit], order: np.ndarray, start: int, stop: int) -> list[tuple[int, int, int]]:
+    """The (unit index, first row, end row) pieces covering positions [start, stop) of the sequence."""
+    sizes = np.array([units[i].num_rows for i in order], dtype=np.int64)
+    ends = np.cumsum(sizes)
+    pieces = []
+    i = int(np.searchsorted(ends, start, side="right"))
+    pos = start
+    while pos < stop:
+        first = pos - (int(ends[i]) - int(sizes[i]))
+        take = min(int(sizes[i]) - first, stop - pos)
+        pieces.append((int(order[i]), first, first + take))
+        pos += take
+        i += 1
+    return pieces
+
+
+def _buffer_order(n: int, buffer: int, rng: np.random.Generator) -> np.ndarray:
+    """Emission order of a buffer shuffle over positions 0..n-1 (what a streaming shuffle buffer does).
+
+    Computed on integers up front so the order is known before any data is read: rows then only
+    wait in memory until their turn (at most ``buffer`` of them), and a resumed run can skip
+    exactly the rows already emitted.
+    """
+    if buffer <= 1 or n <= 1:
+        return np.arange(n, dtype=np.int64)
+    size = min(buffer, n)
+    buf = list(range(size))
+    out = np.empty(n, dtype=np.int64)
+    picks = rng.integers(0, size, n - size).tolist()
+    k = 0
+    for nxt, j in zip(range(size, n), picks, strict=True):
+        out[k] = buf[j]
+        buf[j] = nxt
+        k += 1
+    out[k:] = rng.permutation(buf)
+    return out
+
+
+def _resolve_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    """Explicit values, else the initialized process group, else torchrun's env vars, else (0, 1)."""
+    if rank is None or world_size is None:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            r, w = torch.distributed.get_rank(), torch.distributed.get_world_size()
+        else:
+            r, w = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+        rank = r if rank is None else rank
+        world_size = w if world_size is None else world_size
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"invalid rank {rank} for world_size {world_size}")
+    return int(rank), int(world_size)

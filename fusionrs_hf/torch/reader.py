@@ -1,0 +1,558 @@
+"""Reading a worker's row groups from remote storage without waiting on the network.
+
+Over a network (``hf://``, a Hub id, ``s3://``, any fsspec URL; not local files, which stay memory-mapped)
+every request costs a round trip. Three things hide it:
+
+* **Footers in one request each, many at once** (:func:`read_footers`): planning reads the last
+  ``FOOTER_TAIL`` bytes of every shard with one ranged read, 64 shards at a time, and parses the footer from
+  those bytes (a footer larger than the tail is read again through a normal open). The footer bytes travel
+  with the plan, so a worker opening a shard asks for nothing but column data.
+* **Bounded read-ahead** (:class:`RowGroupPrefetcher`): while a worker decodes one row group, a small thread
+  pool fetches the byte ranges of the needed column chunks of its next ``read_ahead`` row groups (adjacent
+  chunks merged, cut into ``request_size`` pieces fetched in parallel) into memory; pyarrow then reads the
+  row group from those bytes (:class:`PrefetchedFile`, which asks the filesystem for anything it was not
+  given). At most ``read_ahead`` row groups are fetched or held ahead of the one being decoded, so memory
+  stays flat: ``read_ahead + 1`` row groups' column bytes per worker.
+* **Retries** (:func:`fetch_range`): a range request that fails (5xx, a dropped connection, a short body)
+  is tried ``RETRIES`` times with a short backoff; a permanent failure raises, and the dataset reports it as
+  unreadable rows of that shard (:class:`~fusionrs_hf.decode.DecodeError` naming it, or skipped and counted
+  with ``on_error="skip"``). A row group is only ever delivered whole, so retries cannot duplicate rows.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..decode import DecodeError
+
+if TYPE_CHECKING:
+    from .plan import Unit
+
+FOOTER_TAIL = 64 * 1024
+"""Bytes read from the end of a shard when planning: the footer is parsed from these when it fits."""
+FOOTER_THREADS = 64
+"""Shards whose footers are read at once from remote storage."""
+RETRIES = 3
+"""Attempts per range request."""
+BACKOFF_S = 0.05
+"""Wait before the second attempt; doubled before each later one."""
+DEFAULT_READ_AHEAD = 2
+DEFAULT_REQUEST_SIZE = 8 * 1024 * 1024
+_MERGE_GAP = 256 * 1024
+"""Column chunks closer than this are fetched as one range (the gap is read and dropped)."""
+
+
+def is_local(fs) -> bool:
+    protocol = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    return "file" in protocol or "local" in protocol
+
+
+class RangeSource:
+    """Ranged reads of one remote file, thread-safe: through an unbuffered handle's ``_fetch_range`` where the
+    filesystem's files have one (``hf://``, http, s3), else ``fs.cat_file(path, start, end)``."""
+
+    def __init__(self, fs, path: str, size: int | None = None, stats=None) -> None:
+        self.fs, self.path, self.size, self.stats = fs, path, size, stats
+        self._handle = None
+        self._lock = threading.Lock()
+
+    def _raw(self, start: int, end: int) -> bytes:
+        with self._lock:
+            if self._handle is None:
+                try:
+                    h = self.fs.open(self.path, "rb", cache_type="none")
+                except TypeError:
+                    h = False
+                self._handle = h if h is not False and hasattr(h, "_fetch_range") else False
+                if self.size is None and self._handle:
+                    self.size = getattr(self._handle, "size", None)
+        if self._handle:
+            return self._handle._fetch_range(start, end)
+        return self.fs.cat_file(self.path, start=start, end=end)
+
+    def fetch(self, start: int, end: int) -> bytes:
+        return fetch_range(self._raw, start, end, self.stats)
+
+    def close(self) -> None:
+        h, self._handle = self._handle, None
+        if h:
+            try:
+                h.close()
+            except Exception:  # noqa: BLE001, S110 - closing an unbuffered read handle: nothing to lose
+                pass
+
+
+def fetch_range(raw, start: int, end: int, stats=None, retries: int = RETRIES) -> bytes:
+    """``raw(start, end)`` with retries: a failure or a short answer is tried again after a short backoff."""
+    last: Exception | None = None
+    for attempt in range(retries):
+        if attempt:
+            time.sleep(BACKOFF_S * 2 ** (attempt - 1))
+            if stats is not None:
+                stats.add("retries")
+        try:
+            if stats is not None:
+                stats.add("requests")
+            data = raw(start, end)
+            if len(data) != end - start:
+                raise OSError(f"short read: {len(data)} of {end - start} bytes at {start}")
+            return bytes(data)
+        except FileNotFoundError:
+            raise
+        except Exception as e:  # noqa: BLE001 - 5xx, dropped connection, truncated body: try again
+            last = e
+    raise OSError(f"range {start}-{end} failed {retries} times: {type(last).__name__}: {last}") from last
+
+
+def _parse_footer(tail: bytes):
+    """``(FileMetaData, footer bytes)`` of a parquet file from bytes ending with its footer; None if they do
+    not hold it all."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if len(tail) < 8 or tail[-4:] != b"PAR1":
+        raise OSError("not a parquet file (no PAR1 magic at its end)")
+    n = int.from_bytes(tail[-8:-4], "little")
+    if n + 8 > len(tail):
+        return None
+    raw = tail[-(n + 8):]
+    return pq.ParquetFile(pa.BufferReader(raw)).metadata, raw
+
+
+def footer_bytes(md) -> bytes:
+    """``md`` serialized as a parquet footer (metadata, length, magic), what :func:`parse_footer` reads back."""
+    import pyarrow as pa
+
+    sink = pa.BufferOutputStream()
+    md.write_metadata_file(sink)
+    data = sink.getvalue().to_pybytes()  # "PAR1" + metadata + length + "PAR1"
+    return data[4:]
+
+
+def parse_footer(data: bytes):
+    """The FileMetaData from footer bytes (:func:`read_footers`)."""
+    got = _parse_footer(data)
+    if got is None:
+        raise OSError("incomplete parquet footer")
+    return got[0]
+
+
+def read_footers(fs, paths: Sequence[str], sizes: Sequence[int | None] | None = None, threads: int | None = None):
+    """``[(metadata | exception, size, footer bytes | None)]`` for ``paths``, in order.
+
+    Local files: opened one by one (no latency to hide). Remote: one ranged read of the last
+    :data:`FOOTER_TAIL` bytes per file, :data:`FOOTER_THREADS` files at once; a footer larger than that
+    tail is read through a normal open.
+    """
+    import pyarrow.parquet as pq
+
+    local = is_local(fs)
+    sizes = list(sizes) if sizes is not None else [None] * len(paths)
+
+    def one(i: int):
+        path, size = paths[i], sizes[i]
+        try:
+            if not local:
+                if size is None:
+                    size = fs.info(path)["size"]
+                src = RangeSource(fs, path, size)
+                try:
+                    start = max(0, size - FOOTER_TAIL)
+                    got = _parse_footer(src.fetch(start, size))
+                finally:
+                    src.close()
+                if got is not None:
+                    return got[0], size, got[1]
+            with fs.open(path, "rb") as f:
+                md = pq.ParquetFile(f).metadata
+            return md, size, (None if local else footer_bytes(md))
+        except Exception as e:  # noqa: BLE001 - named by the caller
+            return e, size, None
+
+    n = threads if threads is not None else (1 if local else min(FOOTER_THREADS, max(1, len(paths))))
+    if n <= 1:
+        return [one(i) for i in range(len(paths))]
+    with ThreadPoolExecutor(n) as pool:
+        return list(pool.map(one, range(len(paths))))
+
+
+def column_ranges(md, row_group: int, columns: Sequence[str]) -> list[tuple[int, int]]:
+    """Byte ranges ``[start, end)`` of the column chunks of ``row_group`` that ``columns`` read."""
+    rg = md.row_group(row_group)
+    out = []
+    for i in range(rg.num_columns):
+        c = rg.column(i)
+        path = c.path_in_schema
+        if not any(path == col or path.startswith(col + ".") or col.startswith(path + ".") for col in columns):
+            continue
+        start = c.data_page_offset
+        if c.has_dictionary_page and c.dictionary_page_offset is not None and 0 < c.dictionary_page_offset < start:
+            start = c.dictionary_page_offset
+        out.append((start, start + c.total_compressed_size))
+    return out
+
+
+def plan_requests(ranges: Sequence[tuple[int, int]], request_size: int) -> list[tuple[int, int]]:
+    """Merged spans of ``ranges`` (gaps under 256 KiB bridged), each cut into pieces of at most ``request_size``."""
+    spans: list[list[int]] = []
+    for a, b in sorted(ranges):
+        if spans and a - spans[-1][1] <= _MERGE_GAP:
+            spans[-1][1] = max(spans[-1][1], b)
+        else:
+            spans.append([a, b])
+    out = []
+    for a, b in spans:
+        step = max(1, int(request_size))
+        out.extend((s, min(s + step, b)) for s in range(a, b, step))
+    return out
+
+
+class ReadStats:
+    """Counters of one reader (a worker), optionally mirrored into a shared-memory row (and then counting on
+    from what it holds): range ``requests``, ``retries``, ``row_groups`` taken, ``fallbacks`` (reads pyarrow made
+    outside the prefetched ranges), and the peak ``max_in_flight`` of row groups fetched ahead, not yet taken."""
+
+    FIELDS = ("requests", "retries", "max_in_flight", "row_groups", "fallbacks")
+
+    def __init__(self, shared_row=None) -> None:
+        self.values = dict.fromkeys(self.FIELDS, 0)
+        if shared_row is not None:
+            self.values.update({name: int(shared_row[i]) for i, name in enumerate(self.FIELDS)})
+        self.in_flight = 0
+        self._row = shared_row
+        self._lock = threading.Lock()
+
+    def add(self, name: str, k: int = 1) -> None:
+        with self._lock:
+            self.values[name] += k
+            self._mirror(name)
+
+    def _mirror(self, name: str) -> None:
+        if self._row is not None:
+            self._row[self.FIELDS.index(name)] = self.values[name]
+
+    def flight(self, delta: int) -> None:
+        with self._lock:
+            self.in_flight += delta
+            if self.in_flight > self.values["max_in_flight"]:
+                self.values["max_in_flight"] = self.in_flight
+                self._mirror("max_in_flight")
+
+
+class _Fetched:
+    """The prefetched spans of one row group: ``[(start, bytes)]``."""
+
+    def __init__(self, spans: list[tuple[int, bytes]]) -> None:
+        self.spans = spans
+
+    def get(self, pos: int, n: int) -> bytes | None:
+        for start, data in self.spans:
+            if start <= pos and pos + n <= start + len(data):
+                return data[pos - start: pos - start + n]
+        return None
+
+
+class PrefetchedFile(io.RawIOBase):
+    """A read-only file for pyarrow: reads covered by prefetched spans are served from memory, others go
+    to the filesystem (with retries)."""
+
+    def __init__(self, source: RangeSource, size: int) -> None:
+        super().__init__()
+        self.source, self._size, self._pos = source, int(size), 0
+        self.current: _Fetched | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        self._pos = pos if whence == 0 else (self._pos + pos if whence == 1 else self._size + pos)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def read(self, n: int = -1) -> bytes:
+        pos = self._pos
+        if n is None or n < 0:
+            n = self._size - pos
+        n = max(0, min(n, self._size - pos))
+        if not n:
+            return b""
+        data = self.current.get(pos, n) if self.current is not None else None
+        if data is None:
+            if self.source.stats is not None:
+                self.source.stats.add("fallbacks")
+            data = self.source.fetch(pos, pos + n)
+        self._pos = pos + len(data)
+        return data
+
+    def readall(self) -> bytes:
+        return self.read(-1)
+
+
+class RowGroupPrefetcher:
+    """Bounded read-ahead over one worker's row groups, in the order they will be read.
+
+    ``items``: ``[(key, path, size, metadata, row_group)]``. :meth:`take` ``(i)`` returns item ``i``'s
+    fetched spans (waiting for them, or fetching them now) and starts fetching items ``i+1 .. i+read_ahead``
+    that are not started yet, so the next row groups arrive while item ``i`` is decoded. Items already taken
+    are forgotten: at most ``read_ahead`` row groups are in flight (fetching or fetched, not taken).
+    """
+
+    def __init__(self, fs, items: Sequence[tuple], columns: Sequence[str], read_ahead: int = DEFAULT_READ_AHEAD,
+                 request_size: int = DEFAULT_REQUEST_SIZE, stats: ReadStats | None = None) -> None:
+        self.fs, self.items, self.columns = fs, list(items), list(columns)
+        self.read_ahead, self.request_size = max(0, int(read_ahead)), int(request_size)
+        self.stats = stats or ReadStats()
+        self._sources: dict[str, RangeSource] = {}
+        self._futures: dict[int, Future] = {}
+        self._pool = ThreadPoolExecutor(max(2, min(16, 2 * self.read_ahead + 2)),
+                                        thread_name_prefix="fusionrs-readahead")
+        self._next = 0
+        """The first item not started yet."""
+
+    def source(self, path: str, size: int) -> RangeSource:
+        src = self._sources.get(path)
+        if src is None:
+            src = self._sources[path] = RangeSource(self.fs, path, size, self.stats)
+        return src
+
+    def _fetch(self, i: int, pool: bool) -> _Fetched | Future:
+        _, path, size, md, rg = self.items[i]
+        src = self.source(path, size)
+        reqs = plan_requests(column_ranges(md, rg, self.columns), self.request_size)
+        if not pool:
+            return self._assemble([(a, src.fetch(a, b)) for a, b in reqs])
+        parts = [(a, self._pool.submit(src.fetch, a, b)) for a, b in reqs]
+        out: Future = Future()
+        pending = [len(parts)]
+        lock = threading.Lock()
+
+        def done(_f):
+            with lock:
+                pending[0] -= 1
+                last = pending[0] == 0
+            if last:
+                try:
+                    out.set_result(self._assemble([(a, f.result()) for a, f in parts]))
+                except Exception as e:  # noqa: BLE001 - handed to whoever takes the row group
+                    out.set_exception(e)
+        if not parts:
+            out.set_result(_Fetched([]))
+        for _, f in parts:
+            f.add_done_callback(done)
+        return out
+
+    @staticmethod
+    def _assemble(parts: list[tuple[int, bytes]]) -> _Fetched:
+        spans: list[tuple[int, bytes]] = []
+        for a, data in sorted(parts):
+            if spans and spans[-1][0] + len(spans[-1][1]) == a:
+                spans[-1] = (spans[-1][0], spans[-1][1] + data)
+            else:
+                spans.append((a, data))
+        return _Fetched(spans)
+
+    def _top_up(self, upto: int) -> None:
+        while self._next <= min(upto, len(self.items) - 1):
+            i = self._next
+            self._next += 1
+            self._futures[i] = self._fetch(i, pool=True)
+            self.stats.flight(+1)
+
+    def take(self, i: int) -> _Fetched:
+        fut = self._futures.pop(i, None)
+        if fut is not None:
+            self.stats.flight(-1)
+        elif self._next <= i:
+            self._next = i + 1  # this one is fetched now, here
+        self._top_up(i + self.read_ahead)
+        self.stats.add("row_groups")
+        return fut.result() if fut is not None else self._fetch(i, pool=False)
+
+    def drop(self, i: int) -> None:
+        """Item ``i`` will not be read (its shard could not be opened): forget its fetch."""
+        fut = self._futures.pop(i, None)
+        if fut is not None:
+            fut.cancel()
+            self.stats.flight(-1)
+
+    def close(self) -> None:
+        for f in self._futures.values():
+            f.cancel()
+        self._futures.clear()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        for src in self._sources.values():
+            src.close()
+        self._sources.clear()
+
+
+class RowGroupReading:
+    """The dataset's reading of its slice: row groups in storage order, as raw records (a mixin of
+    :class:`~fusionrs_hf.torch.dataset.FusionRSIterable`). Local shards are memory-mapped; remote ones are
+    read through :class:`RowGroupPrefetcher` (``read_ahead`` > 0) from the footers the plan holds."""
+
+    def _read(self, pieces, first_pos: int) -> Iterator[tuple[int, dict]]:
+        """Rows of the slice in storage order as (position, raw record), from position ``first_pos`` on."""
+        import pyarrow.parquet as pq
+
+        if self._in_worker:
+            try:
+                import fsspec.asyn
+
+                fsspec.asyn.reset_lock()  # a forked worker must not reuse the parent's event loop lock
+            except (ImportError, AttributeError):
+                pass
+            import pyarrow as pa
+
+            # A DataLoader worker only reads here: plain malloc hands each freed record batch back
+            # instead of Arrow's default allocator keeping it cached: 30-50 MB less per worker.
+            pa.set_memory_pool(pa.system_memory_pool())
+        cols = list(self.columns)
+        # Without a shuffle buffer a row is decoded right after it is read, so its image bytes can
+        # stay views into Arrow's buffer (one copy less). Rows waiting in a shuffle buffer get their
+        # own bytes: a view would keep its whole 64-row Arrow batch alive for as long as any row
+        # of it waits, several times the buffer's size.
+        zero_copy = not self.shuffle or self.shuffle_buffer <= 1
+        local = self.fs is not None and is_local(self.fs)
+        pre = None if local else self._prefetcher(pieces, first_pos, cols)
+        pos = 0
+        open_name, pf, handle, open_error = None, None, None, None
+        item = -1  # index of the piece among the prefetcher's items
+        try:
+            for unit_idx, first, end in pieces:
+                unit = self.units[unit_idx]
+                if pos + (end - first) <= first_pos:
+                    pos += end - first
+                    continue
+                item += 1
+                if unit.shard != open_name:
+                    if handle is not None:
+                        handle.close()
+                    handle, pf, open_error = None, None, None
+                    path = f"{self.root}/{unit.shard}"
+                    try:
+                        if local:  # memory-mapped: pages are read from the page cache without a copy
+                            pf = pq.ParquetFile(path, memory_map=True)
+                        elif pre is not None:  # the plan's footer, column bytes fetched ahead
+                            _, _, size, md, _ = pre.items[item]
+                            handle = PrefetchedFile(pre.source(path, size), size)
+                            pf = pq.ParquetFile(handle, metadata=md)
+                        else:
+                            handle = self.fs.open(path, "rb")
+                            pf = pq.ParquetFile(handle)
+                    except Exception as e:  # noqa: BLE001 - truncated footer, not parquet, gone: named below
+                        open_error = f"cannot open the parquet file: {type(e).__name__}: {e}"
+                    open_name = unit.shard
+                error = open_error
+                if error is not None and pre is not None:
+                    pre.drop(item)
+                if error is None and pre is not None:
+                    try:
+                        handle.current = None
+                        handle.current = pre.take(item)
+                    except Exception as e:  # noqa: BLE001 - the range requests failed after retries
+                        error = f"cannot read row group {unit.row_group}: {type(e).__name__}: {e}"
+                if error is None:
+                    md = pf.metadata
+                    if unit.row_group >= md.num_row_groups or md.row_group(unit.row_group).num_rows != unit.num_rows:
+                        error = ("the shard changed since this epoch was planned (its row groups differ from the "
+                                 "plan); the next epoch re-plans")
+                done = 0  # rows of this piece delivered
+                if error is None:
+                    try:
+                        for pos_rec in self._read_piece(pf, unit, first, end, cols, zero_copy, pos):
+                            yield pos_rec
+                            done += 1
+                    except Exception as e:  # noqa: BLE001 - a corrupt page: name the shard and row
+                        error = f"cannot read row group {unit.row_group}: {type(e).__name__}: {e}"
+                pos += done
+                if error is not None:
+                    row = unit.row_offset + first + done
+                    where = f"shard={unit.shard} row={row}"
+                    if self.on_error == "raise":
+                        raise DecodeError(f"{where}: {error}")
+                    # skip mode: the unread rows of this piece become rows that fail (counted, named)
+                    for r in range(first + done, end):
+                        yield pos, {"sample_id": None, "_shard": unit.shard, "_row": unit.row_offset + r,
+                                    "_error": error}
+                        pos += 1
+        finally:
+            if handle is not None:
+                handle.close()
+            if pre is not None:
+                pre.close()
+
+    def _prefetcher(self, pieces, first_pos: int, cols: list[str]) -> RowGroupPrefetcher | None:
+        """Read-ahead over the row groups this pass reads (remote shards whose footer the plan holds)."""
+        footers = getattr(self, "_footers", None) or {}
+        if self.read_ahead <= 0 or not footers:
+            return None
+        parsed: dict[str, object] = {}
+        items, pos = [], 0
+        for unit_idx, first, end in pieces:
+            unit = self.units[unit_idx]
+            if pos + (end - first) <= first_pos:
+                pos += end - first
+                continue
+            pos += end - first
+            got = footers.get(unit.shard)
+            if got is None:
+                return None
+            if unit.shard not in parsed:
+                parsed[unit.shard] = parse_footer(got[1])
+            items.append((unit.shard, f"{self.root}/{unit.shard}", got[0], parsed[unit.shard], unit.row_group))
+        stats = ReadStats(self._read_stats[self._slot[2] % len(self._read_stats)]
+                          if getattr(self, "_read_stats", None) is not None else None)
+        return RowGroupPrefetcher(self.fs, items, cols, self.read_ahead, self.request_size, stats)
+
+    def _read_piece(self, pf, unit: Unit, first: int, end: int, cols: list[str], zero_copy: bool,
+                    pos: int) -> Iterator[tuple[int, dict]]:
+        """Rows ``first..end-1`` of one row group as (position, raw record)."""
+        row = 0  # row index within the row group
+        # 64-row record batches (~5 MB of image bytes): malloc reuses such blocks where
+        # 256-row ones were mapped afresh each time; reading measured 0.03-0.05 ms per row
+        # against 0.06-0.09.
+        for rb in pf.iter_batches(batch_size=64, row_groups=[unit.row_group], columns=cols, use_threads=False):
+            m = rb.num_rows
+            if row + m <= first:
+                row += m
+                continue
+            lo, hi = max(first - row, 0), min(end - row, m)
+            # slice first: only this slot's rows are copied out of Arrow (image bytes included)
+            part = rb.slice(lo, hi - lo) if (lo, hi) != (0, m) else rb
+            data = {name: self._column(part, name, zero_copy) for name in part.schema.names}
+            for j in range(hi - lo):
+                rec = {name: vals[j] for name, vals in data.items()}
+                rec["_shard"] = unit.shard
+                rec["_row"] = unit.row_offset + row + lo + j
+                yield pos, rec
+                pos += 1
+            row += m
+            if row >= end:
+                break
+
+    @staticmethod
+    def _column(rb, name: str, zero_copy: bool = False) -> list:
+        import pyarrow as pa
+
+        col = rb.column(name)
+        if hasattr(col.type, "num_fields") and col.type.num_fields:  # struct<bytes> from "rgb.bytes"
+            col = col.field("bytes")
+        if zero_copy and pa.types.is_binary(col.type) and len(col) and not col.null_count:
+            _, offsets, data = col.buffers()
+            off = np.frombuffer(offsets, dtype=np.int32)[col.offset: col.offset + len(col) + 1].tolist()
+            view = memoryview(data).cast("B")  # keeps the Arrow buffer alive as long as a row's view
+            return [view[a:b] for a, b in zip(off[:-1], off[1:], strict=True)]
+        return col.to_pylist()
+
