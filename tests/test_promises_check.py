@@ -425,3 +425,117 @@ def test_a_missing_column_is_reported_and_the_rest_still_checked(repo, column):
         assert {f.kind for f in rep.findings} == {"schema_mismatch"}, rep.findings
         assert any(f"missing column(s) {column}" in f.message for f in rep.findings)
         assert rep.stats["images_decoded"] == (0 if fast else 2 * rep.stats["rows"])
+
+
+def _card_edit(root: Path, mutate) -> None:
+    import yaml
+
+    text = (root / "README.md").read_text(encoding="utf-8")
+    _, header, body = text.split("---\n", 2)
+    data = yaml.safe_load(header)
+    mutate(data)
+    (root / "README.md").write_text("---\n" + yaml.safe_dump(data, sort_keys=False) + "---\n" + body, encoding="utf-8")
+
+
+def _info(data, config):
+    return next(i for i in data["dataset_info"] if i["config_name"] == config)
+
+
+def _cfg(data, config):
+    return next(c for c in data["configs"] if c["config_name"] == config)
+
+
+def test_card_findings_in_detail(repo):
+    def edit(data):
+        _info(data, "rs5m")["splits"] = [s for s in _info(data, "rs5m")["splits"] if s["name"] != "test"]
+        _info(data, "nwpu")["splits"].append({"name": "extra", "num_examples": 3, "num_bytes": 10})
+        rsicd = _cfg(data, "rsicd")
+        rsicd["data_files"].append({"split": "train", "path": "data/nwpu/train/*.parquet"})
+        data["configs"].append({"config_name": "foo", "data_files": [{"split": "train",
+                                                                      "path": "data/rs5m/train/*.parquet"}]})
+        data["dataset_info"].append({**_info(data, "rs5m"), "config_name": "foo"})
+        data["dataset_info"].append({**_info(data, "rs5m"), "config_name": "bar"})
+
+    _card_edit(repo, edit)
+    rep = check_repo(str(repo), fast=True, workers=1)
+    by = {}
+    for f in rep.findings:
+        by.setdefault(f.kind, []).append(f)
+    missing = [f for f in by["count_mismatch"] if f.config == "rs5m" and f.split == "test"]
+    assert len(missing) == 1 and missing[0].message.startswith("card has no dataset_info split for ")
+    foreign = [f for f in by["card_config_mismatch"] if f.config == "rsicd"]
+    assert foreign and all(f.shard and f.shard.startswith("data/nwpu/train/") for f in foreign)
+    assert all("selects a shard the registry puts elsewhere" in f.message for f in foreign)
+    unknown = sorted((f.config, f.message) for f in by["card_config_mismatch"] if f.config in ("foo", "bar"))
+    assert unknown == [("bar", "card dataset_info config 'bar' is not in the registry"),
+                       ("foo", "card config 'foo' is not in the registry")]  # foo once, not twice
+
+
+def test_card_split_without_shards_and_stale_card(repo):
+    # the nwpu config's validation split is counted on the card but its shards are gone
+    for p in (repo / "data/nwpu/validation").glob("*.parquet"):
+        p.unlink()
+    rep = check_repo(str(repo), fast=True, workers=1)
+    gone = [f for f in rep.findings if f.kind == "count_mismatch" and f.config == "nwpu"]
+    assert [(f.split, f.message) for f in gone] == [("validation", gone[0].message)]
+    assert gone[0].message.startswith("card says ") and gone[0].message.endswith("rows; no shard has any")
+    orphan = [f for f in rep.findings if f.kind == "missing_file" and f.config == "nwpu"]
+    assert orphan and orphan[0].split == "validation"
+
+
+def test_card_orphan_message_missing_and_bad_card(repo):
+    def drop(data):
+        cfg = _cfg(data, "rsitmd")
+        cfg["data_files"] = [d for d in cfg["data_files"] if d["split"] != "test"]
+
+    _card_edit(repo, drop)
+    f = next(f for f in check_repo(str(repo), fast=True, workers=1).findings if f.kind == "orphan_shard")
+    assert f.message.endswith("does not include this shard (re-render the card: fusionrs card)") and f.shard
+    (repo / "README.md").write_text("---\nconfigs: [unclosed\n---\n# x\n", encoding="utf-8")
+    f = _only(check_repo(str(repo), fast=True, workers=1), "bad_card")
+    assert f.message.startswith("cannot read the card's YAML header: ")
+    (repo / "README.md").unlink()
+    f = _only(check_repo(str(repo), fast=True, workers=1), "missing_card")
+    assert f.message == "README.md not found: configs and dataset_info cannot be checked"
+
+
+def test_cross_row_messages_and_stats(repo):
+    _, trow = _locate(repo, "train", "rs5m", "base")
+    path, vrow = _locate(repo, "validation", "nwpu")
+    tpath = next(p for p in _shards(repo) if p.relative_to(repo).as_posix().startswith("data/rs5m/train/base-"))
+    _edit(path, sample_id=trow["sample_id"], joint_group_id=trow["joint_group_id"])
+    rep = check_repo(str(repo), fast=True, workers=3)
+    assert rep.stats["workers"] == 3
+    f = _only(rep, "duplicate_sample_id")
+    places = {tpath.relative_to(repo).as_posix(): "train", path.relative_to(repo).as_posix(): "validation"}
+    (other,) = set(places) - {f.shard}  # reported on one row, naming the other
+    assert f.message == f"sample_id also used by the row in {places[other]} at {other}#0"
+    f = _only(rep, "joint_group_spans_splits")
+    assert f.message == f"joint_group_id also used in train by sample_id={trow['sample_id']}"
+    import os as _os
+
+    assert check_repo(str(repo), fast=True).stats["workers"] == max(1, _os.cpu_count() or 1)
+
+
+def test_missing_images_in_two_splits_are_not_a_leak(repo):
+    for split, src in (("train", "rs5m"), ("test", "rsicd")):
+        path, _ = _locate(repo, split, src)
+        t = pq.read_table(path)
+        import pyarrow as pa
+
+        rgb = t["rgb"].to_pylist()
+        rgb[0] = {"bytes": b"", "path": rgb[0]["path"]}
+        t = t.set_column(t.schema.get_field_index("rgb"), t.schema.field("rgb"), pa.array(rgb, t.schema.field("rgb").type))
+        _rewrite_raw(path, t)
+    rep = check_repo(str(repo), workers=1)
+    assert {f.kind for f in rep.findings} == {"undecodable_image"} and len(rep.findings) == 2
+
+
+def test_leak_messages_name_the_earlier_row(leaky):
+    _, c = _locate(leaky, "train", "rsicd", "base")
+    _, a = _locate(leaky, "train", "rs5m", "base")
+    rep = check_repo(str(leaky), workers=1)
+    assert _only(rep, "leak_caption").message == (
+        f"caption equals (after normalization) the caption of train sample_id={c['sample_id']}")
+    assert _only(rep, "leak_identical_bytes").message == (
+        f"rgb bytes are identical to the rgb of train sample_id={a['sample_id']}")

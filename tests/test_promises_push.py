@@ -175,3 +175,144 @@ def test_objects_uploaded_before_a_crash_are_not_handed_again(local):
     assert len(sent_before) == 3
     again = {p for batch in handed for p in batch if p.endswith(".parquet")}
     assert not again & sent_before, sorted(again & sent_before)
+
+
+# ----------------------------------------------------------------------------------------- targets, rights
+
+
+def test_target_parsing_by_hand():
+    from fusionrs_hf.errors import CliError
+    from fusionrs_hf.push import _parse_target
+
+    assert _parse_target("me/fusionrs", None) == ("me/fusionrs", None, True)
+    assert _parse_target("hf://datasets/me/fusionrs/", None) == ("me/fusionrs", None, True)
+    assert _parse_target("hf://datasets/me/fusionrs@dev", None) == ("me/fusionrs", "dev", True)
+    assert _parse_target("hf://datasets/me/fusionrs@feat@2", "feat@2") == ("me/fusionrs", "feat@2", True)
+    assert _parse_target("s3://bucket/x", "v1") == ("s3://bucket/x", "v1", False)
+    for bad in ("hf://models/me/x", "me", "a/b/c", "hf://datasets/me/fusionrs@dev"):
+        with pytest.raises(CliError):
+            _parse_target(bad, "main" if bad.endswith("@dev") else None)
+
+
+def test_rights_summary_counts_rows_without_a_code(local):
+    from fusionrs_hf.push import rights_summary
+
+    path = sorted((local / "data").rglob("*.parquet"))[0]
+    rows = pq.read_table(path).to_pylist()
+    rows[0]["rights_code"] = None
+    write_table(rows_to_table(rows), path)
+    got = {(r["source"], r["rights_code"]): r["rows"] for r in rights_summary([path])}
+    assert got[(rows[0]["source"], "(none)")] == 1 and sum(got.values()) == len(rows)
+
+
+def test_an_existing_public_repo_stays_public_and_push_says_so(local):
+    hub = HubDouble()
+    hub.create_repo(REPO, repo_type="dataset", private=False)
+    res = push_repo(local, REPO, api=hub, hub_fs=hub.fs, max_files_per_commit=30)
+    assert res.ok and hub.repos[REPO].private is False
+    assert any(w.startswith(f"{REPO} exists and is public; push does not change the visibility") for w in res.warnings)
+
+
+def test_prune_deletes_every_remote_only_shard_and_message_names_the_commits(local):
+    hub = HubDouble()
+    push_repo(local, REPO, api=hub, hub_fs=hub.fs, max_files_per_commit=30, message="first upload")
+    assert [c.message for c in hub.history(REPO)][1:] == ["first upload"]
+    gone = _shards(local)[:3]
+    for rel in gone:
+        (local / rel).unlink()
+    write_card(local, sample=True)
+    res = push_repo(local, REPO, api=hub, hub_fs=hub.fs, max_files_per_commit=30, prune=True, message="prune")
+    assert sorted(res.plan.delete) == gone and not set(gone) & set(hub.files(REPO))
+    assert hub.history(REPO)[-1].message == "prune"
+
+
+def test_a_repo_with_its_own_source_pushes_its_declaration(local):
+    import hashlib
+    import json
+
+    from fusionrs_hf.layout import shard_path
+    from fusionrs_hf.shards import write_rows
+
+    decl = {"schema_version": "fusionrs-sources-v1", "sources": [
+        {"name": "Drone", "title": "Our drone survey", "terms": "ours", "rights_code": "own-cc-by"}]}
+    (local / "fusionrs_sources.json").write_text(json.dumps(decl))
+    row = pq.read_table(sorted((local / "data").rglob("base-*.parquet"))[0]).to_pylist()[0]
+    sid = "drone-1"
+    write_rows([{**row, "source": "Drone", "sample_id": sid, "ir_caption": None, "rights_code": "own-cc-by",
+                 "joint_group_id": "joint-group:" + hashlib.sha256(sid.encode()).hexdigest()[:24]}],
+               local / shard_path("RS5M", "train", "base", 0).replace("rs5m", "drone"),
+               sources=("RS5M", "SkyScript", "NWPU", "RSICD", "RSITMD", "Drone"))
+    write_card(local, sample=True)
+    hub = HubDouble()
+    res = push_repo(local, REPO, api=hub, hub_fs=hub.fs, max_files_per_commit=40)
+    assert res.ok and hub.files(REPO)["fusionrs_sources.json"] == (local / "fusionrs_sources.json").read_bytes()
+    assert "data/drone/train/base-main-00000.parquet" in hub.files(REPO)
+    assert push_repo(local, REPO, api=hub, hub_fs=hub.fs, max_files_per_commit=40).plan.empty
+
+
+class _ReadmeUnreadable:
+    """The Hub double's file system, except that the remote README.md cannot be read."""
+
+    def __init__(self, fs):
+        self.fs = fs
+
+    def open(self, path, mode="rb"):
+        if path.endswith("/README.md"):
+            raise OSError("read failed")
+        return self.fs.open(path, mode)
+
+    def size(self, path):
+        return self.fs.size(path)
+
+
+@pytest.mark.parametrize("readable", [True, False])
+def test_replacing_someone_elses_readme_is_announced(local, readable):
+    from huggingface_hub import CommitOperationAdd
+
+    hub = HubDouble()
+    hub.create_repo(REPO, repo_type="dataset", private=True)
+    hub.create_commit(REPO, [CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=b"# Mine\n")],
+                      commit_message="theirs", repo_type="dataset")
+    fs = hub.fs if readable else _ReadmeUnreadable(hub.fs)
+    res = push_repo(local, REPO, api=hub, hub_fs=fs, max_files_per_commit=30)
+    said = [w for w in res.warnings if "README.md" in w]
+    assert len(said) == 1 and "which was not written by fusionrs" in said[0]
+    assert said[0].endswith("(the repo history keeps the old one)")
+
+
+def test_snapshot_copies_take_room_for_one_commit(local, tmp_path, monkeypatch):
+    tmp = tmp_path / "snap"
+    tmp.mkdir()
+    monkeypatch.setenv("FUSIONRS_PUSH_TMPDIR", str(tmp))
+    hub = HubDouble()
+    seen = []
+    hub.on_preupload = lambda additions: seen.append(sum(1 for p in tmp.rglob("*") if p.is_file()))
+    push_repo(local, REPO, api=hub, hub_fs=hub.fs, max_files_per_commit=6)
+    assert len(seen) >= 5 and max(seen) <= 6, seen  # copies of one commit at a time, never the whole repo
+
+
+def test_files_changed_during_the_push_are_named(local):
+    hub = HubDouble()
+    push_repo(local, REPO, api=hub, hub_fs=hub.fs, max_files_per_commit=30)
+    shards = _shards(local)
+    up, later, still = shards[0], shards[-1], shards[5]
+    for rel in (up, later):  # two shards to upload again, in two commits
+        rows = pq.read_table(local / rel).to_pylist()
+        rows[0]["caption"] = "a new caption"
+        write_table(rows_to_table(rows), local / rel)
+    write_card(local, sample=True)
+    touched = []
+
+    def change(additions):
+        if not touched:  # during the first commit: one upload-to-be and one unchanged shard change on disk
+            for rel in (later, still):
+                rows = pq.read_table(local / rel).to_pylist()
+                rows[0]["caption"] = "changed while pushing"
+                write_table(rows_to_table(rows), local / rel)
+                touched.append(rel)
+
+    hub.on_preupload = change
+    res = push_repo(local, REPO, api=hub, hub_fs=hub.fs, max_files_per_commit=2, skip_check=True)
+    assert res.ok and touched
+    assert any(w.startswith(f"local {later} changed after the plan") for w in res.warnings)
+    assert any(w.startswith(f"local {still} changed during the push") for w in res.warnings)

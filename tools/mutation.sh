@@ -39,7 +39,7 @@ module_files() {
     layout)   echo "fusionrs_hf/layout.py" ;;
     captions) echo "fusionrs_hf/captions/policies.py fusionrs_hf/captions/rules.py fusionrs_hf/captions/irfilter.py" ;;
     shards)   echo "fusionrs_hf/shards.py" ;;
-    plan)     echo "fusionrs_hf/torch.py" ;;
+    plan)     echo "fusionrs_hf/torch/plan.py fusionrs_hf/torch/dataset.py" ;;
     check)    echo "fusionrs_hf/check.py" ;;
     push)     echo "fusionrs_hf/push.py" ;;
     *) echo "unknown module $1" >&2; return 1 ;;
@@ -54,10 +54,11 @@ module_patterns() {
     captions) echo "fusionrs_hf.captions.policies.* fusionrs_hf.captions.rules.* fusionrs_hf.captions.irfilter.*" ;;
     shards)   echo "fusionrs_hf.shards.*" ;;
     plan)     # the work plan: which rows, in which order, on which rank and worker
-      for f in x_split_files x_plan_units x__slot_pieces x__buffer_order x__resolve_rank \
-               "xǁFusionRSIterableǁ_fast_rows" "xǁFusionRSIterableǁworker_rows" "xǁFusionRSIterableǁ__len__" \
-               "xǁFusionRSIterableǁset_epoch"; do
-        printf 'fusionrs_hf.torch.%s__mutmut_* ' "$f"
+      for f in x_split_files x_plan_units x__slot_pieces x__buffer_order x__resolve_rank; do
+        printf 'fusionrs_hf.torch.plan.%s__mutmut_* ' "$f"
+      done
+      for f in _fast_rows worker_rows __len__ set_epoch; do
+        printf 'fusionrs_hf.torch.dataset.xǁFusionRSIterableǁ%s__mutmut_* ' "$f"
       done; echo ;;
     check)
       d=${MUT_DIGITS_CHECK:-05}

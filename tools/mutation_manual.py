@@ -38,7 +38,7 @@ MUTANTS: list[tuple[str, str, str, str, list[str]]] = [
      "PHASH_RADIUS = DEFAULT_RADIUS", "PHASH_RADIUS = 3", ["tests/test_promises_check.py"]),
     ("phash: default radius 4 -> 5", "fusionrs_hf/phash.py",
      "DEFAULT_RADIUS = 4", "DEFAULT_RADIUS = 5", ["tests/test_promises_check.py"]),
-    ("loader: shard order seeded by the seed alone", "fusionrs_hf/torch.py",
+    ("loader: shard order seeded by the seed alone", "fusionrs_hf/torch/dataset.py",
      "np.random.default_rng([self.seed, epoch]).permutation(n_units)",
      "np.random.default_rng(self.seed).permutation(n_units)", ["tests/test_promises_stream.py"]),
     ("build: --skip-rule ignored", "fusionrs_hf/build/plan.py",

@@ -10,8 +10,9 @@ match one of the fnmatch PATTERNs (the ones the run tested), and writes ``summar
 
 ``mutation_equivalent.tsv`` lines: ``FUNCTION<TAB>MUTATED TEXT<TAB>REASON``. FUNCTION is the mutmut
 function key without the mutant number (``fusionrs_hf.metrics.x__as_array``); MUTATED TEXT is a piece of
-the mutant's changed line(s) (the ``+`` side of the diff, whitespace collapsed), so the entry survives a
-renumbering of the mutants when other functions of the file change.
+the mutant's changed line(s) (the ``+`` side of the diff, whitespace collapsed; ``-TEXT`` matches a mutant
+that removed TEXT), so the entry survives a renumbering of the mutants when other functions of the file
+change.
 """
 
 from __future__ import annotations
@@ -95,7 +96,8 @@ def main(argv: list[str]) -> int:
         func = name.rsplit("__mutmut_", 1)[0]
         diff = _diff(name)
         minus, plus = _changed(diff)
-        reason = next((r for f, t, r in eq if f == func and t and t in plus), None)
+        reason = next((r for f, t, r in eq if f == func and t and (
+            t in plus if not t.startswith("-") else (t[1:] in minus and t[1:] not in plus))), None)
         survivors.append({"name": name, "function": func, "before": minus, "after": plus,
                           "equivalent": reason, "diff": diff})
     n_eq = sum(1 for s in survivors if s["equivalent"])
