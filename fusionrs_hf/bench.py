@@ -1063,17 +1063,22 @@ def render_markdown(res: dict) -> str:
     return "\n".join(lines)
 
 
+def replace_section(path: Path, start: str, end: str, block: str) -> None:
+    """Replace (or append) one marked section (``block`` starts with ``start`` and ends with ``end``) of
+    BENCHMARKS.md, atomically; every benchmark tool writes its own section through this."""
+    from .atomic import atomic_write
+
+    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
+    if start in text and end in text:
+        text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    atomic_write(path, text)
+
+
 def write_section(path: Path, body: str) -> None:
     """Replace (or append) only this benchmark's marked section of BENCHMARKS.md."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    block = f"{START}\n{body.rstrip()}\n{END}"
-    if START in text and END in text:
-        pre, rest = text.split(START, 1)
-        _, post = rest.split(END, 1)
-        text = pre + block + post
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    path.write_text(text)
+    replace_section(path, START, END, f"{START}\n{body.rstrip()}\n{END}")
 
 
 def _default_benchmarks_path() -> Path:

@@ -133,12 +133,9 @@ absolute times are noisy; the ratios compare runs interleaved in one session).
 
 
 def write_section(path: Path, text: str) -> None:
-    old = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    if START in old and END in old:
-        new = old[: old.index(START)] + text + old[old.index(END) + len(END):]
-    else:
-        new = old.rstrip("\n") + "\n\n" + text + "\n"
-    path.write_text(new, encoding="utf-8")
+    from fusionrs_hf.bench import replace_section
+
+    replace_section(path, START, END, text)
 
 
 def main(argv: list[str] | None = None) -> int:
