@@ -26,7 +26,6 @@ from huggingface_hub import DatasetCardData
 
 from .layout import DEFAULT_LAYOUT, GROUPS, SPLITS, Layout, ShardName, layout_for, list_shards
 from .schema import FEATURES, SOURCES, field_docs_markdown
-from .sources import FUSIONRS_SOURCES
 
 CARD_NAME = "README.md"
 SAMPLE_MARKER = "This repository is a synthetic sample."
@@ -40,9 +39,6 @@ SIZE_CATEGORIES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"
 """The Hub's ``size_categories`` buckets (rows of the whole repo)."""
 _FRONT_MATTER = re.compile(r"\A---\s*\n(.*?)\n---\s*(?:\n|\Z)", re.S)
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-UPSTREAM = {s.name: (s.title, s.terms) for s in FUSIONRS_SOURCES}
-"""Upstream description and terms per FusionRS source (defined once, in :mod:`fusionrs_hf.sources`)."""
 
 PAPER_COUNTS = {  # the paper's tables; the authors' release rc4 differs (fusionrs_hf.release.known.RC4)
     # source: ((train, validation, test) all rows, (train, validation, test) IR-aware) — the paper's tables

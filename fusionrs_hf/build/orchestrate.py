@@ -99,9 +99,6 @@ def _build_locked(opts: BuildOptions, out: Path, state: Path, on_shard_done) -> 
     return report
 
 
-_OURS = (STATE_DIR, REPORT_NAME)
-
-
 def _current_registry(out: Path):
     import fsspec
 
