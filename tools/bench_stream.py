@@ -1,4 +1,4 @@
-"""Streaming benchmark: a thin wrapper around ``fusionrs bench`` (see fusionrs_hf/bench.py).
+"""Streaming benchmark: a thin wrapper around ``fusionrs bench`` (see the fusionrs_hf/bench/ package).
 
 Ours against stock ``datasets`` streaming, WebDataset, litdata, MosaicML streaming and the decode limits
 (c)/(c'), all in one run. The litdata and MosaicML rows need those packages, installed without their own
