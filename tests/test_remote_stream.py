@@ -50,10 +50,13 @@ def test_remote_epoch_exactly_once_with_read_ahead(hub, sample_repo):
     url, kw = _where("remote", hub, sample_repo)
     hub.reset_log()
     loader = make_dataloader(url, batch_size=4, num_workers=2, shuffle=True, seed=3, **kw)
+    planned = len(hub.requests)
     for epoch in range(2):
         loader.set_epoch(epoch)
         got = _ids(loader)
         assert sorted(got) == want and len(got) == len(set(got))
+        if epoch == 0:  # the workers ask the Hub for nothing the plan knows: no repo info, no listing
+            assert [r.path for r in hub.requests[planned:] if "/resolve/" not in r.path] == []
     stats = loader.dataset.read_stats()
     # one range request per row group (its column chunks merged), nothing read outside them, no retries
     assert stats["row_groups"] > 0 and stats["requests"] == stats["row_groups"]
@@ -97,13 +100,42 @@ def test_resume_mid_epoch(kind, hub, sample_repo):
 @pytest.mark.parametrize("read_ahead", [1, 3])
 def test_read_ahead_is_bounded(read_ahead, hub, sample_repo):
     url, kw = _where("remote", hub, sample_repo)
-    # small requests: every row group's column bytes are cut into several ranged reads
-    ds = FusionRSIterable(url, batch_size=4, read_ahead=read_ahead, request_size=4096, **kw)
+    # small requests: every row group's column bytes are cut into several ranged reads; batches of one row,
+    # so every row group holds a batch and the window is read_ahead row groups exactly
+    ds = FusionRSIterable(url, batch_size=1, read_ahead=read_ahead, request_size=4096, **kw)
     got = [s for b in ds for s in b["sample_id"]]
     assert sorted(got) == _all_ids(sample_repo)
     stats = ds.read_stats()
     assert stats["row_groups"] >= 4 and stats["requests"] > stats["row_groups"] and stats["fallbacks"] == 0
     assert stats["max_in_flight"] == min(read_ahead, stats["row_groups"] - 1)
+
+
+def test_row_groups_smaller_than_a_batch_are_fetched_a_batch_ahead(hub, tmp_path):
+    """Shards of 1-2 rows, batches of 12, read_ahead=1: one row group ahead would cost a round trip per row or
+    two, so the window reaches until a batch's rows are ahead (6 to 12 row groups), never further."""
+    from fusionrs_hf.demo import make_sample_repo
+    from fusionrs_hf.torch.reader import MAX_SMALL_AHEAD, ReadItem, RowGroupPrefetcher
+
+    root = make_sample_repo(tmp_path / "tiny", counts={"train": 8}, size=32, max_rows=2)
+    files = {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    hub.create_repo("fusionrs/remote-tiny", files=files)
+    want = sorted(_ids(make_dataloader(str(root), config="default", batch_size=12)))
+    ds = FusionRSIterable("hf://datasets/fusionrs/remote-tiny", "default", batch_size=12, read_ahead=1,
+                          storage_options={"endpoint": hub.url})
+    assert max(u.num_rows for u in ds.units) == 2 and len(ds.units) >= 14
+    got = [s for b in ds for s in b["sample_id"]]
+    assert sorted(got) == want and len(got) == len(set(got))
+    stats = ds.read_stats()
+    assert 6 <= stats["max_in_flight"] <= 12 and stats["fallbacks"] == 0
+
+    # the rule itself: rows ahead reach min_rows, capped at MAX_SMALL_AHEAD row groups; large ones: read_ahead
+    items = [ReadItem("p", 1, None, 0, 2)] * 100
+    pre = RowGroupPrefetcher(None, items, [], read_ahead=1, min_rows=12)
+    assert pre._window_end(0) == 6 and pre._window_end(97) == 99
+    assert RowGroupPrefetcher(None, items, [], read_ahead=1, min_rows=1000)._window_end(0) == MAX_SMALL_AHEAD
+    big = [ReadItem("p", 1, None, 0, 50)] * 10
+    assert RowGroupPrefetcher(None, big, [], read_ahead=2, min_rows=12)._window_end(3) == 5
+    assert RowGroupPrefetcher(None, items, [], read_ahead=0, min_rows=12)._window_end(0) == 0  # 0: no read-ahead
 
 
 def test_no_read_ahead_reads_through_the_filesystem(hub, sample_repo):
@@ -148,6 +180,7 @@ def test_permanent_failure_names_the_shard(hub, sample_repo):
     try:
         with pytest.raises(DecodeError, match=re.escape(f"shard={victim}")):
             list(ds)
+        assert ds.read_stats()["retries"] == 0  # a 403 is final: reported at once, not asked again
         with pytest.warns(RuntimeWarning, match="skipped"):
             got = [s for b in skipping for s in b["sample_id"]]
     finally:

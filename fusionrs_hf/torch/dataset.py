@@ -33,7 +33,7 @@ from .plan import (
     shard_fingerprints,
     split_files,
 )
-from .reader import DEFAULT_READ_AHEAD, DEFAULT_REQUEST_SIZE, ReadStats, RowGroupReading
+from .reader import DEFAULT_READ_AHEAD, DEFAULT_REQUEST_SIZE, Footer, ReadStats, RowGroupReading
 from .slots import _SLOT_KEY, _SLOT_TENSOR_KEY, _OutputPool, _shared_empty, _SlotRing, _SlotTable
 
 
@@ -100,8 +100,8 @@ class FusionRSIterable(RowGroupReading, IterableDataset):
         self.read_ahead, self.request_size = int(read_ahead), int(request_size)
         """Remote shards: row groups fetched ahead per worker, and the largest single range request
         (see :mod:`fusionrs_hf.torch.reader`); local shards are memory-mapped and ignore both."""
-        self._footers: dict[str, tuple[int, bytes]] = {}
-        """Remote shards: ``{shard: (size, footer bytes)}`` from planning, so workers need not ask again."""
+        self._footers: dict[str, Footer] = {}
+        """Remote shards: ``{shard: Footer}`` from planning, so workers need not ask again."""
         self._read_stats = torch.zeros((_MAX_COUNTER_SLOTS, len(ReadStats.FIELDS)), dtype=torch.int64).share_memory_()
         if (repo_or_path is None) == (source is None):
             raise ValueError("give exactly one of repo_or_path or source")
@@ -196,11 +196,13 @@ class FusionRSIterable(RowGroupReading, IterableDataset):
         """Reseed the shuffle for a new epoch (call before iterating, as with ``DistributedSampler``).
 
         Also looks at the shards again (:meth:`refresh_plan`): a shard rewritten, added or removed since
-        the plan is re-planned now, so ``len(loader)`` is already right for this epoch.
+        the plan is re-planned now, so ``len(loader)`` is already right for this epoch; unless no pass ran
+        since the plan was made (``set_epoch(0)`` right after construction asks the store nothing new).
         """
         self._epoch[0] = int(epoch)
         self._epoch_explicit = True
-        self.refresh_plan()
+        if not self._plan_fresh:
+            self.refresh_plan()
         self._plan_fresh = True
 
     def _begin_pass(self) -> None:

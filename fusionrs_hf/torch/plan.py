@@ -15,7 +15,7 @@ import torch
 from ..decode import DecodeError
 from ..layout import SPLITS, layout_for
 from ..storage import locate
-from .reader import FOOTER_THREADS, is_local, read_footers
+from .reader import FOOTER_THREADS, Footer, is_local, read_footers
 
 
 def resolve_repo(repo_or_path: str | os.PathLike, revision: str | None = None,
@@ -64,13 +64,24 @@ def _fingerprint(info: dict) -> tuple:
             info.get("ETag") or info.get("etag"), info.get("blob_id"), lfs_sha)
 
 
+def _listed(fs, path: str) -> bool:
+    """Whether ``fs.info(path)`` is answered from the filesystem's listing cache (hf://, s3:// after a glob)."""
+    cache = getattr(fs, "dircache", None)
+    if not cache:
+        return False
+    try:
+        return fs._parent(fs._strip_protocol(path)) in cache
+    except Exception:  # noqa: BLE001 - a filesystem without these helpers: ask it
+        return False
+
+
 def shard_fingerprints(fs, root: str, files: Sequence[str]) -> dict[str, tuple]:
     """``{shard: fingerprint}`` from the filesystem's listing info (no file is opened; remote: many at once)."""
     def one(rel: str) -> tuple:
         return _fingerprint(fs.info(f"{root}/{rel}"))
 
-    if is_local(fs) or len(files) <= 1:
-        return {rel: one(rel) for rel in files}
+    if is_local(fs) or len(files) <= 1 or all(_listed(fs, f"{root}/{rel}") for rel in files):
+        return {rel: one(rel) for rel in files}  # answered from the listing just made: no thread pool
     with ThreadPoolExecutor(min(FOOTER_THREADS, len(files))) as pool:
         return dict(zip(files, pool.map(one, files), strict=True))
 
@@ -89,14 +100,14 @@ def plan_units(fs, root: str, config: str, split: str, files: Sequence[str] | No
 
 
 def plan_shards(fs, root: str, files: Sequence[str], unreadable: list[tuple[str, str]] | None = None,
-                sizes: dict[str, int] | None = None) -> tuple[list[Unit], dict[str, tuple[int, bytes]]]:
-    """:func:`plan_units` for ``files``, and for remote shards ``{shard: (size, footer bytes)}``, which the
-    workers' readers take instead of asking for the footer again."""
+                sizes: dict[str, int] | None = None) -> tuple[list[Unit], dict[str, Footer]]:
+    """:func:`plan_units` for ``files``, and for remote shards ``{shard: Footer}``, which the workers'
+    readers take instead of asking for the footer (or, on the Hub, the file's URL) again."""
     got = read_footers(fs, [f"{root}/{rel}" for rel in files],
                        [(sizes or {}).get(rel) for rel in files])
     units: list[Unit] = []
-    footers: dict[str, tuple[int, bytes]] = {}
-    for rel, (md, size, raw) in zip(files, got, strict=True):
+    footers: dict[str, Footer] = {}
+    for rel, (md, footer) in zip(files, got, strict=True):
         if isinstance(md, Exception):  # truncated footer, not parquet, unreadable: name the shard
             reason = f"cannot read the parquet footer: {type(md).__name__}: {md}"
             if unreadable is None:
@@ -109,8 +120,8 @@ def plan_shards(fs, root: str, files: Sequence[str], unreadable: list[tuple[str,
             if n:
                 units.append(Unit(rel, i, offset, n))
             offset += n
-        if raw is not None and size is not None:
-            footers[rel] = (int(size), raw)
+        if footer is not None:
+            footers[rel] = footer
     return units, footers
 
 

@@ -1,7 +1,7 @@
 """Reading a worker's row groups from remote storage without waiting on the network.
 
 Over a network (``hf://``, a Hub id, ``s3://``, any fsspec URL; not local files, which stay memory-mapped)
-every request costs a round trip. Three things hide it:
+every request costs a round trip. Four things hide it:
 
 * **Footers in one request each, many at once** (:func:`read_footers`): planning reads the last
   ``FOOTER_TAIL`` bytes of every shard with one ranged read, 64 shards at a time, and parses the footer from
@@ -12,10 +12,13 @@ every request costs a round trip. Three things hide it:
   chunks merged, cut into ``request_size`` pieces fetched in parallel) into memory; pyarrow then reads the
   row group from those bytes (:class:`PrefetchedFile`, which asks the filesystem for anything it was not
   given). At most ``read_ahead`` row groups are fetched or held ahead of the one being decoded, so memory
-  stays flat: ``read_ahead + 1`` row groups' column bytes per worker.
+  stays flat: ``read_ahead + 1`` row groups' column bytes per worker. Row groups smaller than a batch are
+  fetched until a batch's rows are ahead (at most :data:`MAX_SMALL_AHEAD` of them).
+* **Nothing asked twice**: a Hub shard's ``/resolve/`` URL travels with the plan too, so a worker's fresh
+  filesystem does not ask the Hub for the repo or list the shard's folder before its first byte.
 * **Retries** (:func:`fetch_range`): a range request that fails (5xx, a dropped connection, a short body)
-  is tried ``RETRIES`` times with a short backoff; a permanent failure raises, and the dataset reports it as
-  unreadable rows of that shard (:class:`~fusionrs_hf.decode.DecodeError` naming it, or skipped and counted
+  is tried ``RETRIES`` times with a short backoff (a permanent one, 403 or 404, is not); what still fails
+  raises, and the dataset reports it as unreadable rows of that shard (:class:`~fusionrs_hf.decode.DecodeError` naming it, or skipped and counted
   with ``on_error="skip"``). A row group is only ever delivered whole, so retries cannot duplicate rows.
 """
 
@@ -25,8 +28,8 @@ import io
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
@@ -39,8 +42,9 @@ FOOTER_TAIL = 64 * 1024
 """Bytes read from the end of a shard when planning: the footer is parsed from these when it fits."""
 FOOTER_THREADS = 64
 """Shards whose footers are read at once from remote storage."""
-RETRIES = 3
-"""Attempts per range request."""
+RETRIES = 6
+"""Attempts per range request: 50 ms, doubling, between them (1.55 s in all), so a burst of dropped
+connections or 5xx answers on a busy link does not end an epoch."""
 BACKOFF_S = 0.05
 """Wait before the second attempt; doubled before each later one."""
 DEFAULT_READ_AHEAD = 2
@@ -54,20 +58,59 @@ def is_local(fs) -> bool:
     return "file" in protocol or "local" in protocol
 
 
-class RangeSource:
-    """Ranged reads of one remote file, thread-safe: through an unbuffered handle's ``_fetch_range`` where the
-    filesystem's files have one (``hf://``, http, s3), else ``fs.cat_file(path, start, end)``."""
+def is_hub(fs) -> bool:
+    """Whether ``fs`` is ``huggingface_hub``'s own ``HfFileSystem`` (whose files have Hub URLs)."""
+    from huggingface_hub import HfFileSystem
 
-    def __init__(self, fs, path: str, size: int | None = None, stats=None) -> None:
-        self.fs, self.path, self.size, self.stats = fs, path, size, stats
+    return isinstance(fs, HfFileSystem)
+
+
+def hub_url(fs, path: str) -> str:
+    """The ``/resolve/`` URL of a file of a Hub repo (``HfFileSystem`` path), asking nothing new of the Hub
+    where the filesystem has already resolved the repo (as planning has)."""
+    from huggingface_hub import hf_hub_url
+
+    rp = fs.resolve_path(path)
+    return hf_hub_url(rp.repo_id, rp.path_in_repo, repo_type=rp.repo_type, revision=rp.revision,
+                      endpoint=fs.endpoint)
+
+
+def _hub_get_range(fs, url: str, start: int, end: int) -> bytes:
+    """One ranged GET of a Hub file through ``huggingface_hub``'s own session, headers and errors.
+
+    ``HfFileSystemFile`` does the same GET, but a fresh filesystem (each DataLoader worker has one) first
+    asks the Hub for the repo and lists the file's folder, two round trips per worker and folder; and its
+    retry waits 1 s, doubling, on every 5xx, before :func:`fetch_range`'s own short retry could run. Only
+    429 (rate limit) keeps the library's long backoff.
+    """
+    from huggingface_hub import constants
+    from huggingface_hub.utils import build_hf_headers, hf_raise_for_status, http_backoff
+
+    headers = {**build_hf_headers(token=getattr(fs, "token", None)), "range": f"bytes={start}-{end - 1}"}
+    r = http_backoff("GET", url, headers=headers, timeout=constants.HF_HUB_DOWNLOAD_TIMEOUT, max_retries=2,
+                     retry_on_exceptions=(), retry_on_status_codes=(429,))
+    hf_raise_for_status(r)
+    return r.content
+
+
+class RangeSource:
+    """Ranged reads of one remote file, thread-safe: a Hub file by GETs of its ``url`` (see
+    :func:`_hub_get_range`); others through an unbuffered handle's ``_fetch_range`` where the filesystem's
+    files have one (http, s3), else ``fs.cat_file(path, start, end)``."""
+
+    def __init__(self, fs, path: str, size: int | None = None, stats=None, url: str | None = None) -> None:
+        self.fs, self.path, self.size, self.stats, self.url = fs, path, size, stats, url
         self._handle = None
         self._lock = threading.Lock()
 
     def _raw(self, start: int, end: int) -> bytes:
+        if self.url is not None:
+            return _hub_get_range(self.fs, self.url, start, end)
         with self._lock:
             if self._handle is None:
-                try:
-                    h = self.fs.open(self.path, "rb", cache_type="none")
+                try:  # the size the plan knows spares the handle an info() round trip
+                    h = (self.fs.open(self.path, "rb", cache_type="none", size=self.size) if self.size is not None
+                         else self.fs.open(self.path, "rb", cache_type="none"))
                 except TypeError:
                     h = False
                 self._handle = h if h is not False and hasattr(h, "_fetch_range") else False
@@ -89,8 +132,17 @@ class RangeSource:
                 pass
 
 
+def _permanent(e: Exception) -> bool:
+    """An answer that asking again will not change: missing, forbidden, a 4xx other than 408/429."""
+    if isinstance(e, (FileNotFoundError, PermissionError)):
+        return True
+    status = getattr(getattr(e, "response", None), "status_code", None)
+    return isinstance(status, int) and 400 <= status < 500 and status not in (408, 429)
+
+
 def fetch_range(raw, start: int, end: int, stats=None, retries: int = RETRIES) -> bytes:
-    """``raw(start, end)`` with retries: a failure or a short answer is tried again after a short backoff."""
+    """``raw(start, end)`` with retries: a failure or a short answer is tried again after a short backoff;
+    a permanent one (:func:`_permanent`) raises at once."""
     last: Exception | None = None
     for attempt in range(retries):
         if attempt:
@@ -104,9 +156,9 @@ def fetch_range(raw, start: int, end: int, stats=None, retries: int = RETRIES) -
             if len(data) != end - start:
                 raise OSError(f"short read: {len(data)} of {end - start} bytes at {start}")
             return bytes(data)
-        except FileNotFoundError:
-            raise
         except Exception as e:  # noqa: BLE001 - 5xx, dropped connection, truncated body: try again
+            if _permanent(e):
+                raise
             last = e
     raise OSError(f"range {start}-{end} failed {retries} times: {type(last).__name__}: {last}") from last
 
@@ -144,8 +196,18 @@ def parse_footer(data: bytes):
     return got[0]
 
 
+class Footer(NamedTuple):
+    """What a worker needs to read a remote shard without asking for anything but column bytes."""
+
+    size: int
+    raw: bytes
+    """The parquet footer (:func:`parse_footer`)."""
+    url: str | None = None
+    """A Hub file's ``/resolve/`` URL (:func:`hub_url`); None for other stores."""
+
+
 def read_footers(fs, paths: Sequence[str], sizes: Sequence[int | None] | None = None, threads: int | None = None):
-    """``[(metadata | exception, size, footer bytes | None)]`` for ``paths``, in order.
+    """``[(metadata | exception, Footer | None)]`` for ``paths``, in order (local files: no Footer).
 
     Local files: opened one by one (no latency to hide). Remote: one ranged read of the last
     :data:`FOOTER_TAIL` bytes per file, :data:`FOOTER_THREADS` files at once; a footer larger than that
@@ -153,28 +215,30 @@ def read_footers(fs, paths: Sequence[str], sizes: Sequence[int | None] | None = 
     """
     import pyarrow.parquet as pq
 
-    local = is_local(fs)
+    local, hub = is_local(fs), is_hub(fs)
     sizes = list(sizes) if sizes is not None else [None] * len(paths)
 
     def one(i: int):
         path, size = paths[i], sizes[i]
         try:
-            if not local:
-                if size is None:
-                    size = fs.info(path)["size"]
-                src = RangeSource(fs, path, size)
-                try:
-                    start = max(0, size - FOOTER_TAIL)
-                    got = _parse_footer(src.fetch(start, size))
-                finally:
-                    src.close()
-                if got is not None:
-                    return got[0], size, got[1]
-            with fs.open(path, "rb") as f:
-                md = pq.ParquetFile(f).metadata
-            return md, size, (None if local else footer_bytes(md))
+            if local:
+                with fs.open(path, "rb") as f:
+                    return pq.ParquetFile(f).metadata, None
+            if size is None:
+                size = fs.info(path)["size"]
+            url = hub_url(fs, path) if hub else None
+            src = RangeSource(fs, path, size, url=url)
+            try:
+                got = _parse_footer(src.fetch(max(0, size - FOOTER_TAIL), size))
+            finally:
+                src.close()
+            if got is None:
+                with fs.open(path, "rb") as f:
+                    md = pq.ParquetFile(f).metadata
+                got = md, footer_bytes(md)
+            return got[0], Footer(int(size), got[1], url)
         except Exception as e:  # noqa: BLE001 - named by the caller
-            return e, size, None
+            return e, None
 
     n = threads if threads is not None else (1 if local else min(FOOTER_THREADS, max(1, len(paths))))
     if n <= 1:
@@ -300,37 +364,59 @@ class PrefetchedFile(io.RawIOBase):
         return self.read(-1)
 
 
+class ReadItem(NamedTuple):
+    """One row group a worker will read, with what fetching it needs."""
+
+    path: str
+    size: int
+    metadata: object
+    """The shard's ``FileMetaData`` (from the plan's footer)."""
+    row_group: int
+    rows: int
+    """Rows of it this pass reads."""
+    url: str | None = None
+
+
+MAX_SMALL_AHEAD = 32
+"""Row groups smaller than a batch: at most this many fetched ahead to fill one (see RowGroupPrefetcher)."""
+
+
 class RowGroupPrefetcher:
     """Bounded read-ahead over one worker's row groups, in the order they will be read.
 
-    ``items``: ``[(key, path, size, metadata, row_group)]``. :meth:`take` ``(i)`` returns item ``i``'s
-    fetched spans (waiting for them, or fetching them now) and starts fetching items ``i+1 .. i+read_ahead``
-    that are not started yet, so the next row groups arrive while item ``i`` is decoded. Items already taken
-    are forgotten: at most ``read_ahead`` row groups are in flight (fetching or fetched, not taken).
+    :meth:`take` ``(i)`` returns item ``i``'s fetched spans (waiting for them, or fetching them now) and
+    starts fetching items ``i+1 .. i+read_ahead`` that are not started yet, so the next row groups arrive
+    while item ``i`` is decoded. Items already taken are forgotten: at most ``read_ahead`` row groups are in
+    flight (fetching or fetched, not taken). Row groups smaller than a batch (``min_rows``) would each cost a
+    round trip per few rows, so the window then reaches further, until ``min_rows`` rows are ahead, by at
+    most :data:`MAX_SMALL_AHEAD` row groups: memory stays bounded by the larger of ``read_ahead`` row groups
+    and one batch's rows.
     """
 
-    def __init__(self, fs, items: Sequence[tuple], columns: Sequence[str], read_ahead: int = DEFAULT_READ_AHEAD,
-                 request_size: int = DEFAULT_REQUEST_SIZE, stats: ReadStats | None = None) -> None:
+    def __init__(self, fs, items: Sequence[ReadItem], columns: Sequence[str], read_ahead: int = DEFAULT_READ_AHEAD,
+                 request_size: int = DEFAULT_REQUEST_SIZE, stats: ReadStats | None = None, min_rows: int = 0) -> None:
         self.fs, self.items, self.columns = fs, list(items), list(columns)
         self.read_ahead, self.request_size = max(0, int(read_ahead)), int(request_size)
+        self.min_rows = max(0, int(min_rows)) if self.read_ahead else 0
         self.stats = stats or ReadStats()
         self._sources: dict[str, RangeSource] = {}
         self._futures: dict[int, Future] = {}
-        self._pool = ThreadPoolExecutor(max(2, min(16, 2 * self.read_ahead + 2)),
+        small = any(it.rows < self.min_rows for it in self.items)
+        self._pool = ThreadPoolExecutor(16 if small else max(2, min(16, 2 * self.read_ahead + 2)),
                                         thread_name_prefix="fusionrs-readahead")
         self._next = 0
         """The first item not started yet."""
 
-    def source(self, path: str, size: int) -> RangeSource:
+    def source(self, path: str, size: int, url: str | None = None) -> RangeSource:
         src = self._sources.get(path)
         if src is None:
-            src = self._sources[path] = RangeSource(self.fs, path, size, self.stats)
+            src = self._sources[path] = RangeSource(self.fs, path, size, self.stats, url=url)
         return src
 
     def _fetch(self, i: int, pool: bool) -> _Fetched | Future:
-        _, path, size, md, rg = self.items[i]
-        src = self.source(path, size)
-        reqs = plan_requests(column_ranges(md, rg, self.columns), self.request_size)
+        it = self.items[i]
+        src = self.source(it.path, it.size, it.url)
+        reqs = plan_requests(column_ranges(it.metadata, it.row_group, self.columns), self.request_size)
         if not pool:
             return self._assemble([(a, src.fetch(a, b)) for a, b in reqs])
         parts = [(a, self._pool.submit(src.fetch, a, b)) for a, b in reqs]
@@ -342,11 +428,16 @@ class RowGroupPrefetcher:
             with lock:
                 pending[0] -= 1
                 last = pending[0] == 0
-            if last:
-                try:
-                    out.set_result(self._assemble([(a, f.result()) for a, f in parts]))
-                except Exception as e:  # noqa: BLE001 - handed to whoever takes the row group
-                    out.set_exception(e)
+            if not last or out.cancelled():  # cancelled: the reader closed or dropped it, nobody waits
+                return
+            try:
+                result = self._assemble([(a, f.result()) for a, f in parts])
+            except Exception as e:  # noqa: BLE001 - handed to whoever takes the row group
+                result = e
+            try:
+                out.set_exception(result) if isinstance(result, Exception) else out.set_result(result)
+            except InvalidStateError:  # cancelled in the meantime
+                pass
         if not parts:
             out.set_result(_Fetched([]))
         for _, f in parts:
@@ -363,6 +454,17 @@ class RowGroupPrefetcher:
                 spans.append((a, data))
         return _Fetched(spans)
 
+    def _window_end(self, i: int) -> int:
+        """The last item to have started once item ``i`` is taken: ``read_ahead`` further, or as far as
+        ``min_rows`` rows need (at most MAX_SMALL_AHEAD items)."""
+        end = i + self.read_ahead
+        if self.min_rows:
+            rows = sum(it.rows for it in self.items[i + 1:end + 1])
+            while rows < self.min_rows and end < len(self.items) - 1 and end - i < MAX_SMALL_AHEAD:
+                end += 1
+                rows += self.items[end].rows
+        return end
+
     def _top_up(self, upto: int) -> None:
         while self._next <= min(upto, len(self.items) - 1):
             i = self._next
@@ -376,7 +478,7 @@ class RowGroupPrefetcher:
             self.stats.flight(-1)
         elif self._next <= i:
             self._next = i + 1  # this one is fetched now, here
-        self._top_up(i + self.read_ahead)
+        self._top_up(self._window_end(i))
         self.stats.add("row_groups")
         return fut.result() if fut is not None else self._fetch(i, pool=False)
 
@@ -445,9 +547,9 @@ class RowGroupReading:
                         if local:  # memory-mapped: pages are read from the page cache without a copy
                             pf = pq.ParquetFile(path, memory_map=True)
                         elif pre is not None:  # the plan's footer, column bytes fetched ahead
-                            _, _, size, md, _ = pre.items[item]
-                            handle = PrefetchedFile(pre.source(path, size), size)
-                            pf = pq.ParquetFile(handle, metadata=md)
+                            it = pre.items[item]
+                            handle = PrefetchedFile(pre.source(path, it.size, it.url), it.size)
+                            pf = pq.ParquetFile(handle, metadata=it.metadata)
                         else:
                             handle = self.fs.open(path, "rb")
                             pf = pq.ParquetFile(handle)
@@ -510,11 +612,13 @@ class RowGroupReading:
             if got is None:
                 return None
             if unit.shard not in parsed:
-                parsed[unit.shard] = parse_footer(got[1])
-            items.append((unit.shard, f"{self.root}/{unit.shard}", got[0], parsed[unit.shard], unit.row_group))
+                parsed[unit.shard] = parse_footer(got.raw)
+            items.append(ReadItem(f"{self.root}/{unit.shard}", got.size, parsed[unit.shard], unit.row_group,
+                                  end - first, got.url))
         stats = ReadStats(self._read_stats[self._slot[2] % len(self._read_stats)]
                           if getattr(self, "_read_stats", None) is not None else None)
-        return RowGroupPrefetcher(self.fs, items, cols, self.read_ahead, self.request_size, stats)
+        return RowGroupPrefetcher(self.fs, items, cols, self.read_ahead, self.request_size, stats,
+                                  min_rows=self.batch_size or 0)
 
     def _read_piece(self, pf, unit: Unit, first: int, end: int, cols: list[str], zero_copy: bool,
                     pos: int) -> Iterator[tuple[int, dict]]:
