@@ -413,12 +413,11 @@ class RowGroupPrefetcher:
             src = self._sources[path] = RangeSource(self.fs, path, size, self.stats, url=url)
         return src
 
-    def _fetch(self, i: int, pool: bool) -> _Fetched | Future:
+    def _fetch(self, i: int) -> Future:
+        """Start fetching item ``i``'s byte ranges (in ``request_size`` pieces, in parallel)."""
         it = self.items[i]
         src = self.source(it.path, it.size, it.url)
         reqs = plan_requests(column_ranges(it.metadata, it.row_group, self.columns), self.request_size)
-        if not pool:
-            return self._assemble([(a, src.fetch(a, b)) for a, b in reqs])
         parts = [(a, self._pool.submit(src.fetch, a, b)) for a, b in reqs]
         out: Future = Future()
         pending = [len(parts)]
@@ -469,18 +468,30 @@ class RowGroupPrefetcher:
         while self._next <= min(upto, len(self.items) - 1):
             i = self._next
             self._next += 1
-            self._futures[i] = self._fetch(i, pool=True)
+            self._futures[i] = self._fetch(i)
             self.stats.flight(+1)
 
     def take(self, i: int) -> _Fetched:
         fut = self._futures.pop(i, None)
         if fut is not None:
             self.stats.flight(-1)
-        elif self._next <= i:
-            self._next = i + 1  # this one is fetched now, here
-        self._top_up(self._window_end(i))
+        else:  # not fetched ahead (the first of a pass): its pieces now, in parallel
+            self._next = max(self._next, i + 1)
+            fut = self._fetch(i)
         self.stats.add("row_groups")
-        return fut.result() if fut is not None else self._fetch(i, pool=False)
+        if not fut.done() and self._nbytes(i) >= self.request_size:
+            # A large row group the reader waits for gets the link to itself: read-ahead started now would
+            # share the bandwidth and delay it (on a capped link, the first batch by the whole window).
+            try:
+                return fut.result()
+            finally:
+                self._top_up(self._window_end(i))
+        self._top_up(self._window_end(i))
+        return fut.result()
+
+    def _nbytes(self, i: int) -> int:
+        it = self.items[i]
+        return sum(b - a for a, b in column_ranges(it.metadata, it.row_group, self.columns))
 
     def drop(self, i: int) -> None:
         """Item ``i`` will not be read (its shard could not be opened): forget its fetch."""
