@@ -22,9 +22,15 @@ def remote_child(pipeline: str, args) -> dict:
     import warnings
 
     warnings.filterwarnings("ignore", message=".*worker processes in total.*")
-    if pipeline == "plan":
-        from ..torch import FusionRSIterable
+    # Imports first, for every pipeline alike: first batch counts from the loader's construction, as in the
+    # local passes (run in a process that has imported everything already).
+    import huggingface_hub.hf_api  # noqa: F401 - what both pipelines' first Hub request imports
+    from datasets import load_dataset
+    from torch.utils.data import DataLoader
 
+    from ..torch import BATCH_KEYS, FusionRSIterable, make_dataloader
+
+    if pipeline == "plan":
         t0 = time.perf_counter()
         ds = FusionRSIterable(f"hf://datasets/{PLAN_REPO}", CONFIG, SPLIT, batch_size=args.batch_size,
                               image_size=args.image_size)
@@ -35,17 +41,10 @@ def remote_child(pipeline: str, args) -> dict:
                 "shards": len({u.shard for u in ds.units}), "units": len(ds.units)}
     t0 = time.perf_counter()
     if pipeline == "ours":
-        from ..torch import make_dataloader
-
         loader = make_dataloader(f"hf://datasets/{REMOTE_REPO}", config=CONFIG, split=SPLIT,
                                  batch_size=args.batch_size, num_workers=args.workers, image_size=args.image_size,
                                  seed=0, read_ahead=args.read_ahead)
     else:
-        from datasets import load_dataset
-        from torch.utils.data import DataLoader
-
-        from ..torch import BATCH_KEYS
-
         ds = load_dataset(REMOTE_REPO, CONFIG, split=SPLIT, streaming=True)
         ds = ds.select_columns(list(BATCH_KEYS)).with_format("torch").map(_StockMap(args.image_size))
         loader = DataLoader(ds, batch_size=args.batch_size, num_workers=args.workers)

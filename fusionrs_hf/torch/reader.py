@@ -311,12 +311,12 @@ class ReadStats:
 
 
 class _Fetched:
-    """The prefetched spans of one row group: ``[(start, bytes)]``."""
+    """The prefetched spans of one row group: ``[(start, bytes)]``; reads are views into them, not copies."""
 
-    def __init__(self, spans: list[tuple[int, bytes]]) -> None:
-        self.spans = spans
+    def __init__(self, spans: list[tuple[int, bytes | bytearray]]) -> None:
+        self.spans = [(start, memoryview(data)) for start, data in spans]
 
-    def get(self, pos: int, n: int) -> bytes | None:
+    def get(self, pos: int, n: int) -> memoryview | None:
         for start, data in self.spans:
             if start <= pos and pos + n <= start + len(data):
                 return data[pos - start: pos - start + n]
@@ -345,7 +345,7 @@ class PrefetchedFile(io.RawIOBase):
     def tell(self) -> int:
         return self._pos
 
-    def read(self, n: int = -1) -> bytes:
+    def read(self, n: int = -1) -> bytes | memoryview:
         pos = self._pos
         if n is None or n < 0:
             n = self._size - pos
@@ -445,12 +445,24 @@ class RowGroupPrefetcher:
 
     @staticmethod
     def _assemble(parts: list[tuple[int, bytes]]) -> _Fetched:
-        spans: list[tuple[int, bytes]] = []
-        for a, data in sorted(parts):
-            if spans and spans[-1][0] + len(spans[-1][1]) == a:
-                spans[-1] = (spans[-1][0], spans[-1][1] + data)
+        """Adjacent pieces joined into one span each, copied once (a 20 MB row group in 8 MiB pieces was
+        copied once per piece by repeated concatenation: page faults and memory traffic on every row group)."""
+        runs: list[list[tuple[int, bytes]]] = []
+        for a, data in sorted(parts, key=lambda p: p[0]):
+            if runs and runs[-1][-1][0] + len(runs[-1][-1][1]) == a:
+                runs[-1].append((a, data))
             else:
-                spans.append((a, data))
+                runs.append([(a, data)])
+        spans: list[tuple[int, bytes | bytearray]] = []
+        for run in runs:
+            if len(run) == 1:
+                spans.append(run[0])
+                continue
+            start = run[0][0]
+            buf = bytearray(sum(len(d) for _, d in run))
+            for a, d in run:
+                buf[a - start: a - start + len(d)] = d
+            spans.append((start, buf))
         return _Fetched(spans)
 
     def _window_end(self, i: int) -> int:
