@@ -115,10 +115,28 @@ def decode_rgb(data: bytes | bytearray | memoryview, min_size: int | None = None
     return arr
 
 
-def center_crop_resize(arr: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
+def _resize_into(t: torch.Tensor, size: int, out: torch.Tensor) -> None:
+    """The antialiased resize of 1x3xHxW ``t`` written straight into ``out`` (3xSxS), sparing the result's
+    allocation and its copy (~10 us of ~100 per 512 -> 224 px image); ``interpolate`` + copy where the
+    ``out=`` overload of the kernel is missing."""
+    global _AA_OUT
+    if _AA_OUT:
+        try:
+            torch.ops.aten._upsample_bilinear2d_aa.out(t, [size, size], False, None, None, out=out.unsqueeze(0))
+            return
+        except (AttributeError, RuntimeError, TypeError):
+            _AA_OUT = False
+    out.copy_(F.interpolate(t, size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0])
+
+
+_AA_OUT = True
+
+
+def center_crop_resize(arr: np.ndarray | torch.Tensor, size: int, out: torch.Tensor | None = None) -> torch.Tensor:
     """uint8 HxWx3 -> uint8 3xSxS: centre square crop, then antialiased bilinear resize (CLIP recipe).
 
-    The result is stored channels-last (strides (1, 3S, 3)), as torch's resize kernel writes it.
+    The result is stored channels-last (strides (1, 3S, 3)), as torch's resize kernel writes it; with
+    ``out`` (uint8 3xSxS, e.g. a row of a batch) it is written there and ``out`` returned.
     """
     readonly = isinstance(arr, np.ndarray) and not arr.flags.writeable
     t = arr
@@ -135,6 +153,12 @@ def center_crop_resize(arr: np.ndarray | torch.Tensor, size: int) -> torch.Tenso
     top, left = (h - side) // 2, (w - side) // 2
     # 1x3xSxS view of the HWC pixels: channels-last strides, the batch stride included
     t = t[top:top + side, left:left + side].unsqueeze(0).permute(0, 3, 1, 2)
+    if out is not None:
+        if side == size:
+            out.copy_(t[0])
+        else:
+            _resize_into(t, size, out)
+        return out
     if side == size:
         return t[0].clone() if readonly else t[0]
     # Channels-last uint8 input takes torch's vectorised uint8 antialias kernel and gives

@@ -87,6 +87,21 @@ def test_center_crop_of_non_square():
     assert int(out.max()) == 80 and int(out.min()) == 80
 
 
+@pytest.mark.parametrize("channels_last", [True, False])
+@pytest.mark.parametrize("shape", [(64, 64), (40, 52), (80, 48)])
+def test_resize_into_a_batch_row_writes_that_row_only(shape, channels_last):
+    """``out=`` (uint8 batches are resized straight into their row): the same pixels as without it, in the
+    row given whatever the batch layout, its neighbours untouched, no new storage."""
+    from fusionrs_hf.decode import image_strides
+
+    arr = np.random.default_rng(1).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    batch = torch.empty_strided((3, 3, 40, 40), image_strides((3, 3, 40, 40), channels_last), dtype=torch.uint8)
+    batch.fill_(7)
+    got = center_crop_resize(arr, 40, out=batch[1])
+    assert got.data_ptr() == batch[1].data_ptr() and torch.equal(batch[1], center_crop_resize(arr, 40))
+    assert bool((batch[0] == 7).all()) and bool((batch[2] == 7).all())
+
+
 @pytest.mark.parametrize("shape", [(64, 64), (48, 80), (80, 48)])
 def test_resize_output_is_channels_last_and_matches_the_nchw_kernel(shape):
     """The resize must see a true channels-last batch (batch stride included): that takes torch's

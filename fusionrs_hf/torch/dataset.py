@@ -512,11 +512,12 @@ class FusionRSIterable(RowGroupReading, IterableDataset):
         self._skipped[(worker + 1) % _MAX_COUNTER_SLOTS] += 1
         logger.debug("skipping %s", msg)
 
-    def _decode(self, value, rec: dict, column: str) -> torch.Tensor | None:
+    def _decode(self, value, rec: dict, column: str, out: torch.Tensor | None = None) -> torch.Tensor | None:
+        """The image cropped and resized (uint8 3xSxS; written into ``out`` when given), or None if it failed."""
         try:
             if isinstance(value, bytes | memoryview) and len(value):  # the fast path's cells
                 return center_crop_resize(decode_rgb(value, self.image_size, backend=self.decode_backend),
-                                          self.image_size)
+                                          self.image_size, out)
             value = _image_value(value, f"sample_id={rec.get('sample_id')!r}")
             if value is None:
                 raise DecodeError("missing image")
@@ -528,7 +529,7 @@ class FusionRSIterable(RowGroupReading, IterableDataset):
                 arr = value
             else:
                 raise DecodeError(f"unsupported image value of type {type(value).__name__}")
-            return center_crop_resize(arr, self.image_size)
+            return center_crop_resize(arr, self.image_size, out)
         except DecodeError as e:
             self._fail(rec, column, e)
             return None
@@ -542,19 +543,17 @@ class FusionRSIterable(RowGroupReading, IterableDataset):
             if rec.get("_error") is not None:  # a row whose parquet data could not be read (see _read)
                 self._fail(rec, "parquet", rec["_error"])
                 continue
-            a = self._decode(rec.get("rgb"), rec, "rgb")
+            j = len(kept)
+            # uint8 batches: resized straight into row j (a failed row leaves it to the next one)
+            a = self._decode(rec.get("rgb"), rec, "rgb", None if self.normalize else rgb[j])
             if a is None:
                 continue
-            b = self._decode(rec.get("ir"), rec, "ir")
+            b = self._decode(rec.get("ir"), rec, "ir", None if self.normalize else ir[j])
             if b is None:
                 continue
-            j = len(kept)
             if self.normalize:
                 self.normalizer(a, rgb[j])
                 self.normalizer(b, ir[j])
-            else:
-                rgb[j].copy_(a)
-                ir[j].copy_(b)
             kept.append(rec)
         if len(kept) < n:
             rgb, ir = rgb[: len(kept)], ir[: len(kept)]
