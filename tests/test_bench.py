@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from fusionrs_hf import bench
 
 TINY = ["--quick", "--json", "--quiet", "--source-size", "64", "--image-size", "32", "--batch-size", "8",
@@ -89,6 +91,15 @@ def test_bench_remote_smoke(tmp_path):
         assert 0 <= r[name]["max_fingerprint_diff"] <= bench.FINGERPRINT_TOL, name
         assert r[name]["first_batch_s"] > 0 and r[name]["peak_rss_mb"] > 0, name
     assert r["remote_ours"]["read_stats"]["row_groups"] >= 1 and r["remote_ours"]["read_stats"]["retries"] == 0
+    # the link ceiling: bytes that crossed it per row, at the cap; ours is judged against the lower of it and local
+    import pyarrow.parquet as pq
+
+    images = sum(pq.read_table(f, columns=["rgb", "ir"]).nbytes
+                 for f in (tmp_path / "cache").rglob("data/*/train/*.parquet"))
+    ours_bytes = r["remote_ours"]["bytes_served"]
+    assert images * 0.9 <= ours_bytes
+    assert res["remote_link_rows_per_s"] == pytest.approx(800e6 / 8 / (ours_bytes / res["rows"]), rel=1e-3)
+    assert res["remote_vs_attainable"] >= res["remote_vs_local"]
     assert r["remote_plan"]["shards"] >= 12 and res["remote"]["latency_ms"] == 2
     assert {"remote_vs_local", "remote_vs_stock", "first_batch_s_remote"} <= set(res["targets_met"])
     md = bench.render_markdown(res)

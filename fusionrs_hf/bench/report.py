@@ -41,6 +41,11 @@ def render_remote(res: dict) -> list[str]:
         f"| {stock['peak_rss_mb']:.0f} | {_ratio_cell(res['remote_vs_stock'])} | "
         + _target_cell(res, "remote_vs_stock", "≥ 3") + " |",
         "",
+        f"The link: ours remote moved {ours['bytes_served'] / ours['rows_total'] / 1e3:.0f} KB per row, so "
+        f"{rem['bandwidth_mbps']:g} Mbit/s carries at most {res['remote_link_rows_per_s']:.0f} rows/s; ours remote "
+        f"reached {res['remote_vs_attainable']:.2f} of the lower of that and ours local (what no loader on this "
+        "link could beat).",
+        "",
         f"Plan at {plan['shards']} shards ({plan['units']} row groups), remote: plan {plan['plan_s']:.2f} s, first "
         f"batch {plan['first_batch_s']:.2f} s ({_target_cell(res, 'first_batch_s_remote', 'target ≤ 2 s')}). "
         f"RSS over the remote pass: first quarter {ours['rss_first_quarter_mb']:.0f} MB, peak {ours['peak_rss_mb']:.0f} "
