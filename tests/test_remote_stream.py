@@ -209,3 +209,16 @@ def test_read_ahead_bound_with_large_row_groups_and_workers(hub, tmp_path):
     stats = loader.dataset.read_stats()
     assert stats["max_in_flight"] == 1 and stats["fallbacks"] == 0
     assert stats["requests"] > stats["row_groups"] >= 4  # each row group cut into 64 KiB requests
+
+
+def test_prefetched_pieces_serve_views_inside_and_joins_across():
+    """A row group's pieces stay as fetched: a read inside one is a view (no copy), one across adjacent pieces
+    is joined, and one that reaches a gap or outside is not served (pyarrow then asks the store)."""
+    from fusionrs_hf.torch.reader import _Fetched
+
+    data = bytearray(b"abcde")
+    f = _Fetched([(15, b"fgh"), (10, data), (30, b"xyz")])
+    inside = f.get(11, 3)
+    assert bytes(inside) == b"bcd" and isinstance(inside, memoryview) and inside.obj is data
+    assert bytes(f.get(12, 5)) == b"cdefg" and bytes(f.get(10, 8)) == b"abcdefgh" and bytes(f.get(31, 2)) == b"yz"
+    assert f.get(10, 9) is None and f.get(16, 5) is None and f.get(5, 2) is None and f.get(19, 1) is None

@@ -287,7 +287,8 @@ class FusionRSIterable(RowGroupReading, IterableDataset):
 
     def read_stats(self) -> dict[str, int]:
         """Remote reading so far, all workers: range ``requests``, ``retries``, ``row_groups`` read, and
-        ``max_in_flight``, the most row groups one worker had fetched ahead at once (<= ``read_ahead``)."""
+        ``max_in_flight``, the most row groups one worker had fetched ahead at once (<= ``read_ahead``, or
+        as many as a batch's rows need where row groups are smaller than a batch)."""
         t = self._read_stats
         out = {name: int(t[:, i].sum()) for i, name in enumerate(ReadStats.FIELDS)}
         out["max_in_flight"] = int(t[:, ReadStats.FIELDS.index("max_in_flight")].max())

@@ -180,8 +180,9 @@ def make_dataloader(
     Each new pass over the loader advances the epoch (a new shuffle order) unless ``set_epoch`` was
     called since the last one, so loops that never call it (Lightning's) still reshuffle.
     Remote shards (``hf://``, a Hub id, any fsspec URL): ``read_ahead`` (default 2) row groups are
-    fetched in the background by each worker while it decodes the current one (0: read synchronously),
-    in range requests of at most ``request_size`` bytes (default 8 MiB), retried on failure; local
+    fetched in the background by each worker while it decodes the current one (0: read synchronously;
+    row groups smaller than a batch: as many as a batch needs, up to 32), in range requests of at most
+    ``request_size`` bytes (default 8 MiB), retried on failure (not a 403 or 404); local
     shards are memory-mapped and ignore both (see :mod:`fusionrs_hf.torch.reader`).
     Other keyword arguments: ``revision``, ``decode_backend``, ``normalize``, ``channels_last``
     (dataset) and ``pin_memory``, ``prefetch_factor``, ``persistent_workers``,

@@ -24,6 +24,7 @@ every request costs a round trip. Four things hide it:
 
 from __future__ import annotations
 
+import bisect
 import io
 import threading
 import time
@@ -311,16 +312,30 @@ class ReadStats:
 
 
 class _Fetched:
-    """The prefetched spans of one row group: ``[(start, bytes)]``; reads are views into them, not copies."""
+    """The prefetched pieces of one row group, ``[(start, bytes)]``, kept as fetched: a read inside one piece
+    is a view of it, and only a read across pieces is copied (joining every piece first doubled a row
+    group's memory while it was assembled, and copied all of it)."""
 
-    def __init__(self, spans: list[tuple[int, bytes | bytearray]]) -> None:
-        self.spans = [(start, memoryview(data)) for start, data in spans]
+    def __init__(self, pieces: list[tuple[int, bytes]]) -> None:
+        pieces = sorted(pieces, key=lambda p: p[0])
+        self.starts = [a for a, _ in pieces]
+        self.pieces = [memoryview(d) for _, d in pieces]
 
     def get(self, pos: int, n: int) -> memoryview | None:
-        for start, data in self.spans:
-            if start <= pos and pos + n <= start + len(data):
-                return data[pos - start: pos - start + n]
-        return None
+        i = bisect.bisect_right(self.starts, pos) - 1
+        if i < 0 or pos - self.starts[i] > len(self.pieces[i]):
+            return None
+        off = pos - self.starts[i]
+        if off + n <= len(self.pieces[i]):
+            return self.pieces[i][off:off + n]
+        out = bytearray(self.pieces[i][off:])
+        j = i + 1
+        while len(out) < n:  # on across adjacent pieces; a gap means it was not prefetched
+            if j >= len(self.pieces) or self.starts[j] != pos + len(out):
+                return None
+            out += self.pieces[j][: n - len(out)]
+            j += 1
+        return memoryview(out)
 
 
 class PrefetchedFile(io.RawIOBase):
@@ -430,7 +445,7 @@ class RowGroupPrefetcher:
             if not last or out.cancelled():  # cancelled: the reader closed or dropped it, nobody waits
                 return
             try:
-                result = self._assemble([(a, f.result()) for a, f in parts])
+                result = _Fetched([(a, f.result()) for a, f in parts])
             except Exception as e:  # noqa: BLE001 - handed to whoever takes the row group
                 result = e
             try:
@@ -442,28 +457,6 @@ class RowGroupPrefetcher:
         for _, f in parts:
             f.add_done_callback(done)
         return out
-
-    @staticmethod
-    def _assemble(parts: list[tuple[int, bytes]]) -> _Fetched:
-        """Adjacent pieces joined into one span each, copied once (a 20 MB row group in 8 MiB pieces was
-        copied once per piece by repeated concatenation: page faults and memory traffic on every row group)."""
-        runs: list[list[tuple[int, bytes]]] = []
-        for a, data in sorted(parts, key=lambda p: p[0]):
-            if runs and runs[-1][-1][0] + len(runs[-1][-1][1]) == a:
-                runs[-1].append((a, data))
-            else:
-                runs.append([(a, data)])
-        spans: list[tuple[int, bytes | bytearray]] = []
-        for run in runs:
-            if len(run) == 1:
-                spans.append(run[0])
-                continue
-            start = run[0][0]
-            buf = bytearray(sum(len(d) for _, d in run))
-            for a, d in run:
-                buf[a - start: a - start + len(d)] = d
-            spans.append((start, buf))
-        return _Fetched(spans)
 
     def _window_end(self, i: int) -> int:
         """The last item to have started once item ``i`` is taken: ``read_ahead`` further, or as far as
