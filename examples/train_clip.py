@@ -52,7 +52,13 @@ from fusionrs_hf.eval import PRECISIONS as EVAL_PRECISIONS
 from fusionrs_hf.eval import ProtocolError
 from fusionrs_hf.layout import CONFIG_NAMES, SPLITS
 from fusionrs_hf.splits import MissingSplitError
-from fusionrs_hf.storage import HubUnreachableError, MissingExtraError, RepoNotFoundError
+from fusionrs_hf.storage import (
+    HubUnreachableError,
+    MissingExtraError,
+    RepoNotFoundError,
+    add_storage_option_argument,
+    parse_storage_options,
+)
 from fusionrs_hf.train.clip import (
     DECAY_ON,
     IR_VIEWS,
@@ -110,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-every", type=int, default=0, help="also evaluate every N steps (0: only at the end)")
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--num-workers", type=int, default=0)
+    add_storage_option_argument(p)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--device", default=None, help="cuda / cpu (default: cuda when available)")
     p.add_argument("--out", default="runs/clip", help="folder for the checkpoint, train_log.jsonl, metrics.json")
@@ -117,7 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    a = build_parser().parse_args(argv)
+    p = build_parser()
+    a = p.parse_args(argv)
+    try:
+        options = parse_storage_options(a.storage_options)
+    except ValueError as exc:
+        p.error(str(exc))  # exit 2, one line naming the bad option
     cfg = ClipTrainConfig(
         data=a.data, preset=a.preset, config=a.config, recipe=a.recipe, model=a.model, pretrained=a.pretrained,
         out=a.out, steps=a.steps, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, weight_decay=a.weight_decay,
@@ -128,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         dedupe_captions=a.dedupe_captions, image_size=a.image_size, eval_split=a.eval_split,
         eval_config=a.eval_config, eval_text=a.eval_text, eval_protocol=a.eval_protocol, eval_ties=a.eval_ties,
         eval_batch_size=a.eval_batch_size, eval_precision=a.eval_precision, eval_limit=a.eval_limit,
-        eval_every=a.eval_every, log_every=a.log_every, num_workers=a.num_workers, device=a.device,
+        eval_every=a.eval_every, log_every=a.log_every, num_workers=a.num_workers, device=a.device, storage_options=options,
     )
     try:
         run = train_clip(cfg)

@@ -42,7 +42,13 @@ import sys
 
 from fusionrs_hf.layout import CONFIG_NAMES, SPLITS
 from fusionrs_hf.splits import MissingSplitError
-from fusionrs_hf.storage import HubUnreachableError, MissingExtraError, RepoNotFoundError
+from fusionrs_hf.storage import (
+    HubUnreachableError,
+    MissingExtraError,
+    RepoNotFoundError,
+    add_storage_option_argument,
+    parse_storage_options,
+)
 from fusionrs_hf.train.vlm import (
     LORA_TARGETS,
     PRESETS,
@@ -85,13 +91,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="config to evaluate on (default: --config, or 'default' when that lacks --eval-split)")
     p.add_argument("--eval-limit", type=int, default=32)
     p.add_argument("--num-workers", type=int, default=0)
+    add_storage_option_argument(p)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--out", default="runs/vlm", help="folder for the adapter and metrics.json")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    a = build_parser().parse_args(argv)
+    p = build_parser()
+    a = p.parse_args(argv)
+    try:
+        options = parse_storage_options(a.storage_options)
+    except ValueError as exc:
+        p.error(str(exc))  # exit 2, one line naming the bad option
     cfg = VLMTrainConfig(
         data=a.data, preset=a.preset, config=a.config, setting=a.setting, task=a.task, model=a.model, out=a.out,
         steps=a.steps, epochs=a.epochs, lr=a.lr, lora_r=a.lora_r, lora_alpha=a.lora_alpha,
@@ -100,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         gradient_checkpointing=False if a.no_gradient_checkpointing else None, quantization=a.quantization,
         prompts=a.prompts, bf16={"auto": None, "on": True, "off": False}[a.bf16], limit=a.limit,
         eval_split=None if a.eval_split == "none" else a.eval_split, eval_config=a.eval_config,
-        eval_limit=a.eval_limit, num_workers=a.num_workers, seed=a.seed,
+        eval_limit=a.eval_limit, num_workers=a.num_workers, seed=a.seed, storage_options=options,
     )
     try:
         run = train_vlm(cfg)

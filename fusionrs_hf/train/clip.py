@@ -599,6 +599,9 @@ class ClipTrainConfig:
     log_every: int = 10
     num_workers: int = 0
     device: str | None = None
+    storage_options: dict | None = None
+    """fsspec options for the data's store (``endpoint_url``, ``key``, ...; the Hub: ``token``, ``endpoint``).
+    Credentials are left out of ``metrics.json`` (:func:`fusionrs_hf.storage.public_options`)."""
 
 
 def resolve_config(cfg: ClipTrainConfig) -> tuple[ClipTrainConfig, list[str]]:
@@ -820,11 +823,13 @@ def train_clip(cfg: ClipTrainConfig, *, model: ClipAdapter | None = None,
     """
     from ..eval import DEFAULT_BATCH_SIZE, check_ties, evaluate_model, read_eval_rows, select
     from ..splits import MissingSplitError, repo_splits
+    from ..storage import public_options
 
     cfg, overrides = resolve_config(cfg)
     recipe = get_recipe(cfg.recipe)
     config = cfg.config or recipe.config
-    listing = repo_splits(cfg.data)
+    so = cfg.storage_options
+    listing = repo_splits(cfg.data, storage_options=so)
     listing.require(config, "train", who="train_clip")
     eval_config = listing.eval_config(cfg.eval_config or config, cfg.eval_split, explicit=cfg.eval_config is not None,
                                       who="train_clip")
@@ -839,11 +844,11 @@ def train_clip(cfg: ClipTrainConfig, *, model: ClipAdapter | None = None,
             f"{cfg.eval_split} in {cfg.data} has one (config 'iraware' has: {', '.join(listing.splits('iraware')) or 'no split'})",
             repo=cfg.data, config=eval_config, split=cfg.eval_split, available=listing.splits("iraware"))
     # the eval rows are read before anything is built (a protocol they cannot follow fails now)
-    eval_rows = read_eval_rows(cfg.data, eval_config, cfg.eval_split)
+    eval_rows = read_eval_rows(cfg.data, eval_config, cfg.eval_split, storage_options=so)
     select_rows = None
     if select_config is not None:
         select_rows = (eval_rows if (select_config, "validation") == (eval_config, cfg.eval_split)
-                       else read_eval_rows(cfg.data, select_config, "validation"))
+                       else read_eval_rows(cfg.data, select_config, "validation", storage_options=so))
     check_ties(cfg.eval_ties)
     for rows in (eval_rows, select_rows):  # a protocol these rows cannot follow fails now, not after training
         if rows is not None:
@@ -852,7 +857,7 @@ def train_clip(cfg: ClipTrainConfig, *, model: ClipAdapter | None = None,
         print(f"train_clip: --preset {cfg.preset} with {'; '.join(overrides)}", file=sys.stderr, flush=True)
     torch.manual_seed(cfg.seed)
     if model is None:
-        texts = read_captions(cfg.data, config) if cfg.model == "tiny" else None
+        texts = read_captions(cfg.data, config, storage_options=so) if cfg.model == "tiny" else None
         model = build_model(cfg.model, texts=texts, image_size=cfg.image_size, pretrained=cfg.pretrained,
                             seed=cfg.seed)
     device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -861,10 +866,10 @@ def train_clip(cfg: ClipTrainConfig, *, model: ClipAdapter | None = None,
 
     train_loader = make_loader(cfg.data, config, "train", batch_size=cfg.batch_size, image_size=model.image_size,
                                mean=model.mean, std=model.std, shuffle=True, seed=cfg.seed,
-                               num_workers=cfg.num_workers, drop_last=True)
+                               num_workers=cfg.num_workers, drop_last=True, storage_options=so)
     eval_kw = dict(protocol=cfg.eval_protocol, ties=cfg.eval_ties, text_field=cfg.eval_text,
                    batch_size=cfg.eval_batch_size or DEFAULT_BATCH_SIZE, num_workers=cfg.num_workers,
-                   precision=cfg.eval_precision, limit=cfg.eval_limit)
+                   precision=cfg.eval_precision, limit=cfg.eval_limit, storage_options=so)
 
     def run_eval(rows, conf: str, split: str):
         return evaluate_model(model, cfg.data, config=conf, split=split, rows=rows, **eval_kw)
@@ -937,7 +942,7 @@ def train_clip(cfg: ClipTrainConfig, *, model: ClipAdapter | None = None,
     log_file.close()
     ckpt = model.save(out / "checkpoint")
     settings = {name: getattr(cfg, name) for name in SETTINGS}
-    run = {"config": asdict(cfg), "preset": cfg.preset, "settings": settings, "overrides": overrides,
+    run = {"config": {**asdict(cfg), "storage_options": public_options(so)}, "preset": cfg.preset, "settings": settings, "overrides": overrides,
            "recipe": recipe.name, "data_config": config, "eval_config": eval_config, "eval_split": cfg.eval_split,
            "lr": lr, "steps": step, "selected": selected, "selection": selection, "metrics": result.metrics,
            "line": line, "eval": result.to_dict()}

@@ -274,6 +274,7 @@ class VLMStream(torch.utils.data.IterableDataset):
 
         self.repo, self.config, self.split, self.setting, self.task = repo, config, split, setting, task
         self.limit = limit
+        self.storage_options = reader_kw.get("storage_options")
         self.prompts = dict(prompts or {})
         """Sample setting (``A-original``/``B-iraware``/...) -> the instruction replacing the paper's template."""
         self.reader = VLMIterable(repo, config, split, batch_size=1, shuffle=shuffle, seed=seed, on_error=on_error,
@@ -303,7 +304,8 @@ class VLMStream(torch.utils.data.IterableDataset):
         from ..vlm_data import vlm_samples
 
         placeholder = Image.new("RGB", (1, 1))
-        ds = load(self.config, split=self.split, streaming=True, repo=self.repo).remove_columns(list(IMAGE_FIELDS))
+        ds = load(self.config, split=self.split, streaming=True, repo=self.repo,
+                  storage_options=self.storage_options).remove_columns(list(IMAGE_FIELDS))
         n = sum(len(vlm_samples({**row, "ir": placeholder}, self.setting, self.task)) for row in ds)
         n //= self.reader.world_size
         return min(n, self.limit) if self.limit is not None else n
@@ -454,6 +456,9 @@ class VLMTrainConfig:
     eval_limit: int | None = 32
     logging_steps: int = 1
     num_workers: int = 0
+    storage_options: dict | None = None
+    """fsspec options for the data's store (see :class:`~fusionrs_hf.train.clip.ClipTrainConfig`); credentials
+    are left out of ``metrics.json``."""
 
 
 def resolve_config(cfg: VLMTrainConfig) -> tuple[VLMTrainConfig, list[str]]:
@@ -541,11 +546,11 @@ def load_quantized(model_id: str, **processor_kwargs):
     return model, processor
 
 
-def _texts_for_tokenizer(repo: str, config: str) -> list[str]:
+def _texts_for_tokenizer(repo: str, config: str, storage_options: dict | None = None) -> list[str]:
     from ..vlm_data import TEMPLATES
     from .clip import read_captions
 
-    return [*read_captions(repo, config), *TEMPLATES.values()]
+    return [*read_captions(repo, config, storage_options=storage_options), *TEMPLATES.values()]
 
 
 @torch.no_grad()
@@ -596,7 +601,8 @@ def train_vlm(cfg: VLMTrainConfig, *, model=None, processor=None) -> dict:
             raise PresetError(f"train_vlm: quantization 'nf4' (the release's 4-bit QLoRA base) needs bitsandbytes and "
                               f"a CUDA GPU; missing here: {', '.join(missing)} (pass --quantization none to train an "
                               "unquantized base, which is not the release's setting)")
-    listing = repo_splits(cfg.data)  # an unreachable Hub fails here, in seconds (HubUnreachableError)
+    so = cfg.storage_options
+    listing = repo_splits(cfg.data, storage_options=so)  # an unreachable Hub fails here, in seconds
     listing.require(cfg.config, "train", who="train_vlm")
     if model is None and cfg.model != "tiny":
         check_model(cfg.model, what="VLM")  # a typo or an unreachable Hub: seconds, before the heavy imports
@@ -622,7 +628,7 @@ def train_vlm(cfg: VLMTrainConfig, *, model=None, processor=None) -> dict:
     torch.manual_seed(cfg.seed)
     if model is None:
         if cfg.model == "tiny":
-            model, processor = tiny_vlm(_texts_for_tokenizer(cfg.data, cfg.config), seed=cfg.seed)
+            model, processor = tiny_vlm(_texts_for_tokenizer(cfg.data, cfg.config, so), seed=cfg.seed)
         elif quantize:
             model, processor = load_quantized(cfg.model)
         else:
@@ -636,7 +642,7 @@ def train_vlm(cfg: VLMTrainConfig, *, model=None, processor=None) -> dict:
     # batches, or every process takes its share of the same stream. So every process reads the
     # whole split (rank=0, world_size=1); a rank split here too would train on 1/world of it.
     # The eval samples are then the same on every process, and so are the reported losses.
-    whole = {"rank": 0, "world_size": 1}
+    whole = {"rank": 0, "world_size": 1, "storage_options": so}
     world = _resolve_rank(None, None)[1]
     train_ds = VLMStream(cfg.data, config=cfg.config, split="train", setting=cfg.setting, task=cfg.task,
                          limit=cfg.limit, shuffle=True, seed=cfg.seed, prompts=prompts, **whole)
@@ -679,7 +685,10 @@ def train_vlm(cfg: VLMTrainConfig, *, model=None, processor=None) -> dict:
                        eval_samples=len(eval_samples))
     metrics.update(preset=cfg.preset, quantized=quantize)
     settings = {name: getattr(cfg, name) for name in VLM_SETTINGS}
-    (out / "metrics.json").write_text(json.dumps({"config": asdict(cfg), "settings": settings, "overrides": overrides,
+    from ..storage import public_options
+
+    (out / "metrics.json").write_text(json.dumps({"config": {**asdict(cfg), "storage_options": public_options(so)},
+                                                  "settings": settings, "overrides": overrides,
                                                   "metrics": metrics}, indent=2))
     return {"metrics": metrics, "trainer": trainer, "model": model, "processor": processor, "settings": settings,
             "overrides": overrides}
