@@ -521,6 +521,25 @@ def test_shard_rewritten_between_epochs_is_replanned(stream_repo, tmp_path, work
     assert sorted(got) == _train_ids(root) and len(loader) == batches(len(got))
 
 
+def test_set_epoch_replans_after_a_pass_in_a_plain_dataloader(stream_repo, tmp_path):
+    """A plain torch DataLoader with workers runs every pass in its workers; set_epoch right after planning asks
+    the store nothing, but once a pass has run, a shard rewritten since is still noticed and re-planned."""
+    from torch.utils.data import DataLoader
+
+    from fusionrs_hf.torch import FusionRSIterable
+
+    root = Path(shutil.copytree(stream_repo, tmp_path / "repo"))
+    ds = FusionRSIterable(root, "default", "train", batch_size=None, image_size=8)
+    loader = DataLoader(ds, batch_size=None, num_workers=2)
+    ds.set_epoch(0)  # nothing ran since planning
+    assert sorted(b["sample_id"] for b in loader) == _train_ids(root)
+    _rewrite_with_more_rows(sorted(root.glob("data/*/train/*.parquet"))[0], "e1")
+    with pytest.warns(RuntimeWarning, match="rewritten"):
+        ds.set_epoch(1)
+    got = [b["sample_id"] for b in loader]
+    assert sorted(got) == _train_ids(root) and len(got) == len(set(got)) > 20
+
+
 # ----------------------------------------------------------------------------------------- 8: corrupt shards in the loader
 
 

@@ -222,3 +222,48 @@ def test_prefetched_pieces_serve_views_inside_and_joins_across():
     assert bytes(inside) == b"bcd" and isinstance(inside, memoryview) and inside.obj is data
     assert bytes(f.get(12, 5)) == b"cdefg" and bytes(f.get(10, 8)) == b"abcdefgh" and bytes(f.get(31, 2)) == b"yz"
     assert f.get(10, 9) is None and f.get(16, 5) is None and f.get(5, 2) is None and f.get(19, 1) is None
+
+
+def test_fingerprints_come_from_the_listing_without_a_request(hub, sample_repo):
+    """After planning's listing, every shard's fingerprint (size, ETag, blob id, LFS digest) is read from the
+    listing cache itself: the same values info() gives, and no request to the server."""
+    from fusionrs_hf.torch.plan import _fingerprint, shard_fingerprints, split_files
+
+    url, kw = _where("remote", hub, sample_repo)
+    ds = FusionRSIterable(url, batch_size=4, **kw)
+    files = split_files(ds.fs, ds.root, ds.config, ds.split)
+    before = len(hub.requests)
+    got = shard_fingerprints(ds.fs, ds.root, files)
+    assert len(hub.requests) == before and len(got) == len(files) > 1
+    assert got == {rel: _fingerprint(ds.fs.info(f"{ds.root}/{rel}")) for rel in files}
+    assert all(fp[0] and (fp[4] or fp[5]) for fp in got.values())  # a size and a git/LFS id for each
+
+
+def test_what_is_final_is_not_asked_again():
+    """403/404-like failures are final on every client (huggingface_hub's response.status_code, aiohttp's
+    status, s3fs's PermissionError/FileNotFoundError); 5xx, 408, 429 and dropped connections are retried."""
+    from fusionrs_hf.torch.reader import _permanent, fetch_range
+
+    class Resp:
+        def __init__(self, code):
+            self.status_code = code
+
+    class HubErr(Exception):
+        def __init__(self, code):
+            self.response = Resp(code)
+
+    class AioErr(Exception):
+        def __init__(self, code):
+            self.status = code
+
+    assert all(_permanent(e) for e in (HubErr(403), HubErr(404), AioErr(403), PermissionError(), FileNotFoundError()))
+    assert not any(_permanent(e) for e in (HubErr(503), AioErr(500), AioErr(429), HubErr(408), ConnectionError()))
+    calls = []
+
+    def raw(a, b):
+        calls.append(a)
+        raise AioErr(403)
+
+    with pytest.raises(AioErr):
+        fetch_range(raw, 0, 10)
+    assert calls == [0]

@@ -62,16 +62,37 @@ from __future__ import annotations
 
 from .cli import configure_parser, main, run
 from .data import CONFIG, SPLIT, bench_repo, litdata_dir, mds_dir, plan_repo, wds_shards
-from .measure import FINGERPRINT_TOL, check_same_output, decode_limit, time_pass
-from .peers import PEERS, import_litdata, import_mosaic, loader_litdata, loader_mosaic, peer_missing
+from .measure import FINGERPRINT_TOL, check_same_output, decode_limit, measure_rss, rss_child, time_pass
+from .peers import (
+    PEERS,
+    import_litdata,
+    import_mosaic,
+    loader_litdata,
+    loader_mosaic,
+    peer_decode,
+    peer_missing,
+    torchvision_decode_ok,
+)
 from .pipelines import loader_ours, loader_stock, loader_wds
-from .remote import remote_bench
-from .report import AT_MOST, SECTION, TARGETS, render_markdown, replace_section, targets_met, write_section
+from .remote import remote_bench, remote_child
+from .report import (
+    AT_MOST,
+    SECTION,
+    TARGETS,
+    machine,
+    render_markdown,
+    render_remote,
+    replace_section,
+    targets_met,
+    versions,
+    write_section,
+)
 
 __all__ = [
     "AT_MOST", "CONFIG", "FINGERPRINT_TOL", "PEERS", "SECTION", "SPLIT", "TARGETS", "bench_repo",
     "check_same_output", "configure_parser", "decode_limit", "import_litdata", "import_mosaic", "litdata_dir",
-    "loader_litdata", "loader_mosaic", "loader_ours", "loader_stock", "loader_wds", "main", "mds_dir",
-    "peer_missing", "plan_repo", "remote_bench", "render_markdown", "replace_section", "run", "targets_met",
-    "time_pass", "wds_shards", "write_section",
+    "loader_litdata", "loader_mosaic", "loader_ours", "loader_stock", "loader_wds", "machine", "main", "mds_dir",
+    "measure_rss", "peer_decode", "peer_missing", "plan_repo", "remote_bench", "remote_child", "render_markdown",
+    "render_remote", "replace_section", "rss_child", "run", "targets_met", "time_pass", "torchvision_decode_ok",
+    "versions", "wds_shards", "write_section",
 ]

@@ -155,6 +155,10 @@ class FusionRSIterable(RowGroupReading, IterableDataset):
         self._my_plan_gen = 0
         self._plan_fresh = True
         """Planned (or re-planned) since the last pass started: the next pass need not look again."""
+        self._passes_read = torch.zeros(1, dtype=torch.int64).share_memory_()
+        """Passes begun anywhere, workers included (a plain ``DataLoader`` runs every pass in its workers)."""
+        self._planned_at = 0
+        """``_passes_read`` when the plan was made: ``set_epoch`` re-plans once any pass has run since."""
         # Shared memory so set_epoch() reaches persistent workers and worker skip counts reach us.
         self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
         self._passes = 0
@@ -201,8 +205,9 @@ class FusionRSIterable(RowGroupReading, IterableDataset):
         """
         self._epoch[0] = int(epoch)
         self._epoch_explicit = True
-        if not self._plan_fresh:
+        if int(self._passes_read[0]) != self._planned_at or not self._plan_fresh:
             self.refresh_plan()
+        self._planned_at = int(self._passes_read[0])
         self._plan_fresh = True
 
     def _begin_pass(self) -> None:
@@ -371,6 +376,7 @@ class FusionRSIterable(RowGroupReading, IterableDataset):
 
     def _iter(self) -> Iterator:
         worker, nworkers, in_worker = self._context()
+        self._passes_read += 1  # shared memory: seen by set_epoch in the training process
         if not in_worker:
             if self._pass_begun:
                 self._pass_begun = False
@@ -511,7 +517,7 @@ class FusionRSIterable(RowGroupReading, IterableDataset):
         self._skipped_ids.append(str(sid) if sid is not None else f"{rec.get('_shard')}#{rec.get('_row')}")
         worker = self._slot[2]
         self._skipped[(worker + 1) % _MAX_COUNTER_SLOTS] += 1
-        logger.debug("skipping %s", msg)
+        logger.debug("skipping %s", scrub(msg))
 
     def _decode(self, value, rec: dict, column: str, out: torch.Tensor | None = None) -> torch.Tensor | None:
         """The image cropped and resized (uint8 3xSxS; written into ``out`` when given), or None if it failed."""

@@ -64,24 +64,34 @@ def _fingerprint(info: dict) -> tuple:
             info.get("ETag") or info.get("etag"), info.get("blob_id"), lfs_sha)
 
 
-def _listed(fs, path: str) -> bool:
-    """Whether ``fs.info(path)`` is answered from the filesystem's listing cache (hf://, s3:// after a glob)."""
+def _listed_info(fs, path: str) -> dict | None:
+    """``path``'s entry in the filesystem's listing cache (hf://, s3://, http after a glob), or None.
+
+    Read from the cache itself: some filesystems' ``info()`` ignores it (fsspec's HTTP one sends a HEAD)."""
     cache = getattr(fs, "dircache", None)
     if not cache:
-        return False
+        return None
     try:
-        return fs._parent(fs._strip_protocol(path)) in cache
+        name = fs._strip_protocol(path)
+        entries = cache.get(fs._parent(name))
     except Exception:  # noqa: BLE001 - a filesystem without these helpers: ask it
-        return False
+        return None
+    for e in entries or ():
+        if isinstance(e, dict) and fs._strip_protocol(e.get("name", "")) == name:
+            return e
+    return None
 
 
 def shard_fingerprints(fs, root: str, files: Sequence[str]) -> dict[str, tuple]:
-    """``{shard: fingerprint}`` from the filesystem's listing info (no file is opened; remote: many at once)."""
+    """``{shard: fingerprint}`` from the filesystem's listing (no file is opened; remote: many at once)."""
     def one(rel: str) -> tuple:
         return _fingerprint(fs.info(f"{root}/{rel}"))
 
-    if is_local(fs) or len(files) <= 1 or all(_listed(fs, f"{root}/{rel}") for rel in files):
-        return {rel: one(rel) for rel in files}  # answered from the listing just made: no thread pool
+    if is_local(fs) or len(files) <= 1:
+        return {rel: one(rel) for rel in files}
+    cached = {rel: _listed_info(fs, f"{root}/{rel}") for rel in files}
+    if all(cached.values()):  # the listing just made has them all: no request, no thread pool
+        return {rel: _fingerprint(info) for rel, info in cached.items()}
     with ThreadPoolExecutor(min(FOOTER_THREADS, len(files))) as pool:
         return dict(zip(files, pool.map(one, files), strict=True))
 

@@ -109,11 +109,14 @@ class RangeSource:
             return _hub_get_range(self.fs, self.url, start, end)
         with self._lock:
             if self._handle is None:
-                try:  # the size the plan knows spares the handle an info() round trip
-                    h = (self.fs.open(self.path, "rb", cache_type="none", size=self.size) if self.size is not None
-                         else self.fs.open(self.path, "rb", cache_type="none"))
-                except TypeError:
-                    h = False
+                h = False
+                # the size the plan knows spares the handle an info() round trip, where the store takes it
+                for kw in ([{"size": self.size}] if self.size is not None else []) + [{}]:
+                    try:
+                        h = self.fs.open(self.path, "rb", cache_type="none", **kw)
+                        break
+                    except TypeError:
+                        continue
                 self._handle = h if h is not False and hasattr(h, "_fetch_range") else False
                 if self.size is None and self._handle:
                     self.size = getattr(self._handle, "size", None)
@@ -137,7 +140,9 @@ def _permanent(e: Exception) -> bool:
     """An answer that asking again will not change: missing, forbidden, a 4xx other than 408/429."""
     if isinstance(e, (FileNotFoundError, PermissionError)):
         return True
-    status = getattr(getattr(e, "response", None), "status_code", None)
+    status = getattr(getattr(e, "response", None), "status_code", None)  # huggingface_hub / httpx
+    if status is None:
+        status = getattr(e, "status", None)  # aiohttp (fsspec's http://)
     return isinstance(status, int) and 400 <= status < 500 and status not in (408, 429)
 
 
@@ -454,6 +459,8 @@ class RowGroupPrefetcher:
                 pass
         if not parts:
             out.set_result(_Fetched([]))
+        # dropped or closed: the pieces not started yet are not fetched at all
+        out.add_done_callback(lambda f: [p.cancel() for _, p in parts] if f.cancelled() else None)
         for _, f in parts:
             f.add_done_callback(done)
         return out
