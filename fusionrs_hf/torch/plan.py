@@ -64,22 +64,27 @@ def _fingerprint(info: dict) -> tuple:
             info.get("ETag") or info.get("etag"), info.get("blob_id"), lfs_sha)
 
 
-def _listed_info(fs, path: str) -> dict | None:
-    """``path``'s entry in the filesystem's listing cache (hf://, s3://, http after a glob), or None.
+def _listed_infos(fs, paths: Sequence[str]) -> list[dict | None]:
+    """Each path's entry in the filesystem's listing cache (hf://, s3://, http after a glob), or None.
 
-    Read from the cache itself: some filesystems' ``info()`` ignores it (fsspec's HTTP one sends a HEAD)."""
+    Read from the cache itself (some filesystems' ``info()`` ignores it: fsspec's HTTP one sends a HEAD),
+    one name index per folder, so a folder of thousands of shards costs one pass over its entries."""
     cache = getattr(fs, "dircache", None)
     if not cache:
-        return None
+        return [None] * len(paths)
+    index: dict[str, dict[str, dict]] = {}
+    out: list[dict | None] = []
     try:
-        name = fs._strip_protocol(path)
-        entries = cache.get(fs._parent(name))
+        for path in paths:
+            name = fs._strip_protocol(path)
+            parent = fs._parent(name)
+            if parent not in index:
+                index[parent] = {fs._strip_protocol(e["name"]): e for e in cache.get(parent) or ()
+                                 if isinstance(e, dict) and "name" in e}
+            out.append(index[parent].get(name))
     except Exception:  # noqa: BLE001 - a filesystem without these helpers: ask it
-        return None
-    for e in entries or ():
-        if isinstance(e, dict) and fs._strip_protocol(e.get("name", "")) == name:
-            return e
-    return None
+        return [None] * len(paths)
+    return out
 
 
 def shard_fingerprints(fs, root: str, files: Sequence[str]) -> dict[str, tuple]:
@@ -89,9 +94,9 @@ def shard_fingerprints(fs, root: str, files: Sequence[str]) -> dict[str, tuple]:
 
     if is_local(fs) or len(files) <= 1:
         return {rel: one(rel) for rel in files}
-    cached = {rel: _listed_info(fs, f"{root}/{rel}") for rel in files}
-    if all(cached.values()):  # the listing just made has them all: no request, no thread pool
-        return {rel: _fingerprint(info) for rel, info in cached.items()}
+    cached = _listed_infos(fs, [f"{root}/{rel}" for rel in files])
+    if all(cached):  # the listing just made has them all: no request, no thread pool
+        return {rel: _fingerprint(info) for rel, info in zip(files, cached, strict=True)}
     with ThreadPoolExecutor(min(FOOTER_THREADS, len(files))) as pool:
         return dict(zip(files, pool.map(one, files), strict=True))
 
