@@ -18,8 +18,9 @@ every request costs a round trip. Four things hide it:
   filesystem does not ask the Hub for the repo or list the shard's folder before its first byte.
 * **Retries** (:func:`fetch_range`): a range request that fails (5xx, a dropped connection, a short body)
   is tried ``RETRIES`` times with a short backoff (a permanent one, 403 or 404, is not); what still fails
-  raises, and the dataset reports it as unreadable rows of that shard (:class:`~fusionrs_hf.decode.DecodeError` naming it, or skipped and counted
-  with ``on_error="skip"``). A row group is only ever delivered whole, so retries cannot duplicate rows.
+  raises, and the dataset reports it as unreadable rows of that shard
+  (:class:`~fusionrs_hf.decode.DecodeError` naming it, or skipped and counted with ``on_error="skip"``).
+  A row group is only ever delivered whole, so retries cannot duplicate rows.
 """
 
 from __future__ import annotations
