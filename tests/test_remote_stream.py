@@ -267,3 +267,30 @@ def test_what_is_final_is_not_asked_again():
     with pytest.raises(AioErr):
         fetch_range(raw, 0, 10)
     assert calls == [0]
+
+
+def test_a_revision_is_read_as_it_was(hub, sample_repo):
+    """A shard deleted in a later commit: the loader at the first commit (revision= or @sha in the URL, two
+    workers) reads every row of that commit, through /resolve/ URLs of that commit; main reads the rest."""
+    import pyarrow.parquet as pq
+
+    files = {str(p.relative_to(sample_repo)): p.read_bytes() for p in sample_repo.rglob("*") if p.is_file()}
+    repo = "fusionrs/remote-rev"
+    hub.create_repo(repo, files=files)
+    first = hub._repos["dataset", repo].branches["main"]
+    victim = sorted(p for p in files if p.startswith("data/") and "/train/" in p and p.endswith(".parquet"))[0]
+    with hub._lock:
+        hub._apply(hub._repos["dataset", repo], "main", "drop a shard", "", None, [("deletedFile", victim)])
+    assert hub._repos["dataset", repo].branches["main"] != first
+    want = sorted(_ids(make_dataloader(str(sample_repo), config="default", batch_size=8)))
+    opts = {"config": "default", "storage_options": {"endpoint": hub.url}}
+    hub.reset_log()
+    for loader in (make_dataloader(f"hf://datasets/{repo}", revision=first, batch_size=4, num_workers=2, **opts),
+                   make_dataloader(f"hf://datasets/{repo}@{first}", batch_size=4, num_workers=2, **opts)):
+        got = _ids(loader)
+        assert sorted(got) == want and len(got) == len(set(got))
+    ranged = [r.path for r in hub.requests if "/resolve/" in r.path]
+    assert ranged and all(f"/resolve/{first}/" in p for p in ranged)
+    gone = set(pq.read_table(sample_repo / victim, columns=["sample_id"]).column(0).to_pylist())
+    now = _ids(make_dataloader(f"hf://datasets/{repo}", batch_size=4, num_workers=2, **opts))
+    assert gone <= set(want) and sorted(now) == sorted(set(want) - gone)
