@@ -34,6 +34,7 @@ from .plan import (
     split_files,
 )
 from .reader import DEFAULT_READ_AHEAD, DEFAULT_REQUEST_SIZE, Footer, ReadStats, RowGroupReading
+from .share import make_share_dir
 from .slots import _SLOT_KEY, _SLOT_TENSOR_KEY, _OutputPool, _shared_empty, _SlotRing, _SlotTable
 
 
@@ -150,6 +151,8 @@ class FusionRSIterable(RowGroupReading, IterableDataset):
                 self.units, self._fingerprints = self._plan()
         else:
             self.root, self.units = None, []
+        self._share_dir = make_share_dir(self) if self._footers else None
+        """Remote shards: where a worker leaves a row group its neighbour also reads (:mod:`.share`)."""
         # Plan generation, shared with the workers: a persistent worker re-plans when it changed.
         self._plan_gen = torch.zeros(1, dtype=torch.int64).share_memory_()
         self._my_plan_gen = 0

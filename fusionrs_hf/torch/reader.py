@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 
 from ..decode import DecodeError
+from . import share
 
 if TYPE_CHECKING:
     from .plan import Unit
@@ -288,9 +289,10 @@ def plan_requests(ranges: Sequence[tuple[int, int]], request_size: int) -> list[
 class ReadStats:
     """Counters of one reader (a worker), optionally mirrored into a shared-memory row (and then counting on
     from what it holds): range ``requests``, ``retries``, ``row_groups`` taken, ``fallbacks`` (reads pyarrow made
-    outside the prefetched ranges), and the peak ``max_in_flight`` of row groups fetched ahead, not yet taken."""
+    outside the prefetched ranges), the peak ``max_in_flight`` of row groups fetched ahead, not yet taken, and
+    row groups ``shared``: taken from the neighbouring worker instead of fetched (:mod:`~fusionrs_hf.torch.share`)."""
 
-    FIELDS = ("requests", "retries", "max_in_flight", "row_groups", "fallbacks")
+    FIELDS = ("requests", "retries", "max_in_flight", "row_groups", "fallbacks", "shared")
 
     def __init__(self, shared_row=None) -> None:
         self.values = dict.fromkeys(self.FIELDS, 0)
@@ -326,6 +328,9 @@ class _Fetched:
         pieces = sorted(pieces, key=lambda p: p[0])
         self.starts = [a for a, _ in pieces]
         self.pieces = [memoryview(d) for _, d in pieces]
+
+    def raw_pieces(self) -> list[tuple[int, memoryview]]:
+        return list(zip(self.starts, self.pieces, strict=True))
 
     def get(self, pos: int, n: int) -> memoryview | None:
         i = bisect.bisect_right(self.starts, pos) - 1
@@ -396,6 +401,10 @@ class ReadItem(NamedTuple):
     rows: int
     """Rows of it this pass reads."""
     url: str | None = None
+    share: str | None = None
+    """Where the row group's bytes are left for, or by, the neighbouring worker (:mod:`~fusionrs_hf.torch.share`)."""
+    role: str = ""
+    """``publish`` (this worker reads it first), ``take`` (the neighbour did), or "" (not shared)."""
 
 
 MAX_SMALL_AHEAD = 32
@@ -435,8 +444,23 @@ class RowGroupPrefetcher:
         return src
 
     def _fetch(self, i: int) -> Future:
-        """Start fetching item ``i``'s byte ranges (in ``request_size`` pieces, in parallel)."""
+        """Start fetching item ``i``'s byte ranges (in ``request_size`` pieces, in parallel); a row group the
+        neighbouring worker already fetched is taken from it instead, one it will need is left for it."""
         it = self.items[i]
+        if it.role == "take":
+            got = share.take(it.share)
+            if got is not None:
+                self.stats.add("shared")
+                out: Future = Future()
+                out.set_result(_Fetched(got))
+                return out
+        out = self._fetch_ranges(it)
+        if it.role == "publish":
+            out.add_done_callback(lambda f: share.publish(it.share, f.result().raw_pieces())
+                                  if not f.cancelled() and f.exception() is None else None)
+        return out
+
+    def _fetch_ranges(self, it: ReadItem) -> Future:
         src = self.source(it.path, it.size, it.url)
         reqs = plan_requests(column_ranges(it.metadata, it.row_group, self.columns), self.request_size)
         parts = [(a, self._pool.submit(src.fetch, a, b)) for a, b in reqs]
@@ -626,7 +650,9 @@ class RowGroupReading:
             return None
         parsed: dict[str, object] = {}
         items, pos = [], 0
-        for unit_idx, first, end in pieces:
+        folder = getattr(self, "_share_dir", None)
+        last = len(pieces) - 1
+        for k, (unit_idx, first, end) in enumerate(pieces):
             unit = self.units[unit_idx]
             if pos + (end - first) <= first_pos:
                 pos += end - first
@@ -637,8 +663,14 @@ class RowGroupReading:
                 return None
             if unit.shard not in parsed:
                 parsed[unit.shard] = parse_footer(got.raw)
+            # a row group this slice shares with a neighbour: the slice starting inside it fetches and leaves
+            # it, the slice ending inside it takes it (see fusionrs_hf.torch.share)
+            role = ("publish" if k == 0 and first > 0 else
+                    "take" if k == last and k > 0 and end < unit.num_rows else "")
+            where = (share.share_path(folder, self.epoch, int(self._plan_gen[0]), self.rank, unit_idx)
+                     if role and folder else None)
             items.append(ReadItem(f"{self.root}/{unit.shard}", got.size, parsed[unit.shard], unit.row_group,
-                                  end - first, got.url))
+                                  end - first, got.url, where, role if where else ""))
         stats = ReadStats(self._read_stats[self._slot[2] % len(self._read_stats)]
                           if getattr(self, "_read_stats", None) is not None else None)
         return RowGroupPrefetcher(self.fs, items, cols, self.read_ahead, self.request_size, stats,
