@@ -15,7 +15,8 @@ every request costs a round trip. Four things hide it:
   stays flat: ``read_ahead + 1`` row groups' column bytes per worker. Row groups smaller than a batch are
   fetched until a batch's rows are ahead (at most :data:`MAX_SMALL_AHEAD` of them).
 * **Nothing asked twice**: a Hub shard's ``/resolve/`` URL travels with the plan too, so a worker's fresh
-  filesystem does not ask the Hub for the repo or list the shard's folder before its first byte.
+  filesystem does not ask the Hub for the repo or list the shard's folder before its first byte; and a row
+  group two workers' slices split is fetched by one and handed to the other (:mod:`~fusionrs_hf.torch.share`).
 * **Retries** (:func:`fetch_range`): a range request that fails (5xx, a dropped connection, a short body)
   is tried ``RETRIES`` times with a short backoff (a permanent one, 403 or 404, is not); what still fails
   raises, and the dataset reports it as unreadable rows of that shard
