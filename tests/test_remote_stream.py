@@ -333,25 +333,36 @@ def test_a_row_group_two_workers_share_is_fetched_once(hub, tmp_path, shuffle):
     assert not os.path.exists(folder)  # the dataset's private folder goes with it
 
 
-def test_share_files_are_whole_or_absent_and_never_stale(tmp_path):
+def test_share_files_are_whole_or_absent_and_never_stale(tmp_path, monkeypatch):
     """The hand-over itself: a take finds what was published, once; a take that comes first marks it, so the
-    late publish leaves nothing; a torn file is not served; another epoch's leftovers go at the next publish."""
+    late publish leaves nothing; a torn file or one for another row group is not served; another epoch's
+    leftovers go at the next publish; a folder that is not private, or the switch, turns it off."""
     from fusionrs_hf.torch import share
 
-    pieces = [(4, b"abcd"), (100, b"xyz")]
-    a = share.share_path(str(tmp_path), 0, 0, 0, 7)
-    assert share.publish(a, pieces) and [(s, bytes(d)) for s, d in share.take(a)] == pieces
-    assert share.take(a) is None  # taken once; this second look leaves a marker
-    assert not share.publish(a, pieces) and not os.listdir(tmp_path)  # ... so nothing is left for nobody
-    b = share.share_path(str(tmp_path), 0, 0, 0, 8)
-    assert share.publish(b, pieces)
+    pieces, ident = [(4, b"abcd"), (100, b"xyz")], b"data/x.parquet|0|f00d"
+    a = share.share_path(str(tmp_path), 0, 0, 0, 1)
+    assert share.publish(a, ident, pieces) and [(s, bytes(d)) for s, d in share.take(a, ident)] == pieces
+    assert not os.listdir(tmp_path)
+    assert share.take(a, ident) is None  # taken once; this second look leaves a marker ...
+    assert not share.publish(a, ident, pieces) and not os.listdir(tmp_path)  # ... so nothing is left for nobody
+    b = share.share_path(str(tmp_path), 0, 0, 0, 2)
+    assert share.publish(b, ident, pieces) and share.take(b, b"data/y.parquet|0|f00d") is None  # not its bytes
+    assert share.publish(b, ident, pieces)
     with open(b, "r+b") as f:
-        f.truncate(20)
-    assert share.take(b) is None
-    stale = share.share_path(str(tmp_path), 0, 0, 0, 9)
-    assert share.publish(stale, pieces)
-    fresh = share.share_path(str(tmp_path), 1, 0, 0, 9)
-    assert share.publish(fresh, pieces) and os.listdir(tmp_path) == [os.path.basename(fresh)]
+        f.truncate(30)
+    assert share.take(b, ident) is None and not os.listdir(tmp_path)
+    stale = share.share_path(str(tmp_path), 0, 0, 0, 3)
+    assert share.publish(stale, ident, pieces)
+    fresh = share.share_path(str(tmp_path), 1, 0, 0, 3)
+    assert share.publish(fresh, ident, pieces) and os.listdir(tmp_path) == [os.path.basename(fresh)]
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    assert share.usable(str(private))
+    private.chmod(0o755)
+    assert not share.usable(str(private)) and not share.usable(str(tmp_path / "gone"))
+    private.chmod(0o700)
+    monkeypatch.setenv(share.ENV, "0")
+    assert not share.usable(str(private)) and share.make_share_dir(object()) is None
 
 
 def test_the_worker_ending_in_a_row_group_takes_it_from_the_one_starting_there(hub, tmp_path, monkeypatch):
@@ -380,3 +391,33 @@ def test_the_worker_ending_in_a_row_group_takes_it_from_the_one_starting_there(h
     assert any(p.endswith(split_shard) for p in requests[1])  # fetched by the worker that starts in it
     assert not any(p.endswith(split_shard) for p in requests[0])  # taken, not fetched, by the other
     assert ds.read_stats()["shared"] == 1 and os.listdir(ds._share_dir) == []
+
+
+def test_three_slices_in_one_row_group_hand_it_down_the_line(hub, tmp_path, monkeypatch):
+    """Three workers whose slices all lie in one big row group (run last to first, as if in their processes):
+    it is fetched once, by the last worker; the middle one takes it and leaves it for the first. The rank's
+    edges never publish or take (their neighbours are other processes)."""
+    import pyarrow.parquet as pq
+
+    from fusionrs_hf.demo import make_sample_repo
+
+    root = make_sample_repo(tmp_path / "one", counts={"train": 30}, size=32, max_rows=100)
+    for p in root.glob("data/*/train/*.parquet"):  # one row group per shard: read them whole
+        pq.write_table(pq.read_table(p), p, row_group_size=1000)
+    files = {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    hub.create_repo("fusionrs/remote-one", files=files)
+    ds = FusionRSIterable("hf://datasets/fusionrs/remote-one", "nwpu", batch_size=4,
+                          storage_options={"endpoint": hub.url})
+    big = max(ds.units, key=lambda u: u.num_rows)
+    ds.units = [big]  # this test's plan: the one big row group
+    want = sorted(pq.read_table(root / big.shard, columns=["sample_id"]).column(0).to_pylist())
+    assert len(want) >= 9
+    got, asked = [], {}
+    for worker in (2, 1, 0):
+        monkeypatch.setattr(ds, "_context", lambda w=worker: (w, 3, True))
+        before = len(hub.requests)
+        got += [s for b in ds for s in b["sample_id"]]
+        asked[worker] = [r.path for r in hub.requests[before:] if r.path.endswith(big.shard)]
+    assert sorted(got) == want and len(got) == len(set(got))
+    assert asked[2] and not asked[1] and not asked[0]
+    assert ds.read_stats()["shared"] == 2 and os.listdir(ds._share_dir) == []

@@ -27,6 +27,7 @@ every request costs a round trip. Four things hide it:
 from __future__ import annotations
 
 import bisect
+import hashlib
 import io
 import threading
 import time
@@ -402,10 +403,12 @@ class ReadItem(NamedTuple):
     rows: int
     """Rows of it this pass reads."""
     url: str | None = None
-    share: str | None = None
-    """Where the row group's bytes are left for, or by, the neighbouring worker (:mod:`~fusionrs_hf.torch.share`)."""
-    role: str = ""
-    """``publish`` (this worker reads it first), ``take`` (the neighbour did), or "" (not shared)."""
+    take_from: str | None = None
+    """Where the next worker leaves this row group's bytes for this one (:mod:`~fusionrs_hf.torch.share`)."""
+    publish_to: str | None = None
+    """Where this worker leaves them for the worker before it."""
+    ident: bytes = b""
+    """What a shared file must say it holds: shard, row group, footer digest."""
 
 
 MAX_SMALL_AHEAD = 32
@@ -448,16 +451,15 @@ class RowGroupPrefetcher:
         """Start fetching item ``i``'s byte ranges (in ``request_size`` pieces, in parallel); a row group the
         neighbouring worker already fetched is taken from it instead, one it will need is left for it."""
         it = self.items[i]
-        if it.role == "take":
-            got = share.take(it.share)
-            if got is not None:
-                self.stats.add("shared")
-                out: Future = Future()
-                out.set_result(_Fetched(got))
-                return out
-        out = self._fetch_ranges(it)
-        if it.role == "publish":
-            out.add_done_callback(lambda f: share.publish(it.share, f.result().raw_pieces())
+        got = share.take(it.take_from, it.ident) if it.take_from else None
+        if got is not None:
+            self.stats.add("shared")
+            out: Future = Future()
+            out.set_result(_Fetched(got))
+        else:
+            out = self._fetch_ranges(it)
+        if it.publish_to:
+            out.add_done_callback(lambda f: share.publish(it.publish_to, it.ident, f.result().raw_pieces())
                                   if not f.cancelled() and f.exception() is None else None)
         return out
 
@@ -650,8 +652,12 @@ class RowGroupReading:
         if self.read_ahead <= 0 or not footers:
             return None
         parsed: dict[str, object] = {}
+        digests: dict[str, str] = {}
         items, pos = [], 0
         folder = getattr(self, "_share_dir", None)
+        folder = folder if share.usable(folder) else None
+        _, _, worker, nworkers = self._slot
+        gen = getattr(self, "_my_plan_gen", 0)
         last = len(pieces) - 1
         for k, (unit_idx, first, end) in enumerate(pieces):
             unit = self.units[unit_idx]
@@ -664,14 +670,21 @@ class RowGroupReading:
                 return None
             if unit.shard not in parsed:
                 parsed[unit.shard] = parse_footer(got.raw)
-            # a row group this slice shares with a neighbour: the slice starting inside it fetches and leaves
-            # it, the slice ending inside it takes it (see fusionrs_hf.torch.share)
-            role = ("publish" if k == 0 and first > 0 else
-                    "take" if k == last and k > 0 and end < unit.num_rows else "")
-            where = (share.share_path(folder, self.epoch, int(self._plan_gen[0]), self.rank, unit_idx)
-                     if role and folder else None)
+            # a row group this slice shares with a neighbouring worker of this rank: the slice that starts
+            # inside it fetches it and leaves it, the one that ends inside it takes it (fusionrs_hf.torch.share)
+            take_from = publish_to = None
+            ident = b""
+            if folder:
+                if k == last and end < unit.num_rows and worker + 1 < nworkers:
+                    take_from = share.share_path(folder, self.epoch, gen, self.rank, worker + 1)
+                if k == 0 and first > 0 and worker > 0:
+                    publish_to = share.share_path(folder, self.epoch, gen, self.rank, worker)
+                if take_from or publish_to:
+                    if unit.shard not in digests:
+                        digests[unit.shard] = hashlib.sha256(got.raw).hexdigest()
+                    ident = f"{unit.shard}|{unit.row_group}|{digests[unit.shard]}".encode()
             items.append(ReadItem(f"{self.root}/{unit.shard}", got.size, parsed[unit.shard], unit.row_group,
-                                  end - first, got.url, where, role if where else ""))
+                                  end - first, got.url, take_from, publish_to, ident))
         stats = ReadStats(self._read_stats[self._slot[2] % len(self._read_stats)]
                           if getattr(self, "_read_stats", None) is not None else None)
         return RowGroupPrefetcher(self.fs, items, cols, self.read_ahead, self.request_size, stats,
