@@ -116,8 +116,8 @@ def run(args) -> int:
     ref: dict | None = None  # ours' first pass: every pass of every pipeline must read what it read
     for rep in range(repeat):  # interleaved repetitions: drift hits every pipeline alike
         for name, fn in runs.items():
-            log(f"pass {rep + 1}/{repeat}: {name}")
             r = fn()
+            log(f"pass {rep + 1}/{repeat}: {name} {r['samples_per_s']:.0f} rows/s")
             if "_ids" in r:
                 if ref is None:
                     ref = {k: r[k] for k in ("_ids", "_fp", "shape", "dtype")}
