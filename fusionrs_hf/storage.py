@@ -195,24 +195,28 @@ def _timeout() -> float:
         return 5.0
 
 
-_REACHED: set[tuple] = set()
+_REACHED: dict[tuple, str | None] = {}
+"""(endpoint, type, repo, revision) -> the commit the revision named when the Hub was last asked."""
 
 
 def check_hub(repo_id: str, *, repo_type: str = "dataset", revision: str | None = None,
-              options: Mapping[str, Any] | None = None, what: str | None = None) -> None:
-    """Ask the Hub once for ``repo_id`` (its info), within ``FUSIONRS_HUB_TIMEOUT`` seconds.
+              options: Mapping[str, Any] | None = None, what: str | None = None,
+              fresh: bool = False) -> str | None:
+    """Ask the Hub once for ``repo_id`` (its info), within ``FUSIONRS_HUB_TIMEOUT`` seconds; returns the
+    commit (``sha``) that ``revision`` (default: the main branch) names.
 
     Raises :class:`HubUnreachableError` when ``HF_HUB_OFFLINE`` is set or the endpoint does not answer (or
     answers 5xx); ``FileNotFoundError`` (one line) when the repo or revision does not exist or is private
-    without a token. A success is remembered for the process (later calls cost nothing).
+    without a token. A success is remembered for the process (later calls cost nothing) unless ``fresh``:
+    then the Hub is asked again, for where a branch points now.
     """
     import httpx2 as httpx  # what huggingface_hub 2.x speaks HTTP with
 
     endpoint = hub_endpoint(options)
     label = what or f"{repo_type} repo {repo_id}" + (f"@{revision}" if revision else "")
     key = (endpoint, repo_type, repo_id, revision)
-    if key in _REACHED:
-        return
+    if key in _REACHED and not fresh:
+        return _REACHED[key]
     if _offline():
         raise HubUnreachableError(
             f"{label}: the Hub is offline here (HF_HUB_OFFLINE is set), so {endpoint} was not contacted; unset "
@@ -229,7 +233,8 @@ def check_hub(repo_id: str, *, repo_type: str = "dataset", revision: str | None 
     api = HfApi(endpoint=endpoint, token=token if token is not None else None)
     t = _timeout()
     try:
-        api.repo_info(repo_id, repo_type=repo_type, revision=revision, timeout=httpx.Timeout(t, connect=min(t, 3.0)))
+        info = api.repo_info(repo_id, repo_type=repo_type, revision=revision,
+                             timeout=httpx.Timeout(t, connect=min(t, 3.0)))
     except RevisionNotFoundError:
         raise RepoNotFoundError(f"{label}: no revision {revision!r} on {endpoint}") from None
     except GatedRepoError:
@@ -254,7 +259,9 @@ def check_hub(repo_id: str, *, repo_type: str = "dataset", revision: str | None 
             scrub(f"{label}: cannot reach the Hub at {endpoint} within {t:g} s ({why.splitlines()[0]}); check "
                   f"the network or HF_ENDPOINT, set {HUB_TIMEOUT_ENV} to wait longer, or use a local copy"),
             repo=repo_id, endpoint=endpoint) from None
-    _REACHED.add(key)
+    sha = getattr(info, "sha", None)
+    _REACHED[key] = sha if isinstance(sha, str) and sha else None
+    return _REACHED[key]
 
 
 def check_model(model_id: str, *, what: str = "model") -> bool:
@@ -339,10 +346,29 @@ class Location:
     def is_local(self) -> bool:
         return self.kind == "local"
 
-    def ensure_reachable(self) -> None:
-        """For a Hub location: :func:`check_hub` (fast failure when offline or unreachable); else nothing."""
+    def ensure_reachable(self) -> str | None:
+        """For a Hub location: :func:`check_hub` (fast failure when offline or unreachable), and the commit
+        its revision names; else nothing (None)."""
         if self.kind == "hub" and self.repo_id:
-            check_hub(self.repo_id, revision=self.revision, options=self.storage_options)
+            return check_hub(self.repo_id, revision=self.revision, options=self.storage_options)
+        return None
+
+    def commit(self) -> str | None:
+        """The commit a Hub location's revision names now (the Hub is asked again); None elsewhere."""
+        if self.kind != "hub" or not self.repo_id:
+            return None
+        return check_hub(self.repo_id, revision=self.revision, options=self.storage_options, fresh=True)
+
+    def at_commit(self, sha: str) -> Location:
+        """This Hub location read at commit ``sha``: paths (and ``/resolve/`` URLs made from them) name the
+        commit, so a push to the branch while files are read cannot mix two versions of the repo. ``url``
+        (what is shown) stays the revision asked for."""
+        if self.kind != "hub" or not self.repo_id:
+            raise ValueError(f"{self.label}: only a Hub location has commits")
+        head = f"datasets/{self.repo_id}" + (f"@{quote(self.revision, safe='')}" if self.revision else "")
+        sub = self.root[len(head):] if self.root.startswith(head) else ""
+        return Location("hub", self.url, f"datasets/{self.repo_id}@{sha}{sub}", self.protocol,
+                        dict(self.storage_options), self.repo_id, sha)
 
     # -- loading with stock datasets ----------------------------------------------------------
 

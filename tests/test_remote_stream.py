@@ -421,3 +421,88 @@ def test_three_slices_in_one_row_group_hand_it_down_the_line(hub, tmp_path, monk
     assert sorted(got) == want and len(got) == len(set(got))
     assert asked[2] and not asked[1] and not asked[0]
     assert ds.read_stats()["shared"] == 2 and os.listdir(ds._share_dir) == []
+
+
+def _pin_repo(hub, sample_repo, name: str) -> tuple[str, dict, str, set]:
+    """A fresh Hub repo of the sample repo: (url, loader kwargs, the train shard a later push deletes, its ids)."""
+    import pyarrow.parquet as pq
+
+    files = {str(p.relative_to(sample_repo)): p.read_bytes() for p in sample_repo.rglob("*") if p.is_file()}
+    hub.create_repo(name, files=files)
+    victim = sorted(p for p in files if p.startswith("data/") and "/train/" in p and p.endswith(".parquet"))[-1]
+    gone = set(pq.read_table(sample_repo / victim, columns=["sample_id"]).column(0).to_pylist())
+    return f"hf://datasets/{name}", {"config": "default", "storage_options": {"endpoint": hub.url}}, victim, gone
+
+
+def _push_delete(hub, name: str, path: str) -> str:
+    with hub._lock:
+        hub._apply(hub._repos["dataset", name], "main", "drop a shard", "", None, [("deletedFile", path)])
+    return hub._repos["dataset", name].branches["main"]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_push_mid_epoch_does_not_mix_two_commits(workers, hub, sample_repo):
+    """The plan pins the commit main named: a push after the first batch (the last shard deleted) leaves
+    the epoch reading every row of the planned commit; the next epoch re-plans at the new commit."""
+    name = f"fusionrs/remote-pin-{workers}"
+    url, kw, victim, gone = _pin_repo(hub, sample_repo, name)
+    want = sorted(_ids(make_dataloader(str(sample_repo), config="default", batch_size=8)))
+    loader = make_dataloader(url, batch_size=4, num_workers=workers, **kw)
+    first = loader.dataset.commit
+    assert first == hub._repos["dataset", name].branches["main"]
+    it = iter(loader)
+    got = list(next(it)["sample_id"])
+    newer = _push_delete(hub, name, victim)
+    got += [s for b in it for s in b["sample_id"]]
+    assert sorted(got) == want  # all of the planned commit, the deleted shard included
+    with pytest.warns(RuntimeWarning, match=r"changed since they were planned \(removed: "):
+        loader.set_epoch(1)
+    assert loader.dataset.commit == newer
+    assert sorted(_ids(loader)) == sorted(set(want) - gone)
+
+
+def test_persistent_workers_re_plan_at_the_new_commit(hub, sample_repo):
+    name = "fusionrs/remote-pin-persistent"
+    url, kw, victim, gone = _pin_repo(hub, sample_repo, name)
+    want = sorted(_ids(make_dataloader(str(sample_repo), config="default", batch_size=8)))
+    loader = make_dataloader(url, batch_size=4, num_workers=2, persistent_workers=True, **kw)
+    assert sorted(_ids(loader)) == want
+    _push_delete(hub, name, victim)
+    with pytest.warns(RuntimeWarning, match="removed: "):
+        loader.set_epoch(1)
+    got = _ids(loader)  # the same worker processes: they read the commit the training process re-planned at
+    assert sorted(got) == sorted(set(want) - gone) and len(got) == loader.dataset.num_rows
+
+
+def test_an_unchanged_repo_costs_one_question_per_epoch(hub, sample_repo):
+    """Between epochs, one repo-info request tells that main still names the planned commit: no listing."""
+    url, kw, _, _ = _pin_repo(hub, sample_repo, "fusionrs/remote-pin-quiet")
+    loader = make_dataloader(url, batch_size=4, num_workers=0, **kw)
+    _ids(loader)
+    before = len(hub.requests)
+    loader.set_epoch(1)
+    asked = [r.path for r in hub.requests[before:]]
+    assert len(asked) == 1 and "/api/datasets/fusionrs/remote-pin-quiet" in asked[0]
+
+
+def test_resume_refuses_a_state_of_another_commit(hub, sample_repo):
+    """A state saved at commit A, the branch moved on to B: resuming there would skip rows of other data, so
+    it is refused naming A; with revision=A the epoch finishes exactly once."""
+    pytest.importorskip("torchdata")
+    name = "fusionrs/remote-pin-resume"
+    url, kw, victim, _ = _pin_repo(hub, sample_repo, name)
+    want = sorted(_ids(make_dataloader(str(sample_repo), config="default", batch_size=8)))
+    first = make_dataloader(url, batch_size=2, num_workers=2, shuffle=True, seed=5, stateful=True, **kw)
+    sha = first.dataset.commit
+    it = iter(first)
+    seen = [s for _ in range(3) for s in next(it)["sample_id"]]
+    state = first.state_dict()
+    del it
+    _push_delete(hub, name, victim)
+    moved = make_dataloader(url, batch_size=2, num_workers=2, shuffle=True, seed=5, stateful=True, **kw)
+    with pytest.raises(ValueError, match=f"revision='{sha}'"):
+        moved.load_state_dict(state)
+    again = make_dataloader(url, revision=sha, batch_size=2, num_workers=2, shuffle=True, seed=5, stateful=True, **kw)
+    again.load_state_dict(state)
+    rest = _ids(again)
+    assert sorted(seen + rest) == want and len(seen + rest) == len(set(seen + rest))

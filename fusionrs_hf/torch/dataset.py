@@ -140,14 +140,22 @@ class FusionRSIterable(RowGroupReading, IterableDataset):
         self.skipped_shards: list[str] = []
         """Shards left out of the plan because their footer could not be read (``on_error="skip"``)."""
         self._loc: Location | None = None
-        """Where the shards are; its filesystem is opened in each process that reads (fork-safe)."""
+        """Where the shards are read; its filesystem is opened in each process that reads (fork-safe). A Hub
+        repo is read at one commit (:meth:`_pin`), the one its revision named at planning."""
+        self._ref: Location | None = None
+        """Where the user said the shards are (a Hub revision as given, e.g. a branch)."""
+        self._commit: str | None = None
+        self._commit_shared = torch.zeros(64, dtype=torch.uint8).share_memory_()
+        """The Hub commit the plan was made at, for persistent workers that re-plan (empty elsewhere)."""
         if source is None:
             if isinstance(repo_or_path, str):
                 register_url(repo_or_path)
             with scrubbing():  # a server echoing the token in its error must not put it in this exception
-                self._loc = locate(repo_or_path, revision, storage_options)
-                self._loc.ensure_reachable()
+                self._ref = self._loc = locate(repo_or_path, revision, storage_options)
                 self.root = self._loc.root
+                # The Hub: asked once, quickly (a clear error when offline or unreachable), and afresh, for the
+                # commit its revision names now (an earlier dataset of this process may have seen an older one)
+                self._pin(self._loc.commit())
                 self.units, self._fingerprints = self._plan()
         else:
             self.root, self.units = None, []
@@ -194,6 +202,27 @@ class FusionRSIterable(RowGroupReading, IterableDataset):
     @property
     def location(self) -> Location | None:
         return self._loc
+
+    @property
+    def commit(self) -> str | None:
+        """The Hub commit this epoch's plan reads (None off the Hub). Every request names it, so a push to
+        the branch mid-epoch changes nothing until the next epoch re-plans (:meth:`refresh_plan`)."""
+        return self._commit
+
+    def _pin(self, sha: str | None) -> None:
+        """Read the Hub repo at commit ``sha`` from now on (persistent workers learn it from shared memory
+        when they re-plan); nothing for other stores or when the Hub named no commit."""
+        if not sha or self._ref is None or self._ref.kind != "hub":
+            return
+        self._loc = self._ref.at_commit(sha)
+        self.root, self._commit = self._loc.root, sha
+        raw = sha.encode()[: self._commit_shared.numel()]
+        self._commit_shared.zero_()
+        self._commit_shared[: len(raw)] = torch.frombuffer(bytearray(raw), dtype=torch.uint8)
+
+    def _shared_commit(self) -> str | None:
+        raw = bytes(self._commit_shared.tolist()).rstrip(b"\0")
+        return raw.decode() if raw else None
 
     @property
     def epoch(self) -> int:
@@ -259,11 +288,21 @@ class FusionRSIterable(RowGroupReading, IterableDataset):
         if self.source is not None:
             return False
         with scrubbing():
+            pinned = self.commit
+            if pinned is not None:  # a Hub repo: one question says whether anything changed at all
+                now = self._ref.commit()
+                if not now or now == pinned:
+                    return False
+                self._pin(now)
             if hasattr(self.fs, "invalidate_cache"):
                 self.fs.invalidate_cache()  # a cached listing would hide the change (hf://, s3://)
             files = split_files(self.fs, self.root, self.config, self.split)
             fingerprints = shard_fingerprints(self.fs, self.root, files)
             if fingerprints == self._fingerprints:
+                if pinned is not None:  # a commit that left the split's shards alone: its footers, its URLs
+                    self.units = self._plan_files(files, fingerprints)
+                    self._plan_gen += 1
+                    self._my_plan_gen = int(self._plan_gen[0])
                 return False
             units = self._plan_files(files, fingerprints)
         old, new = set(self._fingerprints), set(fingerprints)
@@ -342,6 +381,8 @@ class FusionRSIterable(RowGroupReading, IterableDataset):
             "seed": self.seed, "shuffle": self.shuffle, "batch_size": self.batch_size,
             "shuffle_buffer": self.shuffle_buffer, "split_rows": self._split_rows(),
         }
+        if self.commit is not None:
+            state["commit"] = self.commit
         if self._generic_ds is not None:
             state["generic"] = self._generic_ds.state_dict()
         return state
@@ -356,9 +397,18 @@ class FusionRSIterable(RowGroupReading, IterableDataset):
         for key, value in mine.items():
             if key in state and state[key] != value:
                 raise ValueError(f"cannot resume: state has {key}={state[key]!r}, this dataset {value!r}")
+        self._check_commit(state.get("commit"))
         self._resume = dict(state)
         self._epoch[0] = int(state["epoch"])
         self._epoch_explicit = True
+
+    def _check_commit(self, saved: str | None) -> None:
+        """A state saved reading another commit of the Hub repo would skip rows of other data: refuse it."""
+        now = self.commit
+        if saved is not None and now is not None and saved != now:
+            raise ValueError(
+                f"cannot resume: the state was saved reading {self._ref.label} at commit {saved}, and its revision "
+                f"names {now} now; resume with revision={saved!r} to read the same data")
 
     def _split_rows(self) -> int | None:
         """Rows of the whole split (fast path): a resumed state must describe the same data."""
@@ -389,6 +439,7 @@ class FusionRSIterable(RowGroupReading, IterableDataset):
             if not in_worker:
                 self._refresh_for_pass()
             elif int(self._plan_gen[0]) != self._my_plan_gen:  # a persistent worker after a re-plan
+                self._pin(self._shared_commit())  # at the commit the training process re-planned at
                 self.units, self._fingerprints = self._plan()
                 self._my_plan_gen = int(self._plan_gen[0])
         self._slot = (self.rank, self.world_size, worker, nworkers)

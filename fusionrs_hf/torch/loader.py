@@ -94,31 +94,39 @@ def _stateful_class():
         """torchdata ``StatefulDataLoader`` (``state_dict``/``load_state_dict``) with ``set_epoch``."""
 
         def load_state_dict(self, state_dict) -> None:
+            # here, before any worker starts, the same check the dataset makes (a Hub commit moved on)
+            self.dataset._check_commit(_state_value(state_dict, "commit"))
             super().load_state_dict(state_dict)
             # the restored state says the epoch: the next pass resumes it instead of advancing
             self.dataset._epoch_explicit = True
-            epoch = _state_epoch(state_dict)
+            epoch = _state_value(state_dict, "epoch")
             if epoch is not None:
-                self.dataset._epoch[0] = epoch
+                self.dataset._epoch[0] = int(epoch)
 
     return FusionRSStatefulDataLoader
 
 
-def _state_epoch(state) -> int | None:
-    """The epoch a (loader) state dict records for our dataset, if it can be found."""
+def _state_value(state, key: str):
+    """``key`` of the first dataset state (ours) inside a (loader) state dict, if it can be found."""
     if isinstance(state, dict):
-        if state.get("format") == STATE_FORMAT and "epoch" in state:
-            return int(state["epoch"])
+        if state.get("format") == STATE_FORMAT:
+            return state.get(key)
         for v in state.values():
-            got = _state_epoch(v)
+            got = _state_value(v, key)
             if got is not None:
                 return got
     elif isinstance(state, list | tuple):
         for v in state:
-            got = _state_epoch(v)
+            got = _state_value(v, key)
             if got is not None:
                 return got
     return None
+
+
+def _state_epoch(state) -> int | None:
+    """The epoch a (loader) state dict records for our dataset, if it can be found."""
+    got = _state_value(state, "epoch")
+    return int(got) if got is not None else None
 
 
 def _identity(batch):
