@@ -39,7 +39,7 @@ module_files() {
     layout)   echo "fusionrs_hf/layout.py" ;;
     captions) echo "fusionrs_hf/captions/policies.py fusionrs_hf/captions/rules.py fusionrs_hf/captions/irfilter.py" ;;
     shards)   echo "fusionrs_hf/shards.py" ;;
-    plan)     echo "fusionrs_hf/torch/plan.py fusionrs_hf/torch/dataset.py" ;;
+    plan)     echo "fusionrs_hf/torch/plan.py fusionrs_hf/torch/dataset.py fusionrs_hf/torch/epochs.py" ;;
     check)    echo "fusionrs_hf/check.py" ;;
     push)     echo "fusionrs_hf/push.py" ;;
     *) echo "unknown module $1" >&2; return 1 ;;
@@ -57,8 +57,9 @@ module_patterns() {
       for f in x_split_files x_plan_units x__slot_pieces x__buffer_order x__resolve_rank; do
         printf 'fusionrs_hf.torch.plan.%s__mutmut_* ' "$f"
       done
-      for f in _fast_rows worker_rows __len__ set_epoch; do
-        printf 'fusionrs_hf.torch.dataset.xǁFusionRSIterableǁ%s__mutmut_* ' "$f"
+      printf 'fusionrs_hf.torch.dataset.xǁFusionRSIterableǁ_fast_rows__mutmut_* '
+      for f in worker_rows __len__ set_epoch; do
+        printf 'fusionrs_hf.torch.epochs.xǁEpochPlanningǁ%s__mutmut_* ' "$f"
       done; echo ;;
     check)
       d=${MUT_DIGITS_CHECK:-05}

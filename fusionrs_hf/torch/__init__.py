@@ -59,7 +59,9 @@ Work assignment (the rule the code follows)
   read when planning is left out (``skipped_shards``) with a warning.
 * Re-planning: the plan remembers each shard's size, mtime, inode, ETag and digest. ``set_epoch``
   (or the start of a pass) looks again; if a shard was rewritten, added or removed it warns naming
-  them and re-plans (persistent workers follow), and ``len(loader)`` gives the new count.
+  them and re-plans (persistent workers follow), and ``len(loader)`` gives the new count. A Hub repo
+  is read at the commit its revision named at planning (``dataset.commit``): a push mid-epoch
+  changes nothing until the next epoch, and a state saved at another commit is refused.
 
 Any ``datasets.IterableDataset`` of FusionRS rows also works (``FusionRSIterable(source=ds)``):
 its image columns are cast to ``Image(decode=False)`` and decoded here, DDP uses
@@ -71,9 +73,12 @@ The parts
 * :mod:`.plan`: where the data is (:func:`resolve_repo`) and the work plan (:class:`Unit`,
   :func:`plan_units`, fingerprints, the rank/worker slicing).
 * :mod:`.reader`: reading a worker's row groups; over a network, bounded read-ahead of the next
-  row groups' byte ranges (``read_ahead``, ``request_size``) with retries.
+  row groups' byte ranges (``read_ahead``, ``request_size``) with retries; :mod:`.share`: a row
+  group two workers' slices split, fetched once.
 * :mod:`.slots`: the shared-memory batch slots.
-* :mod:`.dataset`: :class:`FusionRSIterable`.
+* :mod:`.dataset`: :class:`FusionRSIterable`, its settings and one pass's row order; its parts
+  :mod:`.epochs` (the plan across epochs, the Hub commit, re-planning, row and batch counts),
+  :mod:`.resume` (``state_dict`` and its checks) and :mod:`.batches` (batch assembly).
 * :mod:`.loader`: the DataLoader wrappers, :func:`make_dataloader`, :func:`loader_for`.
 """
 

@@ -1,5 +1,7 @@
-"""The dataset: :class:`FusionRSIterable`, a torch ``IterableDataset`` of FusionRS batches
-(plan, epochs, resume, row order, batch assembly). Reading row groups is in :mod:`.reader`."""
+"""The dataset: :class:`FusionRSIterable`, a torch ``IterableDataset`` of FusionRS batches: its settings and
+state, and one pass's row order (rank and worker slices, the shuffle buffer, a resumed pass's skip). Its other
+parts are mixins, one file each: the plan across epochs (:mod:`.epochs`), resume (:mod:`.resume`), batch
+assembly (:mod:`.batches`) and reading row groups (:mod:`.reader`)."""
 
 from __future__ import annotations
 
@@ -14,47 +16,28 @@ from torch.utils.data import IterableDataset, get_worker_info
 from ..decode import (
     CLIP_MEAN,
     CLIP_STD,
-    DecodeError,
     Normalizer,
-    center_crop_resize,
-    decode_rgb,
-    pil_to_array,
 )
 from ..schema import FIELD_NAMES, IMAGE_FIELDS
 from ..secrets import register_url, scrub, scrubbing
 from ..storage import Location, locate
-from ._common import _MAX_COUNTER_SLOTS, ON_ERROR, STATE_FORMAT, logger
+from ._common import _MAX_COUNTER_SLOTS, ON_ERROR, logger
+from .batches import BatchAssembly, _image_value
+from .epochs import EpochPlanning
 from .plan import (
-    Unit,
     _buffer_order,
     _resolve_rank,
     _slot_pieces,
-    plan_shards,
-    shard_fingerprints,
-    split_files,
 )
 from .reader import DEFAULT_READ_AHEAD, DEFAULT_REQUEST_SIZE, Footer, ReadStats, RowGroupReading
+from .resume import Resumable
 from .share import make_share_dir
-from .slots import _SLOT_KEY, _SLOT_TENSOR_KEY, _OutputPool, _shared_empty, _SlotRing, _SlotTable
+from .slots import _OutputPool, _SlotRing, _SlotTable
+
+__all__ = ["FusionRSIterable", "_image_value"]
 
 
-def _image_value(value, where: str):
-    """bytes | {"bytes": ...} | PIL image -> bytes or PIL image; None means missing."""
-    if value is None:
-        return None
-    if isinstance(value, dict):
-        data = value.get("bytes")
-        if data is None and value.get("path"):
-            raise DecodeError(f"{where}: image given only as a path {value['path']!r}; embed the bytes")
-        return data
-    return value
-
-
-# ---------------------------------------------------------------------------------------------
-# The dataset
-
-
-class FusionRSIterable(RowGroupReading, IterableDataset):
+class FusionRSIterable(EpochPlanning, Resumable, BatchAssembly, RowGroupReading, IterableDataset):
     """A torch ``IterableDataset`` yielding FusionRS batches (or VLM samples in a subclass).
 
     Give either ``repo_or_path`` (+ ``config``, ``split``): the fast path, shards read directly;
@@ -204,130 +187,6 @@ class FusionRSIterable(RowGroupReading, IterableDataset):
         return self._loc
 
     @property
-    def commit(self) -> str | None:
-        """The Hub commit this epoch's plan reads (None off the Hub). Every request names it, so a push to
-        the branch mid-epoch changes nothing until the next epoch re-plans (:meth:`refresh_plan`)."""
-        return self._commit
-
-    def _pin(self, sha: str | None) -> None:
-        """Read the Hub repo at commit ``sha`` from now on (persistent workers learn it from shared memory
-        when they re-plan); nothing for other stores or when the Hub named no commit."""
-        if not sha or self._ref is None or self._ref.kind != "hub":
-            return
-        self._loc = self._ref.at_commit(sha)
-        self.root, self._commit = self._loc.root, sha
-        raw = sha.encode()[: self._commit_shared.numel()]
-        self._commit_shared.zero_()
-        self._commit_shared[: len(raw)] = torch.frombuffer(bytearray(raw), dtype=torch.uint8)
-
-    def _shared_commit(self) -> str | None:
-        raw = bytes(self._commit_shared.tolist()).rstrip(b"\0")
-        return raw.decode() if raw else None
-
-    @property
-    def epoch(self) -> int:
-        return int(self._epoch[0])
-
-    def set_epoch(self, epoch: int) -> None:
-        """Reseed the shuffle for a new epoch (call before iterating, as with ``DistributedSampler``).
-
-        Also looks at the shards again (:meth:`refresh_plan`): a shard rewritten, added or removed since
-        the plan is re-planned now, so ``len(loader)`` is already right for this epoch; unless no pass ran
-        since the plan was made (``set_epoch(0)`` right after construction asks the store nothing new).
-        """
-        self._epoch[0] = int(epoch)
-        self._epoch_explicit = True
-        if int(self._passes_read[0]) != self._planned_at or not self._plan_fresh:
-            self.refresh_plan()
-        self._planned_at = int(self._passes_read[0])
-        self._plan_fresh = True
-
-    def _begin_pass(self) -> None:
-        """A new pass starts (in the training process): the epoch advances by one unless :meth:`set_epoch`
-        (or ``load_state_dict``) was called since the last pass began; the first pass keeps its epoch.
-
-        So a loop that never calls ``set_epoch`` (Lightning's, a plain ``for epoch ...: for batch in
-        loader``) still gets a new shuffle order each epoch, as litdata and webdataset do; an explicit
-        ``set_epoch`` always wins. The epoch lives in shared memory, so (persistent) workers follow.
-        """
-        if self._passes and not self._epoch_explicit:
-            self._epoch[0] = self.epoch + 1
-        self._passes += 1
-        self._epoch_explicit = False
-
-    # -- the plan ----------------------------------------------------------------------------
-
-    def _plan(self) -> tuple[list[Unit], dict[str, tuple]]:
-        files = split_files(self.fs, self.root, self.config, self.split)
-        fingerprints = shard_fingerprints(self.fs, self.root, files)
-        return self._plan_files(files, fingerprints), fingerprints
-
-    def _plan_files(self, files: Sequence[str], fingerprints: dict[str, tuple] | None = None) -> list[Unit]:
-        """Units of ``files``; with ``on_error="skip"`` a shard with an unreadable footer is left out, named
-        in a warning and in :attr:`skipped_shards`. Keeps remote footers for the workers (``_footers``)."""
-        bad: list[tuple[str, str]] | None = [] if self.on_error == "skip" else None
-        sizes = {rel: fp[0] for rel, fp in (fingerprints or {}).items() if isinstance(fp[0], int)}
-        units, self._footers = plan_shards(self.fs, self.root, files, unreadable=bad, sizes=sizes)
-        self.skipped_shards = [rel for rel, _ in bad or []]
-        if bad:
-            msg = scrub(f"fusionrs: skipping {len(bad)} unreadable shard(s) of {self.config}/{self.split} "
-                        "(on_error='skip'): " + "; ".join(f"{rel}: {why}" for rel, why in bad[:5]))
-            logger.warning(msg)
-            warnings.warn(msg, RuntimeWarning, stacklevel=4)
-        return units
-
-    def refresh_plan(self) -> bool:
-        """Re-plan if any shard of the split was rewritten (size, mtime, ETag or digest differ), added or
-        removed since the plan; warn naming them. True if the plan changed. (Fast path only.)
-
-        Called at the start of every epoch (``set_epoch``, or the first batch of a pass without it), in
-        the training process: the workers of the next pass get the new plan (persistent ones re-plan
-        themselves). A shard rewritten *during* an epoch is detected when it is opened (its row groups no
-        longer match the plan) and reported as unreadable rows of that shard.
-        """
-        if self.source is not None:
-            return False
-        with scrubbing():
-            pinned = self.commit
-            if pinned is not None:  # a Hub repo: one question says whether anything changed at all
-                now = self._ref.commit()
-                if not now or now == pinned:
-                    return False
-                self._pin(now)
-            if hasattr(self.fs, "invalidate_cache"):
-                self.fs.invalidate_cache()  # a cached listing would hide the change (hf://, s3://)
-            files = split_files(self.fs, self.root, self.config, self.split)
-            fingerprints = shard_fingerprints(self.fs, self.root, files)
-            if fingerprints == self._fingerprints:
-                if pinned is not None:  # a commit that left the split's shards alone: its footers, its URLs
-                    self.units = self._plan_files(files, fingerprints)
-                    self._plan_gen += 1
-                    self._my_plan_gen = int(self._plan_gen[0])
-                return False
-            units = self._plan_files(files, fingerprints)
-        old, new = set(self._fingerprints), set(fingerprints)
-        rewritten = sorted(f for f in old & new if self._fingerprints[f] != fingerprints[f])
-        parts = [f"{what}: {', '.join(names[:5])}{' ...' if len(names) > 5 else ''}"
-                 for what, names in (("rewritten", rewritten), ("added", sorted(new - old)),
-                                     ("removed", sorted(old - new))) if names]
-        rows_before = sum(u.num_rows for u in self.units)
-        self.units, self._fingerprints = units, fingerprints
-        self._plan_gen += 1
-        self._my_plan_gen = int(self._plan_gen[0])
-        msg = scrub(f"fusionrs: the shards of {self.config}/{self.split} changed since they were planned "
-                    f"({'; '.join(parts)}); re-planned: {sum(u.num_rows for u in units)} rows (were {rows_before})")
-        logger.warning(msg)
-        warnings.warn(msg, RuntimeWarning, stacklevel=3)
-        return True
-
-    def _refresh_for_pass(self) -> bool:
-        """Once per pass: re-plan unless that was just done (``set_epoch`` or the loader did it)."""
-        if self._plan_fresh:
-            self._plan_fresh = False
-            return False
-        return self.refresh_plan()
-
-    @property
     def skipped(self) -> int:
         """Rows skipped for bad images so far (``on_error="skip"``), summed over all workers."""
         return int(self._skipped.sum())
@@ -340,79 +199,6 @@ class FusionRSIterable(RowGroupReading, IterableDataset):
         out = {name: int(t[:, i].sum()) for i, name in enumerate(ReadStats.FIELDS)}
         out["max_in_flight"] = int(t[:, ReadStats.FIELDS.index("max_in_flight")].max())
         return out
-
-    @property
-    def num_rows(self) -> int:
-        """Rows this rank reads per epoch (fast path): ``N // world_size``."""
-        if self.source is not None:
-            raise TypeError("num_rows is unknown for a generic datasets source")
-        return sum(u.num_rows for u in self.units) // self.world_size
-
-    def worker_rows(self, num_workers: int) -> list[int]:
-        """Rows per worker slice on this (and every) rank."""
-        q, rem = divmod(self.num_rows, max(1, num_workers))
-        return [q + (w < rem) for w in range(max(1, num_workers))]
-
-    def __len__(self) -> int:
-        """Batches per epoch on this rank (identical on every rank); rows when ``batch_size`` is None."""
-        rows = self.worker_rows(self.num_workers_hint)
-        if self.batch_size is None:
-            return sum(rows)
-        b = self.batch_size
-        return sum((n // b) if self.drop_last else -(-n // b) for n in rows)
-
-    # -- resume ------------------------------------------------------------------------------
-
-    def state_dict(self) -> dict:
-        """Where this copy of the dataset is: ``(epoch, rows consumed)`` of its slot.
-
-        Also right before this copy has delivered anything (a worker whose first batch has not arrived
-        when the checkpoint is taken, or the first batch of a new epoch): the slot is the one this copy
-        runs in (from the worker info, not from a pass that has not started) and 0 rows are consumed.
-        """
-        worker, nworkers, _ = self._context()
-        rank, world = self.rank, self.world_size
-        consumed = int(self._consumed)
-        if self._pass_epoch is None or self._pass_epoch != self.epoch:
-            consumed = 0  # nothing of the current epoch has been read here yet
-        state = {
-            "format": STATE_FORMAT, "epoch": self.epoch, "consumed": consumed,
-            "rank": rank, "world_size": world, "worker": worker, "num_workers": nworkers,
-            "seed": self.seed, "shuffle": self.shuffle, "batch_size": self.batch_size,
-            "shuffle_buffer": self.shuffle_buffer, "split_rows": self._split_rows(),
-        }
-        if self.commit is not None:
-            state["commit"] = self.commit
-        if self._generic_ds is not None:
-            state["generic"] = self._generic_ds.state_dict()
-        return state
-
-    def load_state_dict(self, state: dict) -> None:
-        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-            raise ValueError(f"not a FusionRS stream state (format {STATE_FORMAT!r} expected)")
-        # The row order is a pure function of these: any difference would skip the wrong rows.
-        # (shuffle_buffer and split_rows are absent from states saved by older versions.)
-        mine = {"seed": self.seed, "shuffle": self.shuffle, "batch_size": self.batch_size,
-                "shuffle_buffer": self.shuffle_buffer, "split_rows": self._split_rows()}
-        for key, value in mine.items():
-            if key in state and state[key] != value:
-                raise ValueError(f"cannot resume: state has {key}={state[key]!r}, this dataset {value!r}")
-        self._check_commit(state.get("commit"))
-        self._resume = dict(state)
-        self._epoch[0] = int(state["epoch"])
-        self._epoch_explicit = True
-
-    def _check_commit(self, saved: str | None) -> None:
-        """A state saved reading another commit of the Hub repo would skip rows of other data: refuse it."""
-        now = self.commit
-        if saved is not None and now is not None and saved != now:
-            raise ValueError(
-                f"cannot resume: the state was saved reading {self._ref.label} at commit {saved}, and its revision "
-                f"names {now} now; resume with revision={saved!r} to read the same data")
-
-    def _split_rows(self) -> int | None:
-        """Rows of the whole split (fast path): a resumed state must describe the same data."""
-        return sum(u.num_rows for u in self.units) if self.source is None else None
 
     # -- iteration ---------------------------------------------------------------------------
 
@@ -469,30 +255,6 @@ class FusionRSIterable(RowGroupReading, IterableDataset):
                             f"row(s) with unreadable data in epoch {self.epoch}: {ids}")
                 logger.warning(msg)
                 warnings.warn(msg, RuntimeWarning, stacklevel=2)
-
-    def _batches(self, rows: Iterator[dict], consumed0: int) -> Iterator:
-        self._consumed = consumed0
-        self._pass_epoch = self.epoch
-        if self.batch_size is None:
-            for rec in rows:
-                self._consumed += 1
-                out = self._make_batch([rec])
-                yield self._unbatch(out)
-            return
-        b = self.batch_size
-        chunk: list[dict] = []
-        for rec in rows:
-            chunk.append(rec)
-            if len(chunk) == b:
-                self._consumed += b
-                yield self._make_batch(chunk)
-                chunk = []
-        if chunk and not self.drop_last:
-            self._consumed += len(chunk)
-            yield self._make_batch(chunk)
-
-    def _unbatch(self, batch: dict):
-        return {k: (v[0] if len(v) else None) for k, v in batch.items()}
 
     def _fast_rows(self, resume: dict | None) -> tuple[Iterator[dict], int]:
         worker, nworkers = self._slot[2], self._slot[3]
@@ -560,116 +322,3 @@ class FusionRSIterable(RowGroupReading, IterableDataset):
             rec["_shard"] = "datasets source"
             rec["_row"] = i
             yield rec
-
-    # -- batch assembly ----------------------------------------------------------------------
-
-    def _fail(self, rec: dict, column: str, err: Exception | str) -> None:
-        sid = rec.get("sample_id")
-        msg = f"sample_id={sid!r} shard={rec.get('_shard')} row={rec.get('_row')} column={column!r}: {err}"
-        if self.on_error == "raise":
-            raise DecodeError(msg) from (err if isinstance(err, Exception) else None)
-        self._skipped_ids.append(str(sid) if sid is not None else f"{rec.get('_shard')}#{rec.get('_row')}")
-        worker = self._slot[2]
-        self._skipped[(worker + 1) % _MAX_COUNTER_SLOTS] += 1
-        logger.debug("skipping %s", scrub(msg))
-
-    def _decode(self, value, rec: dict, column: str, out: torch.Tensor | None = None) -> torch.Tensor | None:
-        """The image cropped and resized (uint8 3xSxS; written into ``out`` when given), or None if it failed."""
-        try:
-            if isinstance(value, bytes | memoryview) and len(value):  # the fast path's cells
-                return center_crop_resize(decode_rgb(value, self.image_size, backend=self.decode_backend),
-                                          self.image_size, out)
-            value = _image_value(value, f"sample_id={rec.get('sample_id')!r}")
-            if value is None:
-                raise DecodeError("missing image")
-            if isinstance(value, bytes | bytearray | memoryview):
-                arr = decode_rgb(value, self.image_size, backend=self.decode_backend)
-            elif hasattr(value, "convert"):  # a PIL image from a decoding datasets source
-                arr = pil_to_array(value)
-            elif isinstance(value, np.ndarray | torch.Tensor):
-                arr = value
-            else:
-                raise DecodeError(f"unsupported image value of type {type(value).__name__}")
-            return center_crop_resize(arr, self.image_size, out)
-        except DecodeError as e:
-            self._fail(rec, column, e)
-            return None
-
-    def _make_batch(self, rows: list[dict]) -> dict:
-        s = self.image_size
-        n = len(rows)
-        rgb, ir, token, first = self._batch_tensors(n, s)
-        kept: list[dict] = []
-        for rec in rows:
-            if rec.get("_error") is not None:  # a row whose parquet data could not be read (see _read)
-                self._fail(rec, "parquet", rec["_error"])
-                continue
-            j = len(kept)
-            # uint8 batches: resized straight into row j (a failed row leaves it to the next one)
-            a = self._decode(rec.get("rgb"), rec, "rgb", None if self.normalize else rgb[j])
-            if a is None:
-                continue
-            b = self._decode(rec.get("ir"), rec, "ir", None if self.normalize else ir[j])
-            if b is None:
-                continue
-            if self.normalize:
-                self.normalizer(a, rgb[j])
-                self.normalizer(b, ir[j])
-            kept.append(rec)
-        if len(kept) < n:
-            rgb, ir = rgb[: len(kept)], ir[: len(kept)]
-        batch = {
-            "rgb": rgb,
-            "ir": ir,
-            "caption": [r.get("caption") for r in kept],
-            "ir_caption": [r.get("ir_caption") for r in kept],
-            "sample_id": [r.get("sample_id") for r in kept],
-            "source": [r.get("source") for r in kept],
-        }
-        if self.tokenizer is not None:
-            self._tokenize(batch)
-        if token is not None:
-            batch[_SLOT_KEY] = (*token, len(kept))
-            if self.send_slots_once:
-                batch["rgb"] = batch["ir"] = None  # views of the slot, made by the loader
-                if first:
-                    batch[_SLOT_TENSOR_KEY] = self._ring.slots[token[2]]
-        return batch
-
-    def _batch_tensors(self, n: int, s: int) -> tuple[torch.Tensor, torch.Tensor, tuple | None, bool]:
-        """``rgb`` and ``ir`` batch tensors to decode into (float32; uint8 with ``normalize=False``), and
-        the slot token and whether the slot is new, if it is a reused one.
-
-        In a worker: a reused shared-memory slot when the ring has a free one, else a fresh segment
-        (sending a tensor whose storage is already shared passes a handle, not a copy). In the main
-        process (``num_workers=0``): pooled heap tensors.
-        """
-        dtype = torch.float32 if self.normalize else torch.uint8
-        cl = self.channels_last
-        if self._ring is not None:
-            got = self._ring.take((2, self.batch_size, 3, s, s), dtype, cl)
-            if got is not None:
-                buf, token, first = got
-                return buf[0, :n], buf[1, :n], token, first
-        if self._in_worker:
-            buf = _shared_empty((2, n, 3, s, s), dtype, True, cl)
-            return buf[0], buf[1], None, False
-        shape = torch.Size((n, 3, s, s))
-        return self._pool.empty(shape, dtype, cl), self._pool.empty(shape, dtype, cl), None, False
-
-    def _tokenize(self, batch: dict) -> None:
-        """Replace caption strings by token ids; ``ir_caption`` None becomes "" with ``has_ir_caption`` False."""
-        batch["has_ir_caption"] = torch.tensor([c is not None for c in batch["ir_caption"]], dtype=torch.bool)
-        for key in ("caption", "ir_caption"):
-            out = self.tokenizer([c or "" for c in batch[key]])
-            if isinstance(out, torch.Tensor):
-                batch[key] = out
-                continue
-            if hasattr(out, "keys") and "input_ids" in out:
-                ids = out["input_ids"]
-                batch[key] = ids if isinstance(ids, torch.Tensor) else torch.as_tensor(ids)
-                if "attention_mask" in out:
-                    mask = out["attention_mask"]
-                    batch[f"{key}_attention_mask"] = mask if isinstance(mask, torch.Tensor) else torch.as_tensor(mask)
-                continue
-            batch[key] = torch.as_tensor(out)

@@ -1,0 +1,161 @@
+"""The plan across epochs (a mixin of :class:`~fusionrs_hf.torch.dataset.FusionRSIterable`): the Hub commit a
+plan reads, the epoch counter and when it advances, re-planning when shards changed, and the rows and batches an
+epoch has on each rank. How one epoch's rows are cut into slices is in :mod:`.plan`."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import torch
+
+from ..secrets import scrub, scrubbing
+from ._common import logger
+from .plan import Unit, plan_shards, shard_fingerprints, split_files
+
+
+class EpochPlanning:
+    """Which shards (and, on the Hub, which commit) each epoch reads, and how many rows and batches it has."""
+
+    @property
+    def commit(self) -> str | None:
+        """The Hub commit this epoch's plan reads (None off the Hub). Every request names it, so a push to
+        the branch mid-epoch changes nothing until the next epoch re-plans (:meth:`refresh_plan`)."""
+        return self._commit
+
+    def _pin(self, sha: str | None) -> None:
+        """Read the Hub repo at commit ``sha`` from now on (persistent workers learn it from shared memory
+        when they re-plan); nothing for other stores or when the Hub named no commit."""
+        if not sha or self._ref is None or self._ref.kind != "hub":
+            return
+        self._loc = self._ref.at_commit(sha)
+        self.root, self._commit = self._loc.root, sha
+        raw = sha.encode()[: self._commit_shared.numel()]
+        self._commit_shared.zero_()
+        self._commit_shared[: len(raw)] = torch.frombuffer(bytearray(raw), dtype=torch.uint8)
+
+    def _shared_commit(self) -> str | None:
+        raw = bytes(self._commit_shared.tolist()).rstrip(b"\0")
+        return raw.decode() if raw else None
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch[0])
+
+    def set_epoch(self, epoch: int) -> None:
+        """Reseed the shuffle for a new epoch (call before iterating, as with ``DistributedSampler``).
+
+        Also looks at the shards again (:meth:`refresh_plan`): a shard rewritten, added or removed since
+        the plan is re-planned now, so ``len(loader)`` is already right for this epoch; unless no pass ran
+        since the plan was made (``set_epoch(0)`` right after construction asks the store nothing new).
+        """
+        self._epoch[0] = int(epoch)
+        self._epoch_explicit = True
+        if int(self._passes_read[0]) != self._planned_at or not self._plan_fresh:
+            self.refresh_plan()
+        self._planned_at = int(self._passes_read[0])
+        self._plan_fresh = True
+
+    def _begin_pass(self) -> None:
+        """A new pass starts (in the training process): the epoch advances by one unless :meth:`set_epoch`
+        (or ``load_state_dict``) was called since the last pass began; the first pass keeps its epoch.
+
+        So a loop that never calls ``set_epoch`` (Lightning's, a plain ``for epoch ...: for batch in
+        loader``) still gets a new shuffle order each epoch, as litdata and webdataset do; an explicit
+        ``set_epoch`` always wins. The epoch lives in shared memory, so (persistent) workers follow.
+        """
+        if self._passes and not self._epoch_explicit:
+            self._epoch[0] = self.epoch + 1
+        self._passes += 1
+        self._epoch_explicit = False
+
+    def _plan(self) -> tuple[list[Unit], dict[str, tuple]]:
+        files = split_files(self.fs, self.root, self.config, self.split)
+        fingerprints = shard_fingerprints(self.fs, self.root, files)
+        return self._plan_files(files, fingerprints), fingerprints
+
+    def _plan_files(self, files: Sequence[str], fingerprints: dict[str, tuple] | None = None) -> list[Unit]:
+        """Units of ``files``; with ``on_error="skip"`` a shard with an unreadable footer is left out, named
+        in a warning and in :attr:`skipped_shards`. Keeps remote footers for the workers (``_footers``)."""
+        bad: list[tuple[str, str]] | None = [] if self.on_error == "skip" else None
+        sizes = {rel: fp[0] for rel, fp in (fingerprints or {}).items() if isinstance(fp[0], int)}
+        units, self._footers = plan_shards(self.fs, self.root, files, unreadable=bad, sizes=sizes)
+        self.skipped_shards = [rel for rel, _ in bad or []]
+        if bad:
+            msg = scrub(f"fusionrs: skipping {len(bad)} unreadable shard(s) of {self.config}/{self.split} "
+                        "(on_error='skip'): " + "; ".join(f"{rel}: {why}" for rel, why in bad[:5]))
+            logger.warning(msg)
+            warnings.warn(msg, RuntimeWarning, stacklevel=4)
+        return units
+
+    def refresh_plan(self) -> bool:
+        """Re-plan if any shard of the split was rewritten (size, mtime, ETag or digest differ), added or
+        removed since the plan; warn naming them. True if the plan changed. (Fast path only.)
+
+        Called at the start of every epoch (``set_epoch``, or the first batch of a pass without it), in
+        the training process: the workers of the next pass get the new plan (persistent ones re-plan
+        themselves). A shard rewritten *during* an epoch is detected when it is opened (its row groups no
+        longer match the plan) and reported as unreadable rows of that shard.
+        """
+        if self.source is not None:
+            return False
+        with scrubbing():
+            pinned = self.commit
+            if pinned is not None:  # a Hub repo: one question says whether anything changed at all
+                now = self._ref.commit()
+                if not now or now == pinned:
+                    return False
+                self._pin(now)
+            if hasattr(self.fs, "invalidate_cache"):
+                self.fs.invalidate_cache()  # a cached listing would hide the change (hf://, s3://)
+            files = split_files(self.fs, self.root, self.config, self.split)
+            fingerprints = shard_fingerprints(self.fs, self.root, files)
+            if fingerprints == self._fingerprints:
+                if pinned is not None:  # a commit that left the split's shards alone: its footers, its URLs
+                    self.units = self._plan_files(files, fingerprints)
+                    self._plan_gen += 1
+                    self._my_plan_gen = int(self._plan_gen[0])
+                return False
+            units = self._plan_files(files, fingerprints)
+        old, new = set(self._fingerprints), set(fingerprints)
+        rewritten = sorted(f for f in old & new if self._fingerprints[f] != fingerprints[f])
+        parts = [f"{what}: {', '.join(names[:5])}{' ...' if len(names) > 5 else ''}"
+                 for what, names in (("rewritten", rewritten), ("added", sorted(new - old)),
+                                     ("removed", sorted(old - new))) if names]
+        rows_before = sum(u.num_rows for u in self.units)
+        self.units, self._fingerprints = units, fingerprints
+        self._plan_gen += 1
+        self._my_plan_gen = int(self._plan_gen[0])
+        msg = scrub(f"fusionrs: the shards of {self.config}/{self.split} changed since they were planned "
+                    f"({'; '.join(parts)}); re-planned: {sum(u.num_rows for u in units)} rows (were {rows_before})")
+        logger.warning(msg)
+        warnings.warn(msg, RuntimeWarning, stacklevel=3)
+        return True
+
+    def _refresh_for_pass(self) -> bool:
+        """Once per pass: re-plan unless that was just done (``set_epoch`` or the loader did it)."""
+        if self._plan_fresh:
+            self._plan_fresh = False
+            return False
+        return self.refresh_plan()
+
+    @property
+    def num_rows(self) -> int:
+        """Rows this rank reads per epoch (fast path): ``N // world_size``."""
+        if self.source is not None:
+            raise TypeError("num_rows is unknown for a generic datasets source")
+        return sum(u.num_rows for u in self.units) // self.world_size
+
+    def worker_rows(self, num_workers: int) -> list[int]:
+        """Rows per worker slice on this (and every) rank."""
+        q, rem = divmod(self.num_rows, max(1, num_workers))
+        return [q + (w < rem) for w in range(max(1, num_workers))]
+
+    def __len__(self) -> int:
+        """Batches per epoch on this rank (identical on every rank); rows when ``batch_size`` is None."""
+        rows = self.worker_rows(self.num_workers_hint)
+        if self.batch_size is None:
+            return sum(rows)
+        b = self.batch_size
+        return sum((n // b) if self.drop_last else -(-n // b) for n in rows)
+

@@ -1,0 +1,62 @@
+"""Mid-epoch resume (a mixin of :class:`~fusionrs_hf.torch.dataset.FusionRSIterable`): the state one copy of the
+dataset saves, and the checks that refuse a state that would skip rows of other data."""
+
+from __future__ import annotations
+
+from ._common import STATE_FORMAT
+
+
+class Resumable:
+    """``state_dict`` / ``load_state_dict`` of one copy of the dataset (a worker's, or the training process's)."""
+
+    def state_dict(self) -> dict:
+        """Where this copy of the dataset is: ``(epoch, rows consumed)`` of its slot.
+
+        Also right before this copy has delivered anything (a worker whose first batch has not arrived
+        when the checkpoint is taken, or the first batch of a new epoch): the slot is the one this copy
+        runs in (from the worker info, not from a pass that has not started) and 0 rows are consumed.
+        """
+        worker, nworkers, _ = self._context()
+        rank, world = self.rank, self.world_size
+        consumed = int(self._consumed)
+        if self._pass_epoch is None or self._pass_epoch != self.epoch:
+            consumed = 0  # nothing of the current epoch has been read here yet
+        state = {
+            "format": STATE_FORMAT, "epoch": self.epoch, "consumed": consumed,
+            "rank": rank, "world_size": world, "worker": worker, "num_workers": nworkers,
+            "seed": self.seed, "shuffle": self.shuffle, "batch_size": self.batch_size,
+            "shuffle_buffer": self.shuffle_buffer, "split_rows": self._split_rows(),
+        }
+        if self.commit is not None:
+            state["commit"] = self.commit
+        if self._generic_ds is not None:
+            state["generic"] = self._generic_ds.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+            raise ValueError(f"not a FusionRS stream state (format {STATE_FORMAT!r} expected)")
+        # The row order is a pure function of these: any difference would skip the wrong rows.
+        # (shuffle_buffer and split_rows are absent from states saved by older versions.)
+        mine = {"seed": self.seed, "shuffle": self.shuffle, "batch_size": self.batch_size,
+                "shuffle_buffer": self.shuffle_buffer, "split_rows": self._split_rows()}
+        for key, value in mine.items():
+            if key in state and state[key] != value:
+                raise ValueError(f"cannot resume: state has {key}={state[key]!r}, this dataset {value!r}")
+        self._check_commit(state.get("commit"))
+        self._resume = dict(state)
+        self._epoch[0] = int(state["epoch"])
+        self._epoch_explicit = True
+
+    def _check_commit(self, saved: str | None) -> None:
+        """A state saved reading another commit of the Hub repo would skip rows of other data: refuse it."""
+        now = self.commit
+        if saved is not None and now is not None and saved != now:
+            raise ValueError(
+                f"cannot resume: the state was saved reading {self._ref.label} at commit {saved}, and its revision "
+                f"names {now} now; resume with revision={saved!r} to read the same data")
+
+    def _split_rows(self) -> int | None:
+        """Rows of the whole split (fast path): a resumed state must describe the same data."""
+        return sum(u.num_rows for u in self.units) if self.source is None else None
+
