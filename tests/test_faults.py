@@ -389,16 +389,16 @@ def test_push_uploads_a_snapshot_while_the_repo_changes(tiny_repo, tmp_path, mon
     # --- a shard vanishes between listing and reading: exit 2, one line naming it, nothing written
     local = Path(shutil.copytree(tiny_repo, tmp_path / "local3"))
     victim = _shards(local)[3].relative_to(local).as_posix()
-    real_names = push_mod._local_names
+    real_names = push_mod.flow._local_names
 
     def names_then_delete(root):
         out = real_names(root)
         (local / victim).unlink()
         return out
 
-    monkeypatch.setattr(push_mod, "_local_names", names_then_delete)
+    monkeypatch.setattr(push_mod.flow, "_local_names", names_then_delete)
     hub = HubDouble(token="hf_dummy")
-    monkeypatch.setattr(push_mod, "make_api", lambda token: hub)
+    monkeypatch.setattr(push_mod.flow, "make_api", lambda token: hub)
     monkeypatch.setenv("HF_TOKEN", "hf_dummytoken")
     untouched = tmp_path / "untouched"
     for dest in ("me/fusionrs", f"file://{untouched}"):

@@ -93,7 +93,7 @@ def test_exactly_50_shards_still_fit_the_limit_with_the_card(fifty_shards):
 
 def test_cli_push_default_commit_size(many_shards, monkeypatch, capsys):
     hub = HubDouble(token="hf_dummy")
-    monkeypatch.setattr(push_mod, "make_api", lambda token: hub)
+    monkeypatch.setattr(push_mod.flow, "make_api", lambda token: hub)
     monkeypatch.setenv("HF_TOKEN", "hf_dummy")
     assert main(["push", str(many_shards), REPO, "--quiet"]) == 0
     _check_commits(hub, many_shards)

@@ -104,8 +104,9 @@ def test_double_signatures_match_hfapi(method):
 
 
 def test_push_calls_only_methods_the_double_has():
-    """Every ``self.api.X(`` in push.py is a method that both the double and HfApi have."""
-    called = set(re.findall(r"self\.api\.(\w+)\(", inspect.getsource(push_mod)))
+    """Every ``self.api.X(`` in the push package is a method that both the double and HfApi have."""
+    source = "".join(p.read_text() for p in Path(push_mod.__file__).parent.glob("*.py"))
+    called = set(re.findall(r"self\.api\.(\w+)\(", source))
     assert {"create_commit", "preupload_lfs_files", "list_repo_tree"} <= called
     assert all(hasattr(HubDouble, m) and hasattr(HfApi, m) for m in called), called
     assert {"path_in_repo", "path_or_fileobj"} <= set(inspect.signature(CommitOperationAdd).parameters)
@@ -250,7 +251,7 @@ def test_failing_check_blocks_the_push(push_local):
 
 def test_dry_run_prints_plan_and_rights_and_writes_nothing(push_local, monkeypatch, capsys):
     hub = HubDouble(token="hf_dummy")
-    monkeypatch.setattr(push_mod, "make_api", lambda token: hub)
+    monkeypatch.setattr(push_mod.flow, "make_api", lambda token: hub)
     rc = main(["push", str(push_local), REPO, "--dry-run", "--json"])
     out = json.loads(capsys.readouterr().out)
     assert rc == 0 and out["dry_run"] and not out["plan"]["repo_exists"]
@@ -276,7 +277,7 @@ def test_dry_run_prints_plan_and_rights_and_writes_nothing(push_local, monkeypat
 
 def test_cli_public_branch_and_usage_errors(push_local, monkeypatch, capsys):
     hub = HubDouble(token="hf_dummy")
-    monkeypatch.setattr(push_mod, "make_api", lambda token: hub)
+    monkeypatch.setattr(push_mod.flow, "make_api", lambda token: hub)
     monkeypatch.delenv("HF_TOKEN", raising=False)
     assert main(["push", str(push_local), REPO]) == 2  # no token, no stored login: told how to log in
     assert "HF_TOKEN" in capsys.readouterr().err and not hub.calls
@@ -308,7 +309,7 @@ def test_token_never_printed_or_logged(push_local, monkeypatch, capsys, caplog):
         made.append(hub)
         return hub
 
-    monkeypatch.setattr(push_mod, "make_api", fake_api)
+    monkeypatch.setattr(push_mod.flow, "make_api", fake_api)
     caplog.set_level(logging.DEBUG)
     rc = main(["push", str(push_local), REPO])
     rc_json = main(["push", str(push_local), REPO, "--json"])

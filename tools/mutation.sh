@@ -41,7 +41,7 @@ module_files() {
     shards)   echo "fusionrs_hf/shards.py" ;;
     plan)     echo "fusionrs_hf/torch/plan.py fusionrs_hf/torch/dataset.py fusionrs_hf/torch/epochs.py" ;;
     check)    echo "fusionrs_hf/check.py" ;;
-    push)     echo "fusionrs_hf/push.py" ;;
+    push)     echo "fusionrs_hf/push/plan.py fusionrs_hf/push/local.py fusionrs_hf/push/sender.py fusionrs_hf/push/hub.py fusionrs_hf/push/store.py fusionrs_hf/push/flow.py" ;;
     *) echo "unknown module $1" >&2; return 1 ;;
   esac
 }
@@ -70,9 +70,10 @@ module_patterns() {
       done; echo ;;
     push)     # planning: what is uploaded, in which commits, after which check
       d=${MUT_DIGITS_PUSH:-05}
-      for f in x__plan_files x__push_snapshot x_push_repo x__run_check x__parse_target x__footer_only \
-               "xǁ_HubTargetǁapply" "xǁ_HubTargetǁsame" "xǁ_HubTargetǁsame_bytes" "xǁ_HubTargetǁlist" \
-               "xǁ_HubTargetǁprepare" "xǁ_Senderǁtake" "xǁ_Senderǁfinal_card" x_rights_summary x__is_pushed_path; do
+      for f in flow.x__plan_files flow.x__push_snapshot flow.x_push_repo flow.x__run_check flow.x__parse_target \
+               local.x__footer_only "hub.xǁ_HubTargetǁapply" "hub.xǁ_HubTargetǁsame" "hub.xǁ_HubTargetǁsame_bytes" \
+               "hub.xǁ_HubTargetǁlist" "hub.xǁ_HubTargetǁprepare" "sender.xǁ_Senderǁtake" "sender.xǁ_Senderǁfinal_card" \
+               local.x_rights_summary hub.x__is_pushed_path; do
         printf 'fusionrs_hf.push.%s__mutmut_*[%s] ' "$f" "$d"
       done; echo ;;
   esac

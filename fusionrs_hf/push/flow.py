@@ -1,0 +1,308 @@
+"""One push from start to end (:func:`push_repo`): the target parsed, the check run, the plan made from the
+local and remote listings, the snapshot of each file taken right before it is sent (:class:`_Sender`), and the
+card rendered last from exactly the bytes sent."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import fsspec
+import pyarrow as pa
+
+from .. import secrets as _secrets
+from ..card import CARD_NAME, render_card
+from ..card_assets import ASSET_PATHS
+from ..errors import CliError
+from ..layout import SHARD_TEMPLATE, ShardName, layout_for
+from ..sources import REGISTRY_FILE
+from .hub import _HubTarget, _is_unreachable, _offline_error, make_api
+from .local import _card_assets, _footer_only, _local_names, _Snapshot, _stat_key, read_local, rights_summary
+from .plan import (
+    MAX_FILES_PER_COMMIT,
+    SAMPLE_MARKER,
+    SYNTHETIC_IR_MARKER,
+    CheckFailed,
+    LocalFile,
+    LocalRepoError,
+    PushError,
+    PushHubUnreachable,
+    PushPlan,
+    PushResult,
+    RemoteFile,
+    logger,
+    scrub,
+)
+from .sender import _Sender
+from .store import _FsspecTarget
+
+
+def _parse_target(target: str, revision: str | None) -> tuple[str, str | None, bool]:
+    """(repo_id or URL, revision, is_hub). ``hf://datasets/owner/name[@rev]`` counts as a Hub repo."""
+    if target.startswith("hf://"):
+        rest = target[len("hf://"):]
+        if not rest.startswith("datasets/"):
+            raise CliError(f"{target}: only dataset repos are supported (hf://datasets/OWNER/NAME)")
+        rest = rest[len("datasets/"):].rstrip("/")
+        if "@" in rest:
+            rest, rev = rest.split("@", 1)
+            if revision and revision != rev:
+                raise CliError(f"{target}: revision @{rev} conflicts with --revision {revision}")
+            revision = rev
+        target = rest
+    elif "://" in target:
+        return target, revision, False
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(target)
+    except HFValidationError:
+        raise CliError(
+            f"{target!r} is neither a Hub repo id (OWNER/NAME) nor a URL; for a folder use file:///abs/path"
+        ) from None
+    if target.count("/") != 1:
+        raise CliError(f"{target!r}: a Hub dataset repo id is OWNER/NAME")
+    return target, revision, True
+
+
+def _run_check(local: Path, progress: bool = False):
+    try:
+        from ..check import CheckTargetError, check_repo
+    except ImportError as e:
+        raise PushError(f"`fusionrs check` is not available ({e}); pass --skip-check to push unchecked") from None
+    try:
+        return check_repo(str(local), fast=True, progress=progress)
+    except CheckTargetError as e:
+        raise CliError(f"{local}: {e}") from None
+
+
+def push_repo(
+    local: str | Path,
+    target: str,
+    *,
+    api=None,
+    revision: str | None = None,
+    private: bool = True,
+    dry_run: bool = False,
+    prune: bool = False,
+    message: str | None = None,
+    skip_check: bool = False,
+    progress: bool = False,
+    max_files_per_commit: int = MAX_FILES_PER_COMMIT,
+    hub_fs=None,
+    storage_options: dict | None = None,
+    token: str | None = None,
+) -> PushResult:
+    """Push a local FusionRS repo folder to ``target`` (a Hub ``OWNER/NAME``, ``hf://datasets/...`` or an fsspec URL).
+
+    ``api`` is an ``HfApi`` (or a double with the same methods); by default one is made with ``token``,
+    else ``HF_TOKEN`` / the stored login. ``hub_fs`` is the fsspec filesystem used to read footers of
+    shards that exist only on the Hub (default ``HfFileSystem``). Raises :class:`CheckFailed` when the
+    local repo fails ``check --fast`` (unless ``skip_check``), :class:`PushError` when the push fails
+    (message free of tokens), :class:`~fusionrs_hf.errors.CliError` for unusable arguments.
+    """
+    local = Path(local)
+    if not (local / "data").is_dir():
+        raise CliError(f"{local}: not a FusionRS repo folder (no data/ directory)")
+    if max_files_per_commit < 2:
+        raise CliError("max_files_per_commit must be at least 2")
+    ref, revision, is_hub = _parse_target(target, revision)
+    secrets: list[str | None] = [token]
+    _secrets.register_secret(token)
+    _secrets.register_url(target)
+    _secrets.register_options(storage_options)
+
+    check_dict = None
+    if not skip_check:
+        report = _run_check(local, progress)
+        check_dict = report.to_dict() if hasattr(report, "to_dict") else {"ok": bool(report.ok)}
+        if not report.ok:
+            raise CheckFailed(report)
+
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    quiet_client = not progress and not are_progress_bars_disabled()
+    if quiet_client:  # --quiet / --json / no terminal: the client's own per-file bars too
+        disable_progress_bars()
+    tgt = None
+    try:
+        if is_hub:
+            if api is None:
+                from huggingface_hub import get_token
+
+                token = token or get_token()
+                secrets.append(token)
+                _secrets.register_secret(token)
+                if token is None and not dry_run:
+                    raise CliError("no Hugging Face token: set HF_TOKEN or run `hf auth login`")
+                api = make_api(token)
+            secrets.append(getattr(api, "token", None) if isinstance(getattr(api, "token", None), str) else None)
+            tgt = _HubTarget(ref, api, revision, private, hub_fs)
+        else:
+            tgt = _FsspecTarget(ref, revision, storage_options)
+        return _push(local, tgt, dry_run=dry_run, prune=prune, message=message, progress=progress,
+                     max_files=max_files_per_commit, check_dict=check_dict)
+    except CheckFailed as e:
+        e.args = (scrub(str(e), secrets),)
+        raise
+    except PushHubUnreachable as e:
+        raise PushHubUnreachable(scrub(str(e), secrets), repo=e.repo, endpoint=e.endpoint, offline=e.offline) from None
+    except (CliError, PushError) as e:
+        raise type(e)(scrub(str(e), secrets)) from None
+    except Exception as e:  # any client/HTTP error: re-raise with a message that cannot carry the token
+        msg = scrub(f"{type(e).__name__}: {e}", secrets)
+        where = scrub(target, secrets)
+        if isinstance(tgt, _HubTarget) and not tgt.wrote and _is_unreachable(e):
+            endpoint = tgt.endpoint
+            offline = _offline_error(e)
+            why = (f"the Hub is offline here (HF_HUB_OFFLINE is set), so {endpoint} was not contacted" if offline else
+                   f"cannot reach the Hub at {endpoint} ({msg.splitlines()[0] if msg else type(e).__name__})")
+            raise PushHubUnreachable(f"push to {where}: {why}; nothing was uploaded. Check the network or "
+                                     "HF_ENDPOINT, then run the same command again", repo=ref, endpoint=endpoint,
+                                     offline=offline) from None
+        if dry_run:
+            raise PushError(f"push --dry-run for {where} failed: {msg}; nothing was uploaded") from None
+        raise PushError(f"push to {where} failed: {msg}; re-run the same command to resume") from None
+    finally:
+        if quiet_client:
+            enable_progress_bars()
+
+
+def _fusionrs_card(text: str) -> bool:
+    """Whether a README is a card fusionrs rendered (its title and the synthetic-infrared note)."""
+    return SYNTHETIC_IR_MARKER in text and "\n# FusionRS\n" in text
+
+
+def _push(local: Path, tgt, *, dry_run: bool, prune: bool, message: str | None, progress: bool,
+          max_files: int, check_dict: dict | None) -> PushResult:
+    snapshot = _Snapshot()
+    try:
+        return _push_snapshot(local, tgt, snapshot, dry_run=dry_run, prune=prune, message=message,
+                              progress=progress, max_files=max_files, check_dict=check_dict)
+    finally:
+        snapshot.close()
+
+
+def _plan_files(local: Path, names: list[ShardName], remote: dict[str, RemoteFile], tgt, plan: PushPlan
+                ) -> list[LocalFile]:
+    """Sort the local shards into unchanged / upload (``plan``); every file read at most once here."""
+    files: list[LocalFile] = []
+    for name in names:
+        r = remote.get(name.path)
+        if r is not None:
+            try:
+                size_now = (local / name.path).stat().st_size
+            except FileNotFoundError:
+                size_now = -1
+            if size_now == r.size:  # may be unchanged: hash it (one read; its footer from the same bytes)
+                f = read_local(local, name, blob=not r.sha256)
+                files.append(f)
+                if tgt.same(f, r):
+                    plan.unchanged.append(f.relpath)
+                else:
+                    plan.upload.append((f, "changed"))
+                continue
+        f = _footer_only(local, name)  # new, or another size: surely sent; hashed when snapshotted
+        files.append(f)
+        plan.upload.append((f, "new" if r is None else "changed"))
+    return files
+
+
+def _push_snapshot(local: Path, tgt, snapshot: _Snapshot, *, dry_run: bool, prune: bool, message: str | None,
+                   progress: bool, max_files: int, check_dict: dict | None) -> PushResult:
+    names, orphans = _local_names(local)
+    warnings = list(f"local {o}: not a shard name ({SHARD_TEMPLATE}); not pushed" for o in orphans)
+    existed = tgt.prepare(dry_run)
+    remote = tgt.list() if existed else {}
+    warnings.extend(tgt.warnings)
+
+    plan = PushPlan(target=tgt.label, revision=tgt.revision, repo_exists=existed,
+                    layout=layout_for(fsspec.filesystem("file"), str(local.resolve())))
+    tgt.layout = plan.layout
+    try:
+        files = _plan_files(local, names, remote, tgt, plan)
+    except LocalRepoError as e:
+        raise LocalRepoError(f"{e}; nothing was uploaded, re-run when it is done") from None
+    local_paths = {n.path for n in names}
+    infos = {f.relpath: f.info for f in files if f.info is not None}
+    card_shards = list(infos.values())
+    for rel in sorted(set(remote) - local_paths - {CARD_NAME, REGISTRY_FILE, *ASSET_PATHS}):
+        if prune:
+            plan.delete.append(rel)
+            continue
+        plan.keep_remote_only.append(rel)
+        info = tgt.remote_shard_info(rel)
+        if info is None:
+            warnings.append(f"remote {rel}: not a shard name; kept (use --prune to delete it)")
+        else:
+            card_shards.append(info)
+            infos[rel] = info
+    if plan.keep_remote_only:
+        warnings.append(f"{len(plan.keep_remote_only)} remote shard(s) are not in the local repo; kept and counted "
+                        "in the card (pass --prune to delete them)")
+
+    local_card = local / CARD_NAME
+    sample = local_card.is_file() and SAMPLE_MARKER in local_card.read_text(encoding="utf-8", errors="replace")
+    card_shards.sort(key=lambda s: s.name)
+    plan.card_shards = card_shards
+    plan.assets = _card_assets(local, card_shards, plan.layout)
+    for rel, data in plan.assets.items():
+        r = remote.get(rel)
+        plan.assets_state[rel] = "new" if r is None else ("unchanged" if tgt.same_bytes(data, r) else "changed")
+    text = render_card(card_shards, sample=sample, location=tgt.card_location, lay=plan.layout,
+                       assets=plan.assets)
+    reg = local / REGISTRY_FILE
+    if reg.is_file():  # the repo declares sources of its own: the remote needs the same declaration
+        plan.sources_bytes = reg.read_bytes()
+        r = remote.get(REGISTRY_FILE)
+        plan.sources = "new" if r is None else ("unchanged" if tgt.same_bytes(plan.sources_bytes, r) else "changed")
+    if SYNTHETIC_IR_MARKER not in text:  # the card must keep telling readers the IR is synthetic
+        raise PushError("rendered card lost the synthetic-infrared note; refusing to push")
+    plan.readme_bytes = text.encode("utf-8")
+    r = remote.get(CARD_NAME)
+    plan.readme = "new" if r is None else ("unchanged" if tgt.same_bytes(plan.readme_bytes, r) else "changed")
+    if plan.readme == "changed":
+        try:
+            theirs = tgt.remote_bytes(CARD_NAME).decode("utf-8", "replace")
+        except Exception:  # noqa: BLE001 - unreadable: we cannot tell, so say it
+            theirs = ""
+        if not _fusionrs_card(theirs):
+            where = "the repo history keeps the old one" if getattr(tgt, "kind", "") == "hub" else \
+                "its old content is not kept"
+            warnings.append(f"{'will replace' if dry_run else 'replacing'} {tgt.label}/{CARD_NAME}, which was not "
+                            f"written by fusionrs, with the FusionRS card ({where})")
+    try:
+        plan.rights = rights_summary(f.path for f, _ in plan.upload)
+    except (OSError, pa.ArrowException) as e:
+        raise LocalRepoError(f"local repo changed while push was planning ({type(e).__name__}: {e}); nothing was "
+                             "uploaded, re-run when it is done") from None
+    plan.sender = _Sender(local, plan, snapshot, tgt, remote, infos, sample)
+
+    result = PushResult(ok=True, plan=plan, dry_run=dry_run, check=check_dict, warnings=warnings)
+    for w in warnings:
+        logger.warning(w)
+    logger.info("plan for %s: upload %d file(s), %d B; delete %d; unchanged %d", plan.target,
+                plan.upload_files, plan.upload_bytes, len(plan.delete), len(plan.unchanged))
+    if dry_run or plan.empty:
+        return result
+
+    from tqdm import tqdm
+
+    tgt.create()  # the first write to the remote
+    with tqdm(total=plan.upload_bytes, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr,
+              desc=f"push 0/{plan.upload_files} files", disable=not progress) as bar:
+        result.commits = tgt.apply(plan, message=message, max_files=max_files, bar=bar)
+    result.uploaded_files, result.uploaded_bytes = plan.upload_files, plan.upload_bytes
+    sender: _Sender = plan.sender
+    result.warnings.extend(sender.warnings)
+    said = {w.split(" ", 2)[1] for w in sender.warnings}
+    for f in [*sender.sent.values(), *(f for f in files if f.relpath in plan.unchanged)]:
+        try:  # the remote holds what was read; say so if the repo has moved on since
+            now = _stat_key(os.stat(f.source)) if f.source is not None else f.stat
+        except FileNotFoundError:
+            now = None
+        if now != f.stat and f.relpath not in said:
+            result.warnings.append(f"local {f.relpath} changed during the push; the remote has the version read "
+                                   "before (its card counts that one): re-run push to upload the new one")
+    return result

@@ -1,0 +1,275 @@
+"""Pushing to a Hub dataset repo through ``HfApi`` (:class:`_HubTarget`): the listing with LFS digests, commits
+of at most ``MAX_FILES_PER_COMMIT`` files with the card in the last, verification after each commit, and telling
+an unreachable Hub from an HTTP answer."""
+
+from __future__ import annotations
+
+import hashlib
+from urllib.parse import quote
+
+from ..card import CARD_NAME, ShardInfo, shard_info
+from ..card_assets import ASSET_PATHS
+from ..layout import DEFAULT_LAYOUT
+from ..sources import REGISTRY_FILE
+from ..storage import describe, hub_endpoint
+from .local import _file_git_blob_id, git_blob_id
+from .plan import UPLOAD_GROUP, LocalFile, PushError, PushPlan, RemoteFile, _default_message, logger
+from .sender import _Sender
+
+
+def make_api(token: str | None):
+    """The real client (tests swap this for an in-process double)."""
+    from huggingface_hub import HfApi
+
+    from .. import __version__
+
+    return HfApi(token=token, library_name="fusionrs-hf", library_version=__version__)
+
+
+def _is_pushed_path(rel: str) -> bool:
+    """Remote paths push manages: README.md, fusionrs_sources.json, the card's pictures (assets/...) and parquet
+    files under data/ (never .gitattributes etc.)."""
+    return rel in (CARD_NAME, REGISTRY_FILE, *ASSET_PATHS) or (rel.startswith("data/") and rel.endswith(".parquet"))
+
+
+class _HubTarget:
+    """A Hub dataset repo reached through ``HfApi`` (or a double with the same methods)."""
+
+    kind = "hub"
+
+    def __init__(self, repo_id: str, api, revision: str | None, private: bool, hub_fs=None) -> None:
+        self.repo_id, self.api, self.revision, self.private = repo_id, api, revision, private
+        self._hub_fs = hub_fs
+        self.list_revision = revision
+        self.parent: str | None = None
+        self.warnings: list[str] = []
+        self.wrote = False
+        """Something was written to the remote (a failure after that is one to resume)."""
+
+    @property
+    def label(self) -> str:
+        return f"hf://datasets/{self.repo_id}" + (f"@{self.revision}" if self.revision else "")
+
+    @property
+    def card_repo_id(self) -> str:
+        return self.repo_id
+
+    @property
+    def card_location(self):
+        """Where the card's Load snippet reads: this Hub repo."""
+        return describe(self.repo_id)
+
+    @property
+    def endpoint(self) -> str:
+        ep = getattr(self.api, "endpoint", None)
+        return ep.rstrip("/") if isinstance(ep, str) else hub_endpoint()
+
+    def _info(self, revision: str | None):
+        return self.api.repo_info(self.repo_id, repo_type="dataset", revision=revision)
+
+    def prepare(self, dry_run: bool) -> bool:
+        """Find the repo and branch and remember the head to commit on; True if the repo exists.
+
+        Nothing is created here (:meth:`create` does, right before the first upload), so a push that
+        fails while planning leaves the remote untouched.
+        """
+        from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+
+        self._create: str | None = None
+        try:
+            info = self._info(self.revision)
+        except RevisionNotFoundError:
+            if dry_run:
+                self.warnings.append(f"branch {self.revision!r} does not exist; it will be created from main")
+            self.list_revision = None  # the branch will start from main: plan against main
+            info = self._info(None)
+            self._create = "branch"
+        except RepositoryNotFoundError:
+            self._create = "repo"
+            return False
+        if getattr(info, "private", None) is not None and bool(info.private) != self.private:
+            self.warnings.append(
+                f"{self.repo_id} exists and is {'private' if info.private else 'public'}; push does not change "
+                "the visibility of an existing repo (use the repo settings on the Hub)"
+            )
+        self.parent = getattr(info, "sha", None)
+        return True
+
+    def create(self) -> None:
+        """Create the repo and/or branch :meth:`prepare` found missing."""
+        self.wrote = True
+        if self._create == "repo":
+            self.api.create_repo(self.repo_id, repo_type="dataset", private=self.private, exist_ok=True)
+            logger.info("created %s repo %s", "private" if self.private else "public", self.repo_id)
+        if self._create and self.revision:
+            self.api.create_branch(self.repo_id, branch=self.revision, repo_type="dataset", exist_ok=True)
+        if self._create:
+            self.parent = getattr(self._info(self.revision), "sha", None)
+            self.list_revision = self.revision
+        self._create = None
+
+    def list(self) -> dict[str, RemoteFile]:
+        from huggingface_hub.hf_api import RepoFile
+
+        out = {}
+        for e in self.api.list_repo_tree(self.repo_id, recursive=True, repo_type="dataset",
+                                         revision=self.list_revision):
+            if isinstance(e, RepoFile) and _is_pushed_path(e.path):
+                sha = e.lfs.sha256 if e.lfs is not None else None
+                out[e.path] = RemoteFile(e.path, int(e.size), sha, e.blob_id)
+        return out
+
+    def same(self, local: LocalFile, remote: RemoteFile) -> bool:
+        if remote.sha256:
+            return remote.sha256 == local.sha256
+        if remote.size != local.size:
+            return False
+        return remote.blob_id == (local.blob_id or _file_git_blob_id(local.path))
+
+    def same_bytes(self, data: bytes, remote: RemoteFile) -> bool:
+        if remote.sha256:
+            return remote.sha256 == hashlib.sha256(data).hexdigest()
+        return remote.blob_id == git_blob_id(data)
+
+    def _fs_root(self):
+        if self._hub_fs is None:
+            from huggingface_hub import HfFileSystem
+
+            self._hub_fs = HfFileSystem(endpoint=getattr(self.api, "endpoint", None), token=getattr(self.api, "token", None))
+        root = f"datasets/{self.repo_id}"
+        if self.list_revision:
+            root += "@" + quote(self.list_revision, safe="")
+        return self._hub_fs, root
+
+    def remote_shard_info(self, rel: str) -> ShardInfo | None:
+        name = getattr(self, "layout", DEFAULT_LAYOUT).parse_shard_path(rel)
+        if name is None:
+            return None
+        fs, root = self._fs_root()
+        return shard_info(fs, root, name)
+
+    def remote_bytes(self, rel: str) -> bytes:
+        fs, root = self._fs_root()
+        with fs.open(f"{root}/{rel}", "rb") as f:
+            return f.read()
+
+    def _verify(self, commit: str | None, sent: dict[str, tuple[int, str, str | None]]) -> None:
+        """The remote at ``commit`` holds exactly what was sent: size, and LFS SHA-256 (or git blob id)."""
+        if not sent or not hasattr(self.api, "get_paths_info"):
+            return
+        got = {}
+        paths = sorted(sent)
+        for i in range(0, len(paths), 100):
+            for e in self.api.get_paths_info(self.repo_id, paths[i:i + 100], repo_type="dataset",
+                                             revision=commit or self.revision):
+                got[e.path] = e
+        for rel in paths:
+            size, sha, blob = sent[rel]
+            e = got.get(rel)
+            if e is None or not hasattr(e, "size"):
+                raise PushError(f"remote {rel} is missing after commit {commit}; re-run the same command")
+            lfs = getattr(e, "lfs", None)
+            have_sha = getattr(lfs, "sha256", None) if lfs is not None else None
+            if int(e.size) != size or (have_sha is not None and have_sha != sha) \
+                    or (have_sha is None and blob is not None and getattr(e, "blob_id", blob) != blob):
+                raise PushError(f"remote {rel} after commit {commit} is not what was sent ({int(e.size)} bytes, "
+                                f"sha256 {have_sha or '?'}; sent {size} bytes, sha256 {sha}); re-run the same command")
+
+    def apply(self, plan: PushPlan, *, message: str | None, max_files: int, bar) -> list[str]:
+        from huggingface_hub import CommitOperationAdd, CommitOperationDelete
+
+        from .. import __version__
+
+        files = [f for f, _ in plan.upload]
+        sender: _Sender = plan.sender
+        batches = [files[i:i + max_files] for i in range(0, len(files), max_files)] or [[]]
+        # README.md (and the repo's sources file and the card's pictures) ride with the last shard(s); keep that
+        # final commit within max_files too.
+        reserve = 1 + (plan.sources != "unchanged") + len(plan.assets_to_send)
+        k = max(1, max_files - reserve)
+        if (plan.readme != "unchanged" or files) and len(batches[-1]) + reserve > max_files and k < len(batches[-1]):
+            batches[-1], tail = batches[-1][:-k], batches[-1][-k:]
+            batches.append(tail)
+        base = message or _default_message(plan)
+        commits: list[str] = []
+        done = 0
+        for i, batch in enumerate(batches):
+            last = i == len(batches) - 1
+            ops: list = []
+            snaps: list[LocalFile] = []
+            for planned in batch:  # snapshot now (copy + hash, one read): that copy is what gets sent
+                f = sender.take(planned)
+                if f is None:
+                    continue
+                op = CommitOperationAdd(path_in_repo=f.relpath, path_or_fileobj=str(f.path))
+                if op.upload_info.sha256.hex() != f.sha256:
+                    raise PushError(f"the snapshot of {f.relpath} changed on disk before upload; re-run the same command")
+                ops.append(op)
+                snaps.append(f)
+            sent = {f.relpath: (f.size, f.sha256, f.blob_id) for f in snaps}
+            for g in range(0, len(ops), UPLOAD_GROUP):
+                group = ops[g:g + UPLOAD_GROUP]
+                self.api.preupload_lfs_files(self.repo_id, additions=group, repo_type="dataset",
+                                             revision=self.revision)
+                for op, f in zip(group, snaps[g:g + UPLOAD_GROUP], strict=True):
+                    if getattr(op, "_upload_mode", None) == "lfs" and getattr(op, "_is_uploaded", False):
+                        sender.snapshot.drop(f.path)  # on the LFS store: the commit only names its digest
+                done += len(group)
+                bar.update(sum(f.size for f in snaps[g:g + UPLOAD_GROUP]))
+                bar.set_description(f"push {done}/{plan.upload_files} files")
+            if last:
+                if plan.sources != "unchanged":  # the repo's own sources, declared beside the card
+                    ops.append(CommitOperationAdd(path_in_repo=REGISTRY_FILE, path_or_fileobj=plan.sources_bytes))
+                    sent[REGISTRY_FILE] = (len(plan.sources_bytes), hashlib.sha256(plan.sources_bytes).hexdigest(),
+                                           git_blob_id(plan.sources_bytes))
+                readme = sender.final_card()  # from what was actually sent
+                for rel, data in sender.final_assets().items():  # the card's pictures, with the card
+                    ops.append(CommitOperationAdd(path_in_repo=rel, path_or_fileobj=data))
+                    sent[rel] = (len(data), hashlib.sha256(data).hexdigest(), git_blob_id(data))
+                if readme is not None:
+                    ops.append(CommitOperationAdd(path_in_repo=CARD_NAME, path_or_fileobj=readme))
+                    sent[CARD_NAME] = (len(readme), hashlib.sha256(readme).hexdigest(), git_blob_id(readme))
+                ops.extend(CommitOperationDelete(path_in_repo=p) for p in plan.delete)
+            if not ops:  # every file of this batch vanished (and, if last, nothing else to commit)
+                continue
+            self.wrote = True
+            title = base if len(batches) == 1 else f"{base} [{i + 1}/{len(batches)}]"
+            info = self.api.create_commit(
+                self.repo_id, operations=ops, commit_message=title,
+                commit_description=f"Pushed with fusionrs-hf {__version__} (`fusionrs push`).",
+                repo_type="dataset", revision=self.revision, parent_commit=self.parent,
+            )
+            self.parent = getattr(info, "oid", None) or self.parent
+            commits.append(getattr(info, "oid", str(info)))
+            self._verify(getattr(info, "oid", None), sent)
+            logger.info("commit %s: %d file(s)%s", commits[-1], len(ops), " (final, with README.md)" if last else "")
+            if last and CARD_NAME in sent:
+                done += 1
+                bar.update(len(plan.readme_bytes))
+                bar.set_description(f"push {done}/{plan.upload_files} files")
+        return commits
+
+
+def _is_unreachable(e: BaseException) -> bool:
+    """A transport failure (no answer, refused, DNS, timeout) or offline mode, not an HTTP answer."""
+    import httpx2
+
+    seen = 0
+    while e is not None and seen < 8:
+        if isinstance(e, httpx2.TransportError | ConnectionError | TimeoutError):
+            return True
+        e = e.__cause__ or e.__context__
+        seen += 1
+    return False
+
+
+def _offline_error(e: BaseException) -> bool:
+    from huggingface_hub.errors import OfflineModeIsEnabled
+
+    seen = 0
+    while e is not None and seen < 8:
+        if isinstance(e, OfflineModeIsEnabled):
+            return True
+        e = e.__cause__ or e.__context__
+        seen += 1
+    return False
