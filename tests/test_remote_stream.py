@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -506,3 +507,139 @@ def test_resume_refuses_a_state_of_another_commit(hub, sample_repo):
     again.load_state_dict(state)
     rest = _ids(again)
     assert sorted(seen + rest) == want and len(seen + rest) == len(set(seen + rest))
+
+
+def _push_readme(hub, name: str) -> str:
+    with hub._lock:
+        hub._apply(hub._repos["dataset", name], "main", "edit the card", "", None,
+                   [("file", "README.md", b"---\nconfigs: []\n---\n# edited\n")])
+    return hub._repos["dataset", name].branches["main"]
+
+
+def test_a_failed_re_plan_keeps_the_old_commit_and_is_asked_again(hub, sample_repo, monkeypatch):
+    """The listing at the new commit fails once: set_epoch raises, the dataset still reads its planned commit
+    (nothing half-switched), and the next set_epoch re-plans at the new commit."""
+    import fusionrs_hf.torch.epochs as epochs
+
+    name = "fusionrs/remote-pin-retry"
+    url, kw, victim, gone = _pin_repo(hub, sample_repo, name)
+    want = sorted(_ids(make_dataloader(str(sample_repo), config="default", batch_size=8)))
+    loader = make_dataloader(url, batch_size=4, num_workers=2, **kw)
+    first = loader.dataset.commit
+    assert sorted(_ids(loader)) == want
+    newer = _push_delete(hub, name, victim)
+    real = epochs.split_files
+    calls = []
+
+    def fail_once(*a, **k):
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError("the listing failed")
+        return real(*a, **k)
+
+    monkeypatch.setattr(epochs, "split_files", fail_once)
+    with pytest.raises(OSError, match="the listing failed"):
+        loader.set_epoch(1)
+    assert loader.dataset.commit == first and f"@{first}" in loader.dataset.root
+    with pytest.warns(RuntimeWarning, match="removed: "):
+        loader.set_epoch(1)
+    assert loader.dataset.commit == newer
+    assert sorted(_ids(loader)) == sorted(set(want) - gone)
+
+
+@pytest.mark.parametrize("persistent", [False, True])
+def test_a_push_that_leaves_the_split_alone_re_reads_no_footer(persistent, hub, sample_repo):
+    """A README-only commit: the next epoch reads the same plan at the new commit, without a warning, a footer
+    read or a re-plan in the workers; a state saved before it still resumes (the same shards)."""
+    name = f"fusionrs/remote-pin-readme-{int(persistent)}"
+    url, kw, _, _ = _pin_repo(hub, sample_repo, name)
+    want = sorted(_ids(make_dataloader(str(sample_repo), config="default", batch_size=8)))
+    loader = make_dataloader(url, batch_size=4, num_workers=2, persistent_workers=persistent, **kw)
+    state = loader.dataset.state_dict()
+    assert sorted(_ids(loader)) == want
+    newer = _push_readme(hub, name)
+    before = len(hub.requests)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loader.set_epoch(1)
+    assert loader.dataset.commit == newer
+    assert not [r for r in hub.requests[before:] if r.range]  # no footer read again
+    before = len(hub.requests)
+    assert sorted(_ids(loader)) == want
+    ranged = [r.path for r in hub.requests[before:] if r.range]
+    assert ranged and all("/resolve/" in p for p in ranged)
+    if not persistent:  # fresh workers read at the new commit; persistent ones keep the old (same bytes)
+        assert all(f"/resolve/{newer}/" in p for p in ranged)
+    assert not [r for r in hub.requests[before:] if "/tree/" in r.path]  # no worker re-listed
+    again = FusionRSIterable(url, batch_size=4, **kw)
+    again.load_state_dict(state)  # saved at the old commit: same shards, so it resumes
+
+
+def test_a_hub_that_does_not_answer_between_epochs_reads_the_planned_commit_again(hub, sample_repo):
+    name = "fusionrs/remote-pin-blip"
+    url, kw, _, _ = _pin_repo(hub, sample_repo, name)
+    want = sorted(_ids(make_dataloader(str(sample_repo), config="default", batch_size=8)))
+    loader = make_dataloader(url, batch_size=4, num_workers=0, **kw)
+    first = loader.dataset.commit
+    assert sorted(_ids(loader)) == want
+    hub.inject(503, method="GET", path=rf"^/api/datasets/{name}(/revision/[^/]+)?$", times=None)
+    try:
+        with pytest.warns(RuntimeWarning, match=rf"could not ask whether .*{name}.* moved on.*reads commit {first}"):
+            loader.set_epoch(1)
+    finally:
+        hub.clear_faults()
+    assert loader.dataset.commit == first and sorted(_ids(loader)) == want
+
+
+def test_a_revision_that_is_a_commit_is_not_asked_about_between_epochs(hub, sample_repo):
+    name = "fusionrs/remote-pin-sha"
+    url, kw, _, _ = _pin_repo(hub, sample_repo, name)
+    sha = hub._repos["dataset", name].branches["main"]
+    loader = make_dataloader(f"{url}@{sha}", batch_size=4, num_workers=0, **kw)
+    assert loader.dataset.commit == sha
+    _ids(loader)
+    before = len(hub.requests)
+    loader.set_epoch(1)
+    assert len(hub.requests) == before
+
+
+def _agree_worker(rank: int, port: int, endpoint: str, url: str, out: str) -> None:
+    import json
+
+    import torch.distributed as dist
+    from huggingface_hub import constants
+
+    from fusionrs_hf.torch import agree_on_commit
+
+    constants.HF_HUB_OFFLINE = False
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        sha = agree_on_commit(url, storage_options={"endpoint": endpoint})
+        with open(f"{out}.{rank}", "w") as f:
+            json.dump(sha, f)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_ranks_agree_on_the_commit_rank_0_saw(hub, sample_repo, tmp_path):
+    """Two real gloo processes: only rank 0 asks the Hub, and both get its commit, so every rank's loader
+    (revision=that commit) reads the same shards whatever is pushed meanwhile."""
+    import json
+    import socket
+
+    import torch.multiprocessing as mp
+
+    name = "fusionrs/remote-pin-ddp"
+    url, kw, _, _ = _pin_repo(hub, sample_repo, name)
+    sha = hub._repos["dataset", name].branches["main"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    before = hub.count("GET", rf"^/api/datasets/{name}")
+    mp.spawn(_agree_worker, args=(port, hub.url, url, str(tmp_path / "sha")), nprocs=2, join=True)
+    got = [json.loads((tmp_path / f"sha.{r}").read_text()) for r in range(2)]
+    assert got == [sha, sha]
+    assert hub.count("GET", rf"^/api/datasets/{name}") - before == 1  # rank 0 alone asked
+    from fusionrs_hf.torch import agree_on_commit
+
+    assert agree_on_commit(str(sample_repo)) is None  # not the Hub: nothing to agree on

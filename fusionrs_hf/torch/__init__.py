@@ -119,6 +119,7 @@ from .plan import (
     _fingerprint,
     _resolve_rank,
     _slot_pieces,
+    agree_on_commit,
     plan_shards,
     plan_units,
     resolve_repo,
@@ -148,7 +149,7 @@ from .slots import (
 
 __all__ = [
     "CLIP_MEAN", "CLIP_STD", "BATCH_KEYS", "DecodeError", "FusionRSIterable", "FusionRSDataLoader",
-    "Unit", "make_dataloader", "normalize_batch", "plan_units", "resolve_repo",
+    "Unit", "agree_on_commit", "make_dataloader", "normalize_batch", "plan_units", "resolve_repo",
 ]
 
 # Every name the single-module version had stays importable from here.

@@ -225,7 +225,9 @@ class FusionRSIterable(EpochPlanning, Resumable, BatchAssembly, RowGroupReading,
             if not in_worker:
                 self._refresh_for_pass()
             elif int(self._plan_gen[0]) != self._my_plan_gen:  # a persistent worker after a re-plan
-                self._pin(self._shared_commit())  # at the commit the training process re-planned at
+                sha = self._shared_commit()  # the commit the training process re-planned at (only read here)
+                if sha and sha != self._commit:
+                    self._use_commit(sha)
                 self.units, self._fingerprints = self._plan()
                 self._my_plan_gen = int(self._plan_gen[0])
         self._slot = (self.rank, self.world_size, worker, nworkers)

@@ -4,14 +4,20 @@ epoch has on each rank. How one epoch's rows are cut into slices is in :mod:`.pl
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Sequence
 
 import torch
 
 from ..secrets import scrub, scrubbing
+from ..storage import HubUnreachableError
 from ._common import logger
 from .plan import Unit, plan_shards, shard_fingerprints, split_files
+from .reader import hub_url
+
+_COMMIT_RE = re.compile(r"[0-9a-f]{40}")
+"""A Hub revision that names a commit itself: it never moves, so nothing need be asked between epochs."""
 
 
 class EpochPlanning:
@@ -24,19 +30,40 @@ class EpochPlanning:
         return self._commit
 
     def _pin(self, sha: str | None) -> None:
-        """Read the Hub repo at commit ``sha`` from now on (persistent workers learn it from shared memory
-        when they re-plan); nothing for other stores or when the Hub named no commit."""
+        """In the training process: read the Hub repo at commit ``sha`` from now on, and publish it for
+        persistent workers (they read it when they re-plan); nothing off the Hub or without a commit."""
         if not sha or self._ref is None or self._ref.kind != "hub":
             return
+        self._use_commit(sha)
+        raw = sha.encode()[: self._commit_shared.numel()].ljust(self._commit_shared.numel(), b"\0")
+        # one write of the whole field, before the plan generation that tells workers to look is bumped
+        self._commit_shared.copy_(torch.frombuffer(bytearray(raw), dtype=torch.uint8))
+
+    def _use_commit(self, sha: str) -> None:
+        """Read at commit ``sha`` in this process only (a worker: the commit the training process published)."""
         self._loc = self._ref.at_commit(sha)
         self.root, self._commit = self._loc.root, sha
-        raw = sha.encode()[: self._commit_shared.numel()]
-        self._commit_shared.zero_()
-        self._commit_shared[: len(raw)] = torch.frombuffer(bytearray(raw), dtype=torch.uint8)
 
     def _shared_commit(self) -> str | None:
         raw = bytes(self._commit_shared.tolist()).rstrip(b"\0")
         return raw.decode() if raw else None
+
+    def _moved_commit(self) -> str | None:
+        """The commit the Hub revision names now, if it moved since the plan (one repo-info request); None when
+        it did not, cannot (a revision given as a commit), or the Hub did not answer (warned: the planned
+        commit is read again)."""
+        pinned = self.commit
+        if pinned is None or _COMMIT_RE.fullmatch(self._ref.revision or ""):
+            return None
+        try:
+            now = self._ref.commit()
+        except HubUnreachableError as e:
+            msg = scrub(f"fusionrs: could not ask whether {self._ref.label} moved on ({e}); this epoch reads "
+                        f"commit {pinned} again")
+            logger.warning(msg)
+            warnings.warn(msg, RuntimeWarning, stacklevel=4)
+            return None
+        return now if now and now != pinned else None
 
     @property
     def epoch(self) -> int:
@@ -74,12 +101,15 @@ class EpochPlanning:
         fingerprints = shard_fingerprints(self.fs, self.root, files)
         return self._plan_files(files, fingerprints), fingerprints
 
-    def _plan_files(self, files: Sequence[str], fingerprints: dict[str, tuple] | None = None) -> list[Unit]:
-        """Units of ``files``; with ``on_error="skip"`` a shard with an unreadable footer is left out, named
-        in a warning and in :attr:`skipped_shards`. Keeps remote footers for the workers (``_footers``)."""
+    def _plan_files(self, files: Sequence[str], fingerprints: dict[str, tuple] | None = None,
+                    where: tuple | None = None) -> list[Unit]:
+        """Units of ``files`` (on ``where``: (fs, root), default the dataset's); with ``on_error="skip"`` a
+        shard with an unreadable footer is left out, named in a warning and in :attr:`skipped_shards`. Keeps
+        remote footers for the workers (``_footers``)."""
+        fs, root = where or (self.fs, self.root)
         bad: list[tuple[str, str]] | None = [] if self.on_error == "skip" else None
         sizes = {rel: fp[0] for rel, fp in (fingerprints or {}).items() if isinstance(fp[0], int)}
-        units, self._footers = plan_shards(self.fs, self.root, files, unreadable=bad, sizes=sizes)
+        units, self._footers = plan_shards(fs, root, files, unreadable=bad, sizes=sizes)
         self.skipped_shards = [rel for rel, _ in bad or []]
         if bad:
             msg = scrub(f"fusionrs: skipping {len(bad)} unreadable shard(s) of {self.config}/{self.split} "
@@ -100,23 +130,26 @@ class EpochPlanning:
         if self.source is not None:
             return False
         with scrubbing():
-            pinned = self.commit
-            if pinned is not None:  # a Hub repo: one question says whether anything changed at all
-                now = self._ref.commit()
-                if not now or now == pinned:
-                    return False
-                self._pin(now)
-            if hasattr(self.fs, "invalidate_cache"):
-                self.fs.invalidate_cache()  # a cached listing would hide the change (hf://, s3://)
-            files = split_files(self.fs, self.root, self.config, self.split)
-            fingerprints = shard_fingerprints(self.fs, self.root, files)
-            if fingerprints == self._fingerprints:
-                if pinned is not None:  # a commit that left the split's shards alone: its footers, its URLs
-                    self.units = self._plan_files(files, fingerprints)
-                    self._plan_gen += 1
-                    self._my_plan_gen = int(self._plan_gen[0])
+            moved = self._moved_commit()  # a Hub repo: one question says whether anything changed at all
+            if moved is None and self.commit is not None:
                 return False
-            units = self._plan_files(files, fingerprints)
+            # Planned at the new commit first, switched to only once that plan is whole: a failure here (raised)
+            # leaves the dataset at its old commit and plan, and the next epoch asks again.
+            loc = self._ref.at_commit(moved) if moved else self._loc
+            fs, root = loc.fs(), loc.root
+            if hasattr(fs, "invalidate_cache"):
+                fs.invalidate_cache()  # a cached listing would hide the change (hf://, s3://)
+            files = split_files(fs, root, self.config, self.split)
+            fingerprints = shard_fingerprints(fs, root, files)
+            if fingerprints == self._fingerprints:
+                if moved:  # a commit that left this split's shards alone: the same plan, read at the new commit
+                    self._footers = {rel: f._replace(url=hub_url(fs, f"{root}/{rel}")) if f.url else f
+                                     for rel, f in self._footers.items()}
+                    self._pin(moved)
+                return False
+            units = self._plan_files(files, fingerprints, (fs, root))
+            if moved:
+                self._pin(moved)
         old, new = set(self._fingerprints), set(fingerprints)
         rewritten = sorted(f for f in old & new if self._fingerprints[f] != fingerprints[f])
         parts = [f"{what}: {', '.join(names[:5])}{' ...' if len(names) > 5 else ''}"

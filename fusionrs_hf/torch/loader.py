@@ -95,7 +95,7 @@ def _stateful_class():
 
         def load_state_dict(self, state_dict) -> None:
             # here, before any worker starts, the same check the dataset makes (a Hub commit moved on)
-            self.dataset._check_commit(_state_value(state_dict, "commit"))
+            self.dataset._check_data(_state_value(state_dict, "data"), _state_value(state_dict, "commit"))
             super().load_state_dict(state_dict)
             # the restored state says the epoch: the next pass resumes it instead of advancing
             self.dataset._epoch_explicit = True

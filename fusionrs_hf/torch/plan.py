@@ -30,6 +30,27 @@ def resolve_repo(repo_or_path: str | os.PathLike, revision: str | None = None,
     return loc.fs(), loc.root
 
 
+def agree_on_commit(repo_or_path: str | os.PathLike, revision: str | None = None,
+                    storage_options: dict | None = None) -> str | None:
+    """The commit a Hub repo's ``revision`` (default: main) names, the same on every DDP rank: rank 0 asks the
+    Hub and sends its answer to the others (``torch.distributed.broadcast_object_list``; call it on every rank
+    of the initialized process group). None for local folders and other stores.
+
+    Why: each rank's loader pins the commit its revision names when it is made, so a push landing between two
+    ranks' loaders would give them different shards, and then different batch counts (a hang at the end of
+    the epoch). Pass the answer as ``revision=`` on every rank; the job then reads that commit throughout.
+    """
+    dist = torch.distributed
+    shared = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    answer: list[str | None] = [None]
+    if not shared or dist.get_rank() == 0:
+        loc = locate(repo_or_path, revision, storage_options)
+        answer[0] = loc.commit()
+    if shared:
+        dist.broadcast_object_list(answer, src=0)
+    return answer[0]
+
+
 @dataclass(frozen=True)
 class Unit:
     """One row group of one shard: the unit of work."""

@@ -3,6 +3,8 @@ dataset saves, and the checks that refuse a state that would skip rows of other 
 
 from __future__ import annotations
 
+import hashlib
+
 from ._common import STATE_FORMAT
 
 
@@ -27,6 +29,8 @@ class Resumable:
             "seed": self.seed, "shuffle": self.shuffle, "batch_size": self.batch_size,
             "shuffle_buffer": self.shuffle_buffer, "split_rows": self._split_rows(),
         }
+        if self.source is None:
+            state["data"] = self._data_digest()
         if self.commit is not None:
             state["commit"] = self.commit
         if self._generic_ds is not None:
@@ -43,18 +47,34 @@ class Resumable:
         for key, value in mine.items():
             if key in state and state[key] != value:
                 raise ValueError(f"cannot resume: state has {key}={state[key]!r}, this dataset {value!r}")
-        self._check_commit(state.get("commit"))
+        self._check_data(state.get("data"), state.get("commit"))
         self._resume = dict(state)
         self._epoch[0] = int(state["epoch"])
         self._epoch_explicit = True
 
-    def _check_commit(self, saved: str | None) -> None:
-        """A state saved reading another commit of the Hub repo would skip rows of other data: refuse it."""
-        now = self.commit
-        if saved is not None and now is not None and saved != now:
+    def _data_digest(self) -> str:
+        """What the split's shards hold, as far as the store can tell without reading them: each shard's path,
+        size and content id (LFS SHA-256 or git blob id on the Hub, ETag on object stores). Not mtimes or
+        inodes: a copy of the same files elsewhere resumes."""
+        h = hashlib.sha256()
+        for rel, fp in sorted(self._fingerprints.items()):
+            size, _mtime, _ino, etag, blob, lfs = fp
+            h.update(f"{rel}\0{size}\0{lfs or blob or etag or ''}\n".encode())
+        return h.hexdigest()[:32]
+
+    def _check_data(self, saved: str | None, saved_commit: str | None = None) -> None:
+        """A state saved over other shards would skip rows of other data: refuse it, naming the commit that
+        reads the saved data where the Hub has one. (States of older versions carry no digest: not checked.)"""
+        if saved is None or self.source is not None or saved == self._data_digest():
+            return
+        where = self._ref.label if self._ref is not None else "the repo"
+        if saved_commit and self.commit and saved_commit != self.commit:
             raise ValueError(
-                f"cannot resume: the state was saved reading {self._ref.label} at commit {saved}, and its revision "
-                f"names {now} now; resume with revision={saved!r} to read the same data")
+                f"cannot resume: the state was saved reading {where} at commit {saved_commit}; this dataset reads "
+                f"commit {self.commit}, whose shards differ. Resume at the saved commit: revision={saved_commit!r} "
+                f"(or hf://datasets/{self._ref.repo_id}@{saved_commit})")
+        raise ValueError(f"cannot resume: the shards of {self.config}/{self.split} in {where} changed since the state "
+                         "was saved (their sizes or content ids differ); resume on the data it was saved from")
 
     def _split_rows(self) -> int | None:
         """Rows of the whole split (fast path): a resumed state must describe the same data."""
