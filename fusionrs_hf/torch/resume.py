@@ -56,11 +56,16 @@ class Resumable:
         """What the split's shards hold, as far as the store can tell without reading them: each shard's path,
         size and content id (LFS SHA-256 or git blob id on the Hub, ETag on object stores). Not mtimes or
         inodes: a copy of the same files elsewhere resumes."""
+        fps = self._fingerprints
+        cached = getattr(self, "_digest_of", None)
+        if cached is not None and cached[0] is fps:  # once per plan: a stateful loader asks every batch
+            return cached[1]
         h = hashlib.sha256()
-        for rel, fp in sorted(self._fingerprints.items()):
+        for rel, fp in sorted(fps.items()):
             size, _mtime, _ino, etag, blob, lfs = fp
             h.update(f"{rel}\0{size}\0{lfs or blob or etag or ''}\n".encode())
-        return h.hexdigest()[:32]
+        self._digest_of = (fps, h.hexdigest()[:32])
+        return self._digest_of[1]
 
     def _check_data(self, saved: str | None, saved_commit: str | None = None) -> None:
         """A state saved over other shards would skip rows of other data: refuse it, naming the commit that
