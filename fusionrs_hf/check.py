@@ -64,6 +64,7 @@ import os
 import re
 import sys
 import time
+import warnings
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
@@ -83,6 +84,7 @@ from .layout import (
     layout_for,
     source_dir,
 )
+from .limits import DEFAULT_MAX_PIXELS, bomb_pixels, too_many_pixels
 from .pairing import same_aspect
 from .phash import DEFAULT_RADIUS, near_pairs, phash
 from .schema import (
@@ -223,8 +225,16 @@ def inspect_image(data: bytes) -> ImageStats:
     """
     from PIL import Image
 
-    with Image.open(io.BytesIO(data)) as im:
+    try:
+        with warnings.catch_warnings():  # PIL warns from 89 M pixels; the limit below refuses from 50 M
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as e:
+        raise ValueError(too_many_pixels(None, None, DEFAULT_MAX_PIXELS, bomb_pixels(e))) from None
+    with im:
         size = im.size
+        if size[0] * size[1] > DEFAULT_MAX_PIXELS:  # what no build stores and no loader decodes
+            raise ValueError(too_many_pixels(*size, DEFAULT_MAX_PIXELS))
         if im.format == "JPEG":
             im.draft("RGB", (STAT_SIZE, STAT_SIZE))
         im.load()

@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
 
+from .limits import DEFAULT_MAX_PIXELS, bomb_pixels, too_many_pixels
+
 try:  # optional: ~10-40% faster JPEG decode than PIL, same libjpeg-turbo scaling
     import simplejpeg as _simplejpeg
 except ImportError:  # pragma: no cover - exercised only where simplejpeg is absent
@@ -72,13 +74,19 @@ def jpeg_scale(width: int, height: int, min_size: int) -> int:
     return 8 if s >= 8 else 4 if s >= 4 else 2 if s >= 2 else 1
 
 
+def _check_pixels(w: int, h: int, max_pixels: int | None) -> None:
+    if max_pixels is not None and w * h > max_pixels:
+        raise DecodeError(too_many_pixels(w, h, max_pixels))
+
+
 def decode_rgb(data: bytes | bytearray | memoryview, min_size: int | None = None, *,
-               backend: str = "auto") -> np.ndarray:
+               backend: str = "auto", max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode image bytes to a uint8 HxWx3 array, at the smallest JPEG scale whose sides are >= ``min_size``.
 
     ``data`` may be any bytes-like object (a view into an Arrow buffer is decoded without a copy).
     ``backend``: "auto" (simplejpeg for plain JPEGs when installed, else PIL), "pil" or "simplejpeg".
-    Raises :class:`DecodeError` for empty, truncated or unknown data.
+    Raises :class:`DecodeError` for empty, truncated or unknown data, and for an image whose header claims
+    more than ``max_pixels`` pixels (None: no limit).
     """
     if not isinstance(data, bytes):
         data = memoryview(data).cast("B")
@@ -91,16 +99,23 @@ def decode_rgb(data: bytes | bytearray | memoryview, min_size: int | None = None
             raise DecodeError("backend 'simplejpeg' requested but simplejpeg is not installed")
         try:
             kw = {}
-            if min_size:
+            if min_size or max_pixels is not None:
                 h, w = _simplejpeg.decode_jpeg_header(data)[:2]
-                k = jpeg_scale(w, h, min_size)
-                kw = {"min_height": -(-h // k), "min_width": -(-w // k)}
+                _check_pixels(w, h, max_pixels)
+                if min_size:
+                    k = jpeg_scale(w, h, min_size)
+                    kw = {"min_height": -(-h // k), "min_width": -(-w // k)}
             return _simplejpeg.decode_jpeg(data, colorspace="RGB", **kw)
+        except DecodeError:
+            raise
         except Exception:  # noqa: BLE001 - CMYK/progressive oddities: let PIL try before giving up
             if backend == "simplejpeg":
                 raise
     try:
-        im = Image.open(io.BytesIO(data))
+        with warnings.catch_warnings():  # PIL's own guard warns from 89 M pixels; ours refuses from max_pixels
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
+        _check_pixels(*im.size, max_pixels)
         if min_size and im.format == "JPEG":
             im.draft("RGB", (min_size, min_size))  # DCT scaling; never below the request
         if _has_exif(data):
@@ -108,6 +123,10 @@ def decode_rgb(data: bytes | bytearray | memoryview, min_size: int | None = None
         if im.mode != "RGB":
             im = im.convert("RGB")
         arr = np.asarray(im)
+    except DecodeError:
+        raise
+    except Image.DecompressionBombError as e:  # more than twice PIL's own limit: refused at open, as ours is
+        raise DecodeError(too_many_pixels(None, None, max_pixels or Image.MAX_IMAGE_PIXELS, bomb_pixels(e))) from None
     except Exception as e:  # noqa: BLE001 - PIL raises many types for bad data
         raise DecodeError(f"cannot decode image ({len(data)} bytes): {type(e).__name__}: {e}") from e
     if arr.ndim != 3 or arr.shape[2] != 3:

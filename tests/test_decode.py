@@ -177,3 +177,44 @@ def test_normalizer_into_channels_last_slots_matches_contiguous(threads, src_lay
         torch.set_num_threads(old)
     assert torch.allclose(slot[2], ref, atol=1e-5)
     assert slot[2].stride() == (1, w * 3, 3)  # written in place, layout kept
+
+
+def _claims(width: int, height: int) -> bytes:
+    """A real 16 px JPEG whose frame header (SOF0) claims ``width`` x ``height``: a few hundred bytes."""
+    import io as _io
+    import struct
+
+    from PIL import Image
+
+    buf = _io.BytesIO()
+    Image.new("RGB", (16, 16), (90, 120, 60)).save(buf, format="JPEG", quality=90)
+    data = bytearray(buf.getvalue())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5: sof + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
+@pytest.mark.parametrize("backend", ["auto", "pil"])
+def test_an_image_claiming_too_many_pixels_is_refused_before_decoding(backend):
+    """A header of 60,000 x 60,000 (3.6 G pixels) in a ~700-byte file: refused from the header, by the same
+    limit a build applies, on both decoders; under the limit the same trick decodes (or fails) normally."""
+    from fusionrs_hf.decode import DecodeError, decode_rgb
+    from fusionrs_hf.limits import DEFAULT_MAX_PIXELS
+
+    bomb = _claims(60_000, 60_000)
+    assert len(bomb) < 2_000
+    if backend == "auto" and not dec.has_simplejpeg():
+        pytest.skip("simplejpeg not installed")
+    with pytest.raises(DecodeError, match=r"says (60000x60000 = )?3,600,000,000 pixels, more than the limit 50,000,000"):
+        decode_rgb(bomb, 224, backend=backend)
+    assert decode_rgb(_claims(16, 16), 16, backend=backend).shape == (16, 16, 3)
+    with pytest.raises(DecodeError, match="16x16 = 256 pixels, more than the limit 100"):
+        decode_rgb(_claims(16, 16), 16, backend=backend, max_pixels=100)
+    assert DEFAULT_MAX_PIXELS == 50_000_000
+
+
+def test_check_reports_an_image_claiming_too_many_pixels():
+    from fusionrs_hf.check import inspect_image
+
+    with pytest.raises(ValueError, match="3,600,000,000 pixels, more than the limit 50,000,000; not decoded"):
+        inspect_image(_claims(60_000, 60_000))

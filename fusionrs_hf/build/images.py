@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-DEFAULT_MAX_PIXELS = 50_000_000
-"""Largest source image (width × height) a build accepts: ~7,000² px, far above any FusionRS source."""
+from ..limits import DEFAULT_MAX_PIXELS
+
 EIGHT_BIT_MODES = frozenset({"L", "RGB"})
 
 
