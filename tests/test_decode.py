@@ -218,3 +218,33 @@ def test_check_reports_an_image_claiming_too_many_pixels():
 
     with pytest.raises(ValueError, match="3,600,000,000 pixels, more than the limit 50,000,000; not decoded"):
         inspect_image(_claims(60_000, 60_000))
+
+
+def test_the_loader_names_the_sample_whose_image_claims_too_many_pixels(tmp_path):
+    """A shard row whose rgb header claims 60,000² px: the loader raises naming sample, shard and column, or
+    with on_error="skip" leaves the row out and counts it; max_pixels=None lifts the limit (then the decoder
+    itself fails on the fake body, still a named DecodeError)."""
+    import pyarrow.parquet as pq
+
+    from fusionrs_hf.demo import make_sample_repo
+    from fusionrs_hf.decode import DecodeError
+    from fusionrs_hf.torch import make_dataloader
+
+    repo = make_sample_repo(tmp_path / "repo", counts={"train": 4}, size=32, max_rows=20)
+    shard = sorted((repo / "data").rglob("*/train/*.parquet"))[0]
+    table = pq.read_table(shard)
+    rows = table.to_pylist()
+    rows[0]["rgb"] = {"bytes": _claims(60_000, 60_000), "path": rows[0]["rgb"]["path"]}
+    import pyarrow as pa
+
+    pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), shard)
+    sid = rows[0]["sample_id"]
+    config = "default"
+    with pytest.raises(DecodeError, match=rf"sample_id='{sid}' shard=.*column='rgb': image header says .*more than the limit"):
+        [b for b in make_dataloader(str(repo), config=config, batch_size=4)]
+    loader = make_dataloader(str(repo), config=config, batch_size=4, on_error="skip")
+    with pytest.warns(RuntimeWarning, match=sid):
+        got = [s for b in loader for s in b["sample_id"]]
+    assert sid not in got and loader.skipped == 1
+    with pytest.raises(DecodeError, match=f"sample_id='{sid}'"):
+        [b for b in make_dataloader(str(repo), config=config, batch_size=4, max_pixels=None)]

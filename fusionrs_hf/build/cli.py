@@ -109,7 +109,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     i.add_argument("--jpeg-quality", type=int, default=95, help="quality for --non-jpeg jpeg (%(default)s)")
     i.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                    help="source images with more pixels (width x height, read from the header before any decode) "
-                        "are not written: too_many_pixels (%(default)s)")
+                        "are not written: too_many_pixels (%(default)s; the loaders refuse more than this default "
+                        "too: raise their max_pixels= as well)")
     i.add_argument("--allow-size-mismatch", action="store_true",
                    help="also write pairs whose RGB and IR aspect ratios differ (dropped as aspect_mismatch by "
                         "default). Pairs of one aspect ratio at two sizes (DiffV2IR writes 512 px) are always "

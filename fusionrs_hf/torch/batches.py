@@ -68,13 +68,14 @@ class BatchAssembly:
         """The image cropped and resized (uint8 3xSxS; written into ``out`` when given), or None if it failed."""
         try:
             if isinstance(value, bytes | memoryview) and len(value):  # the fast path's cells
-                return center_crop_resize(decode_rgb(value, self.image_size, backend=self.decode_backend),
+                return center_crop_resize(decode_rgb(value, self.image_size, backend=self.decode_backend,
+                                                     max_pixels=self.max_pixels),
                                           self.image_size, out)
             value = _image_value(value, f"sample_id={rec.get('sample_id')!r}")
             if value is None:
                 raise DecodeError("missing image")
             if isinstance(value, bytes | bytearray | memoryview):
-                arr = decode_rgb(value, self.image_size, backend=self.decode_backend)
+                arr = decode_rgb(value, self.image_size, backend=self.decode_backend, max_pixels=self.max_pixels)
             elif hasattr(value, "convert"):  # a PIL image from a decoding datasets source
                 arr = pil_to_array(value)
             elif isinstance(value, np.ndarray | torch.Tensor):

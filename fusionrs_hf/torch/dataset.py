@@ -18,6 +18,7 @@ from ..decode import (
     CLIP_STD,
     Normalizer,
 )
+from ..limits import DEFAULT_MAX_PIXELS
 from ..schema import FIELD_NAMES, IMAGE_FIELDS
 from ..secrets import register_url, scrub, scrubbing
 from ..storage import Location, locate
@@ -75,8 +76,12 @@ class FusionRSIterable(EpochPlanning, Resumable, BatchAssembly, RowGroupReading,
         storage_options: dict | None = None,
         read_ahead: int = DEFAULT_READ_AHEAD,
         request_size: int = DEFAULT_REQUEST_SIZE,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
     ) -> None:
         super().__init__()
+        self.max_pixels = max_pixels
+        """An image whose header claims more pixels is bad data, not decoded (:mod:`fusionrs_hf.limits`; the
+        build's ``--max-pixels`` default). None: no limit."""
         if int(read_ahead) < 0:
             raise ValueError(f"read_ahead must be >= 0, got {read_ahead}")
         if int(request_size) < 1:

@@ -192,12 +192,12 @@ def make_dataloader(
     row groups smaller than a batch: as many as a batch needs, up to 32), in range requests of at most
     ``request_size`` bytes (default 8 MiB), retried on failure (not a 403 or 404); local
     shards are memory-mapped and ignore both (see :mod:`fusionrs_hf.torch.reader`).
-    Other keyword arguments: ``revision``, ``decode_backend``, ``normalize``, ``channels_last``
+    Other keyword arguments: ``revision``, ``decode_backend``, ``normalize``, ``channels_last``, ``max_pixels``
     (dataset) and ``pin_memory``, ``prefetch_factor``, ``persistent_workers``,
     ``multiprocessing_context``, ``timeout`` (loader).
     """
     ds_keys = {"revision", "decode_backend", "normalize", "channels_last", "storage_options", "read_ahead",
-               "request_size"}
+               "request_size", "max_pixels"}
     ds_kw = {k: kw.pop(k) for k in list(kw) if k in ds_keys}
     common = dict(batch_size=batch_size, image_size=image_size, shuffle=shuffle, seed=seed,
                   shuffle_buffer=shuffle_buffer, tokenizer=tokenizer, on_error=on_error, mean=mean, std=std,
