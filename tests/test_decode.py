@@ -226,8 +226,8 @@ def test_the_loader_names_the_sample_whose_image_claims_too_many_pixels(tmp_path
     itself fails on the fake body, still a named DecodeError)."""
     import pyarrow.parquet as pq
 
-    from fusionrs_hf.demo import make_sample_repo
     from fusionrs_hf.decode import DecodeError
+    from fusionrs_hf.demo import make_sample_repo
     from fusionrs_hf.torch import make_dataloader
 
     repo = make_sample_repo(tmp_path / "repo", counts={"train": 4}, size=32, max_rows=20)

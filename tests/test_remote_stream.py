@@ -614,7 +614,10 @@ def _agree_worker(rank: int, port: int, endpoint: str, url: str, out: str) -> No
     constants.HF_HUB_OFFLINE = False
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     try:
-        sha = agree_on_commit(url, storage_options={"endpoint": endpoint})
+        try:
+            sha = agree_on_commit(url, storage_options={"endpoint": endpoint})
+        except RuntimeError as e:
+            sha = str(e)
         with open(f"{out}.{rank}", "w") as f:
             json.dump(sha, f)
     finally:
@@ -643,3 +646,8 @@ def test_ddp_ranks_agree_on_the_commit_rank_0_saw(hub, sample_repo, tmp_path):
     from fusionrs_hf.torch import agree_on_commit
 
     assert agree_on_commit(str(sample_repo)) is None  # not the Hub: nothing to agree on
+    # rank 0 cannot ask (no such repo): every rank gets the error instead of waiting for an answer
+    mp.spawn(_agree_worker, args=(port + 1, hub.url, "hf://datasets/fusionrs/no-such-repo", str(tmp_path / "bad")),
+             nprocs=2, join=True)
+    for r in range(2):
+        assert "rank 0 could not ask the Hub" in json.loads((tmp_path / f"bad.{r}").read_text())

@@ -71,6 +71,7 @@ __all__ = ["push_repo", "PushResult", "PushPlan", "PushError", "PushHubUnreachab
            "scrub", "rights_summary", "read_local", "git_blob_id", "MAX_FILES_PER_COMMIT", "TERMS_WARNING",
            "configure_parser", "run"]
 
-# Also importable from here, as from the single-module version (tests and tools use them).
+# Also importable from here, as from the single-module version. To replace one in a test, patch the module that
+# calls it (``make_api`` and ``_local_names``: ``fusionrs_hf.push.flow``); patching this package changes nothing.
 _COMPAT = (_HubTarget, _FsspecTarget, _is_pushed_path, _parse_target, make_api, file_sha256, LocalFile, RemoteFile,
            MANIFEST_NAME, SNAPSHOT_ENV, TMP_SUFFIX, UPLOAD_GROUP)

@@ -142,7 +142,10 @@ class EpochPlanning:
             files = split_files(fs, root, self.config, self.split)
             fingerprints = shard_fingerprints(fs, root, files)
             if fingerprints == self._fingerprints:
-                if moved:  # a commit that left this split's shards alone: the same plan, read at the new commit
+                # A commit that left this split's shards alone: the same plan, read at the new commit from the next
+                # pass's workers on. Persistent workers keep the old commit's URLs (the same bytes; the plan
+                # generation is not bumped, so they re-read no footer) until the shards themselves change.
+                if moved:
                     self._footers = {rel: f._replace(url=hub_url(fs, f"{root}/{rel}")) if f.url else f
                                      for rel, f in self._footers.items()}
                     self._pin(moved)

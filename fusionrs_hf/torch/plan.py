@@ -40,15 +40,27 @@ def agree_on_commit(repo_or_path: str | os.PathLike, revision: str | None = None
     ranks' loaders would give them different shards, and then different batch counts (a hang at the end of
     the epoch). Pass the answer as ``revision=`` on every rank; the job then reads that commit throughout.
     """
+    from ..secrets import register_url, scrub, scrubbing
+
     dist = torch.distributed
     shared = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-    answer: list[str | None] = [None]
+    if isinstance(repo_or_path, str):
+        register_url(repo_or_path)
+    answer: list = [None]
     if not shared or dist.get_rank() == 0:
-        loc = locate(repo_or_path, revision, storage_options)
-        answer[0] = loc.commit()
+        try:
+            with scrubbing():
+                answer[0] = ("commit", locate(repo_or_path, revision, storage_options).commit())
+        except Exception as e:  # noqa: BLE001 - sent to every rank, so that none waits for an answer forever
+            if not shared:
+                raise
+            answer[0] = ("error", scrub(f"{type(e).__name__}: {e}"))
     if shared:
         dist.broadcast_object_list(answer, src=0)
-    return answer[0]
+    kind, value = answer[0]
+    if kind == "error":
+        raise RuntimeError(f"agree_on_commit: rank 0 could not ask the Hub: {value}")
+    return value
 
 
 @dataclass(frozen=True)
