@@ -285,7 +285,7 @@ def test_a_revision_is_read_as_it_was(hub, sample_repo):
     with hub._lock:
         hub._apply(hub._repos["dataset", repo], "main", "drop a shard", "", None, [("deletedFile", victim)])
     assert hub._repos["dataset", repo].branches["main"] != first
-    want = sorted(_ids(make_dataloader(str(sample_repo), config="default", batch_size=8)))
+    want = _default_ids(sample_repo)
     opts = {"config": "default", "storage_options": {"endpoint": hub.url}}
     hub.reset_log()
     for loader in (make_dataloader(f"hf://datasets/{repo}", revision=first, batch_size=4, num_workers=2, **opts),
@@ -435,6 +435,11 @@ def _pin_repo(hub, sample_repo, name: str) -> tuple[str, dict, str, set]:
     return f"hf://datasets/{name}", {"config": "default", "storage_options": {"endpoint": hub.url}}, victim, gone
 
 
+def _default_ids(sample_repo) -> list[str]:
+    """Every sample id of config ``default``, read locally: what a remote epoch must deliver."""
+    return sorted(_ids(make_dataloader(str(sample_repo), config="default", batch_size=8)))
+
+
 def _push_delete(hub, name: str, path: str) -> str:
     with hub._lock:
         hub._apply(hub._repos["dataset", name], "main", "drop a shard", "", None, [("deletedFile", path)])
@@ -447,7 +452,7 @@ def test_a_push_mid_epoch_does_not_mix_two_commits(workers, hub, sample_repo):
     the epoch reading every row of the planned commit; the next epoch re-plans at the new commit."""
     name = f"fusionrs/remote-pin-{workers}"
     url, kw, victim, gone = _pin_repo(hub, sample_repo, name)
-    want = sorted(_ids(make_dataloader(str(sample_repo), config="default", batch_size=8)))
+    want = _default_ids(sample_repo)
     loader = make_dataloader(url, batch_size=4, num_workers=workers, **kw)
     first = loader.dataset.commit
     assert first == hub._repos["dataset", name].branches["main"]
@@ -465,7 +470,7 @@ def test_a_push_mid_epoch_does_not_mix_two_commits(workers, hub, sample_repo):
 def test_persistent_workers_re_plan_at_the_new_commit(hub, sample_repo):
     name = "fusionrs/remote-pin-persistent"
     url, kw, victim, gone = _pin_repo(hub, sample_repo, name)
-    want = sorted(_ids(make_dataloader(str(sample_repo), config="default", batch_size=8)))
+    want = _default_ids(sample_repo)
     loader = make_dataloader(url, batch_size=4, num_workers=2, persistent_workers=True, **kw)
     assert sorted(_ids(loader)) == want
     _push_delete(hub, name, victim)
@@ -492,7 +497,7 @@ def test_resume_refuses_a_state_of_another_commit(hub, sample_repo):
     pytest.importorskip("torchdata")
     name = "fusionrs/remote-pin-resume"
     url, kw, victim, _ = _pin_repo(hub, sample_repo, name)
-    want = sorted(_ids(make_dataloader(str(sample_repo), config="default", batch_size=8)))
+    want = _default_ids(sample_repo)
     first = make_dataloader(url, batch_size=2, num_workers=2, shuffle=True, seed=5, stateful=True, **kw)
     sha = first.dataset.commit
     it = iter(first)
@@ -523,7 +528,7 @@ def test_a_failed_re_plan_keeps_the_old_commit_and_is_asked_again(hub, sample_re
 
     name = "fusionrs/remote-pin-retry"
     url, kw, victim, gone = _pin_repo(hub, sample_repo, name)
-    want = sorted(_ids(make_dataloader(str(sample_repo), config="default", batch_size=8)))
+    want = _default_ids(sample_repo)
     loader = make_dataloader(url, batch_size=4, num_workers=2, **kw)
     first = loader.dataset.commit
     assert sorted(_ids(loader)) == want
@@ -553,7 +558,7 @@ def test_a_push_that_leaves_the_split_alone_re_reads_no_footer(persistent, hub, 
     read or a re-plan in the workers; a state saved before it still resumes (the same shards)."""
     name = f"fusionrs/remote-pin-readme-{int(persistent)}"
     url, kw, _, _ = _pin_repo(hub, sample_repo, name)
-    want = sorted(_ids(make_dataloader(str(sample_repo), config="default", batch_size=8)))
+    want = _default_ids(sample_repo)
     loader = make_dataloader(url, batch_size=4, num_workers=2, persistent_workers=persistent, **kw)
     state = loader.dataset.state_dict()
     assert sorted(_ids(loader)) == want
@@ -578,7 +583,7 @@ def test_a_push_that_leaves_the_split_alone_re_reads_no_footer(persistent, hub, 
 def test_a_hub_that_does_not_answer_between_epochs_reads_the_planned_commit_again(hub, sample_repo):
     name = "fusionrs/remote-pin-blip"
     url, kw, _, _ = _pin_repo(hub, sample_repo, name)
-    want = sorted(_ids(make_dataloader(str(sample_repo), config="default", batch_size=8)))
+    want = _default_ids(sample_repo)
     loader = make_dataloader(url, batch_size=4, num_workers=0, **kw)
     first = loader.dataset.commit
     assert sorted(_ids(loader)) == want
