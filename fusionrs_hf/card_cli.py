@@ -19,6 +19,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
@@ -35,6 +36,23 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     add_storage_option_argument(p)
 
 
+def _require_repo(root: Path) -> None:
+    """A card describes shards: refuse (exit 2, one line) a path that is no folder, or a folder without any."""
+    import fsspec
+
+    from .errors import CliError
+    from .layout import list_shards
+
+    if not root.is_dir():
+        raise CliError(f"{root}: no such folder" if not root.exists() else
+                       f"{root}: not a folder (give the repo folder that holds data/...)")
+    if not (root / "data").is_dir():
+        raise CliError(f"{root}: not a FusionRS repo folder (no data/ directory)")
+    shards, _ = list_shards(fsspec.filesystem("file"), str(root.resolve()))
+    if not shards:
+        raise CliError(f"{root}: no shards under data/ (data/<source>/<split>/*.parquet): nothing for a card to describe")
+
+
 def run(args: argparse.Namespace) -> int:
     from .card import write_card
     from .errors import CliError
@@ -44,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
         options = parse_storage_options(args.storage_options)
     except ValueError as e:
         raise CliError(str(e)) from None
+    _require_repo(Path(args.repo))
     print(write_card(args.repo, sample=args.sample, repo_id=args.repo_id, storage_options=options,
                      assets=args.assets))
     return 0

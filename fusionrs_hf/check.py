@@ -295,6 +295,11 @@ def _open_target(target: str, revision: str | None, storage_options: dict | None
         isdir = fs.isdir(root)
     except (HubUnreachableError, MissingExtraError):
         raise
+    except ValueError as e:  # locate's own one-line answer (e.g. no such folder, and not a URL or Hub id)
+        if "://" not in target and not os.path.exists(target):
+            raise CheckTargetError(scrub(f"{target}: no such folder, and not an fsspec URL or a Hub dataset id "
+                                         "(OWNER/NAME)")) from None
+        raise CheckTargetError(scrub(f"cannot read {url}: {e}")) from None
     except Exception as e:  # noqa: BLE001 - any failure to reach the target is one clear line
         raise CheckTargetError(scrub(f"cannot read {url}: {type(e).__name__}: {e}")) from None
     if not isdir:
@@ -749,8 +754,9 @@ def _check_repo(target: str, *, fast: bool, revision: str | None, workers: int |
         card_text = fs.cat_file(card_path).decode("utf-8") if fs.exists(card_path) else None
     except Exception as e:  # noqa: BLE001
         raise CheckTargetError(scrub(f"cannot list {url}: {type(e).__name__}: {e}")) from None
-    if not shards and not orphans and card_text is None:
-        raise CheckTargetError(scrub(f"{url} is not a FusionRS repo: no README.md and no data/**/*.parquet"))
+    if not shards and not orphans:  # a card alone describes nothing: "0 rows, no findings" would mislead
+        what = "a README.md but" if card_text is not None else "no README.md and"
+        raise CheckTargetError(scrub(f"{url} is not a FusionRS repo: {what} no data/**/*.parquet shards"))
     workers = max(1, workers or os.cpu_count() or 1)
     tasks = [_Task(i, s, fast, ir_threshold) for i, s in enumerate(shards)]
 

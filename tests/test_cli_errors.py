@@ -1,0 +1,48 @@
+"""Unusable input to `fusionrs card` and `fusionrs check`: one line naming the path, exit 2, nothing written
+(real subprocesses, as a script would run them)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+
+def _fusionrs(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fusionrs_hf.cli", *args], capture_output=True, text=True,
+                          timeout=120)
+
+
+@pytest.mark.parametrize("case, says", [
+    ("missing", "no such folder"),
+    ("file", "not a folder"),
+    ("no_data", "not a FusionRS repo folder (no data/ directory)"),
+    ("no_shards", "no shards under data/"),
+])
+def test_card_refuses_what_is_not_a_repo(case, says, tmp_path):
+    target = tmp_path / "repo"
+    if case == "file":
+        target.write_text("not a folder\n")
+    elif case == "no_data":
+        target.mkdir()
+    elif case == "no_shards":
+        (target / "data" / "nwpu" / "train").mkdir(parents=True)
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    proc = _fusionrs("card", str(target))
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and says in lines[0] and str(target) in lines[0]
+    assert "fusionrs-tmp" not in proc.stderr and "Traceback" not in proc.stderr
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before  # no README, no temporary file left
+
+
+def test_check_refuses_a_card_without_shards_and_a_typo(tmp_path):
+    (tmp_path / "README.md").write_text("---\nconfigs: []\n---\n# FusionRS\n")
+    proc = _fusionrs("check", str(tmp_path))
+    assert proc.returncode == 2 and "a README.md but no data/**/*.parquet shards" in proc.stderr
+    proc = _fusionrs("check", str(tmp_path / "fusionrs-dmeo"))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().endswith("fusionrs-dmeo: no such folder, and not an fsspec URL or a Hub dataset id "
+                                        "(OWNER/NAME)")
+    assert "ValueError" not in proc.stderr
