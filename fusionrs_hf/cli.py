@@ -17,7 +17,7 @@ import importlib
 import os
 import sys
 
-from .errors import CliError
+from .errors import CliError, UnusableInputError
 from .secrets import install_log_filter, scrub
 from .storage import HubUnreachableError, MissingExtraError
 
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         return int(args._run(args) or 0)
-    except CliError as e:
+    except (CliError, UnusableInputError) as e:  # a usage problem, or a config/split the user named that is not there
         print(f"fusionrs {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return EXIT_USAGE
     except (HubUnreachableError, MissingExtraError) as e:  # no Hub / a missing extra: unusable input, one line

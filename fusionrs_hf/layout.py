@@ -20,6 +20,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from .errors import UnknownConfigError
 from .schema import SOURCES
 from .sources import DEFAULT_REGISTRY, SourceRegistry, registry_for
 
@@ -129,7 +130,7 @@ class Layout:
         try:
             return self.configs_by_name[name]
         except KeyError:
-            raise ValueError(f"unknown config {name!r}; expected one of {', '.join(self.config_names)}") from None
+            raise UnknownConfigError(f"unknown config {name!r}; expected one of {', '.join(self.config_names)}") from None
 
     def shard_path(self, source: str, split: str, group: str, index: int, batch: str = DEFAULT_BATCH) -> str:
         """The repo-relative path of a shard; the one place the naming rule is written."""

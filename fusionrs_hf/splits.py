@@ -26,6 +26,7 @@ import sys
 from dataclasses import dataclass
 from typing import TextIO
 
+from .errors import UnusableInputError
 from .layout import DEFAULT_LAYOUT, SPLITS, Layout, ShardName, layout_for
 
 FALLBACK_CONFIG = "default"
@@ -35,7 +36,7 @@ RC4_IRAWARE = "rc4 releases IR-aware captions for train only"
 """Said with every ``iraware`` miss: why that config commonly lacks validation and test."""
 
 
-class MissingSplitError(FileNotFoundError, ValueError):
+class MissingSplitError(UnusableInputError, FileNotFoundError, ValueError):
     """A config has no shards for a split. Both a ``FileNotFoundError`` (what the shard planner
     raises) and a ``ValueError`` (a bad argument), so either ``except`` catches it."""
 

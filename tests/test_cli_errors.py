@@ -46,3 +46,22 @@ def test_check_refuses_a_card_without_shards_and_a_typo(tmp_path):
     assert proc.stderr.strip().endswith("fusionrs-dmeo: no such folder, and not an fsspec URL or a Hub dataset id "
                                         "(OWNER/NAME)")
     assert "ValueError" not in proc.stderr
+
+
+def test_eval_names_an_unknown_config_in_one_line(sample_repo):
+    proc = _fusionrs("eval", str(sample_repo), "--model", "tiny", "--config", "nosuch")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("fusionrs eval: error: unknown config 'nosuch'; expected one of default, iraware, "
+                                   "rs5m, skyscript, nwpu, rsicd, rsitmd")
+
+
+def test_a_typo_of_tiny_is_pointed_out():
+    import importlib.util
+
+    from fusionrs_hf.storage import MissingExtraError
+    from fusionrs_hf.train.clip import build_model
+
+    if importlib.util.find_spec("open_clip") is not None:
+        pytest.skip("open_clip is installed: 'tyny' is then asked of open_clip")
+    with pytest.raises(MissingExtraError, match=r"model 'tyny' is not 'tiny', a folder or a Hub id .*did you mean 'tiny'\?"):
+        build_model("tyny")

@@ -39,7 +39,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     src.add_argument("--model", help="transformers CLIP id/folder, open_clip NAME[:PRETRAINED], or a train_clip "
                                      "checkpoint folder")
     src.add_argument("--embeddings", help=".npz or .parquet with sample_id and rgb/ir/text vectors")
-    p.add_argument("--config", default="default", choices=CONFIG_NAMES, help="config (default: %(default)s)")
+    p.add_argument("--config", default="default",
+                   help=f"config of the repo (default: %(default)s): {', '.join(CONFIG_NAMES)}, or one of the repo's "
+                        "own sources (fusionrs_sources.json)")
     p.add_argument("--split", default="test", choices=SPLITS, help="split (default: %(default)s)")
     p.add_argument("--protocol", default="auto", choices=PROTOCOL_CHOICES,
                    help="auto: rc4 when the rows carry release flags, else all-rows (default: %(default)s)")

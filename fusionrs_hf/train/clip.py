@@ -401,8 +401,13 @@ def open_clip_model(name: str, pretrained: str | None = None) -> OpenClip:
     try:
         import open_clip
     except ModuleNotFoundError as exc:
+        import difflib
+
+        near = difflib.get_close_matches(name, ["tiny"], n=1, cutoff=0.6)
+        hint = f"did you mean {near[0]!r}? Else " if near else ""
         raise MissingExtraError(
-            f"model {name!r} needs open_clip, which is not installed: pip install 'fusionrs-hf[clip]' (and a "
+            f"model {name!r} is not 'tiny', a folder or a Hub id (OWNER/NAME), so it is read as an open_clip model "
+            f"name: {hint}that needs open_clip, which is not installed: pip install 'fusionrs-hf[clip]' (and a "
             "torchvision built for your torch, see README: Install)", name="open_clip") from exc
     except Exception as exc:  # torchvision failing to import beside this torch
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
