@@ -220,7 +220,7 @@ def check_hub(repo_id: str, *, repo_type: str = "dataset", revision: str | None 
     if _offline():
         raise HubUnreachableError(
             f"{label}: the Hub is offline here (HF_HUB_OFFLINE is set), so {endpoint} was not contacted; unset "
-            "HF_HUB_OFFLINE, or use a local copy of the repo", repo=repo_id, endpoint=endpoint, offline=True)
+            "HF_HUB_OFFLINE, or use a local copy (a folder)", repo=repo_id, endpoint=endpoint, offline=True)
     from huggingface_hub import HfApi
     from huggingface_hub.errors import (
         GatedRepoError,

@@ -3,9 +3,10 @@ images and the caption files, and write a build report that accounts for every i
 
 The authors release an index only. This command joins each index record to your files
 (`SOURCE_ROOT / source_locator` for RGB, `IR_ROOT / translation.output_key` for IR), checks that
-both decode and have the same size, embeds the bytes as they are (JPEG never re-encoded),
-attaches the cleaned caption (or the class-name fallback) and the IR-aware caption, and writes
-the shard layout with its README card.
+both decode and have the same aspect ratio (a size difference alone is kept and recorded), embeds the
+bytes as they are (JPEG never re-encoded), attaches the record's caption as the release has it (rc4: no
+cleaning, no class-name fallback; --caption-policy paper for the paper's rules) and the accepted IR-aware
+caption, and writes the shard layout with its README card.
 
 Example:
   fusionrs build --index fusionrs_index_rc4.jsonl.gz \\

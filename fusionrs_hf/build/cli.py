@@ -77,7 +77,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
         "have IR-aware captions), card tables and rights updated; the existing shards are not touched.")
     n.add_argument("--license", help="licence of the source's images and captions (shown in the card)")
     n.add_argument("--ir-kind", choices=("synthetic", "measured"), default="synthetic",
-                   help="synthetic = DiffV2IR-style translation; measured = a real infrared sensor (%(default)s)")
+                   help="synthetic = DiffV2IR-style translation; measured = a real infrared sensor (default: %(default)s)")
     n.add_argument("--source-title", help="one-line description of the source for the card")
     n.add_argument("--source-url", help="where the source comes from")
     n.add_argument("--source-citation", help="how to cite the source")
