@@ -189,6 +189,7 @@ def test_target_parsing_by_hand():
     assert _parse_target("hf://datasets/me/fusionrs@dev", None) == ("me/fusionrs", "dev", True)
     assert _parse_target("hf://datasets/me/fusionrs@feat@2", "feat@2") == ("me/fusionrs", "feat@2", True)
     assert _parse_target("s3://bucket/x", "v1") == ("s3://bucket/x", "v1", False)
+    assert _parse_target("/data/mirror/../fusionrs", None) == ("file:///data/fusionrs", None, False)  # a folder
     for bad in ("hf://models/me/x", "me", "a/b/c", "hf://datasets/me/fusionrs@dev"):
         with pytest.raises(CliError):
             _parse_target(bad, "main" if bad.endswith("@dev") else None)

@@ -29,7 +29,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("local_repo", metavar="LOCAL_REPO", help="local repo folder (holds data/... and README.md)")
     p.add_argument("target", metavar="REPO_ID",
                    help="Hub dataset repo OWNER/NAME (or hf://datasets/OWNER/NAME), or an fsspec URL "
-                        "(file:///abs/path, s3://bucket/prefix, ...)")
+                        "(file:///abs/path, s3://bucket/prefix, ...), or an absolute folder path")
     p.add_argument("--revision", help="Hub branch to push to (created from main if missing); default main")
     vis = p.add_mutually_exclusive_group()
     vis.add_argument("--private", dest="private", action="store_true", default=True,
@@ -56,7 +56,10 @@ def _print_text(res: PushResult, out=None) -> None:
     rev = f" (revision {plan.revision})" if plan.revision else ""
     print(f"{'plan' if res.dry_run else 'push'} for {plan.target}{rev}"
           f"{'' if plan.repo_exists else ' (will be created)' if res.dry_run else ''}:", file=out)
-    print(f"  upload {len(plan.upload)} shard(s) + README.md {plan.readme}: {plan.upload_files} file(s), "
+    extra = "".join(f" + {n} {what}" for n, what in ((len(plan.assets_to_send), "picture(s)"),
+                                                       (int(plan.sources != "unchanged"), "sources file"))
+                    if n)
+    print(f"  upload {len(plan.upload)} shard(s) + README.md {plan.readme}{extra}: {plan.upload_files} file(s), "
           f"{_fmt_bytes(plan.upload_bytes)}; unchanged {len(plan.unchanged)}; delete {len(plan.delete)}; "
           f"remote-only kept {len(plan.keep_remote_only)}", file=out)
     if res.dry_run:

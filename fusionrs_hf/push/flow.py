@@ -39,7 +39,10 @@ from .store import _FsspecTarget
 
 
 def _parse_target(target: str, revision: str | None) -> tuple[str, str | None, bool]:
-    """(repo_id or URL, revision, is_hub). ``hf://datasets/owner/name[@rev]`` counts as a Hub repo."""
+    """(repo_id or URL, revision, is_hub). ``hf://datasets/owner/name[@rev]`` counts as a Hub repo; an absolute
+    path is a folder (``file://``), as it is for ``check`` (a relative one could be a Hub id: it needs file://)."""
+    if target.startswith("/"):
+        target = "file://" + os.path.abspath(target)
     if target.startswith("hf://"):
         rest = target[len("hf://"):]
         if not rest.startswith("datasets/"):
@@ -59,7 +62,8 @@ def _parse_target(target: str, revision: str | None) -> tuple[str, str | None, b
         validate_repo_id(target)
     except HFValidationError:
         raise CliError(
-            f"{target!r} is neither a Hub repo id (OWNER/NAME) nor a URL; for a folder use file:///abs/path"
+            f"{target!r} is neither a Hub repo id (OWNER/NAME) nor a URL; for a folder give its absolute path "
+            "(or file:///abs/path)"
         ) from None
     if target.count("/") != 1:
         raise CliError(f"{target!r}: a Hub dataset repo id is OWNER/NAME")
