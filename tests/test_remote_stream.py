@@ -608,7 +608,7 @@ def test_a_revision_that_is_a_commit_is_not_asked_about_between_epochs(hub, samp
     assert len(hub.requests) == before
 
 
-def _agree_worker(rank: int, port: int, endpoint: str, url: str, out: str) -> None:
+def _agree_worker(rank: int, store: str, endpoint: str, url: str, out: str) -> None:
     import json
 
     import torch.distributed as dist
@@ -617,7 +617,9 @@ def _agree_worker(rank: int, port: int, endpoint: str, url: str, out: str) -> No
     from fusionrs_hf.torch import agree_on_commit
 
     constants.HF_HUB_OFFLINE = False
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    os.environ["GLOO_SOCKET_IFNAME"] = "lo"  # gloo's own connections: loopback only
+    # a file store: no port to pick (a port picked free can be taken before the store listens on it)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
     try:
         try:
             sha = agree_on_commit(url, storage_options={"endpoint": endpoint})
@@ -633,18 +635,14 @@ def test_ddp_ranks_agree_on_the_commit_rank_0_saw(hub, sample_repo, tmp_path):
     """Two real gloo processes: only rank 0 asks the Hub, and both get its commit, so every rank's loader
     (revision=that commit) reads the same shards whatever is pushed meanwhile."""
     import json
-    import socket
 
     import torch.multiprocessing as mp
 
     name = "fusionrs/remote-pin-ddp"
     url, kw, _, _ = _pin_repo(hub, sample_repo, name)
     sha = hub._repos["dataset", name].branches["main"]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     before = hub.count("GET", rf"^/api/datasets/{name}")
-    mp.spawn(_agree_worker, args=(port, hub.url, url, str(tmp_path / "sha")), nprocs=2, join=True)
+    mp.spawn(_agree_worker, args=(str(tmp_path / "store1"), hub.url, url, str(tmp_path / "sha")), nprocs=2, join=True)
     got = [json.loads((tmp_path / f"sha.{r}").read_text()) for r in range(2)]
     assert got == [sha, sha]
     assert hub.count("GET", rf"^/api/datasets/{name}") - before == 1  # rank 0 alone asked
@@ -652,7 +650,7 @@ def test_ddp_ranks_agree_on_the_commit_rank_0_saw(hub, sample_repo, tmp_path):
 
     assert agree_on_commit(str(sample_repo)) is None  # not the Hub: nothing to agree on
     # rank 0 cannot ask (no such repo): every rank gets the error instead of waiting for an answer
-    mp.spawn(_agree_worker, args=(port + 1, hub.url, "hf://datasets/fusionrs/no-such-repo", str(tmp_path / "bad")),
-             nprocs=2, join=True)
+    mp.spawn(_agree_worker, args=(str(tmp_path / "store2"), hub.url, "hf://datasets/fusionrs/no-such-repo",
+                                  str(tmp_path / "bad")), nprocs=2, join=True)
     for r in range(2):
         assert "rank 0 could not ask the Hub" in json.loads((tmp_path / f"bad.{r}").read_text())
