@@ -44,11 +44,22 @@ def load(config: str = "default", split: str | None = None, *, streaming: bool =
     Raises :class:`~fusionrs_hf.storage.HubUnreachableError` (one line: repo and endpoint) within a few
     seconds when the Hub is offline (``HF_HUB_OFFLINE``) or does not answer.
     """
+    from .secrets import register_options, scrubbing
+
+    register_options(storage_options)
+    with scrubbing():  # a server or store echoing a credential in its error must not put it in ours
+        return _load(config, split, streaming=streaming, repo=repo, revision=revision,
+                     storage_options=storage_options, **kwargs)
+
+
+def _load(config: str, split: str | None, *, streaming: bool, repo: str | None, revision: str | None,
+          storage_options: dict | None, **kwargs):
+    from .errors import UnknownConfigError
     from .storage import HubUnreachableError, locate
 
     loc = locate(repo_id(repo), revision, storage_options)
     if config not in CONFIG_NAMES and (loc.kind == "hub" or config not in _repo_configs(loc)):
-        raise ValueError(f"unknown FusionRS config {config!r}; expected one of {', '.join(CONFIG_NAMES)}")
+        raise UnknownConfigError(f"unknown FusionRS config {config!r}; expected one of {', '.join(CONFIG_NAMES)}")
     if split is not None and split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
     from huggingface_hub import constants

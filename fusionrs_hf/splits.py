@@ -126,11 +126,13 @@ def repo_splits(repo: str | os.PathLike, *, revision: str | None = None,
                 storage_options: dict | None = None) -> RepoSplits:
     """List ``repo`` (local folder, fsspec URL or Hub dataset id, as :func:`fusionrs_hf.torch.resolve_repo`;
     ``storage_options`` for its store, see :mod:`fusionrs_hf.storage`)."""
+    from .secrets import scrubbing
     from .torch import resolve_repo
 
-    fs, root = resolve_repo(repo, revision, storage_options)
-    lay = layout_for(fs, root)
-    shards, _ = lay.list_shards(fs, root)
+    with scrubbing():  # a store's error may echo a credential
+        fs, root = resolve_repo(repo, revision, storage_options)
+        lay = layout_for(fs, root)
+        shards, _ = lay.list_shards(fs, root)
     return RepoSplits(os.fspath(repo), tuple(shards), lay)
 
 

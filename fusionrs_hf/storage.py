@@ -195,6 +195,10 @@ def _timeout() -> float:
         return 5.0
 
 
+COMMIT_RE = re.compile(r"[0-9a-f]{40}")
+"""A Hub commit id. A revision that is one never moves; a repo info whose ``sha`` is not one names no commit
+(nothing is pinned to it: it would be put into paths and URLs)."""
+
 _REACHED: dict[tuple, str | None] = {}
 """(endpoint, type, repo, revision) -> the commit the revision named when the Hub was last asked."""
 
@@ -212,15 +216,19 @@ def check_hub(repo_id: str, *, repo_type: str = "dataset", revision: str | None 
     """
     import httpx2 as httpx  # what huggingface_hub 2.x speaks HTTP with
 
+    from .secrets import register_options, scrub
+
+    register_options(options)  # its token, and credentials in an endpoint URL, are scrubbed from what we say
     endpoint = hub_endpoint(options)
     label = what or f"{repo_type} repo {repo_id}" + (f"@{revision}" if revision else "")
+    label, shown = scrub(label), scrub(endpoint)  # every message below names only these
     key = (endpoint, repo_type, repo_id, revision)
     if key in _REACHED and not fresh:
         return _REACHED[key]
     if _offline():
         raise HubUnreachableError(
-            f"{label}: the Hub is offline here (HF_HUB_OFFLINE is set), so {endpoint} was not contacted; unset "
-            "HF_HUB_OFFLINE, or use a local copy (a folder)", repo=repo_id, endpoint=endpoint, offline=True)
+            f"{label}: the Hub is offline here (HF_HUB_OFFLINE is set), so {shown} was not contacted; unset "
+            "HF_HUB_OFFLINE, or use a local copy (a folder)", repo=repo_id, endpoint=shown, offline=True)
     from huggingface_hub import HfApi
     from huggingface_hub.errors import (
         GatedRepoError,
@@ -236,31 +244,34 @@ def check_hub(repo_id: str, *, repo_type: str = "dataset", revision: str | None 
         info = api.repo_info(repo_id, repo_type=repo_type, revision=revision,
                              timeout=httpx.Timeout(t, connect=min(t, 3.0)))
     except RevisionNotFoundError:
-        raise RepoNotFoundError(f"{label}: no revision {revision!r} on {endpoint}") from None
+        raise RepoNotFoundError(f"{label}: no revision {revision!r} on {shown}") from None
     except GatedRepoError:
-        raise PermissionError(f"{label}: gated on {endpoint}; accept its terms on the Hub and log in") from None
+        raise PermissionError(f"{label}: gated on {shown}; accept its terms on the Hub and log in") from None
     except RepositoryNotFoundError as e:
         status = getattr(getattr(e, "response", None), "status_code", None)
-        raise RepoNotFoundError(f"{label}: not found on {endpoint} (HTTP {status}; or private, and no token with "
+        raise RepoNotFoundError(f"{label}: not found on {shown} (HTTP {status}; or private, and no token with "
                                 "access was given: set HF_TOKEN or run `hf auth login`)") from None
     except HfHubHTTPError as e:
+        # the server's own words are left out: a proxy or server may echo the request's token in them
         status = getattr(getattr(e, "response", None), "status_code", None)
-        if status is not None and status >= 500:
-            raise HubUnreachableError(f"{label}: {endpoint} answered HTTP {status}; try again later",
-                                      repo=repo_id, endpoint=endpoint) from None
+        if status is not None and (status >= 500 or status == 429):
+            why = "rate limited (HTTP 429)" if status == 429 else f"answered HTTP {status}"
+            raise HubUnreachableError(f"{label}: {shown} {why}; try again later",
+                                      repo=repo_id, endpoint=shown) from None
         if status == 404:
-            raise RepoNotFoundError(f"{label}: not found on {endpoint} (HTTP 404)") from None
-        raise
+            raise RepoNotFoundError(f"{label}: not found on {shown} (HTTP 404)") from None
+        if status in (401, 403):
+            raise PermissionError(f"{label}: {shown} answered HTTP {status} (a token without access to it? set "
+                                  "HF_TOKEN or run `hf auth login`)") from None
+        raise RuntimeError(f"{label}: {shown} answered HTTP {status}") from None
     except (httpx.TransportError, OSError) as e:
-        from .secrets import scrub
-
         why = type(e).__name__ + (f": {e}" if str(e) else "")
         raise HubUnreachableError(
-            scrub(f"{label}: cannot reach the Hub at {endpoint} within {t:g} s ({why.splitlines()[0]}); check "
+            scrub(f"{label}: cannot reach the Hub at {shown} within {t:g} s ({why.splitlines()[0]}); check "
                   f"the network or HF_ENDPOINT, set {HUB_TIMEOUT_ENV} to wait longer, or use a local copy"),
-            repo=repo_id, endpoint=endpoint) from None
+            repo=repo_id, endpoint=shown) from None
     sha = getattr(info, "sha", None)
-    _REACHED[key] = sha if isinstance(sha, str) and sha else None
+    _REACHED[key] = sha if isinstance(sha, str) and COMMIT_RE.fullmatch(sha) else None
     return _REACHED[key]
 
 

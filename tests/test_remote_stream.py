@@ -654,3 +654,47 @@ def test_ddp_ranks_agree_on_the_commit_rank_0_saw(hub, sample_repo, tmp_path):
                                   str(tmp_path / "bad")), nprocs=2, join=True)
     for r in range(2):
         assert "rank 0 could not ask the Hub" in json.loads((tmp_path / f"bad.{r}").read_text())
+
+
+def test_ddp_ranks_keep_the_commit_they_started_at(hub, sample_repo):
+    """world_size > 1: no rank asks between epochs, so a push (or one rank's failed question) cannot put the
+    ranks on different shards; both ranks keep reading the planned commit, with equal batch counts."""
+    name = "fusionrs/remote-pin-ddp-epochs"
+    url, kw, victim, _ = _pin_repo(hub, sample_repo, name)
+    loaders = [make_dataloader(url, batch_size=2, num_workers=0, rank=r, world_size=2, **kw) for r in range(2)]
+    first = loaders[0].dataset.commit
+    _push_delete(hub, name, victim)
+    before = len(hub.requests)
+    counts = []
+    for loader in loaders:
+        loader.set_epoch(1)
+        assert loader.dataset.commit == first
+        counts.append(len(list(loader)))
+    assert counts[0] == counts[1] == len(loaders[0])
+    assert not [r for r in hub.requests[before:] if "/resolve/" not in r.path]  # nothing asked, only bytes read
+
+
+@pytest.mark.parametrize("status, kind", [(503, "HubUnreachableError"), (429, "HubUnreachableError"),
+                                          (403, "PermissionError"), (401, "PermissionError")])
+def test_hub_errors_name_no_credential(status, kind, hub, sample_repo):
+    """The repo-info question answered with an error: one line naming repo, endpoint and status; neither the
+    token nor a password in the endpoint URL appears (the server's own words are left out: they may echo it)."""
+    from fusionrs_hf import storage
+
+    name = f"fusionrs/remote-secret-{status}"
+    url, _, _, _ = _pin_repo(hub, sample_repo, name)
+    host = hub.url.split("://", 1)[1]
+    opts = {"endpoint": f"http://alice:pw-s3cret-77@{host}", "token": "hf_tokSECRETtokSECRET1234"}
+    hub.inject(status, method="GET", path=rf"^/api/datasets/{name}", times=None)
+    try:
+        with pytest.raises(Exception) as exc:
+            storage.check_hub(name, options=opts, fresh=True)
+        with pytest.raises(Exception) as exc2:
+            make_dataloader(url, config="default", batch_size=4, storage_options=opts)
+    finally:
+        hub.clear_faults()
+    for e in (exc.value, exc2.value):
+        text = str(e)
+        assert "pw-s3cret-77" not in text and "tokSECRET" not in text, text
+        assert f"HTTP {status}" in text and name in text
+    assert type(exc.value).__name__ == kind

@@ -4,20 +4,16 @@ epoch has on each rank. How one epoch's rows are cut into slices is in :mod:`.pl
 
 from __future__ import annotations
 
-import re
 import warnings
 from collections.abc import Sequence
 
 import torch
 
 from ..secrets import scrub, scrubbing
-from ..storage import HubUnreachableError
+from ..storage import COMMIT_RE
 from ._common import logger
 from .plan import Unit, plan_shards, shard_fingerprints, split_files
 from .reader import hub_url
-
-_COMMIT_RE = re.compile(r"[0-9a-f]{40}")
-"""A Hub revision that names a commit itself: it never moves, so nothing need be asked between epochs."""
 
 
 class EpochPlanning:
@@ -50,16 +46,22 @@ class EpochPlanning:
 
     def _moved_commit(self) -> str | None:
         """The commit the Hub revision names now, if it moved since the plan (one repo-info request); None when
-        it did not, cannot (a revision given as a commit), or the Hub did not answer (warned: the planned
-        commit is read again)."""
+        it did not, cannot (a revision given as a commit), must not (DDP), or the Hub did not answer (warned:
+        the planned commit is read again).
+
+        Under DDP (``world_size > 1``) the commit planned at the start is kept for the whole run: each rank
+        asks on its own, so a push (or one rank's failed request) between the ranks' questions would put them
+        on different shards and different batch counts, and the job would hang at the end of the epoch.
+        A run that must follow the branch makes its loaders anew, with :func:`~fusionrs_hf.torch.agree_on_commit`.
+        """
         pinned = self.commit
-        if pinned is None or _COMMIT_RE.fullmatch(self._ref.revision or ""):
+        if pinned is None or self.world_size > 1 or COMMIT_RE.fullmatch(self._ref.revision or ""):
             return None
         try:
             now = self._ref.commit()
-        except HubUnreachableError as e:
-            msg = scrub(f"fusionrs: could not ask whether {self._ref.label} moved on ({e}); this epoch reads "
-                        f"commit {pinned} again")
+        except Exception as e:  # noqa: BLE001 - no answer, 429, 5xx, 401/403: the planned commit is still there
+            msg = scrub(f"fusionrs: could not ask whether {self._ref.label} moved on ({type(e).__name__}: {e}); "
+                        f"this epoch reads commit {pinned} again")
             logger.warning(msg)
             warnings.warn(msg, RuntimeWarning, stacklevel=4)
             return None

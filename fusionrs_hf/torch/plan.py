@@ -25,9 +25,14 @@ def resolve_repo(repo_or_path: str | os.PathLike, revision: str | None = None,
     See :mod:`fusionrs_hf.storage`: ``storage_options`` go to the store's filesystem, and a Hub repo is
     asked once, quickly (:class:`~fusionrs_hf.storage.HubUnreachableError` when offline or unreachable).
     """
-    loc = locate(repo_or_path, revision, storage_options)
-    loc.ensure_reachable()
-    return loc.fs(), loc.root
+    from ..secrets import register_url, scrubbing
+
+    if isinstance(repo_or_path, str):
+        register_url(repo_or_path)
+    with scrubbing():  # a server echoing the token in its error must not put it in this exception
+        loc = locate(repo_or_path, revision, storage_options)
+        loc.ensure_reachable()
+        return loc.fs(), loc.root
 
 
 def agree_on_commit(repo_or_path: str | os.PathLike, revision: str | None = None,
