@@ -84,7 +84,14 @@ from .layout import (
     layout_for,
     source_dir,
 )
-from .limits import DEFAULT_MAX_PIXELS, bomb_pixels, too_many_pixels
+from .limits import (
+    DEFAULT_MAX_PIXELS,
+    MAX_JPEG_SCANS,
+    bomb_pixels,
+    jpeg_scans,
+    too_many_pixels,
+    too_many_scans,
+)
 from .pairing import same_aspect
 from .phash import DEFAULT_RADIUS, near_pairs, phash
 from .schema import (
@@ -225,6 +232,8 @@ def inspect_image(data: bytes) -> ImageStats:
     """
     from PIL import Image
 
+    if data[:3] == b"\xff\xd8\xff" and jpeg_scans(data) > MAX_JPEG_SCANS:
+        raise ValueError(too_many_scans(jpeg_scans(data)))
     try:
         with warnings.catch_warnings():  # PIL warns from 89 M pixels; the limit below refuses from 50 M
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -235,7 +244,7 @@ def inspect_image(data: bytes) -> ImageStats:
         size = im.size
         if size[0] * size[1] > DEFAULT_MAX_PIXELS:  # what no build stores and no loader decodes
             raise ValueError(too_many_pixels(*size, DEFAULT_MAX_PIXELS))
-        if im.format == "JPEG":
+        if im.format in ("JPEG", "MPO"):
             im.draft("RGB", (STAT_SIZE, STAT_SIZE))
         im.load()
         rgb = im.convert("RGB")

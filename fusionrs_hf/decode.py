@@ -33,7 +33,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
 
-from .limits import DEFAULT_MAX_PIXELS, bomb_pixels, too_many_pixels
+from .limits import (
+    DEFAULT_MAX_PIXELS,
+    MAX_JPEG_SCANS,
+    bomb_pixels,
+    jpeg_scans,
+    too_many_pixels,
+    too_many_scans,
+)
 
 try:  # optional: ~10-40% faster JPEG decode than PIL, same libjpeg-turbo scaling
     import simplejpeg as _simplejpeg
@@ -92,6 +99,10 @@ def decode_rgb(data: bytes | bytearray | memoryview, min_size: int | None = None
         data = memoryview(data).cast("B")
     if not len(data):
         raise DecodeError("empty image bytes")
+    if _is_jpeg(data):
+        scans = jpeg_scans(data)
+        if scans > MAX_JPEG_SCANS:
+            raise DecodeError(too_many_scans(scans))
     use_sj = backend == "simplejpeg" or (
         backend == "auto" and _simplejpeg is not None and _is_jpeg(data) and not _has_exif(data))
     if use_sj:
@@ -116,7 +127,7 @@ def decode_rgb(data: bytes | bytearray | memoryview, min_size: int | None = None
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im = Image.open(io.BytesIO(data))
         _check_pixels(*im.size, max_pixels)
-        if min_size and im.format == "JPEG":
+        if min_size and im.format in ("JPEG", "MPO"):  # MPO: a JPEG with more frames (and EXIF), same DCT
             im.draft("RGB", (min_size, min_size))  # DCT scaling; never below the request
         if _has_exif(data):
             im = ImageOps.exif_transpose(im)

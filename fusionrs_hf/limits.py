@@ -11,6 +11,33 @@ DEFAULT_MAX_PIXELS = 50_000_000
 source. A header claiming more (a 65,535² JPEG is a few hundred bytes) is refused before any pixel is decoded:
 such a file would cost gigabytes in every reader."""
 
+MAX_JPEG_SCANS = 100
+"""Most scans a progressive JPEG may have (a standard one has about 10). Each scan refines every pixel again,
+so a few KB of repeated scans in an ordinary-sized file cost minutes of decoding; more are refused unread."""
+
+_PROGRESSIVE_SOF = (b"\xff\xc2", b"\xff\xc6", b"\xff\xca", b"\xff\xce")
+
+
+def jpeg_scans(data: bytes | memoryview) -> int:
+    """Start-of-scan markers of a progressive JPEG (0 for a baseline one, which is decoded in one pass).
+
+    Cheap for the common case: the frame header comes before the first scan, in the first few KB; only a
+    progressive file is searched whole (entropy-coded data stuffs every 0xFF, so FF DA is always a marker)."""
+    head = bytes(data[:8192])
+    first = head.find(b"\xff\xda")
+    if first < 0 and len(data) > len(head):
+        head = bytes(data)
+        first = head.find(b"\xff\xda")
+    frame = head[: first if first >= 0 else len(head)]
+    if not any(m in frame for m in _PROGRESSIVE_SOF):
+        return 0
+    whole = head if len(head) == len(data) else bytes(data)
+    return whole.count(b"\xff\xda")
+
+
+def too_many_scans(scans: int) -> str:
+    return f"progressive JPEG of {scans:,} scans, more than the limit {MAX_JPEG_SCANS}; not decoded"
+
 
 def too_many_pixels(width: int | None, height: int | None, limit: int, pixels: int | None = None) -> str:
     """The one wording of a refused image, for the loader's :class:`~fusionrs_hf.decode.DecodeError` and

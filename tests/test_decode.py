@@ -248,3 +248,29 @@ def test_the_loader_names_the_sample_whose_image_claims_too_many_pixels(tmp_path
     assert sid not in got and loader.skipped == 1
     with pytest.raises(DecodeError, match=f"sample_id='{sid}'"):
         [b for b in make_dataloader(str(repo), config=config, batch_size=4, max_pixels=None)]
+
+
+def test_a_progressive_jpeg_of_too_many_scans_is_refused_unread():
+    """A progressive JPEG with 150 scans (each would refine every pixel again: minutes for a few KB) is refused
+    by the loader's decoder and by check; an ordinary progressive JPEG (about 10 scans) decodes as before."""
+    import io as _io
+
+    from PIL import Image
+
+    from fusionrs_hf.check import inspect_image
+    from fusionrs_hf.decode import DecodeError, decode_rgb
+    from fusionrs_hf.limits import MAX_JPEG_SCANS, jpeg_scans
+
+    buf = _io.BytesIO()
+    Image.new("RGB", (64, 64), (90, 120, 60)).save(buf, format="JPEG", quality=90, progressive=True)
+    good = buf.getvalue()
+    assert 1 < jpeg_scans(good) <= 12 and jpeg_scans(_claims(16, 16)) == 0  # baseline: one pass, not counted
+    assert decode_rgb(good, 64).shape == (64, 64, 3)
+    scan = good[good.rindex(b"\xff\xda"):-2]  # the last scan, repeated before EOI
+    bomb = good[:-2] + scan * 150 + b"\xff\xd9"
+    assert jpeg_scans(bomb) > MAX_JPEG_SCANS
+    for backend in ("auto", "pil"):
+        with pytest.raises(DecodeError, match=r"progressive JPEG of 1\d\d scans, more than the limit 100"):
+            decode_rgb(bomb, 64, backend=backend)
+    with pytest.raises(ValueError, match="scans, more than the limit 100"):
+        inspect_image(bomb)
