@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote
 
+from .errors import UnusableInputError
+
 __all__ = [
     "HubUnreachableError", "MissingExtraError", "Location", "locate", "require", "parse_storage_options",
     "hub_endpoint", "check_hub", "check_model", "RepoNotFoundError", "public_options", "describe", "add_storage_option_argument", "PROTOCOL_EXTRAS",
@@ -193,6 +195,10 @@ def _timeout() -> float:
         return max(0.1, float(os.environ.get(HUB_TIMEOUT_ENV, "5")))
     except ValueError:
         return 5.0
+
+
+class UnknownLocationError(UnusableInputError, ValueError):
+    """A repo argument that is no existing folder, URL or Hub id (one line, exit 2 in every command)."""
 
 
 COMMIT_RE = re.compile(r"[0-9a-f]{40}")
@@ -529,7 +535,7 @@ def locate(repo_or_path, revision: str | None = None, storage_options: Mapping[s
         return Location("fsspec", text.rstrip("/"), root, protocol, opts)
     if _HUB_ID_RE.match(text) and ".." not in text:
         return _hub(text, revision, opts)
-    raise ValueError(f"{text!r} is neither a local folder, an fsspec URL nor a Hub dataset id (owner/name)")
+    raise UnknownLocationError(f"{text!r}: no such folder, and not an fsspec URL or a Hub dataset id (OWNER/NAME)")
 
 
 def describe(target: str, storage_options: Mapping[str, Any] | None = None, revision: str | None = None) -> Location:

@@ -41,7 +41,7 @@ def test_locate_every_kind(sample_repo, tmp_path, monkeypatch):
     mem = locate("memory://bucket/x", storage_options={"skip_instance_cache": True})
     assert (mem.kind, mem.protocol, mem.storage_options) == ("fsspec", "memory", {"skip_instance_cache": True})
     for bad in ("not a repo", "a/b/c/d"):
-        with pytest.raises(ValueError, match="neither a local folder"):
+        with pytest.raises(ValueError, match="no such folder, and not an fsspec URL or a Hub dataset id"):
             locate(bad)
     with pytest.raises(ValueError, match="revision"):
         locate("memory://bucket/x", "v1")
