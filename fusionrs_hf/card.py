@@ -404,10 +404,12 @@ def write_card(root: str | os.PathLike, *, sample: bool | None = None, repo_id: 
     from .atomic import atomic_write
     from .card_assets import render_assets
     from .layout import REPORT_NAME
+    from .safepath import check_repo_file
     from .storage import describe
 
     root = Path(root)
     path = root / CARD_NAME
+    check_repo_file(root, path)  # a FIFO would hang the read; a symlink out of the repo is not ours to read
     old = card_says(path.read_text(encoding="utf-8", errors="replace") if path.is_file() else None)
     if sample is None:
         sample = bool(old.get("sample"))

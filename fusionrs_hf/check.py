@@ -94,6 +94,7 @@ from .limits import (
 )
 from .pairing import same_aspect
 from .phash import DEFAULT_RADIUS, near_pairs, phash
+from .safepath import NotAFileError, check_repo_file
 from .schema import (
     FEATURES,
     FIELD_NAMES,
@@ -760,7 +761,11 @@ def _check_repo(target: str, *, fast: bool, revision: str | None, workers: int |
         lay = layout_for(fs, root)
         shards, orphans = lay.list_shards(fs, root)
         card_path = f"{root}/README.md"
+        if fs.exists(card_path) and "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):
+            check_repo_file(root, card_path)  # a FIFO would hang the read
         card_text = fs.cat_file(card_path).decode("utf-8") if fs.exists(card_path) else None
+    except NotAFileError:
+        raise
     except Exception as e:  # noqa: BLE001
         raise CheckTargetError(scrub(f"cannot list {url}: {type(e).__name__}: {e}")) from None
     if not shards and not orphans:  # a card alone describes nothing: "0 rows, no findings" would mislead

@@ -14,6 +14,8 @@ import functools
 import os
 from pathlib import Path
 
+from .errors import UnusableInputError
+
 
 class OutsideRootError(ValueError):
     """``path`` resolves outside ``root`` (through a symlink); ``str()`` names both."""
@@ -54,3 +56,27 @@ def is_inside(root: str | os.PathLike, path: str | os.PathLike) -> bool:
     """True when ``path`` (symlinks resolved) lies inside ``root``: for walking a user's folder."""
     base, target = Path(root).resolve(), Path(path).resolve()
     return target == base or base in target.parents
+
+
+class NotAFileError(UnusableInputError, ValueError):
+    """A path that must be a file's is a FIFO, socket or device (reading one could block forever), or leads
+    outside the repo's root through a symlink. ``str()`` names it; every command reports it with exit 2."""
+
+
+def check_repo_file(root: str | os.PathLike, path: str | os.PathLike) -> None:
+    """A local repo's file (a shard, its card) is read only when it is a regular file inside ``root``.
+
+    Why: a FIFO named ``x.parquet`` (a tarball can carry one) would hang every reader on open, and a
+    symlink leading out of the repo would make ``check`` or ``push`` read (and publish) a file the user never
+    named. Symlinks that stay inside the root are fine."""
+    import stat
+
+    p = os.fspath(path)
+    try:
+        st = os.stat(p)
+    except FileNotFoundError:
+        return  # gone: the caller's own error names it
+    if not stat.S_ISREG(st.st_mode):
+        raise NotAFileError(f"{p}: not a regular file (a FIFO, socket or device); a repo holds files only")
+    if not is_inside(root, p):
+        raise NotAFileError(f"{p}: a symlink to {os.path.realpath(p)}, outside the repo {os.fspath(root)}")

@@ -65,3 +65,32 @@ def test_a_typo_of_tiny_is_pointed_out():
         pytest.skip("open_clip is installed: 'tyny' is then asked of open_clip")
     with pytest.raises(MissingExtraError, match=r"model 'tyny' is not 'tiny', a folder or a Hub id .*did you mean 'tiny'\?"):
         build_model("tyny")
+
+
+@pytest.mark.parametrize("what", ["fifo_shard", "fifo_card", "shard_outside"])
+def test_a_repo_entry_that_is_no_file_of_its_own_is_refused_not_read(what, sample_repo, tmp_path):
+    """A FIFO named like a shard (or README.md) would hang every reader on open; a shard that is a symlink to a
+    file outside the repo would be read (and published) although the user never named it. Both: exit 2, one
+    line naming the path, at once."""
+    import os
+    import shutil
+
+    repo = tmp_path / "repo"
+    shutil.copytree(sample_repo, repo)
+    shard = sorted((repo / "data").rglob("*.parquet"))[0]
+    if what == "fifo_shard":
+        shard.unlink()
+        os.mkfifo(shard)
+    elif what == "fifo_card":
+        (repo / "README.md").unlink()
+        os.mkfifo(repo / "README.md")
+    else:
+        outside = tmp_path / "elsewhere.parquet"
+        shutil.move(shard, outside)
+        shard.symlink_to(outside)
+    commands = [("check", str(repo), "--fast"), ("card", str(repo))]
+    for cmd in commands:
+        proc = _fusionrs(*cmd)
+        assert proc.returncode == 2, (cmd, proc.stderr)
+        line = proc.stderr.strip().splitlines()
+        assert len(line) == 1 and ("not a regular file" in line[0] or "outside the repo" in line[0]), line
