@@ -404,7 +404,7 @@ def write_card(root: str | os.PathLike, *, sample: bool | None = None, repo_id: 
     from .atomic import atomic_write
     from .card_assets import render_assets
     from .layout import REPORT_NAME
-    from .safepath import check_repo_file
+    from .safepath import check_repo_file, check_write_under
     from .storage import describe
 
     root = Path(root)
@@ -433,6 +433,7 @@ def write_card(root: str | os.PathLike, *, sample: bool | None = None, repo_id: 
     pictures = render_assets(fs, str(root.resolve()), shards, lay) if assets else {}
     for rel, data in pictures.items():
         target = root / rel
+        check_write_under(root, target)  # assets/ a symlink to elsewhere: refused, nothing written
         target.parent.mkdir(parents=True, exist_ok=True)
         if not target.is_file() or target.read_bytes() != data:
             atomic_write(target, data)

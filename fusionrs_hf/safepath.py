@@ -80,3 +80,14 @@ def check_repo_file(root: str | os.PathLike, path: str | os.PathLike) -> None:
         raise NotAFileError(f"{p}: not a regular file (a FIFO, socket or device); a repo holds files only")
     if not is_inside(root, p):
         raise NotAFileError(f"{p}: a symlink to {os.path.realpath(p)}, outside the repo {os.fspath(root)}")
+
+
+def check_write_under(root: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Before writing ``path`` below ``root``: its folder, symlinks resolved, must still lie inside ``root``.
+
+    Why: ``root/assets`` or ``dest/data`` being a symlink to another folder would make a card or a push
+    write files where the user never asked (the file itself is replaced by a rename, never followed)."""
+    parent = os.path.dirname(os.fspath(path))
+    if not is_inside(root, parent):
+        raise NotAFileError(f"{parent}: leads to {os.path.realpath(parent)}, outside {os.fspath(root)} (a symlink); "
+                            "nothing is written there")

@@ -94,3 +94,26 @@ def test_a_repo_entry_that_is_no_file_of_its_own_is_refused_not_read(what, sampl
         assert proc.returncode == 2, (cmd, proc.stderr)
         line = proc.stderr.strip().splitlines()
         assert len(line) == 1 and ("not a regular file" in line[0] or "outside the repo" in line[0]), line
+
+
+def test_writes_never_follow_a_folder_symlink_out_of_the_root(sample_repo, tmp_path):
+    """card with assets/ a symlink to another folder, push to a folder whose data/ is one: exit 2, one line,
+    and nothing appears in the folder the link points to."""
+    import shutil
+
+    repo = tmp_path / "repo"
+    shutil.copytree(sample_repo, repo)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.rmtree(repo / "assets", ignore_errors=True)
+    (repo / "assets").symlink_to(elsewhere, target_is_directory=True)
+    proc = _fusionrs("card", str(repo))
+    assert proc.returncode == 2 and "outside" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    (repo / "assets").unlink()
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "data").symlink_to(elsewhere, target_is_directory=True)
+    proc = _fusionrs("push", str(repo), f"file://{dest}", "--skip-check")
+    assert proc.returncode == 2, proc.stderr
+    assert "outside" in proc.stderr and "Traceback" not in proc.stderr
+    assert list(elsewhere.iterdir()) == []

@@ -14,7 +14,7 @@ import pyarrow as pa
 from .. import secrets as _secrets
 from ..card import CARD_NAME, render_card
 from ..card_assets import ASSET_PATHS
-from ..errors import CliError
+from ..errors import CliError, UnusableInputError
 from ..layout import SHARD_TEMPLATE, ShardName, layout_for
 from ..sources import REGISTRY_FILE
 from .hub import _HubTarget, _is_unreachable, _offline_error, make_api
@@ -154,6 +154,8 @@ def push_repo(
         raise PushHubUnreachable(scrub(str(e), secrets), repo=e.repo, endpoint=e.endpoint, offline=e.offline) from None
     except (CliError, PushError) as e:
         raise type(e)(scrub(str(e), secrets)) from None
+    except UnusableInputError as e:  # e.g. a destination folder that is a symlink out of it: nothing written there
+        raise CliError(scrub(str(e), secrets)) from None
     except Exception as e:  # any client/HTTP error: re-raise with a message that cannot carry the token
         msg = scrub(f"{type(e).__name__}: {e}", secrets)
         where = scrub(target, secrets)

@@ -14,6 +14,7 @@ from ..card import CARD_NAME, ShardInfo, shard_info
 from ..card_assets import ASSET_PATHS
 from ..errors import CliError
 from ..layout import DEFAULT_LAYOUT, parse_shard_path
+from ..safepath import check_write_under
 from ..sources import REGISTRY_FILE
 from ..storage import describe, locate
 from .hub import _is_pushed_path
@@ -130,6 +131,8 @@ class _FsspecTarget:
     def _write(self, rel: str, src: Path | bytes) -> None:
         """Write one file so that its final name never holds partial content."""
         dst = self._full(rel)
+        if self._local:  # a folder of the destination that is a symlink to elsewhere: refused before writing
+            check_write_under(self.fs._strip_protocol(self.root), self.fs._strip_protocol(dst))
         self.fs.makedirs(dst.rsplit("/", 1)[0], exist_ok=True)
         if self._local:  # temporary sibling + fsync + rename + directory fsync (fusionrs_hf.atomic)
             with atomic_open(self.fs._strip_protocol(dst), "wb") as out:
