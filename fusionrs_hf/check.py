@@ -94,7 +94,7 @@ from .limits import (
 )
 from .pairing import same_aspect
 from .phash import DEFAULT_RADIUS, near_pairs, phash
-from .safepath import NotAFileError, check_repo_file
+from .safepath import NotAFileError, check_repo_file, is_local_fs
 from .schema import (
     FEATURES,
     FIELD_NAMES,
@@ -761,7 +761,7 @@ def _check_repo(target: str, *, fast: bool, revision: str | None, workers: int |
         lay = layout_for(fs, root)
         shards, orphans = lay.list_shards(fs, root)
         card_path = f"{root}/README.md"
-        if fs.exists(card_path) and "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):
+        if fs.exists(card_path) and is_local_fs(fs):
             check_repo_file(root, card_path)  # a FIFO would hang the read
         card_text = fs.cat_file(card_path).decode("utf-8") if fs.exists(card_path) else None
     except NotAFileError:

@@ -184,11 +184,11 @@ class Layout:
         except FileNotFoundError:
             found = []
         shards, orphans = [], []
-        local = "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
+        from .safepath import check_repo_file, is_local_fs
+
+        local = is_local_fs(fs)
         for full in sorted(found):
             if local:  # a FIFO would hang its reader; a symlink out of the repo would read outside it
-                from .safepath import check_repo_file
-
                 check_repo_file(root, full)
             rel = full[len(root) + 1:] if full.startswith(root + "/") else full.split(root.lstrip("/") + "/", 1)[-1]
             parsed = self.parse_shard_path(rel)

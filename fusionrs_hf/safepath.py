@@ -58,6 +58,12 @@ def is_inside(root: str | os.PathLike, path: str | os.PathLike) -> bool:
     return target == base or base in target.parents
 
 
+def is_local_fs(fs) -> bool:
+    """Whether an fsspec filesystem is this machine's own (where the rules below apply)."""
+    protocol = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    return "file" in protocol or "local" in protocol
+
+
 class NotAFileError(UnusableInputError, ValueError):
     """A path that must be a file's is a FIFO, socket or device (reading one could block forever), or leads
     outside the repo's root through a symlink. ``str()`` names it; every command reports it with exit 2."""

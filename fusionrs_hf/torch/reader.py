@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 
 from ..decode import DecodeError
+from ..safepath import is_local_fs
 from . import share
 
 if TYPE_CHECKING:
@@ -59,8 +60,7 @@ _MERGE_GAP = 256 * 1024
 
 
 def is_local(fs) -> bool:
-    protocol = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
-    return "file" in protocol or "local" in protocol
+    return is_local_fs(fs)
 
 
 def is_hub(fs) -> bool:
