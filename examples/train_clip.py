@@ -57,7 +57,7 @@ from fusionrs_hf.storage import (
     MissingExtraError,
     RepoNotFoundError,
     add_storage_option_argument,
-    parse_storage_options,
+    storage_options_of,
 )
 from fusionrs_hf.train.clip import (
     DECAY_ON,
@@ -126,10 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     p = build_parser()
     a = p.parse_args(argv)
-    try:
-        options = parse_storage_options(a.storage_options)
-    except ValueError as exc:
-        p.error(str(exc))  # exit 2, one line naming the bad option
+    options = storage_options_of(p, a)  # a bad one: exit 2, one line naming it
     cfg = ClipTrainConfig(
         data=a.data, preset=a.preset, config=a.config, recipe=a.recipe, model=a.model, pretrained=a.pretrained,
         out=a.out, steps=a.steps, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, weight_decay=a.weight_decay,

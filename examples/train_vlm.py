@@ -47,7 +47,7 @@ from fusionrs_hf.storage import (
     MissingExtraError,
     RepoNotFoundError,
     add_storage_option_argument,
-    parse_storage_options,
+    storage_options_of,
 )
 from fusionrs_hf.train.vlm import (
     LORA_TARGETS,
@@ -100,10 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     p = build_parser()
     a = p.parse_args(argv)
-    try:
-        options = parse_storage_options(a.storage_options)
-    except ValueError as exc:
-        p.error(str(exc))  # exit 2, one line naming the bad option
+    options = storage_options_of(p, a)  # a bad one: exit 2, one line naming it
     cfg = VLMTrainConfig(
         data=a.data, preset=a.preset, config=a.config, setting=a.setting, task=a.task, model=a.model, out=a.out,
         steps=a.steps, epochs=a.epochs, lr=a.lr, lora_r=a.lora_r, lora_alpha=a.lora_alpha,

@@ -151,6 +151,16 @@ def add_storage_option_argument(parser) -> None:
              "may also come from the store's usual environment variables")
 
 
+def storage_options_of(parser, args) -> dict[str, Any]:
+    """The ``--storage-option`` values of parsed ``args`` as a dict; a malformed one ends the program the way
+    argparse does (``parser.error``: exit 2, one line naming it). For scripts built on argparse."""
+    try:
+        return parse_storage_options(getattr(args, "storage_options", None))
+    except ValueError as exc:
+        parser.error(str(exc))
+        raise  # not reached: parser.error exits
+
+
 def _is_secret_key(key: str) -> bool:
     from .secrets import _SECRET_KEYS
 
