@@ -179,14 +179,16 @@ class Layout:
     def list_shards(self, fs, root: str) -> tuple[list[ShardName], list[str]]:
         """List a repo's shards through fsspec: (well-formed shards, other parquet files under data/)."""
         root = root.rstrip("/")
+        from .safepath import check_repo_file, check_tree, is_local_fs
+
+        local = is_local_fs(fs)
+        if local:  # an unreadable or symlinked folder would be left out of the listing without a word
+            check_tree(root)
         try:
             found = fs.glob(f"{root}/data/**/*.parquet")
         except FileNotFoundError:
             found = []
         shards, orphans = [], []
-        from .safepath import check_repo_file, is_local_fs
-
-        local = is_local_fs(fs)
         for full in sorted(found):
             if local:  # a FIFO would hang its reader; a symlink out of the repo would read outside it
                 check_repo_file(root, full)

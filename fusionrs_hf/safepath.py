@@ -97,3 +97,23 @@ def check_write_under(root: str | os.PathLike, path: str | os.PathLike) -> None:
     if not is_inside(root, parent):
         raise NotAFileError(f"{parent}: leads to {os.path.realpath(parent)}, outside {os.fspath(root)} (a symlink); "
                             "nothing is written there")
+
+
+def check_tree(root: str | os.PathLike, sub: str = "data") -> None:
+    """Every folder below ``root/sub`` can be listed, and none is a symlink: else :class:`NotAFileError`.
+
+    Why: a listing skips a folder it may not read, and does not enter a symlinked one, without a word; a card
+    or check would then describe a repo with a split or a source silently missing."""
+    top = os.path.join(os.fspath(root), sub)
+    if not os.path.isdir(top):
+        return
+
+    def fail(e: OSError) -> None:
+        raise NotAFileError(f"{e.filename}: cannot be listed ({e.strerror}); a repo's folders must be readable")
+
+    for folder, dirs, _files in os.walk(top, onerror=fail):
+        for d in dirs:
+            full = os.path.join(folder, d)
+            if os.path.islink(full):
+                raise NotAFileError(f"{full}: a symlink to a folder ({os.path.realpath(full)}), which listings do "
+                                    "not enter: its shards would be left out; copy it or bind-mount it instead")

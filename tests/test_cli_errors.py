@@ -117,3 +117,22 @@ def test_writes_never_follow_a_folder_symlink_out_of_the_root(sample_repo, tmp_p
     assert proc.returncode == 2, proc.stderr
     assert "outside" in proc.stderr and "Traceback" not in proc.stderr
     assert list(elsewhere.iterdir()) == []
+
+
+def test_a_folder_that_a_listing_would_skip_is_named_not_left_out(sample_repo, tmp_path):
+    """A symlinked source folder (listings do not enter it) would vanish from card and check without a word:
+    exit 2, one line naming it. (An unreadable folder takes the same path; as root, permissions do not bind.)"""
+    import shutil
+
+    repo = tmp_path / "repo"
+    shutil.copytree(sample_repo, repo)
+    src = sorted(p for p in (repo / "data").iterdir() if p.is_dir())[0]
+    moved = tmp_path / "kept-elsewhere" / src.name
+    moved.parent.mkdir()
+    shutil.move(src, moved)
+    src.symlink_to(moved, target_is_directory=True)
+    for cmd in (("check", str(repo), "--fast"), ("card", str(repo))):
+        proc = _fusionrs(*cmd)
+        assert proc.returncode == 2, (cmd, proc.stderr)
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and "a symlink to a folder" in lines[0] and src.name in lines[0]
