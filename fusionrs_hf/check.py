@@ -233,8 +233,9 @@ def inspect_image(data: bytes) -> ImageStats:
     """
     from PIL import Image
 
-    if data[:3] == b"\xff\xd8\xff" and jpeg_scans(data) > MAX_JPEG_SCANS:
-        raise ValueError(too_many_scans(jpeg_scans(data)))
+    scans = jpeg_scans(data) if data[:3] == b"\xff\xd8\xff" else 0  # a JPEG's start-of-image marker
+    if scans > MAX_JPEG_SCANS:
+        raise ValueError(too_many_scans(scans))
     try:
         with warnings.catch_warnings():  # PIL warns from 89 M pixels; the limit below refuses from 50 M
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
