@@ -37,8 +37,9 @@ Finding kinds (stable strings, also in the --json report):
   bad_sha256, bad_joint_group_id  malformed rgb_sha256/ir_sha256 / joint_group_id
   joint_group_spans_splits        rows of one joint_group_id in two splits
   undecodable_image               full: rgb or ir bytes missing or not decodable
-  aspect_mismatch                 full: rgb and ir aspect ratios differ (one picture at two sizes,
-                                  e.g. a 256 px source and its 512 px DiffV2IR output, is a valid pair)
+  aspect_mismatch                 full: the ir has neither the rgb's aspect ratio nor DiffV2IR's size for
+                                  it (a 256 px source and its 512 px output, or a 1000x700 source and
+                                  its 64-rounded 512x384 output, are valid pairs)
   ir_not_infrared                 full: the ir image is colourful (channel spread > threshold)
   sha256_mismatch                 full: stored SHA-256 differs from the bytes
   leak_identical_bytes            full: the same image bytes in two splits
@@ -92,7 +93,7 @@ from .limits import (
     too_many_pixels,
     too_many_scans,
 )
-from .pairing import same_aspect
+from .pairing import diffv2ir_size, sizes_pair
 from .phash import DEFAULT_RADIUS, near_pairs, phash
 from .safepath import NotAFileError, check_repo_file, is_local_fs
 from .schema import (
@@ -138,7 +139,7 @@ KINDS: dict[str, str] = {
     "bad_joint_group_id": "a malformed joint_group_id",
     "joint_group_spans_splits": "one joint_group_id in two splits",
     "undecodable_image": "image bytes missing or not decodable",
-    "aspect_mismatch": "rgb and ir aspect ratios differ (fusionrs_hf.pairing)",
+    "aspect_mismatch": "ir has neither the rgb's aspect ratio nor DiffV2IR's size for it (fusionrs_hf.pairing)",
     "ir_not_infrared": "the ir image is colourful (channel spread above the threshold)",
     "sha256_mismatch": "stored SHA-256 differs from the image bytes",
     "leak_identical_bytes": "the same image bytes in two splits",
@@ -476,9 +477,11 @@ def _check_batch(batch: pa.RecordBatch, res: _ShardResult, task: _Task, add, col
                 rec[f"{col}_ph"], rec[f"{col}_ok"] = stats[col].phash, True
         for k, v in rec.items():
             cols[k].append(v)
-        if "rgb" in stats and "ir" in stats and not same_aspect(stats["rgb"].size, stats["ir"].size):
+        if "rgb" in stats and "ir" in stats and not sizes_pair(stats["rgb"].size, stats["ir"].size):
             (w1, h1), (w2, h2) = stats["rgb"].size, stats["ir"].size
-            add("aspect_mismatch", f"rgb is {w1}x{h1} but ir is {w2}x{h2}: different aspect ratios", row, sid)
+            w3, h3 = diffv2ir_size((w1, h1))
+            add("aspect_mismatch", f"rgb is {w1}x{h1} but ir is {w2}x{h2}: neither the rgb's aspect ratio nor "
+                f"DiffV2IR's {w3}x{h3}", row, sid)
         if "ir" in stats and stats["ir"].spread > task.ir_threshold:
             add("ir_not_infrared", f"ir channel spread {stats['ir'].spread:.1f} > {task.ir_threshold:g} "
                 "(a colour image, not an infrared-style one)", row, sid)

@@ -74,13 +74,18 @@ FIELDS: tuple[Field, ...] = (
     Field("source", "string", False,
           "Upstream dataset: one of RS5M, SkyScript, NWPU, RSICD, RSITMD."),
     Field("source_record_id", "string", True,
-          "The record's id inside its source dataset (for tracing back to the user's copy)."),
+          "The index's `source_record_id`. In rc4 it is the FusionRS `sample_id` itself (the authors' "
+          "manifest builder writes it so), not an upstream id: the image in the source copy is found by the "
+          "index's `source_locator`."),
     Field("rgb", "image", False,
           "The source RGB image, bytes exactly as in the source dataset (JPEGs are never re-encoded). It may "
-          "be smaller than `ir` (e.g. 256 px vs DiffV2IR's 512 px); both have the same aspect ratio."),
+          "be smaller than `ir` (e.g. 256 px vs DiffV2IR's 512 px); `ir` has its aspect ratio, or the size "
+          "DiffV2IR makes of it (sides rounded to multiples of 64, centre-cropped)."),
     Field("ir", "image", False,
           "Infrared-style image translated from `rgb` by DiffV2IR. Synthetic: not a thermal measurement. "
-          "Stored as a 3-channel (RGB-mode) JPEG whose channels look gray but are not forced identical."),
+          "Stored as the translator wrote it: DiffV2IR's 8-bit RGB-mode PNG (the index's "
+          "`translation.output_key`, `<source>/<sample_id>.png`; a JPEG is kept as it is), its channels "
+          "gray-looking but not forced identical."),
     Field("caption", "string", False,
           "The source caption under the build's caption policy: `rc4` (default) keeps it as the release has it "
           "(usable when non-empty after normalisation); `paper` applies the paper's §3.4 cleaning and may use "

@@ -203,3 +203,16 @@ def test_corrupt_caption_file_is_a_named_error(tmp_path, name, data):
     for reader in (read_caption_file, read_iraware):
         with pytest.raises(CaptionFileError, match=rf"^{name.replace('.', '[.]')}: unreadable"):
             list(reader(p))
+
+
+def test_rc4_policies_keep_the_strings_as_the_release_has_them():
+    """The release stores a source caption exactly as given (``"caption": caption or None``) and an IR-aware
+    caption stripped only (``build_iraware_release_manifests.py``); rc4 rebuilds must not rewrite either."""
+    rc4 = CAPTION_POLICIES["rc4"]
+    raw = "  Many  buildings are near a road . "
+    assert rc4.decide("rsicd-1", [raw]).caption == raw
+    assert CAPTION_POLICIES["paper"].decide("rsicd-1", [raw + " and some green trees"]).caption == (
+        "Many buildings are near a road . and some green trees")
+    assert decide_ir("  Roofs   appear bright. ", policy="rc4") == ("Roofs   appear bright.", [])
+    assert decide_ir("  Roofs   appear bright. ", status="accepted_strict_v3", policy="rc4")[0] == (
+        "Roofs   appear bright.")

@@ -151,6 +151,24 @@ def test_ir_of_another_aspect_ratio(repo):
     assert check_repo(str(repo), workers=1).ok
 
 
+def test_ir_of_diffv2ir_size_for_a_non_square_rgb(repo):
+    """DiffV2IR rounds both sides to multiples of 64 and centre-crops: a 100x70 RGB becomes a 512x384 IR
+    (aspect 1.33 against 1.43). The release keeps such pairs; any other size of another aspect is a defect."""
+    from fusionrs_hf.pairing import diffv2ir_size, same_aspect
+
+    assert diffv2ir_size((100, 70)) == (512, 384) and not same_aspect((100, 70), (512, 384))
+    assert diffv2ir_size((256, 256)) == (512, 512) and diffv2ir_size((1920, 1080)) == (512, 320)
+    path, row, r = _locate(repo, "validation")
+    rgb = Image.open(io.BytesIO(r["rgb"]["bytes"])).resize((100, 70))
+    ir = Image.open(io.BytesIO(r["ir"]["bytes"]))
+    _edit(path, row, rgb=jpeg_bytes(np.asarray(rgb), 90), ir=jpeg_bytes(np.asarray(ir.resize((512, 384))), 90))
+    assert check_repo(str(repo), workers=1).ok
+    _edit(path, row, ir=jpeg_bytes(np.asarray(ir.resize((512, 448))), 90))
+    rep = check_repo(str(repo), workers=1)
+    hits = _find(rep, "aspect_mismatch", r["sample_id"])
+    assert hits and "512x448" in hits[0].message and "DiffV2IR's 512x384" in hits[0].message
+
+
 def test_colourful_image_in_ir_column(repo):
     path, row, r = _locate(repo, "test", source="nwpu")
     other = render_scene(np.random.default_rng(123), 64, "farmland").rgb

@@ -3,7 +3,7 @@ images and the caption files, and write a build report that accounts for every i
 
 The authors release an index only. This command joins each index record to your files
 (`SOURCE_ROOT / source_locator` for RGB, `IR_ROOT / translation.output_key` for IR), checks that
-both decode and have the same aspect ratio (a size difference alone is kept and recorded), embeds the
+both decode and are one picture (same aspect ratio, or DiffV2IR's own size for the RGB: fusionrs_hf.pairing), embeds the
 bytes as they are (JPEG never re-encoded), attaches the record's caption as the release has it (rc4: no
 cleaning, no class-name fallback; --caption-policy paper for the paper's rules) and the accepted IR-aware
 caption, and writes the shard layout with its README card.
@@ -30,8 +30,10 @@ Guarantees:
     (missing_rgb, missing_ir, undecodable_rgb, undecodable_ir, aspect_mismatch, caption_dropped,
     missing_caption, no_usable_caption, no_source_root, ...); --strict makes any dropped row exit 1,
     except no_usable_caption (the release itself has no usable caption for it: 8 train records in rc4);
-  * RGB and IR of one aspect ratio at two sizes (DiffV2IR writes 512 px for 224-256 px sources) are
-    written as they are and counted in the report; a different aspect ratio is a defect;
+  * RGB and IR of one aspect ratio at two sizes (DiffV2IR writes 512 px for 224-256 px sources), or an
+    IR of exactly DiffV2IR's size for the RGB (sides rounded to multiples of 64, centre-cropped: a
+    1000x700 source gives 512x384), are written as they are and counted in the report; any other
+    aspect ratio is a defect;
   * a bad index line is an error naming its line number and field (or, with --on-bad-line report,
     a dropped row); locators with '..', absolute paths or drive letters are rejected;
   * shard membership depends only on the index: records of one (source, split, group) are taken in

@@ -59,7 +59,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                         "RGB path = DIR / source_locator")
     g.add_argument("--ir-root", help="folder of DiffV2IR outputs; IR path = DIR / translation.output_key")
     g.add_argument("--captions", nargs="+", action="extend", default=[], metavar="[SOURCE=]FILE",
-                   help="caption table (.jsonl/.csv/.parquet keyed by sample_id or source_dataset+source_record_id) "
+                   help="caption table (.jsonl/.csv/.parquet keyed by sample_id, source_dataset+source_locator or "
+                        "source_dataset+source_record_id; in rc4 source_record_id is the sample_id) "
                         "or native RSICD/RSITMD/NWPU-Captions JSON; prefix SOURCE= to force the native reader")
     g.add_argument("--iraware", action="append", default=[], metavar="FILE",
                    help="IR-aware captions keyed by sample_id (jsonl/csv/parquet; column ir_caption or caption)")
@@ -112,9 +113,10 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                         "are not written: too_many_pixels (%(default)s; the loaders refuse more than this default "
                         "too: raise their max_pixels= as well)")
     i.add_argument("--allow-size-mismatch", action="store_true",
-                   help="also write pairs whose RGB and IR aspect ratios differ (dropped as aspect_mismatch by "
-                        "default). Pairs of one aspect ratio at two sizes (DiffV2IR writes 512 px) are always "
-                        "written and counted in the report")
+                   help="also write pairs whose IR has neither the RGB's aspect ratio nor DiffV2IR's size for it "
+                        "(dropped as aspect_mismatch by default). Pairs of one aspect ratio at two sizes "
+                        "(DiffV2IR writes 512 px) and IRs of DiffV2IR's 64-rounded size (1000x700 -> 512x384) "
+                        "are always written and counted in the report")
     r = p.add_argument_group("run")
     r.add_argument("--workers", type=int, default=max(1, min(8, (os.cpu_count() or 2) - 1)),
                    help="worker processes, one shard each at a time (%(default)s)")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..atomic import atomic_write
 from ..layout import SHARD_RE, ShardName
-from ..pairing import same_aspect
+from ..pairing import diffv2ir_size, sizes_pair
 from ..safepath import OutsideRootError, resolve_under
 from .images import ImageDrop, load_image
 from .options import STATE_DIR
@@ -100,9 +100,11 @@ def build_shard(task: str, rel: str, ctx: dict) -> dict:
                 for k, v in notes.items():
                     image_notes.append({"sample_id": sid, "image": what, "note": k, "value": v})
             if rgb_size != ir_size:
-                if not same_aspect(rgb_size, ir_size) and not ctx["allow_size_mismatch"]:
+                if not sizes_pair(rgb_size, ir_size) and not ctx["allow_size_mismatch"]:
+                    w, h = diffv2ir_size(rgb_size)
                     raise _Drop("aspect_mismatch", f"rgb is {rgb_size[0]}x{rgb_size[1]}, ir is "
-                                                   f"{ir_size[0]}x{ir_size[1]}: different aspect ratios")
+                                                   f"{ir_size[0]}x{ir_size[1]}: neither the rgb's aspect ratio "
+                                                   f"nor DiffV2IR's {w}x{h}")
                 resized.append({"sample_id": sid, "rgb": list(rgb_size), "ir": list(ir_size)})
         except _Drop as d:
             dropped.append({"sample_id": sid, "reason": d.reason, "detail": d.detail, "line": e.get("line")})

@@ -1,7 +1,10 @@
 """Caption file formats: caption tables, the native RSICD / RSITMD / NWPU-Captions files, IR-aware files.
 
 The official index carries no captions, so a user brings them: a caption table (JSONL, CSV or
-Parquet keyed by ``sample_id`` or by ``source_dataset`` + ``source_record_id``), the native
+Parquet keyed by ``sample_id``, by ``source_dataset`` + ``source_locator`` (the image's path in the
+source copy, as the index gives it; how captions kept by upstream file meet the index) or by
+``source_dataset`` + ``source_record_id``; the release's ``source_record_id`` is the FusionRS id
+itself, ``build_release_manifest.py`` writes ``"source_record_id": sample_id``), the native
 annotation files of RSICD / RSITMD (``images[].filename``, ``images[].sentences[].raw``) and
 NWPU-Captions (per-class lists with ``filename``, ``raw``, ``raw_1`` ...), and the IR-aware
 caption file keyed by sample id (the release's ``fusionrs-iraware-caption-v1`` records, with
@@ -96,12 +99,15 @@ def _row_key(path: Path, n: int, row: dict) -> tuple[str, ...]:
     if sid not in (None, ""):
         return ("sid", str(sid))
     src = row.get("source_dataset") or row.get("source")
-    rec = row.get("source_record_id")
-    if src not in (None, "") and rec not in (None, ""):
+    rec, loc = row.get("source_record_id"), row.get("source_locator")
+    if src not in (None, "") and (rec not in (None, "") or loc not in (None, "")):
         if src not in SOURCES:
             raise CaptionFileError(f"{path.name} row {n}: unknown source {src!r}; expected one of {SOURCES}")
+        if loc not in (None, ""):
+            return ("file", str(src), str(loc).replace("\\", "/").lstrip("/"))
         return ("rec", str(src), str(rec))
-    raise CaptionFileError(f"{path.name} row {n}: needs `sample_id`, or `source_dataset` and `source_record_id`")
+    raise CaptionFileError(f"{path.name} row {n}: needs `sample_id`, or `source_dataset` and `source_locator` "
+                           "or `source_record_id`")
 
 
 def read_caption_table(path: str | os.PathLike) -> Iterator[CaptionEntry]:

@@ -93,7 +93,9 @@ class CaptionPolicy:
         rejected: dict[str, int] = {}
         usable: list[str] = []
         for cand in candidates:
-            text = normalize(cand)
+            # rc4: the string exactly as given, as the release stores it (``"caption": caption or None``,
+            # ``released_caption_strings_are_frozen``); cleaning policies also tidy whitespace
+            text = normalize(cand) if self.rule_kind else str(cand)
             if not normalize_caption(text):
                 continue  # empty after the authors' normalisation: not a caption
             bad = violations(text, self.rule_kind, skip_rules) if self.rule_kind else []
@@ -124,7 +126,9 @@ class IRPolicy:
         """(accepted caption or None, its ``ir_caption_status``, names of what rejected it)."""
         if text is None:
             return None, None, []
-        t = normalize(text)
+        # rc4: stripped only, as the release's IR-aware files hold them (``build_iraware_release_manifests``);
+        # ``strict`` also tidies whitespace, as the cleaning caption policies do. Rules read tidied text.
+        t = normalize(text) if self.extra_rules else str(text).strip()
         if not t:
             return None, None, []
         skip = set(skip_rules)
@@ -132,9 +136,10 @@ class IRPolicy:
             return None, None, [f"status_{status}"]
         if status is not None and status not in ACCEPTED_STATUSES:
             return None, None, [f"status_{status}"]
-        bad = [] if status in ACCEPTED_STATUSES else violations(t, "ir_filter", skip)
+        flat = normalize(t)
+        bad = [] if status in ACCEPTED_STATUSES else violations(flat, "ir_filter", skip)
         if self.extra_rules:
-            bad += violations(t, "ir_caption", skip)
+            bad += violations(flat, "ir_caption", skip)
         if bad:
             return None, None, bad
         return t, status or FILTERED_STATUS, []
