@@ -81,7 +81,7 @@ class BuildOptions:
     max_pixels: int = DEFAULT_MAX_PIXELS
     """Source images above this many pixels are not written (``too_many_pixels``), judged from the header."""
     allow_size_mismatch: bool = False
-    """Also write pairs whose IR is not one picture with the RGB (``fusionrs_hf.pairing``; such pairs are kept anyway)."""
+    """Also write pairs whose IR is not one picture with the RGB (``fusionrs_hf.pairing``), else dropped."""
     on_bad_line: str = "error"
     overwrite: bool = False
     progress: bool = True
