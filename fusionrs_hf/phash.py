@@ -6,10 +6,16 @@ frequencies, so its hash moves by a few bits at most). ``fusionrs check`` re-tes
 on a finished repo, so it needs the same kind of hash and a search that finds every pair
 within the radius without comparing all pairs.
 
-The hash (the common "pHash" recipe, as in the ``imagehash`` package): grayscale, resize to
-32x32, 2-D DCT-II (orthonormal), keep the 8x8 lowest frequencies, one bit per coefficient:
-``coefficient > median of the 64``. Bit 63 is coefficient (0, 0), rows first. The DCT is a
-matrix product with a fixed 32x32 basis (``D @ X @ D.T``), so scipy is not needed.
+The hash is the authors' (``phash64`` of ``code/benchmark/audit_fusionrs_dedup.py`` in the release,
+which built the rc4 ``phash4_`` components): the image converted to grayscale (PIL ``convert("L")``)
+and Lanczos-resized to 32x32 from its full size, 2-D DCT-II (orthonormal), the 8x8 lowest frequencies,
+one bit per coefficient: ``coefficient > median of the 63 coefficients after (0, 0)`` (the DC term is
+left out of the median but keeps its bit). Bit 63 is coefficient (0, 0), rows first. A hash of another
+recipe (another resize, the median of all 64) moves by a few bits on the same picture, so near-duplicate
+findings at radius 4 would not be the pairs the authors grouped. The DCT is a matrix product with a
+fixed 32x32 basis (``D @ X @ D.T``), so scipy is not needed; it is computed in float64 where the
+authors' ``scipy.fft.dctn`` runs in float32, which can only matter for coefficients within float32
+rounding of the median (flat images).
 
 The search (:func:`near_pairs`) uses the pigeonhole principle: cut the 64 bits into
 ``radius + 1`` bands; two hashes within Hamming distance ``radius`` agree exactly on at least
@@ -58,28 +64,18 @@ def phash_array(gray: np.ndarray) -> int:
         raise ValueError(f"expected a {IMG_SIZE}x{IMG_SIZE} array, got {gray.shape}")
     d8 = dct_matrix(IMG_SIZE)[:HASH_SIZE]
     low = (d8 @ gray.astype(np.float64) @ d8.T).ravel()
-    srt = np.sort(low)
-    median = (srt[31] + srt[32]) / 2  # np.median, without its overhead (64 values)
-    return int.from_bytes(np.packbits(low > median).tobytes(), "big")
+    threshold = np.partition(low[1:], 31)[31]  # the median of the 63 after the DC term, as the authors'
+    return int.from_bytes(np.packbits(low > threshold).tobytes(), "big")
 
 
 def gray32(img: Image.Image) -> np.ndarray:
-    """The 32x32 grayscale input of the hash.
-
-    A square image whose side is a multiple of 32 is box-averaged (``Image.reduce``, exact and
-    fast; the checker feeds 64x64 images); any other is Lanczos-resized, as ``imagehash`` does.
-    """
-    g = img.convert("L")
-    w, h = g.size
-    if w == h and w % IMG_SIZE == 0:
-        g = g.reduce(w // IMG_SIZE) if w > IMG_SIZE else g
-    else:
-        g = g.resize((IMG_SIZE, IMG_SIZE), Image.Resampling.LANCZOS)
-    return np.asarray(g, np.float64)
+    """The 32x32 grayscale input of the hash, exactly as the authors make it: ``convert("L")`` of the image
+    as decoded (full size, its own mode), then a Lanczos resize to 32x32 (a non-square image is squashed)."""
+    return np.asarray(img.convert("L").resize((IMG_SIZE, IMG_SIZE), Image.Resampling.LANCZOS), np.float64)
 
 
 def phash(img: Image.Image) -> int:
-    """pHash of a PIL image (any mode, any size)."""
+    """pHash of a PIL image (any mode, any size): the release's ``phash64``."""
     return phash_array(gray32(img))
 
 

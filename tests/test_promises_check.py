@@ -206,8 +206,9 @@ def test_phash_radius_is_4_bits(repo, monkeypatch, column, bits, leak):
         assert rep.ok, [(f.kind, f.message) for f in rep.findings]
 
 
-# A reference pHash written from the definition (imagehash's recipe, as fusionrs_hf.phash documents it):
-# 32x32 grayscale, orthonormal DCT-II, the 8x8 lowest frequencies, one bit per coefficient > median.
+# A reference pHash written from the definition (the release's phash64, as fusionrs_hf.phash documents it):
+# 32x32 grayscale, orthonormal DCT-II, the 8x8 lowest frequencies, one bit per coefficient > the median
+# of the 63 after the DC term.
 
 def _dct_basis(n: int = 32) -> np.ndarray:
     c = np.array([[math.cos(math.pi * (2 * i + 1) * k / (2 * n)) for i in range(n)] for k in range(n)])
@@ -219,7 +220,7 @@ def _dct_basis(n: int = 32) -> np.ndarray:
 def _ref_bits(gray32: np.ndarray) -> np.ndarray:
     d = _dct_basis()
     low = (d @ gray32 @ d.T)[:8, :8].ravel()
-    return low > np.median(low)
+    return low > np.median(low[1:])
 
 
 def _coefficient_image(coeffs: np.ndarray) -> np.ndarray:
@@ -231,11 +232,10 @@ def _coefficient_image(coeffs: np.ndarray) -> np.ndarray:
 
 
 def _stored(gray32: np.ndarray) -> tuple[bytes, np.ndarray]:
-    """A 64x64 gray PNG (each pixel of the 32x32 image written 2x2, so the checker's box reduction
-    gives it back exactly) and the 32x32 uint8 array it holds."""
+    """A 32x32 gray PNG (the hash's own input size: its resize then changes nothing) and the uint8 array
+    it holds."""
     g = np.clip(np.round(gray32), 0, 255).astype(np.uint8)
-    big = np.repeat(np.repeat(g, 2, axis=0), 2, axis=1)
-    return _png(np.stack([big] * 3, axis=2)), g.astype(np.float64)
+    return _png(np.stack([g] * 3, axis=2)), g.astype(np.float64)
 
 
 def test_phash_radius_with_hand_built_pixels(repo):
@@ -325,22 +325,33 @@ def test_spread_of_a_larger_image_is_taken_on_its_box_reduction(tmp_path):
     assert st.size == (128, 128) and abs(st.spread - ref) < 0.6, (st.spread, ref)
 
 
-def test_a_large_jpeg_is_measured_on_its_reduced_scale_decode():
-    """JPEGs are decoded at reduced DCT scale (libjpeg's 1/8 for 512 px) before the statistics: the spread
-    equals the one computed from that decode, not from the full-size one reduced afterwards."""
+def test_the_phash_of_a_large_jpeg_is_the_releases():
+    """The release's phash64 (audit_fusionrs_dedup.py): the full decode, convert("L"), a Lanczos resize to
+    32x32, the DCT's 8x8 corner, bits above the median of the 63 AC terms. Written here from that
+    definition; a reduced-scale decode (libjpeg's 1/8) gives another hash, so the test can tell them apart.
+    The spread is measured on the full decode box-reduced to 64 px."""
     from fusionrs_hf.scenes import render_scene
 
-    data = jpeg_bytes(render_scene(np.random.default_rng(8), 512).rgb, 90)
-    with Image.open(io.BytesIO(data)) as im:
-        im.draft("RGB", (64, 64))
-        small = np.asarray(im.convert("RGB")).astype(np.int64)
-    assert small.shape == (64, 64, 3)
-    want = float(np.mean(small.max(axis=2) - small.min(axis=2)))
-    full = np.asarray(Image.open(io.BytesIO(data)).convert("RGB").resize((64, 64), Image.Resampling.BOX))
-    other = float(np.mean(full.astype(np.int64).max(axis=2) - full.astype(np.int64).min(axis=2)))
-    assert want != other  # the two decodes differ, so the test can tell them apart
-    st = check_mod.inspect_image(data)
-    assert st.size == (512, 512) and st.spread == want
+    def release_phash(im):
+        gray = np.asarray(im.convert("L").resize((32, 32), Image.Resampling.LANCZOS), dtype=np.float64)
+        d = _dct_basis()
+        values = (d @ gray @ d.T)[:8, :8].reshape(-1)
+        bits = values > float(np.median(values[1:]))
+        return int("".join("1" if b else "0" for b in bits), 2)
+
+    hashes = {}
+    for seed in range(8):
+        data = jpeg_bytes(render_scene(np.random.default_rng(seed), 512).rgb, 90)
+        with Image.open(io.BytesIO(data)) as im:
+            want = release_phash(im)
+        with Image.open(io.BytesIO(data)) as im:
+            im.draft("RGB", (64, 64))
+            hashes[seed] = (want, release_phash(im))
+        st = check_mod.inspect_image(data)
+        assert st.phash == want, seed
+        full = np.asarray(Image.open(io.BytesIO(data)).convert("RGB").resize((64, 64), Image.Resampling.BOX))
+        assert st.size == (512, 512) and st.spread == float(np.mean(full.max(axis=2) - full.min(axis=2)))
+    assert any(a != b for a, b in hashes.values())  # a reduced decode would have hashed differently
 
 
 def test_cli_release_checks_and_max_print(leaky, capsys):
