@@ -14,7 +14,9 @@ Two record variants exist, chosen by ``schema_version``:
   and the DiffV2IR ``translation`` block.
 - ``fusionrs-index-v1`` (the authors' internal variant): ``source_rights_note`` instead of the
   rights code, plus ``class_name``, ``caption``, ``caption_usable``, ``normalized_caption_key`` and
-  ``vlm_train_used``.
+  ``vlm_train_used``. Its records get what the authors' redaction derives for the public index: the
+  rights code (:mod:`fusionrs_hf.release.rights`) and ``caption_supervision_available_upstream``
+  (= ``caption_usable``).
 
 On top of the schema, two safety rules of ours: locators (and IR keys) must be relative paths that
 stay below their root (no absolute path, drive, URL, NUL or ``..`` with either separator), and ids
@@ -33,8 +35,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .layout import INDEX_SPLITS, SPLIT_TO_INDEX
+from .pairing import DIFFV2IR_RESOLUTION
 from .release.jsonschema import first_error
 from .release.known import RC4
+from .release.rights import rights_code
 from .release.schemas import (
     INTERNAL_SCHEMA,
     PUBLIC_SCHEMA,
@@ -51,7 +55,7 @@ RC4_SPLIT_COUNTS: dict[str, dict[str, int]] = RC4.split_counts
 """Rows per source and index split of the official rc4 split (600,000 in all); used to tell a
 user whose index does not look like rc4, never to reject one."""
 
-DIFFV2IR_SETTINGS = {"model": "DiffV2IR", "resolution": 512, "steps": 20, "cfg_text": 7.5, "cfg_image": 1.5,
+DIFFV2IR_SETTINGS = {"model": "DiffV2IR", "resolution": DIFFV2IR_RESOLUTION, "steps": 20, "cfg_text": 7.5, "cfg_image": 1.5,
                      "cfg_seg": 1.5, "seed": 1234, "sampler": "Euler ancestral",
                      "checkpoint": "after_phase_2.ckpt"}
 """The authors' translation settings (``dataset/configs/diffv2ir_generation.json``); recorded in the
@@ -63,7 +67,7 @@ _SURROGATE = re.compile(r"[\ud800-\udfff]")
 FLAG_FIELDS = ("is_canonical_component_representative", "is_eval_representative",
                "caption_supervision_available_upstream", "vlm_train_identity", "prior_reused_protected")
 """Boolean release flags carried into every row (the internal variant's ``vlm_train_used`` lands in
-``vlm_train_identity``; it has no ``caption_supervision_available_upstream``)."""
+``vlm_train_identity``, its ``caption_usable`` in ``caption_supervision_available_upstream``)."""
 
 
 class IndexFormatError(ValueError):
@@ -191,6 +195,14 @@ def parse_record(obj: object, where: str = "index", line: int = 0,
     flags = {f: obj.get(f) for f in FLAG_FIELDS if f != "vlm_train_identity"}
     flags["vlm_train_identity"] = obj[VLM_FIELD[version]]
     internal = version == INTERNAL_SCHEMA
+    if internal:
+        # what the authors' redaction derives for the public index (build_public_redacted_index.py):
+        # the rights code from source and locator, the upstream-caption flag from caption_usable
+        try:
+            rights = rights_code(obj["source_dataset"], locator)
+        except ValueError as e:
+            raise IndexFormatError(where, line, "source_locator", f"{e}: the rights code cannot be derived") from None
+        flags["caption_supervision_available_upstream"] = obj.get("caption_usable")
     return IndexRecord(
         sample_id=sid, source=obj["source_dataset"], source_record_id=rec_id, source_locator=locator,
         rights_code=rights, split=INDEX_SPLITS[obj["split"]], joint_group_id=obj["joint_group_id"],

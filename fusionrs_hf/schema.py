@@ -102,7 +102,8 @@ FIELDS: tuple[Field, ...] = (
           "Split-construction group (`joint-group:` + 24 hex). Rows of one group never span two splits."),
     Field("rights_code", "string", True,
           "Redistribution-rights code of the source item, e.g. `skyscript-naip-public-domain` "
-          "(the index's `source_rights_code`; the internal variant's `source_rights_note`)."),
+          "(the index's `source_rights_code`; for the internal variant, derived from source and locator as "
+          "the authors' redaction does)."),
     Field("translation_output_key", "string", True,
           "The index's `translation.output_key`: where the DiffV2IR output of this row lives below the IR root."),
     Field("phash4_component_id", "string", True,

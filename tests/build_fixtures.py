@@ -224,7 +224,7 @@ def make_fixture(root: Path, size: int | None = None, seed: int = 0) -> Fixture:
                 for c in all_caps:
                     rs5m_rows.append({"source_dataset": "RS5M", "source_record_id": rec_id, "caption": c})
             else:
-                rec_id = f"sky_{i:05d}"
+                rec_id = f"sky_US_{i:05d}"  # a NAIP tile: the _US_ tag gives its rights code
                 locator, data = f"images/{rec_id}.jpg", jpeg_bytes(rgb_arr)
                 sky_rows.append({"sample_id": sid, "captions": all_caps})
 

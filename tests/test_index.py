@@ -41,8 +41,35 @@ def test_public_and_internal_variants_parse():
     assert internal.caption == "many planes parked at the airport" and internal.caption_usable is True
     # the internal spellings land in the same places as the public ones
     assert internal.flags["vlm_train_identity"] is False and len(internal.normalized_caption_key) == 64
-    assert internal.rights_code == "no uniform redistribution license located; index-only"
-    assert internal.flags["caption_supervision_available_upstream"] is None  # not in that variant
+    # what the authors' redaction derives (build_public_redacted_index.py): the code, the upstream flag
+    assert internal.rights_code == "rsicd-redistribution-license-not-located"
+    assert internal.flags["caption_supervision_available_upstream"] is True
+    unusable = parse_record(internal_record(_pub(), " ... ", None))
+    assert unusable.flags["caption_supervision_available_upstream"] is False
+
+
+def test_internal_skyscript_rights_come_from_the_locator_tag():
+    from fusionrs_hf.index import IndexFormatError
+    from fusionrs_hf.release.rights import SKYSCRIPT_RIGHTS
+
+    for tag, code in SKYSCRIPT_RIGHTS.items():
+        pub = public_record("sky-1", "SkyScript", "1", f"images3/a1b2_{tag}_2019_x.jpg", "train", "SkyScript/sky-1.png")
+        assert parse_record(internal_record(pub, "a road", None)).rights_code == code
+    pub = public_record("sky-1", "SkyScript", "1", "images3/a_12_2019.jpg", "train", "SkyScript/sky-1.png")
+    with pytest.raises(IndexFormatError, match="source_locator.*SkyScript sub-source"):
+        parse_record(internal_record(pub, "a road", None))
+    pub = public_record("sky-1", "SkyScript", "1", "images3/a_ZZ_2019.jpg", "train", "SkyScript/sky-1.png")
+    with pytest.raises(IndexFormatError, match="unknown SkyScript sub-source 'ZZ'"):
+        parse_record(internal_record(pub, "a road", None))
+
+
+def test_the_internal_index_is_a_known_release():
+    from fusionrs_hf.release.known import RC4, get_release, identify_index
+
+    rel = get_release("rc4-internal")
+    assert rel.split_counts == RC4.split_counts and rel.blocked_fields == ()
+    ident = identify_index(rel.index_sha256, 600_000)
+    assert ident.release == "rc4-20260726-internal"
 
 
 def test_rc4_counts_total_600k():
@@ -90,6 +117,8 @@ def test_records_generated_from_each_schema_are_accepted(version):
             rec[name] = values[variant % len(values)]
         if rec["source_dataset"] != "NWPU" and "class_name" in rec:
             rec["class_name"] = None
+        if rec["source_dataset"] == "SkyScript":  # its rights code comes from the tag in the file name
+            rec["source_locator"] = f"images/x_US_{variant}.jpg"
         got = parse_record(rec, "gen.jsonl", variant + 1)
         assert got.source == rec["source_dataset"] and got.index_split == rec["split"]
     # nullable fields: null is accepted where the schema's type allows it

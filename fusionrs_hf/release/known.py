@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..layout import SPLIT_TO_INDEX
 
@@ -85,8 +85,20 @@ RC4 = Release(
     blocked_fields=("caption", "class_name", "image_bytes", "ir_path", "normalized_caption_key", "rgb_path"),
 )
 
-RELEASES: dict[str, Release] = {RC4.name: RC4}
-ALIASES: dict[str, str] = {"rc4": RC4.name}
+RC4_INTERNAL = replace(
+    RC4,
+    name="rc4-20260726-internal",
+    index_file="fusionrs_dataset_index_v3_rc4_20260726.jsonl.gz",
+    index_sha256="dbcf507527d3639945af4ecab5f3dde7d8681890ddaae75ff6ff06567c658fd5",
+    blocked_fields=(),
+)
+"""The internal variant of the same split, with captions (``fusionrs-index-v1``), as FusionRS-CLIP lists it
+(``SHA256SUMS``; its summary: 600,000 rows, the same split counts, 19,091 = 9,538 + 9,553 evaluation
+representatives). The public index is its redaction, so every count is rc4's; it carries captions, so it
+has no blocked fields. Its rights notes become rc4's codes at read time (:mod:`.rights`)."""
+
+RELEASES: dict[str, Release] = {RC4.name: RC4, RC4_INTERNAL.name: RC4_INTERNAL}
+ALIASES: dict[str, str] = {"rc4": RC4.name, "rc4-internal": RC4_INTERNAL.name}
 """Short names accepted by ``--release``."""
 
 
