@@ -53,3 +53,13 @@ def bomb_pixels(error: Exception) -> int | None:
     error carries no size of its own)."""
     m = re.search(r"\((\d+) pixels\)", str(error))
     return int(m[1]) if m else None
+
+
+MAX_SOURCE_BYTES = 1 << 30
+"""Largest source image file (1 GiB) a build reads: a FusionRS source is a few MB at most, so a larger file is
+dropped with its name and size instead of being read whole (an unnamed ``MemoryError``)."""
+
+
+MAX_SOURCE_BYTES = 1 << 30
+"""Largest source image file (1 GiB) a build reads: a FusionRS source is a few MB at most, so a larger file is
+dropped with its name and size instead of being read whole (an unnamed ``MemoryError``)."""

@@ -23,13 +23,15 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
+import stat
 import struct
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from ..limits import DEFAULT_MAX_PIXELS
+from ..limits import DEFAULT_MAX_PIXELS, MAX_SOURCE_BYTES, ImageRefused, open_image
 
 EIGHT_BIT_MODES = frozenset({"L", "RGB"})
 
@@ -123,24 +125,48 @@ def _header_only_guard():
         Image.MAX_IMAGE_PIXELS = old
 
 
+def read_source(path: Path, what: str, limit: int | None = None) -> bytes:
+    """The bytes of one source image file, or :class:`ImageDrop` naming it: missing, not a regular file (a FIFO
+    would block the build forever: opened non-blocking and refused unread) or larger than ``limit`` (default
+    :data:`~fusionrs_hf.limits.MAX_SOURCE_BYTES`)."""
+    limit = MAX_SOURCE_BYTES if limit is None else limit
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise ImageDrop(f"missing_{what}", f"{what} file not found: {path}") from None
+    except OSError as e:
+        raise ImageDrop(f"undecodable_{what}", f"{what} file unreadable: {path}: {e}") from None
+    with os.fdopen(fd, "rb") as fh:
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise ImageDrop(f"undecodable_{what}", f"{what} file unreadable: {path}: not a regular file "
+                                                       "(a FIFO, socket or device); not read")
+            if st.st_size > limit:
+                raise ImageDrop(f"undecodable_{what}", f"{what} file {path}: {st.st_size:,} bytes, more than the "
+                                                       f"limit {limit:,} (MAX_SOURCE_BYTES); not read")
+            data = fh.read(limit + 1)
+        except OSError as e:
+            raise ImageDrop(f"undecodable_{what}", f"{what} file unreadable: {path}: {e}") from None
+    if len(data) > limit:
+        raise ImageDrop(f"undecodable_{what}", f"{what} file {path}: more than the limit {limit:,} bytes "
+                                               "(MAX_SOURCE_BYTES); not read")
+    return data
+
+
 def load_image(path: Path, what: str, non_jpeg: str = "png", jpeg_quality: int = 95,
                max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[bytes, tuple[int, int], dict]:
     """Read one image, apply the rule; return (bytes to store, (width, height), notes for the report)."""
     from PIL import Image
 
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ImageDrop(f"missing_{what}", f"{what} file not found: {path}") from None
-    except OSError as e:
-        raise ImageDrop(f"undecodable_{what}", f"{what} file unreadable: {path}: {e}") from None
+    data = read_source(path, what)
     notes: dict = {}
     try:
         with warnings.catch_warnings():
             # our own limit, judged below from the header, replaces PIL's bomb guard (it would stop at
             # open with a message naming no size, and warn below twice its limit)
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with _header_only_guard(), Image.open(io.BytesIO(data)) as im:
+            with _header_only_guard(), open_image(data, None) as im:
                 w, h = im.size
                 if w * h > max_pixels:
                     raise ImageDrop("too_many_pixels", f"{what} {path}: {w}x{h} = {w * h:,} pixels, more than "
@@ -167,6 +193,8 @@ def load_image(path: Path, what: str, non_jpeg: str = "png", jpeg_quality: int =
                 return buf.getvalue(), (w, h), notes
     except ImageDrop:
         raise
+    except ImageRefused as e:
+        raise ImageDrop(e.reason, f"{what} {path}: {e}") from None
     except Exception as e:  # noqa: BLE001 - any decoder failure is a per-row finding
         if isinstance(e, Image.DecompressionBombError | Image.DecompressionBombWarning):
             raise ImageDrop("too_many_pixels", f"{what} {path}: {e}") from None
