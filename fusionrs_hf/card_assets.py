@@ -19,6 +19,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 from .layout import DEFAULT_LAYOUT, GROUPS, SPLITS, Layout, ShardName
+from .limits import open_image
 
 __all__ = ["ASSET_DIR", "CONTACT_SHEET", "COUNTS_FIGURE", "ASSET_PATHS", "contact_sheet_png", "counts_png",
            "render_assets"]
@@ -58,16 +59,33 @@ def _first_rows(fs, root: str, name: ShardName, n: int) -> list[dict]:
         pf = pq.ParquetFile(f, pre_buffer=False)
         for batch in pf.iter_batches(batch_size=n, columns=cols, use_threads=False):
             out = batch.to_pylist()[:n]
+            for r in out:
+                r["_shard"] = name.path
             return out
     return []
 
 
-def _thumb(data: bytes | None):
-    from PIL import Image, ImageOps
+def _thumb(data: bytes | None, where: str = ""):
+    """A thumbnail; a grey square (and a warning naming ``where``) for bytes that do not decode: an
+    unreadable image is ``check``'s finding to report, and no reason for the card to fail."""
+    from PIL import Image
 
     if not data:
         return Image.new("RGB", (THUMB, THUMB), (200, 200, 200))
-    with Image.open(io.BytesIO(data)) as im:
+    try:
+        return _decoded_thumb(data)
+    except Exception as e:  # noqa: BLE001 - PIL raises many types for bad data
+        import logging
+
+        logging.getLogger("fusionrs_hf.card").warning("contact sheet: %s does not decode (%s: %s); shown grey",
+                                                      where, type(e).__name__, str(e)[:200])
+        return Image.new("RGB", (THUMB, THUMB), (200, 200, 200))
+
+
+def _decoded_thumb(data: bytes):
+    from PIL import Image, ImageOps
+
+    with open_image(data) as im:  # the readers' formats and limits: a thumbnail is no reason to run more
         im.draft("RGB", (THUMB, THUMB))
         return ImageOps.fit(im.convert("RGB"), (THUMB, THUMB), Image.Resampling.BICUBIC)
 
@@ -100,8 +118,9 @@ def contact_sheet_png(fs, root: str, shards: Sequence[ShardName], lay: Layout = 
               fill=(20, 20, 20), font=bold)
     for i, row in enumerate(rows):
         y = head_h + i * row_h
-        sheet.paste(_thumb((row.get("rgb") or {}).get("bytes")), (_PAD, y))
-        sheet.paste(_thumb((row.get("ir") or {}).get("bytes")), (2 * _PAD + THUMB, y))
+        where = f"sample_id={row.get('sample_id')!r} ({row.get('_shard')})"
+        sheet.paste(_thumb((row.get("rgb") or {}).get("bytes"), f"rgb of {where}"), (_PAD, y))
+        sheet.paste(_thumb((row.get("ir") or {}).get("bytes"), f"ir of {where}"), (2 * _PAD + THUMB, y))
         x = 3 * _PAD + 2 * THUMB
         draw.text((x, y), f"{row.get('source')}  {row.get('sample_id')}", fill=(0, 70, 140), font=bold)
         ir = row.get("ir_caption")

@@ -59,13 +59,11 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import io
 import json
 import os
 import re
 import sys
 import time
-import warnings
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
@@ -85,14 +83,7 @@ from .layout import (
     layout_for,
     source_dir,
 )
-from .limits import (
-    DEFAULT_MAX_PIXELS,
-    MAX_JPEG_SCANS,
-    bomb_pixels,
-    jpeg_scans,
-    too_many_pixels,
-    too_many_scans,
-)
+from .limits import DEFAULT_MAX_PIXELS, open_image
 from .pairing import diffv2ir_size, sizes_pair
 from .phash import DEFAULT_RADIUS, near_pairs, phash
 from .safepath import NotAFileError, check_repo_file, is_local_fs
@@ -235,19 +226,9 @@ def inspect_image(data: bytes) -> ImageStats:
     """
     from PIL import Image
 
-    scans = jpeg_scans(data) if data[:3] == b"\xff\xd8\xff" else 0  # a JPEG's start-of-image marker
-    if scans > MAX_JPEG_SCANS:
-        raise ValueError(too_many_scans(scans))
-    try:
-        with warnings.catch_warnings():  # PIL warns from 89 M pixels; the limit below refuses from 50 M
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data))
-    except Image.DecompressionBombError as e:
-        raise ValueError(too_many_pixels(None, None, DEFAULT_MAX_PIXELS, bomb_pixels(e))) from None
+    im = open_image(data, DEFAULT_MAX_PIXELS)  # what no build stores and no loader decodes is refused unread
     with im:
         size = im.size
-        if size[0] * size[1] > DEFAULT_MAX_PIXELS:  # what no build stores and no loader decodes
-            raise ValueError(too_many_pixels(*size, DEFAULT_MAX_PIXELS))
         im.load()
         ph = phash(im)
         rgb = im.convert("RGB")

@@ -24,7 +24,6 @@ when the file carries EXIF (the PIL path); FusionRS images carry none.
 from __future__ import annotations
 
 import contextlib
-import io
 import warnings
 from collections.abc import Sequence
 
@@ -36,8 +35,9 @@ from PIL import Image, ImageOps
 from .limits import (
     DEFAULT_MAX_PIXELS,
     MAX_JPEG_SCANS,
-    bomb_pixels,
+    ImageRefused,
     jpeg_scans,
+    open_image,
     too_many_pixels,
     too_many_scans,
 )
@@ -123,10 +123,7 @@ def decode_rgb(data: bytes | bytearray | memoryview, min_size: int | None = None
             if backend == "simplejpeg":
                 raise
     try:
-        with warnings.catch_warnings():  # PIL's own guard warns from 89 M pixels; ours refuses from max_pixels
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data))
-        _check_pixels(*im.size, max_pixels)
+        im = open_image(data, max_pixels)  # only raster formats PIL decodes itself; pixel limit from the header
         if min_size and im.format in ("JPEG", "MPO"):  # MPO: a JPEG with more frames (and EXIF), same DCT
             im.draft("RGB", (min_size, min_size))  # DCT scaling; never below the request
         if _has_exif(data):
@@ -136,8 +133,8 @@ def decode_rgb(data: bytes | bytearray | memoryview, min_size: int | None = None
         arr = np.asarray(im)
     except DecodeError:
         raise
-    except Image.DecompressionBombError as e:  # more than twice PIL's own limit: refused at open, as ours is
-        raise DecodeError(too_many_pixels(None, None, max_pixels or Image.MAX_IMAGE_PIXELS, bomb_pixels(e))) from None
+    except ImageRefused as e:
+        raise DecodeError(str(e)) from None
     except Exception as e:  # noqa: BLE001 - PIL raises many types for bad data
         raise DecodeError(f"cannot decode image ({len(data)} bytes): {type(e).__name__}: {e}") from e
     if arr.ndim != 3 or arr.shape[2] != 3:

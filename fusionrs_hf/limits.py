@@ -55,11 +55,62 @@ def bomb_pixels(error: Exception) -> int | None:
     return int(m[1]) if m else None
 
 
-MAX_SOURCE_BYTES = 1 << 30
-"""Largest source image file (1 GiB) a build reads: a FusionRS source is a few MB at most, so a larger file is
-dropped with its name and size instead of being read whole (an unnamed ``MemoryError``)."""
+IMAGE_FORMATS = ("JPEG", "PNG", "TIFF", "WEBP", "BMP", "GIF")
+"""The only formats any reader here opens (PIL ``formats=``). Raster formats PIL decodes itself: without the
+list PIL tries every plugin it has, and its EPS plugin hands the bytes to Ghostscript, i.e. runs PostScript
+from the data. FusionRS sources are JPEG and TIFF, DiffV2IR writes PNG; JPEG includes MPO (PIL opens a JPEG
+with more frames as one)."""
+
+
+class ImageRefused(ValueError):
+    """Bytes that are not decoded at all: too many JPEG scans or too many pixels. Its message is the one
+    wording every reader reports; ``reason`` is the build report's name for it."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def open_image(data: bytes | memoryview, max_pixels: int | None = DEFAULT_MAX_PIXELS):
+    """``PIL.Image.open`` as every reader here must call it: the JPEG scan limit first (nothing decoded),
+    only :data:`IMAGE_FORMATS`, and at most ``max_pixels`` pixels by the header (``None``: no limit; PIL's own
+    bomb error is mapped to the same wording). The image is opened lazily, as ``Image.open`` does; raises
+    :class:`ImageRefused` for the limits and PIL's own errors for data that is not an image."""
+    import io
+    import warnings
+
+    from PIL import Image, UnidentifiedImageError
+
+    if bytes(data[:3]) == b"\xff\xd8\xff":  # a JPEG's start-of-image marker
+        scans = jpeg_scans(data)
+        if scans > MAX_JPEG_SCANS:
+            raise ImageRefused(too_many_scans(scans), "too_many_scans")
+    try:
+        with warnings.catch_warnings():  # PIL warns from 89 M pixels; the limit below refuses from max_pixels
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
+    except Image.DecompressionBombError as e:
+        raise ImageRefused(too_many_pixels(None, None, max_pixels or Image.MAX_IMAGE_PIXELS, bomb_pixels(e)),
+                           "too_many_pixels") from None
+    except UnidentifiedImageError:
+        raise UnidentifiedImageError(f"not an image in a readable format ({', '.join(IMAGE_FORMATS)}): "
+                                     f"{len(data):,} bytes starting {bytes(data[:8])!r}") from None
+    w, h = im.size
+    if max_pixels is not None and w * h > max_pixels:
+        im.close()
+        raise ImageRefused(too_many_pixels(w, h, max_pixels), "too_many_pixels")
+    return im
 
 
 MAX_SOURCE_BYTES = 1 << 30
 """Largest source image file (1 GiB) a build reads: a FusionRS source is a few MB at most, so a larger file is
 dropped with its name and size instead of being read whole (an unnamed ``MemoryError``)."""
+
+MAX_LINE_CHARS = 1 << 20
+"""Longest line (1 Mi characters) any JSONL/CSV reader here takes from an index, a caption table or a listing: a
+record is about 1 KB, so a longer line is refused naming file and line instead of being read whole (a 1.5 GB
+single-line gzip would be an unnamed ``MemoryError``)."""
+
+MAX_JSON_CHARS = 256 << 20
+"""Largest whole-document JSON file (256 Mi characters) a reader loads (the native RSICD / RSITMD / NWPU-Captions
+caption files are tens of MB); a larger one is refused naming the file."""

@@ -43,12 +43,12 @@ N samples for A, N for B and 2N for C.
 
 from __future__ import annotations
 
-import io
 import re
 from collections.abc import Iterable, Mapping
 
 from PIL import Image
 
+from .limits import open_image
 from .splits import explain_missing
 from .torch import FusionRSIterable, loader_for
 
@@ -160,7 +160,7 @@ def _ir_image(value) -> Image.Image:
         value = value.get("bytes")
     if not value:
         raise ValueError("missing IR image")
-    im = Image.open(io.BytesIO(value))
+    im = open_image(value)  # the loaders' formats and limits (JPEG scans, pixels), before any decoding
     im.load()  # decode now, inside the reader's error handling (the bytes may be corrupt)
     return im if im.mode == "RGB" else im.convert("RGB")  # keeps the stored 3 channels, no copy
 
