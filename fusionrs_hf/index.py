@@ -30,11 +30,13 @@ import io
 import json
 import os
 import re
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .layout import INDEX_SPLITS, SPLIT_TO_INDEX
+from .limits import MAX_JSON_CHARS, MAX_LINE_CHARS
 from .pairing import DIFFV2IR_RESOLUTION
 from .release.jsonschema import first_error
 from .release.known import RC4
@@ -216,14 +218,97 @@ def parse_record(obj: object, where: str = "index", line: int = 0,
     )
 
 
-def open_text(path: str | os.PathLike) -> io.TextIOBase:
-    """Open a text file that may be gzip-compressed (detected from its magic bytes, not its name)."""
-    path = Path(path)
-    with open(path, "rb") as f:
-        magic = f.read(2)
-    if magic == b"\x1f\x8b":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
-    return open(path, encoding="utf-8")
+class NotRegularFileError(OSError):
+    """A path to be read is a FIFO, socket, device or folder: opening a FIFO for reading blocks until a writer
+    comes (forever), so it is refused unread. ``strerror`` says why, ``filename`` names it."""
+
+
+class TextLimitError(ValueError):
+    """A line (or a whole JSON document) longer than the readers' limit; ``str()`` names file and line."""
+
+    def __init__(self, name: str, line: int | None, reason: str) -> None:
+        self.name, self.line, self.reason = name, line, reason
+        super().__init__(f"{name} line {line}: {reason}" if line is not None else f"{name}: {reason}")
+
+
+def open_regular(path: str | os.PathLike):
+    """``open(path, "rb")`` for a regular file only, else :class:`NotRegularFileError`: the one way the readers of a
+    user's index, caption and listing files open them. Opened non-blocking, so a FIFO is seen (``fstat``) and
+    refused instead of hanging the open."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotRegularFileError(0, "not a regular file (a folder, FIFO, socket or device); not read",
+                                      os.fspath(path))
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+class _LimitedText(io.TextIOWrapper):
+    """UTF-8 text whose lines (iteration, ``readline()``) and whole reads (``read()``) are bounded: a line over
+    :data:`MAX_LINE_CHARS` or a document over :data:`MAX_JSON_CHARS` is :class:`TextLimitError`, read no further."""
+
+    def setup(self, name: str, raw, max_line: int, max_read: int) -> _LimitedText:
+        self._name, self._raw, self._max_line, self._max_read, self._lines = name, raw, max_line, max_read, 0
+        return self
+
+    def readline(self, size: int | None = -1) -> str:
+        if size is not None and size >= 0:
+            return super().readline(size)
+        line = super().readline(self._max_line + 1)
+        if line:
+            self._lines += 1
+        if len(line) > self._max_line and not line.endswith("\n"):
+            raise TextLimitError(self._name, self._lines, f"longer than the limit of {self._max_line:,} characters "
+                                                          "per line (MAX_LINE_CHARS); not read")
+        return line
+
+    def __next__(self) -> str:
+        line = self.readline()
+        if not line:
+            raise StopIteration
+        return line
+
+    def __iter__(self) -> _LimitedText:
+        return self
+
+    def read(self, size: int | None = -1) -> str:
+        if size is not None and size >= 0:
+            return super().read(size)
+        text = super().read(self._max_read + 1)
+        if len(text) > self._max_read:
+            raise TextLimitError(self._name, None, f"more than {self._max_read:,} characters (MAX_JSON_CHARS); "
+                                                   "not read")
+        return text
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._raw.close()
+
+
+def open_text(path: str | os.PathLike, *, max_line: int | None = None,
+              max_read: int | None = None) -> io.TextIOBase:
+    """Open a text file that may be gzip-compressed (detected from its magic bytes, not its name).
+
+    Only a regular file is opened (:func:`open_regular`); lines are at most ``max_line`` characters (default
+    :data:`MAX_LINE_CHARS`) and a whole ``read()`` at most ``max_read`` (default :data:`MAX_JSON_CHARS`), else
+    :class:`TextLimitError` naming the file and line: a 1.5 GB single-line gzip costs no memory."""
+    raw = open_regular(path)
+    try:
+        magic = raw.read(2)
+        raw.seek(0)
+        stream = gzip.GzipFile(fileobj=raw, mode="rb") if magic == b"\x1f\x8b" else raw
+        text = _LimitedText(stream, encoding="utf-8")
+    except BaseException:
+        raw.close()
+        raise
+    return text.setup(Path(path).name, raw, MAX_LINE_CHARS if max_line is None else max_line,
+                      MAX_JSON_CHARS if max_read is None else max_read)
 
 
 @dataclass
@@ -266,6 +351,8 @@ def iter_index(path: str | os.PathLike, *, on_error: str = "raise",
                     if on_error == "raise":
                         raise
                     yield BadLine(n, e)
+        except TextLimitError as e:  # the line is not read at all: nothing after it can be found
+            raise IndexFormatError(where, e.line, None, e.reason) from None
         except (UnicodeDecodeError, EOFError, OSError) as e:  # not UTF-8, truncated gzip: the rest is unreadable
             # the decoder reads ahead, so the exact line is unknown: name the last good one
             raise IndexFormatError(where, None, None,

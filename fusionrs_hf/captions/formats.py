@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TypeVar
 
-from ..index import open_text
+from ..index import NotRegularFileError, TextLimitError, open_regular, open_text
 from ..schema import SOURCES
 
 T = TypeVar("T")
@@ -71,10 +71,11 @@ def _table_rows(path: Path) -> Iterator[tuple[int, dict]]:
         import pyarrow.parquet as pq
 
         n = 0
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=4096):
-            for row in batch.to_pylist():
-                n += 1
-                yield n, row
+        with open_regular(path) as fh:  # a FIFO named x.parquet is refused, not waited on
+            for batch in pq.ParquetFile(fh).iter_batches(batch_size=4096):
+                for row in batch.to_pylist():
+                    n += 1
+                    yield n, row
     elif name.endswith((".csv", ".csv.gz", ".tsv")):
         with open_text(path) as fh:
             reader = csv.DictReader(fh, delimiter="\t" if name.endswith(".tsv") else ",")
@@ -118,8 +119,14 @@ def read_caption_table(path: str | os.PathLike) -> Iterator[CaptionEntry]:
         col = next((c for c in _TEXT_COLS if c in row), None)
         if col is None:
             raise CaptionFileError(f"{path.name} row {n}: no caption column (one of {', '.join(_TEXT_COLS)})")
-        cls = row.get("class_name") or None
-        yield CaptionEntry(key, tuple(_as_list(row[col])), cls)
+        yield CaptionEntry(key, tuple(_as_list(row[col])), _class_name(path, f"row {n}", row))
+
+
+def _class_name(path: Path, where: str, row: dict) -> str | None:
+    cls = row.get("class_name") or None
+    if cls is not None and not isinstance(cls, str):
+        raise CaptionFileError(f"{path.name} {where}: `class_name` is {type(cls).__name__}, expected text")
+    return cls
 
 
 @dataclass(frozen=True)
@@ -179,6 +186,10 @@ def read_karpathy_json(path: str | os.PathLike, source: str) -> Iterator[Caption
         if not isinstance(img, dict) or not img.get("filename"):
             raise CaptionFileError(f"{path.name}: images[{i}] has no `filename`")
         sents = [s.get("raw") for s in img.get("sentences") or [] if isinstance(s, dict) and s.get("raw")]
+        for raw in sents:
+            if not isinstance(raw, str):
+                raise CaptionFileError(f"{path.name}: images[{i}] ({_safe(str(img['filename']))}): a sentence's "
+                                       f"`raw` is {type(raw).__name__}, expected text")
         yield CaptionEntry(("file", source, PurePosixPath(str(img["filename"])).name), tuple(sents))
 
 
@@ -207,11 +218,19 @@ def read_nwpu_captions(path: str | os.PathLike) -> Iterator[CaptionEntry]:
 
 
 def _load_json(path: Path):
+    """A whole JSON caption file: at most ``MAX_JSON_CHARS``, nested as deep as Python parses; else a
+    :class:`CaptionFileError` naming it."""
     try:
         with open_text(path) as fh:
             return json.load(fh)
     except json.JSONDecodeError as e:
         raise CaptionFileError(f"{path.name}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    except RecursionError:
+        raise CaptionFileError(f"{path.name}: not valid JSON (nested too deeply)") from None
+    except TextLimitError as e:
+        raise CaptionFileError(str(e)) from None
+    except NotRegularFileError as e:
+        raise CaptionFileError(f"{path}: {e.strerror}") from None
 
 
 NATIVE_READERS: dict[str, Callable[[Path], Iterator[CaptionEntry]]] = {
@@ -261,13 +280,16 @@ def _check_text(path: Path, n: int, item: object) -> None:
     SQLite and parquet, which would fail far from here with no file or row named."""
     if isinstance(item, CaptionEntry):
         texts = [*item.captions, *item.key, item.class_name or ""]
-        who = "/".join(item.key[1:])
+        who = "/".join(map(str, item.key[1:]))
     else:
         texts = [item.sample_id, item.caption]
         who = item.sample_id
+    row = f"row {item.row}" if getattr(item, "row", 0) else f"entry {n}"
     for t in texts:
+        if not isinstance(t, str):  # a reader's own checks name the field; this is the last line of defence
+            raise CaptionFileError(f"{path.name} {row} ({_safe(str(who))}): {type(t).__name__} value {_safe(str(t))[:40]}"
+                                   " where text is expected")
         if _SURROGATE.search(t):
-            row = f"row {item.row}" if getattr(item, "row", 0) else f"entry {n}"
             raise CaptionFileError(f"{path.name} {row} ({_safe(who)}): text with a lone surrogate "
                                    "(not valid Unicode)")
 
@@ -292,6 +314,10 @@ def _named_errors(path: Path, items: Iterable[T]) -> Iterator[T]:
         raise
     except RecursionError:
         raise CaptionFileError(f"{path.name}: entry {n + 1}: JSON nested too deeply") from None
+    except TextLimitError as e:
+        raise CaptionFileError(str(e)) from None
+    except NotRegularFileError as e:
+        raise CaptionFileError(f"{path}: {e.strerror}") from None
     except _READ_ERRORS as e:
         raise CaptionFileError(f"{path.name}: unreadable after {n} entries ({type(e).__name__}: {e})") from None
 
@@ -303,6 +329,8 @@ def read_caption_file(path: str | os.PathLike, source: str | None = None) -> Ite
         fmt = detect_format(path, source)
     except CaptionFileError:
         raise
+    except RecursionError:
+        raise CaptionFileError(f"{p.name}: not valid JSON (nested too deeply)") from None
     except _READ_ERRORS as e:
         raise CaptionFileError(f"{p.name}: unreadable ({type(e).__name__}: {e})") from None
     if fmt == "table":
@@ -320,5 +348,5 @@ def _json_array_table(path: Path) -> Iterator[CaptionEntry]:
         col = next((c for c in _TEXT_COLS if c in row), None)
         if col is None:
             raise CaptionFileError(f"{path.name} item {n}: no caption column")
-        yield CaptionEntry(key, tuple(_as_list(row[col])), row.get("class_name") or None)
+        yield CaptionEntry(key, tuple(_as_list(row[col])), _class_name(path, f"item {n}", row))
 
