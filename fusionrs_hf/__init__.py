@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 
+from . import secrets as _secrets  # noqa: F401 - installs the log-record scrubbing for the whole process
 from .layout import CONFIG_NAMES, DEFAULT_REPO_ID, SPLITS
 from .schema import FIELD_NAMES, SOURCES
 

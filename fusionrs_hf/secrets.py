@@ -50,7 +50,7 @@ _QUERY_RE = re.compile(
     r"[^&\s'\"#<>;,)]+")
 _URL_CRED_RE = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s'\"<>?#]*@")
 _URL_CRED_ENC_RE = re.compile(r"(?i)(%3A%2F%2F|%253A%252F%252F)(?:(?!%2F|%40|%252F|%2540)[^/\s'\"<>?#])+(%40|%2540)")
-_SECRET_KEYS = re.compile(r"(?i)token|secret|password|passwd|credential|auth|key|sig")
+_SECRET_KEYS = re.compile(r"(?i)token|secret|password|passwd|credential|auth|key|sig|cookie|session")
 
 
 # --------------------------------------------------------------------------------------------- secrets
@@ -250,3 +250,29 @@ def install_log_filter(*loggers: logging.Logger | logging.Handler) -> None:
     for t in targets:
         if t is not None and SCRUB_FILTER not in t.filters:
             t.addFilter(SCRUB_FILTER)
+
+
+def install_record_factory() -> None:
+    """Scrub every log record of the process when it is made, whoever logs it (idempotent).
+
+    Why a record factory and not only :class:`ScrubFilter`: a filter runs where it is attached, and the
+    libraries under us log through their own loggers and handlers (``fsspec.http`` writes request URLs,
+    credentials and all, at DEBUG; ``huggingface_hub`` has its own handler under ``HF_DEBUG``), where a
+    user's ``logging.basicConfig(level=DEBUG)`` prints them. The factory runs for every record that is
+    actually emitted, and only for those, so a disabled level costs nothing. Installed on import of
+    :mod:`fusionrs_hf` (it chains whatever factory was there before).
+    """
+    old = logging.getLogRecordFactory()
+    if getattr(old, "_fusionrs_scrub", False):
+        return
+
+    def factory(*args, **kwargs):
+        record = old(*args, **kwargs)
+        SCRUB_FILTER.filter(record)
+        return record
+
+    factory._fusionrs_scrub = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)
+
+
+install_record_factory()

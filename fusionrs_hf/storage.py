@@ -168,7 +168,11 @@ def _is_secret_key(key: str) -> bool:
 
 
 def public_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The options that may be written down (a card, a log): every credential-like key left out."""
+    """The options that may be written down (a card, a log): every credential-like key left out, and every
+    value that holds a credential (``http://user:pass@proxy``, a token, a signed URL), whatever its key:
+    a masked value is of no use to a reader, and a key's name is no promise about its value."""
+    from .secrets import scrub
+
     out: dict[str, Any] = {}
     for k, v in (options or {}).items():
         if _is_secret_key(k):
@@ -177,6 +181,11 @@ def public_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
             v = public_options(v)
             if not v:
                 continue
+        elif isinstance(v, list | tuple):
+            if any(isinstance(x, str) and scrub(x) != x for x in v):
+                continue
+        elif isinstance(v, str) and scrub(v) != v:
+            continue
         out[k] = v
     return out
 

@@ -170,6 +170,7 @@ def test_rc4_on_embeddings_equals_the_brute_force(rc4_repo, tmp_path, fmt):
         theirs = res["authors_format"]  # the same figures under the authors' scorer's names
         assert theirs["num_representatives"] == len(reps) and theirs["overall_mean"] == res["metrics"]["mean_r"]
         assert theirs["directions"]["ir_to_text"]["R@5"] == res["metrics"]["ir2text_r5"]
+        assert theirs["split"] == "test" and theirs["embeddings_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
         figures[ties] = res["metrics"]
     # the data has ties that matter: the two rules give different figures (and neither counts the
     # non-representatives: the brute force above has them out)
@@ -310,3 +311,13 @@ def test_eval_is_registered_and_rejects_the_tiny_model(rc4_repo):
     assert cli.COMMANDS["eval"][0] == "fusionrs_hf.eval.cli"
     rc, out, err = _fusionrs("eval", str(rc4_repo), "--model", "tiny")
     assert rc == 2 and "random model" in err
+
+
+def test_authors_format_names_validation_val(rc4_repo, tmp_path):
+    """The authors' scorer takes --split val, not validation."""
+    from fusionrs_hf.eval.protocol import EvalResult, read_eval_rows
+
+    rows = read_eval_rows(str(rc4_repo), "default", "validation")
+    assert rows.repo == str(rc4_repo)
+    res = EvalResult("rc4", "topk", rows.repo, "default", "validation", "caption", 0, 0, 0, {})
+    assert res.authors_format()["split"] == "val"

@@ -71,6 +71,12 @@ def test_storage_options_from_the_command_line():
             parse_storage_options(bad)
     assert public_options({"endpoint_url": "u", "key": "k", "secret": "s", "client_kwargs": {"aws_session_token": "t"},
                            "token": "hf_x"}) == {"endpoint_url": "u"}
+    # a credential inside a value is left out whatever the key says (proxies, endpoints, cookies)
+    assert public_options({"endpoint_url": "http://u:PW99@h:9000", "anon": False,
+                           "config_kwargs": {"proxies": {"https": "http://proxyuser:PROXYPASS77@10.0.0.1:3128"},
+                                             "retries": {"max_attempts": 3}},
+                           "headers": {"Cookie": "sid=abc", "Accept": "x"}}) == {
+        "anon": False, "config_kwargs": {"retries": {"max_attempts": 3}}, "headers": {"Accept": "x"}}
 
 
 def test_every_entry_point_takes_storage_options_and_the_cli_option():

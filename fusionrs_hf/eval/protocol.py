@@ -35,7 +35,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..layout import SPLIT_TO_INDEX
 from ..metrics import DIRECTIONS, KS, PAPER_DIRECTIONS, retrieval_metrics, tie_rule
+from ..secrets import scrub
 from ..text import caption_key
 
 PROTOCOL_CHOICES: tuple[str, ...] = ("auto", "rc4", "all-rows")
@@ -140,7 +142,7 @@ def read_eval_rows(repo: str | os.PathLike, config: str = "default", split: str 
         n = len(t["sample_id"])
         for name in ROW_COLUMNS:
             cols[name].extend(t[name] if name in t else [None] * n)
-    return EvalRows(os.fspath(repo), config, split, cols)
+    return EvalRows(scrub(os.fspath(repo)), config, split, cols)  # the repo is shown and written: no credentials
 
 
 def resolve_protocol(name: str, rows: EvalRows) -> str:
@@ -329,12 +331,19 @@ class EvalResult:
     def authors_format(self) -> dict:
         """The figures under the key names of the authors' ``score_retrieval_embeddings.py`` output."""
         dirs = self.directions()
-        out = {"protocol": PROTOCOLS[self.protocol].id, "split": self.split, "num_representatives": self.n_scored,
+        # the index's split names (``val``, not ``validation``), as the authors' --split takes them
+        out = {"protocol": PROTOCOLS[self.protocol].id, "split": SPLIT_TO_INDEX.get(self.split, self.split),
+               "num_representatives": self.n_scored,
                "positive_definitions": PROTOCOLS[self.protocol].to_dict()["positive_definitions"],
                "directions": {AUTHORS_DIRECTIONS[d]: v for d, v in dirs.items() if d in AUTHORS_DIRECTIONS}}
         for ours, theirs in (("text_mean", "text_mean"), ("pair_mean", "pair_mean"), ("mean_r", "overall_mean")):
             if ours in self.metrics:
                 out[theirs] = self.metrics[ours]
+        emb = self.source.get("embeddings")
+        if emb and os.path.isfile(emb):  # the authors' scorer names the bundle it scored by its digest
+            from ..release.known import file_sha256
+
+            out["embeddings_sha256"] = file_sha256(emb)
         return out
 
     def to_dict(self) -> dict:

@@ -1,0 +1,32 @@
+"""Log records are scrubbed when they are made, whoever logs them: a user's ``logging.basicConfig(level=DEBUG)``
+prints what fsspec or huggingface_hub log about URLs with credentials in them."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+
+
+def test_a_third_party_record_is_scrubbed_at_creation():
+    import fusionrs_hf  # noqa: F401 - installs the factory
+
+    rec = logging.getLogger("fsspec.http").makeRecord(
+        "fsspec.http", logging.DEBUG, __file__, 1, "GET %s", ("http://alice:HTTPPASS42@h/x",), None)
+    assert rec.getMessage() == "GET http://***@h/x"
+
+
+def test_debug_logging_of_a_library_under_us_prints_no_password():
+    code = (
+        "import logging, fusionrs_hf\n"
+        "logging.basicConfig(level=logging.DEBUG)\n"
+        "logging.getLogger('fsspec.http').debug('GET %s', 'http://alice:HTTPPASS42@127.0.0.1:9/x')\n"
+        "try:\n"
+        "    raise OSError('cannot open https://bob:PW77secret@host/y')\n"
+        "except OSError:\n"
+        "    logging.getLogger('huggingface_hub').exception('failed')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "HTTPPASS42" not in out.stderr and "PW77secret" not in out.stderr
+    assert "GET http://***@127.0.0.1:9/x" in out.stderr and "https://***@host/y" in out.stderr
