@@ -425,6 +425,7 @@ def write_card(root: str | os.PathLike, *, sample: bool | None = None, repo_id: 
     lay = layout_for(fs, str(root.resolve()))
     report = None
     rp = root / REPORT_NAME
+    check_repo_file(root, rp)  # its figures go into the card: only the repo's own regular file
     if rp.is_file():
         try:
             report = json.loads(rp.read_text(encoding="utf-8"))

@@ -819,7 +819,11 @@ def _release_checks(fs, root: str, release: str | None, index: str | None, findi
     path = f"{root}/{REPORT_NAME}"
     try:
         if fs.exists(path):
+            if is_local_fs(fs):
+                check_repo_file(root, path)  # a FIFO would hang the read, a symlink read outside the repo
             report = json.loads(fs.cat_file(path).decode("utf-8"))
+    except NotAFileError:
+        raise
     except (OSError, ValueError):
         report = None
     if release == "auto":

@@ -136,3 +136,27 @@ def test_a_folder_that_a_listing_would_skip_is_named_not_left_out(sample_repo, t
         assert proc.returncode == 2, (cmd, proc.stderr)
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and "a symlink to a folder" in lines[0] and src.name in lines[0]
+
+
+def test_a_build_report_that_is_a_fifo_or_leads_outside_is_refused_not_read(tmp_path):
+    """check and card read build_report.json: a FIFO there would hang them, a symlink to an outside file would
+    put that file's figures in the card. Both are exit 2, naming it."""
+    import os
+
+    from fusionrs_hf.demo import make_sample_repo
+
+    repo = make_sample_repo(tmp_path / "r")
+    report = repo / "build_report.json"
+    if report.exists():
+        report.unlink()
+    os.mkfifo(report)
+    for args in (["check", str(repo), "--fast", "--quiet"], ["card", str(repo)]):
+        out = _fusionrs(*args)
+        assert out.returncode == 2 and "build_report.json" in out.stderr and "not a regular file" in out.stderr, (
+            args, out.stderr)
+    report.unlink()
+    outside = tmp_path / "elsewhere.json"
+    outside.write_text("{}")
+    report.symlink_to(outside)
+    out = _fusionrs("card", str(repo))
+    assert out.returncode == 2 and "outside the repo" in out.stderr, out.stderr
