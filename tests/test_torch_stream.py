@@ -347,8 +347,10 @@ def test_resume_rejects_other_layout(stream_repo):
     with pytest.raises(ValueError, match="shuffle_buffer"):
         e.load_state_dict(state)
     f = FusionRSIterable(stream_repo, "iraware", "train", rank=0, world_size=2, **kw)
-    with pytest.raises(ValueError, match="split_rows"):
+    with pytest.raises(ValueError, match="saved reading default/train; this dataset reads iraware/train"):
         f.load_state_dict(state)
+    with pytest.raises(ValueError, match="split_rows"):  # a state of an older version, without config/split
+        f.load_state_dict({k: v for k, v in state.items() if k not in ("config", "split")})
     d = FusionRSIterable(stream_repo, "default", "train", rank=0, world_size=2, **kw)
     d.load_state_dict(state)
     assert [s for batch in d for s in batch["sample_id"]] == [s for batch in it for s in batch["sample_id"]]

@@ -31,6 +31,7 @@ class Resumable:
         }
         if self.source is None:
             state["data"] = self._data_digest()
+            state["config"], state["split"] = self.config, self.split
         if self.commit is not None:
             state["commit"] = self.commit
         if self._generic_ds is not None:
@@ -42,6 +43,10 @@ class Resumable:
             raise ValueError(f"not a FusionRS stream state (format {STATE_FORMAT!r} expected)")
         # The row order is a pure function of these: any difference would skip the wrong rows.
         # (shuffle_buffer and split_rows are absent from states saved by older versions.)
+        if self.source is None and "config" in state and (state["config"], state.get("split")) != (
+                self.config, self.split):
+            raise ValueError(f"cannot resume: the state was saved reading {state['config']}/{state.get('split')}; "
+                             f"this dataset reads {self.config}/{self.split}")
         mine = {"seed": self.seed, "shuffle": self.shuffle, "batch_size": self.batch_size,
                 "shuffle_buffer": self.shuffle_buffer, "split_rows": self._split_rows()}
         for key, value in mine.items():
