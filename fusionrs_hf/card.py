@@ -286,7 +286,7 @@ def render_card(shards: list[ShardInfo], *, sample: bool = False, repo_id: str =
         "the FusionRS format and none of its content.\n\n" if sample else ""
     )
     rights = "\n".join(f"| {s.name} | {s.title} | {s.terms}"
-                       + (f" Licence: {s.license}." if s.license else "")
+                       + (f" Licence: {s.license}." if s.license and s.license not in s.terms else "")
                        + f" | {'synthetic (DiffV2IR-style)' if s.ir_kind == 'synthetic' else 'measured'} |"
                        for s in lay.registry.all)
     own = [s for s in lay.registry.extra]
