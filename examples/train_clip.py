@@ -11,14 +11,21 @@ captions, which in the release are VLM settings), summed or averaged (--loss-red
 
 Settings: without --preset, ours (sum of the terms, batch 32, lr 2e-3 for tiny / 1e-5 otherwise,
 AdamW (0.9, 0.98) eps 1e-6, decay 0.1 on weight matrices, cosine with 3 % warmup, clipping at 1.0,
-temperature clamped at 100, bf16 on a capable GPU, seed 0, last weights kept).
+temperature clamped at 100, bf16 on a capable GPU, seed 0, last weights kept, the streaming loader's
+order and our fast pixels).
 --preset paper: the paper's loss (sum of RGB–text, IR–text and RGB–IR; the paper states no
 optimiser settings, those stay ours). --preset rc4-release: the authors' released run (mean of the
 three terms, lr 5e-6, 500 warmup steps then cosine, batch 128, 3 epochs, fp16 + gradient scaler on
 a GPU, AdamW defaults with decay 0.1 on every parameter, no clipping, unclamped temperature, seed
-42, the checkpoint with the best validation Mean R). Under a preset, --steps, --epochs,
---batch-size, --seed, --recipe (the authors' four), --rgb-ir-weight and --ir-view may still be
-changed (stderr says so); any other option that contradicts the preset is one error line, exit 2.
+42; --shuffle global: a uniform permutation of every train row each epoch, the release's
+DataLoader(shuffle=True, generator seeded 42) over a map-style dataset, rows without a usable
+caption left out; --preprocess processor: the model's CLIPImageProcessor (PIL backend) on fully
+decoded images, for training and every evaluation, recorded in the checkpoint; --select release:
+validation loss after every epoch (batch --val-batch-size 128, every validation row), best = lowest,
+latest = last epoch, then the higher validation Mean R of [best, latest], a tie keeping best).
+Under a preset, --steps, --epochs, --batch-size, --val-batch-size, --seed, --recipe (the authors'
+four), --rgb-ir-weight and --ir-view may still be changed (stderr says so); any other option that
+contradicts the preset is one error line, exit 2.
 --ir-view (translated, grayscale, rgb_duplicate) is the authors' IR-view ablation for training.
 
 --model is ``tiny`` (random small CLIPModel, local tokenizer), a transformers CLIP id or folder
@@ -31,8 +38,9 @@ JSON object with Recall@1/5/10 per direction, ``mean_r`` (the paper's Mean R ove
 RGB↔IR), ``text_mean``, ``pair_mean``, ``mean_r_all6``, ``chance_r1``, the protocol and tie rule,
 equals ``fusionrs eval DATA --model OUT/checkpoint --config EVAL_CONFIG --split EVAL_SPLIT``.
 Progress goes to stderr (one JSON record per logged step; also --out/train_log.jsonl). The
-checkpoint is written to --out/checkpoint (the selected one with best-val-recall; the last
-weights then also go to --out/last_checkpoint).
+checkpoint is written to --out/checkpoint (with --select best-val-recall or release the selected
+one; when that is not the last weights, those also go to --out/last_checkpoint); metrics.json
+records the selection (per-epoch validation losses, the candidates and what was kept).
 
 Missing splits: the evaluation config is --eval-config, else the data config (--config or the
 recipe's). An implied config without --eval-split (the rc4 release ships IR-aware captions for
@@ -64,10 +72,12 @@ from fusionrs_hf.train.clip import (
     IR_VIEWS,
     LOSS_REDUCTIONS,
     PRECISIONS,
+    PREPROCESSES,
     PRESETS,
     RECIPES,
     SCHEDULES,
     SELECTIONS,
+    SHUFFLE_MODES,
     ClipTrainConfig,
     PresetError,
     train_clip,
@@ -100,7 +110,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grad-clip", type=float, default=None, help="max gradient norm; 0 for none")
     p.add_argument("--clamp-temperature", default=None, action=argparse.BooleanOptionalAction)
     p.add_argument("--precision", default=None, choices=PRECISIONS)
-    p.add_argument("--select", default=None, choices=SELECTIONS, help="last weights, or best validation Mean R")
+    p.add_argument("--select", default=None, choices=SELECTIONS,
+                   help="last weights (ours), best validation Mean R over epoch ends, or release (lowest validation "
+                        "loss vs last epoch, the higher validation Mean R of the two; the rc4-release preset's)")
+    p.add_argument("--val-batch-size", type=int, default=None,
+                   help="batch of --select release's validation-loss pass (default: --batch-size; the release 128)")
+    p.add_argument("--shuffle", default=None, choices=SHUFFLE_MODES,
+                   help="stream (ours: row groups + 1,000-row buffer) or global (a uniform permutation of all rows "
+                        "each epoch, map-style: the rc4-release preset's)")
+    p.add_argument("--preprocess", default=None, choices=PREPROCESSES,
+                   help="fast (ours: reduced-scale decode, bilinear) or processor (the model's CLIPImageProcessor on "
+                        "PIL images: the rc4-release preset's; transformers models only)")
     p.add_argument("--dedupe-captions", default=None, action=argparse.BooleanOptionalAction,
                    help="rows of a batch with the same caption string are not each other's negatives")
     p.add_argument("--image-size", type=int, default=64, help="tiny model only; checkpoints use their own size")
@@ -134,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         adam_eps=a.adam_eps, schedule=a.schedule, warmup_ratio=a.warmup_ratio, warmup_steps=a.warmup_steps,
         loss_reduction=a.loss_reduction, rgb_ir_weight=a.rgb_ir_weight, ir_view=a.ir_view, grad_clip=a.grad_clip,
         clamp_temperature=a.clamp_temperature, precision=a.precision, seed=a.seed, select=a.select,
+        val_batch_size=a.val_batch_size, shuffle=a.shuffle, preprocess=a.preprocess,
         dedupe_captions=a.dedupe_captions, image_size=a.image_size, eval_split=a.eval_split,
         eval_config=a.eval_config, eval_text=a.eval_text, eval_protocol=a.eval_protocol, eval_ties=a.eval_ties,
         eval_batch_size=a.eval_batch_size, eval_precision=a.eval_precision, eval_limit=a.eval_limit,

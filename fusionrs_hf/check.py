@@ -11,8 +11,8 @@ Two depths:
            card's dataset_info; iraware rows have an ir_caption and base rows none; stored
            SHA-256 values are well-formed; no joint_group_id spans two splits.
   (full)   all of the above, plus: every rgb and ir image decodes; RGB and IR are one picture
-           (one aspect ratio, or DiffV2IR's size for the RGB); IR looks infrared-style (channel spread below --ir-threshold); stored SHA-256 equal the
-           bytes; no leakage across splits by identical image bytes, by near-duplicate images
+           (one aspect ratio, or DiffV2IR's size for the RGB); IR looks infrared-style (channel
+           spread below --ir-threshold); stored SHA-256 equal the bytes; no leakage across splits by identical image bytes, by near-duplicate images
            (64-bit pHash within Hamming distance 4, RGB and IR separately) or by identical
            normalized captions (NFKC, casefold, punctuation removed, whitespace collapsed).
 

@@ -68,7 +68,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    help="instead of --index: a folder or CSV/JSONL listing of your own images, built as --source. "
                         f"Layout: {FOLDER_LAYOUT}")
     g.add_argument("--source", help="with --from-folder: the source name the rows are filed under")
-    g.add_argument("--split", default="train", help="with --from-folder: split for rows without one (%(default)s)")
+    g.add_argument("--split", default="train", help="with --from-folder: split for rows without one: train, val (or validation: the same split), "
+                        "test (%(default)s)")
     g.add_argument("--rights-code", default=None,
                    help="with --from-folder: rights_code of the rows (default user-supplied for a FusionRS source; "
                         "required for a source of your own)")

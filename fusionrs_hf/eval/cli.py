@@ -5,6 +5,9 @@ classification of the NWPU rows (class-name prompts, RGB and IR).
 The model is a transformers CLIP Hub id or folder, an open_clip name (NAME[:PRETRAINED]), or a
 train_clip checkpoint folder (OUT/checkpoint); or give --embeddings, a .npz/.parquet of sample_id
 + rgb/ir/text vectors from any model. Embeddings of a model are cached (--cache-dir, --no-cache).
+Pixels (--preprocess): by default a model's own, i.e. a released transformers CLIP model (FusionRS-CLIP,
+openai/clip-vit-base-patch32) through its CLIPImageProcessor on fully decoded images, as the authors
+measured it, and a train_clip checkpoint as it was trained.
 
 Protocols (--protocol): rc4 (default on repos whose rows carry the release flags) scores only the
 evaluation representatives and counts texts with the same normalised caption key as positives, as
@@ -29,7 +32,7 @@ import json
 import sys
 
 from ..layout import CONFIG_NAMES, SPLITS
-from .embed import DEFAULT_BATCH_SIZE, PRECISIONS
+from .embed import DEFAULT_BATCH_SIZE, PRECISIONS, PREPROCESS_CHOICES
 from .protocol import PROTOCOL_CHOICES, TEXT_FIELDS
 
 
@@ -50,6 +53,12 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--text", dest="text_field", default="caption", choices=TEXT_FIELDS,
                    help="which text is the caption side (default: %(default)s)")
     p.add_argument("--pretrained", default=None, help="open_clip pretrained tag or file")
+    p.add_argument("--preprocess", default="auto", choices=PREPROCESS_CHOICES,
+                   help="pixels of a --model: auto (default) = the model's own: a train_clip checkpoint what it "
+                        "was trained with (its fusionrs_clip.json), any other transformers CLIP model (the "
+                        "released FusionRS-CLIP, openai/...) its CLIPImageProcessor on fully decoded PIL images, as "
+                        "its published numbers were measured; open_clip models ours. processor / fast force one "
+                        "(fast: our reduced-scale decode and bilinear resize)")
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     p.add_argument("--num-workers", type=int, default=0)
     p.add_argument("--precision", default="auto", choices=PRECISIONS,
@@ -84,15 +93,18 @@ def run(args: argparse.Namespace) -> int:
         options = parse_storage_options(args.storage_options)
     except ValueError as e:
         raise CliError(str(e)) from None
+    from .embed import preprocessing
+
     try:
-        res = evaluate(args.repo, model=args.model, embeddings=args.embeddings, config=args.config, split=args.split,
-                       protocol=args.protocol, ties=args.ties, text_field=args.text_field,
-                       zero_shot=not args.no_zero_shot, batch_size=args.batch_size, num_workers=args.num_workers,
-                       precision=args.precision, device=args.device,
-                       cache_dir=False if args.no_cache else args.cache_dir, limit=args.limit,
-                       revision=args.revision, pretrained=args.pretrained,
-                       progress=not args.quiet and sys.stderr.isatty(), save_embeddings=args.save_embeddings,
-                       storage_options=options)
+        with preprocessing(args.preprocess):  # reaches the model's embedding pass (fusionrs_hf.eval.embed)
+            res = evaluate(args.repo, model=args.model, embeddings=args.embeddings, config=args.config,
+                           split=args.split, protocol=args.protocol, ties=args.ties, text_field=args.text_field,
+                           zero_shot=not args.no_zero_shot, batch_size=args.batch_size, num_workers=args.num_workers,
+                           precision=args.precision, device=args.device,
+                           cache_dir=False if args.no_cache else args.cache_dir, limit=args.limit,
+                           revision=args.revision, pretrained=args.pretrained,
+                           progress=not args.quiet and sys.stderr.isatty(), save_embeddings=args.save_embeddings,
+                           storage_options=options)
     except (ProtocolError, MissingSplitError) as e:
         raise CliError(str(e)) from None
     if args.json:

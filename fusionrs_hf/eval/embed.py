@@ -7,6 +7,16 @@ the ``[train]`` extra) or a saved open_clip folder. RGB and IR go through the mo
 encoder, texts through its text encoder, batched by :func:`fusionrs_hf.torch.make_dataloader`
 (workers, the model's image size and pixel statistics), rows in the loader's order.
 
+Pixels (``preprocess``, :data:`PREPROCESS_CHOICES`): ``processor`` runs the model's own transformers image
+processor (PIL backend) on fully decoded PIL images, the way the authors embedded with ``CLIPProcessor``
+(shortest edge bicubic, centre crop, OpenAI mean/std), so a released model's published numbers are
+reproduced with its own preprocessing; ``fast`` is ours (:mod:`fusionrs_hf.decode`: reduced-scale JPEG
+decode, antialiased bilinear resize). ``auto`` (the default) is the model's own choice
+(:func:`fusionrs_hf.train.clip.default_preprocess`): a ``train_clip`` checkpoint what it was trained and
+evaluated with (recorded in its ``fusionrs_clip.json``; ``fast`` for checkpoints from before), any other
+transformers CLIP model (FusionRS-CLIP, ``openai/clip-vit-base-patch32``) ``processor`` (fidelity to its
+published numbers), open_clip models ``fast``. The choice is part of the cache key and of ``meta``.
+
 Embedding files (for models we do not know) are ``.npz`` or ``.parquet`` with ``sample_id`` (one
 row per sample) and any two or three of ``rgb``, ``ir``, ``text`` (rows x dims; parquet: list
 columns). An ``.npz`` may add ``class_names`` with ``class_text_rgb`` / ``class_text_ir`` (or one
@@ -15,7 +25,8 @@ format of the authors' ``score_retrieval_embeddings.py`` (``sample_id``, ``rgb``
 ``text``), so the same file feeds both scorers; ``--save-embeddings`` writes it.
 
 The cache (``$FUSIONRS_CACHE``/eval, default ``~/.cache/fusionrs/eval``) holds one ``.npz`` per
-(model, data, config, split, text field, precision, device type, batch size, row limit, class set).
+(model, data, config, split, text field, precision, device type, batch size, row limit, class set,
+pixels).
 A model folder is identified by its files' names, sizes and modification times, the data by its
 shards' names, sizes and modification times (or the Hub's blob ids); a Hub or open_clip model
 name by the name alone, so pass ``--no-cache`` after a model of that name changed.
@@ -23,11 +34,13 @@ name by the name alone, so pass ``--no-cache`` after a model of that name change
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +54,40 @@ DEFAULT_BATCH_SIZE = 64
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "fp16", "bf16")
 """``auto``: fp16 autocast on CUDA (the authors' evaluation default), fp32 elsewhere."""
 CACHE_FORMAT = "fusionrs-eval-embeddings/1"
+PREPROCESS_CHOICES: tuple[str, ...] = ("auto", "processor", "fast")
+"""``fusionrs eval --preprocess``: the model's own choice, its transformers image processor, or ours."""
+
+_PREPROCESS: contextvars.ContextVar[str] = contextvars.ContextVar("fusionrs_eval_preprocess", default="auto")
+
+
+@contextlib.contextmanager
+def preprocessing(choice: str) -> Iterator[None]:
+    """Within the block, models named by a spec (:func:`cached_model_embeddings`, hence
+    :func:`fusionrs_hf.eval.evaluate`) are embedded with pixels ``choice`` unless a call names its own: how
+    ``fusionrs eval --preprocess`` reaches the embedding without another parameter on every layer between."""
+    check_preprocess(choice)
+    token = _PREPROCESS.set(choice)
+    try:
+        yield
+    finally:
+        _PREPROCESS.reset(token)
+
+
+def check_preprocess(choice: str) -> str:
+    if choice not in PREPROCESS_CHOICES:
+        raise ProtocolError(f"unknown preprocess {choice!r}; expected one of {', '.join(PREPROCESS_CHOICES)}")
+    return choice
+
+
+def resolve_preprocess(spec: str, choice: str | None = None) -> str:
+    """``processor`` or ``fast`` for the model named by ``spec`` (``choice`` None: the :func:`preprocessing`
+    block's, else ``auto``; ``auto``: :func:`fusionrs_hf.train.clip.default_preprocess`)."""
+    choice = check_preprocess(choice if choice is not None else _PREPROCESS.get())
+    if choice != "auto":
+        return choice
+    from ..train.clip import default_preprocess
+
+    return default_preprocess(spec)
 
 
 @dataclass
@@ -148,14 +195,35 @@ def _list_column(col, path: Path, name: str) -> np.ndarray:
 # --------------------------------------------------------------------------- models
 
 
-def load_model(spec: str, *, pretrained: str | None = None):
-    """A CLIP adapter for ``spec`` (see the module docstring); ``tiny`` is rejected (random weights)."""
+def load_model(spec: str, *, pretrained: str | None = None, preprocess: str | None = None):
+    """A CLIP adapter for ``spec`` (see the module docstring); ``tiny`` is rejected (random weights).
+
+    ``preprocess`` (``processor`` / ``fast``, or None to keep the model's own) is set on the adapter; a
+    model without an image processor cannot have ``processor`` (:class:`ProtocolError`)."""
     if spec == "tiny":
         raise ProtocolError("model 'tiny' is a random model built for training; evaluate a checkpoint folder "
                             "(train_clip writes OUT/checkpoint) or a pretrained model")
     from ..train.clip import build_model
 
-    return build_model(spec, pretrained=pretrained)
+    model = build_model(spec, pretrained=pretrained)
+    if preprocess is not None:
+        model.preprocess = preprocess
+    _image_processor(model, spec)
+    return model
+
+
+def _image_processor(model, what: str = "the model"):
+    """The image processor ``model.preprocess`` asks for (None for ``fast``); raises if it has none."""
+    mode = getattr(model, "preprocess", "fast")
+    if mode not in ("processor", "fast"):
+        raise ProtocolError(f"unknown preprocess {mode!r} on {what}; expected processor or fast")
+    if mode == "fast":
+        return None
+    proc = getattr(model, "image_processor", None)
+    if proc is None:
+        raise ProtocolError(f"{what}: preprocess 'processor' needs a transformers image processor "
+                            "(preprocessor_config.json), which this model does not have; use --preprocess fast")
+    return proc
 
 
 def autocast_dtype(precision: str, device_type: str):
@@ -176,6 +244,7 @@ def embed_model(model, repo: str | os.PathLike, config: str, split: str, *, text
     """Embed every row of ``config``/``split`` that has ``text_field`` (the first ``limit`` of them).
 
     ``classes``: also embed the zero-shot prompts of these class names (both modalities' templates).
+    Pixels: ``model.preprocess`` (``processor``: its ``image_processor`` on PIL images; ``fast``: ours).
     The model is put in eval mode for the pass and back afterwards.
     """
     import torch
@@ -184,9 +253,10 @@ def embed_model(model, repo: str | os.PathLike, config: str, split: str, *, text
 
     device = model.device
     amp = autocast_dtype(precision, device.type)
+    image_processor = _image_processor(model)
     loader = make_dataloader(repo, config=config, split=split, batch_size=batch_size, num_workers=num_workers,
                              image_size=model.image_size, mean=tuple(model.mean), std=tuple(model.std),
-                             revision=revision, storage_options=storage_options)
+                             revision=revision, storage_options=storage_options, image_processor=image_processor)
     was_training = model.training
     model.eval()
     rgb, ir, text, ids = [], [], [], []
@@ -228,7 +298,8 @@ def embed_model(model, repo: str | os.PathLike, config: str, split: str, *, text
     return Embeddings(ids, np.concatenate(rgb), np.concatenate(ir), np.concatenate(text),
                       list(classes) if classes else None, class_text,
                       {"precision": precision, "autocast": str(amp).replace("torch.", "") if amp else "fp32",
-                       "device": device.type, "batch_size": batch_size, "text_field": text_field})
+                       "device": device.type, "batch_size": batch_size, "text_field": text_field,
+                       "preprocess": "processor" if image_processor is not None else "fast"})
 
 
 def _len(loader) -> int | None:
@@ -297,28 +368,33 @@ def cached_model_embeddings(spec: str, repo: str | os.PathLike, config: str, spl
                             batch_size: int = DEFAULT_BATCH_SIZE, num_workers: int = 0, precision: str = "auto",
                             device: str | None = None, limit: int | None = None, revision: str | None = None,
                             pretrained: str | None = None, cache_dir: str | os.PathLike | None | bool = None,
-                            progress: bool = False, storage_options: dict | None = None) -> Embeddings:
+                            progress: bool = False, storage_options: dict | None = None,
+                            preprocess: str | None = None) -> Embeddings:
     """:func:`embed_model` for a model named by ``spec``, through the cache.
 
     ``cache_dir``: None for :func:`default_cache_dir`, False for no cache. On a hit the model is
-    not loaded at all; ``meta["cache"]`` says ``hit``, ``written`` or ``off``.
+    not loaded at all; ``meta["cache"]`` says ``hit``, ``written`` or ``off``. ``preprocess``
+    (:data:`PREPROCESS_CHOICES`; None: the :func:`preprocessing` block's, else ``auto``): the pixels, see the
+    module docstring.
     """
     import torch
 
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     autocast_dtype(precision, dev.type)  # a bad name fails before anything is read
+    pixels = resolve_preprocess(spec, preprocess)
     path = None
     if cache_dir is not False:
         key = cache_key(model=model_fingerprint(spec, pretrained),
                         data=data_fingerprint(repo, config, split, revision, storage_options),
                         config=config, split=split, text_field=text_field, classes=sorted(classes or []),
-                        batch_size=batch_size, precision=precision, device=dev.type, limit=limit)
+                        batch_size=batch_size, precision=precision, device=dev.type, limit=limit,
+                        preprocess=pixels)
         path = Path(cache_dir or default_cache_dir()) / f"{key}.npz"
         if path.is_file():
             emb = load_embeddings(path)
             emb.meta.update(cache="hit", cache_file=str(path))
             return emb
-    model = load_model(spec, pretrained=pretrained).to(dev)
+    model = load_model(spec, pretrained=pretrained, preprocess=pixels).to(dev)
     emb = embed_model(model, repo, config, split, text_field=text_field, classes=classes, batch_size=batch_size,
                       num_workers=num_workers, precision=precision, limit=limit, revision=revision,
                       progress=progress, storage_options=storage_options)

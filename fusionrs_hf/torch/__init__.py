@@ -63,6 +63,17 @@ Work assignment (the rule the code follows)
   is read at the commit its revision named at planning (``dataset.commit``): a push mid-epoch
   changes nothing until the next epoch, and a state saved at another commit is refused.
 
+Global shuffle (``shuffle="global"``, :mod:`.mapstyle`)
+-------------------------------------------------------
+The streaming order above keeps a batch within one or two shards (row groups of a thousand rows and
+more, mostly of one source). ``make_dataloader(..., shuffle="global")`` instead reads the split as a
+map-style dataset (:class:`FusionRSMapDataset`: ``datasets.load_dataset`` non-streaming, the Arrow cache,
+images kept as bytes and decoded by us) through :class:`FusionRSMapDataLoader`, a ``DataLoader`` with
+``shuffle=True`` and ``generator=torch.Generator().manual_seed(seed)``: a fresh uniform permutation of
+every row each epoch, the authors' training loader (``DistributedSampler(seed=seed)`` under DDP). The
+batches have the same keys and formats. ``image_processor=`` (either path) gives a ``transformers`` image
+processor's pixels of the fully decoded images instead of ours (the authors' preprocessing).
+
 Any ``datasets.IterableDataset`` of FusionRS rows also works (``FusionRSIterable(source=ds)``):
 its image columns are cast to ``Image(decode=False)`` and decoded here, DDP uses
 ``split_dataset_by_node`` and resume uses the dataset's own ``state_dict``; that generic path
@@ -79,7 +90,10 @@ The parts
 * :mod:`.dataset`: :class:`FusionRSIterable`, its settings and one pass's row order; its parts
   :mod:`.epochs` (the plan across epochs, the Hub commit, re-planning, row and batch counts),
   :mod:`.resume` (``state_dict`` and its checks) and :mod:`.batches` (batch assembly).
-* :mod:`.loader`: the DataLoader wrappers, :func:`make_dataloader`, :func:`loader_for`.
+* :mod:`.loader`: the DataLoader wrappers, :func:`make_dataloader`, :func:`loader_for`,
+  :class:`ProcessorIterable`.
+* :mod:`.mapstyle`: the map-style path (:class:`FusionRSMapDataset`, :class:`FusionRSMapDataLoader`,
+  :func:`make_map_dataloader`) and the two pixel pipelines (:class:`FastPixels`, :class:`ProcessorPixels`).
 """
 
 from __future__ import annotations
@@ -103,7 +117,9 @@ from ..storage import Location, locate, require
 from ._common import _MAX_COUNTER_SLOTS, BATCH_KEYS, ON_ERROR, STATE_FORMAT, logger
 from .dataset import FusionRSIterable, _image_value
 from .loader import (
+    SHUFFLES,
     FusionRSDataLoader,
+    ProcessorIterable,
     _identity,
     _LoaderMixin,
     _state_epoch,
@@ -112,6 +128,15 @@ from .loader import (
     loader_for,
     make_dataloader,
     normalize_batch,
+)
+from .mapstyle import (
+    MAP_COLUMNS,
+    FastPixels,
+    FusionRSMapDataLoader,
+    FusionRSMapDataset,
+    MapCollate,
+    ProcessorPixels,
+    make_map_dataloader,
 )
 from .plan import (
     Unit,
@@ -150,6 +175,8 @@ from .slots import (
 __all__ = [
     "CLIP_MEAN", "CLIP_STD", "BATCH_KEYS", "DecodeError", "FusionRSIterable", "FusionRSDataLoader",
     "Unit", "agree_on_commit", "make_dataloader", "normalize_batch", "plan_units", "resolve_repo",
+    "SHUFFLES", "FusionRSMapDataset", "FusionRSMapDataLoader", "make_map_dataloader", "MapCollate", "FastPixels",
+    "ProcessorPixels", "ProcessorIterable", "MAP_COLUMNS",
 ]
 
 # Every name the single-module version had stays importable from here.

@@ -1,5 +1,6 @@
 """The DataLoader wrappers: :func:`make_dataloader`, :func:`loader_for`, the loaders' epoch and slot
-handling (:class:`FusionRSDataLoader`, the stateful one), :func:`collate_rows`, :func:`normalize_batch`."""
+handling (:class:`FusionRSDataLoader`, the stateful one), :func:`collate_rows`, :func:`normalize_batch`;
+:class:`ProcessorIterable` (the streaming reader with a ``transformers`` image processor's pixels)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,18 @@ from collections.abc import Callable, Sequence
 import torch
 from torch.utils.data import DataLoader
 
-from ..decode import CLIP_MEAN, CLIP_STD, Normalizer
+from ..decode import CLIP_MEAN, CLIP_STD, DecodeError, Normalizer
 from ..schema import IMAGE_FIELDS
 from ..storage import require
 from ._common import STATE_FORMAT
 from .dataset import FusionRSIterable
+from .mapstyle import ProcessorPixels, make_map_dataloader
 from .slots import _SlotReceiver
+
+SHUFFLES: tuple = (False, True, "stream", "global")
+"""``make_dataloader``'s ``shuffle``: False; True or ``"stream"`` (the streaming reader's row-group
+permutation + ``shuffle_buffer``); ``"global"`` (a map-style dataset and one uniform permutation of every
+row per epoch, the release's loader: :mod:`fusionrs_hf.torch.mapstyle`)."""
 
 
 def normalize_batch(batch: dict, mean: Sequence[float] = CLIP_MEAN, std: Sequence[float] = CLIP_STD) -> dict:
@@ -148,6 +155,44 @@ def collate_rows(rows: Sequence[dict]) -> dict:
             else [r[key] for r in rows] for key in rows[0]}
 
 
+class ProcessorIterable(FusionRSIterable):
+    """The streaming reader (same plan, work split, shuffle and resume) with a ``transformers`` image
+    processor's pixels: each image fully decoded with PIL and the batch run through ``image_processor``
+    (:class:`~fusionrs_hf.torch.mapstyle.ProcessorPixels`), the way the authors' CLIP code prepared images.
+    Batches are built in the dataset as plain tensors (no reused slots)."""
+
+    def __init__(self, *args, image_processor, **kw) -> None:
+        if kw.get("normalize") is False:
+            raise ValueError("normalize=False gives uint8 crops of our decode; an image_processor normalizes itself")
+        super().__init__(*args, **kw)
+        self.pixels = ProcessorPixels(image_processor, channels_last=self.channels_last, max_pixels=self.max_pixels)
+
+    def _make_batch(self, rows: list[dict]) -> dict:
+        images: dict[str, list] = {c: [] for c in IMAGE_FIELDS}
+        kept: list[dict] = []
+        for rec in rows:
+            if rec.get("_error") is not None:  # a row whose parquet data could not be read
+                self._fail(rec, "parquet", rec["_error"])
+                continue
+            got = {}
+            for col in IMAGE_FIELDS:
+                try:
+                    got[col] = self.pixels.decode(rec.get(col))
+                except DecodeError as e:
+                    self._fail(rec, col, e)
+                    break
+            else:
+                for col in IMAGE_FIELDS:
+                    images[col].append(got[col])
+                kept.append(rec)
+        batch = {col: self.pixels.stack(images[col]) for col in IMAGE_FIELDS}
+        for key in ("caption", "ir_caption", "sample_id", "source"):
+            batch[key] = [r.get(key) for r in kept]
+        if self.tokenizer is not None:
+            self._tokenize(batch)
+        return batch
+
+
 def make_dataloader(
     repo_or_path,
     config: str = "iraware",
@@ -155,7 +200,7 @@ def make_dataloader(
     batch_size: int = 32,
     num_workers: int = 0,
     image_size: int = 224,
-    shuffle: bool = False,
+    shuffle: bool | str = False,
     seed: int = 0,
     tokenizer: Callable | None = None,
     on_error: str = "raise",
@@ -166,6 +211,9 @@ def make_dataloader(
     drop_last: bool = False,
     shuffle_buffer: int = 1000,
     stateful: bool = False,
+    image_processor=None,
+    map_style: bool = False,
+    usable_captions_only: bool = False,
     **kw,
 ) -> DataLoader:
     """A DataLoader of FusionRS batches: ``{"rgb", "ir", "caption", "ir_caption", "sample_id", "source"}``.
@@ -195,17 +243,54 @@ def make_dataloader(
     Other keyword arguments: ``revision``, ``decode_backend``, ``normalize``, ``channels_last``, ``max_pixels``
     (dataset) and ``pin_memory``, ``prefetch_factor``, ``persistent_workers``,
     ``multiprocessing_context``, ``timeout`` (loader).
+
+    ``shuffle`` (:data:`SHUFFLES`): False; True (= ``"stream"``): the streaming reader's order, row groups
+    permuted and then a ``shuffle_buffer``-row buffer, so a batch holds rows of one or two shards;
+    ``"global"``: the release's loader, a map-style dataset (``datasets.load_dataset``, the Arrow cache) and
+    a ``DataLoader`` with ``shuffle=True`` and ``generator=torch.Generator().manual_seed(seed)``: every epoch
+    a fresh uniform permutation of all rows (``DistributedSampler(seed=seed)`` when ``world_size > 1``);
+    see :mod:`fusionrs_hf.torch.mapstyle`. ``map_style=True`` takes the map-style path without shuffling
+    when ``shuffle`` is False (the release's validation loader: dataset order, ``drop_last=False``). The
+    map-style path ignores ``shuffle_buffer``, ``read_ahead``, ``request_size`` and refuses ``stateful`` and
+    ``persistent_workers``. ``usable_captions_only`` (map-style only): leave out rows whose caption is empty
+    after the authors' normalisation, as the release's trainer does.
+    ``image_processor``: a ``transformers`` image processor (the model's own, loaded with its PIL backend);
+    ``rgb``/``ir`` are then its ``pixel_values`` of the fully decoded images (the authors' preprocessing:
+    for CLIP, shortest edge resized bicubic, centre crop, rescale, normalize), on either path; ``image_size``,
+    ``mean``, ``std`` do not apply and ``normalize=False`` is refused.
     """
+    if shuffle not in SHUFFLES:
+        raise ValueError(f"shuffle must be one of {', '.join(map(repr, SHUFFLES))}, got {shuffle!r}")
+    if shuffle == "global" or map_style:
+        if stateful:
+            raise ValueError("stateful=True is for the streaming reader; the map-style path (shuffle='global' or "
+                             "map_style=True) has no resumable state")
+        if hasattr(repo_or_path, "set_epoch") and hasattr(repo_or_path, "features"):
+            raise ValueError("shuffle='global' needs random access: pass a repo or a datasets.Dataset, not an "
+                             "IterableDataset")
+        for k in ("read_ahead", "request_size"):
+            kw.pop(k, None)
+        return make_map_dataloader(repo_or_path, config, split, batch_size=batch_size, num_workers=num_workers,
+                                   image_size=image_size, shuffle=bool(shuffle), seed=seed, tokenizer=tokenizer,
+                                   on_error=on_error, mean=mean, std=std, rank=rank, world_size=world_size,
+                                   drop_last=drop_last, image_processor=image_processor,
+                                   usable_captions_only=usable_captions_only, **kw)
+    if usable_captions_only:
+        raise ValueError("usable_captions_only needs the map-style path (shuffle='global' or map_style=True)")
+    shuffle = bool(shuffle)
     ds_keys = {"revision", "decode_backend", "normalize", "channels_last", "storage_options", "read_ahead",
                "request_size", "max_pixels"}
     ds_kw = {k: kw.pop(k) for k in list(kw) if k in ds_keys}
     common = dict(batch_size=batch_size, image_size=image_size, shuffle=shuffle, seed=seed,
                   shuffle_buffer=shuffle_buffer, tokenizer=tokenizer, on_error=on_error, mean=mean, std=std,
                   rank=rank, world_size=world_size, drop_last=drop_last, **ds_kw)
+    cls = FusionRSIterable
+    if image_processor is not None:
+        cls, common = ProcessorIterable, {**common, "image_processor": image_processor}
     if hasattr(repo_or_path, "set_epoch") and hasattr(repo_or_path, "features"):  # a datasets.IterableDataset
-        dataset = FusionRSIterable(source=repo_or_path, **common)
+        dataset = cls(source=repo_or_path, **common)
     else:
-        dataset = FusionRSIterable(repo_or_path, config, split, **common)
+        dataset = cls(repo_or_path, config, split, **common)
     return loader_for(dataset, num_workers=num_workers, stateful=stateful, **kw)
 
 

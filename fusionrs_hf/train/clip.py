@@ -13,20 +13,41 @@ Settings come in three sets (:data:`PRESETS`, :data:`OURS`), documented in :clas
 
 - no preset: ours (sum, batch 32, lr 2e-3 for ``tiny`` / 1e-5 otherwise, AdamW betas (0.9, 0.98),
   eps 1e-6, weight decay 0.1 on weight matrices only, cosine with 3 % warmup, gradient clipping at
-  1.0, temperature clamped at 100, bf16 where CUDA supports it, seed 0, the last weights kept);
+  1.0, temperature clamped at 100, bf16 where CUDA supports it, seed 0, the last weights kept, the
+  streaming loader's order (row groups permuted, then a 1,000-row buffer) and our pixels (reduced-scale
+  JPEG decode, antialiased bilinear resize: :mod:`fusionrs_hf.decode`));
 - ``--preset paper``: the loss as the paper writes it (sum of the three terms, one temperature);
   the paper gives no optimiser settings, so those stay ours;
-- ``--preset rc4-release``: the authors' released run (``train_clip_triplet_ablation.py`` and
-  FusionRS-CLIP ``training_config.json``): trimodal mean loss, lr 5e-6, 500 linear warmup steps then
-  cosine, batch 128, 3 epochs, fp16 autocast with a gradient scaler where a GPU is present, AdamW
-  defaults (betas (0.9, 0.999), eps 1e-8) with weight decay 0.1 on every parameter, no gradient
-  clipping, unclamped temperature, seed 42, and the checkpoint with the best validation Mean R
-  (evaluated at every epoch end) kept.
+- ``--preset rc4-release``: the authors' released run (``train_clip_triplet_ablation.py``,
+  ``eval_clip_retrieval.py`` and FusionRS-CLIP ``training_config.json``): trimodal mean loss, lr 5e-6,
+  500 linear warmup steps then cosine, batch 128, 3 epochs, fp16 autocast with a gradient scaler where a
+  GPU is present, AdamW defaults (betas (0.9, 0.999), eps 1e-8) with weight decay 0.1 on every
+  parameter, no gradient clipping, unclamped temperature, seed 42, and:
+
+  * order (``shuffle="global"``): the release's ``DataLoader(shuffle=True, drop_last=True,
+    generator=torch.Generator().manual_seed(seed))`` over a map-style dataset
+    (:mod:`fusionrs_hf.torch.mapstyle`), a fresh uniform permutation of every train row each epoch, so
+    in-batch negatives mix sources as in the release; rows whose caption is empty after the authors'
+    normalisation are left out, as the release's trainer does (579,992 of rc4's 580,000);
+  * pixels (``preprocess="processor"``): the model's own ``CLIPImageProcessor`` with the PIL backend on
+    fully decoded PIL images (``convert("RGB")``, shortest edge bicubic, centre crop, rescale, OpenAI
+    mean/std), as the release's ``CLIPProcessor``; used for training, every evaluation, and recorded in
+    the checkpoint, so ``fusionrs eval`` on it embeds the same way;
+  * checkpoint (``select="release"``): after every epoch the validation loss (the same combined loss,
+    mean over batches of 128 of every validation row of the data config in dataset order, last batch
+    kept); ``best`` = the strictly lowest so far, ``latest`` = the last epoch; then, as
+    ``eval_clip_retrieval.py``, the candidates [best, latest] are scored on validation and the strictly
+    higher Mean R wins (a tie keeps ``best``). The released model is ``latest`` (epoch 3). The two
+    weights are held as CPU copies; ``metrics.json`` records the per-epoch validation losses
+    (``selection``, ``val_losses``), both candidates and what was kept (``selected``).
+
+``select`` may also be ``last`` or ``best-val-recall`` (the best validation Mean R over every epoch end
+and the last step: not the release's rule).
 
 Under a preset, its settings are fixed: an option that contradicts one is a one-line
 :class:`PresetError`, except the run-size and ablation options (``steps``, ``epochs``,
-``batch_size``, ``seed``, ``recipe`` among the authors' four, ``rgb_ir_weight``, ``ir_view``), which
-are reported as overrides. ``ir_view`` is the authors' IR-view switch for training: ``translated``
+``batch_size``, ``val_batch_size``, ``seed``, ``recipe`` among the authors' four, ``rgb_ir_weight``,
+``ir_view``), which are reported as overrides. ``ir_view`` is the authors' IR-view switch for training: ``translated``
 (the stored IR image), ``grayscale`` (the RGB image's luma, ITU-R 601, in all three channels) or
 ``rgb_duplicate`` (the RGB image again); evaluation always uses the stored IR image.
 
@@ -46,7 +67,8 @@ Three model families plug in through a small adapter (:class:`ClipAdapter`):
   ``ViT-B-32:laion2b_s34b_b79k`` for pretrained weights (needs the ``[train]`` extra).
 
 The trainer is deliberately thin: the data comes from :func:`fusionrs_hf.torch.make_dataloader`
-unchanged, so the same loop works for a local folder or a Hub repo, streamed.
+unchanged (streamed, or map-style for the global shuffle), so the same loop works for a local folder or
+a Hub repo.
 """
 
 from __future__ import annotations
@@ -167,6 +189,7 @@ def trimodal_loss(
     reduction: str = "sum",
     weights: dict[tuple[str, str], float] | None = None,
     clamp: bool = True,
+    min_rows: int = 2,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """:func:`info_nce` over ``terms`` with one shared ``logit_scale``, summed or averaged.
 
@@ -176,7 +199,8 @@ def trimodal_loss(
     (``rgb``, ``ir``, ``caption``, ``ir_caption``) to embeddings. A modality present for only some
     rows of the batch (``ir_caption`` outside the IR-aware subset) comes with ``rows[mod]``, the
     batch positions its embeddings belong to; its terms use only those rows. A term with fewer than
-    two rows (no negatives) is skipped. ``positives[mod]`` (batch x batch bool, see
+    ``min_rows`` rows is skipped: 2 in training (one row has no negatives); the release's validation loss
+    takes every batch as it comes (``min_rows=1``: a one-row term is 0, and it counts in the mean). ``positives[mod]`` (batch x batch bool, see
     :func:`same_text`) marks rows that are interchangeable in that modality; a term involving it
     does not push them apart. ``clamp``: cap the temperature at 100 (see :func:`info_nce`).
     Returns the loss and each term's value (for logging).
@@ -200,7 +224,7 @@ def trimodal_loss(
         if idx is not None:
             ea = ea[_positions(rows.get(a), idx)] if a in rows else ea[idx]
             eb = eb[_positions(rows.get(b), idx)] if b in rows else eb[idx]
-        if ea.shape[0] < 2:
+        if ea.shape[0] < max(1, min_rows):
             continue
         pos = None
         for mod in (a, b):
@@ -213,7 +237,7 @@ def trimodal_loss(
         weight_sum += w
         total = w * term if total is None else total + w * term
     if total is None:
-        raise ValueError(f"no loss term had two or more rows in this batch (terms {list(terms)})")
+        raise ValueError(f"no loss term had {max(1, min_rows)} or more rows in this batch (terms {list(terms)})")
     if reduction == "mean":
         total = total / weight_sum
     return total, parts
@@ -239,12 +263,17 @@ class ClipAdapter(nn.Module):
     ``encode_image`` is used for BOTH RGB and IR (one shared image encoder); ``encode_text``
     takes raw strings and tokenizes them itself; ``logit_scale`` is the single learnable
     temperature; ``image_size``, ``mean`` and ``std`` tell the dataloader how to prepare pixels.
+    ``preprocess`` (:data:`PREPROCESSES`) says which pixels the model is trained and evaluated on:
+    ``fast`` (ours, :mod:`fusionrs_hf.decode`) or ``processor`` (``image_processor``, a transformers
+    image processor with the PIL backend, on fully decoded PIL images: what the authors' CLIP code fed).
     """
 
     kind = "base"
     image_size: int = 224
     mean: tuple[float, ...] = CLIP_MEAN
     std: tuple[float, ...] = CLIP_STD
+    preprocess: str = "fast"
+    image_processor = None
 
     def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -269,10 +298,13 @@ class HFClip(ClipAdapter):
 
     kind = "transformers"
 
-    def __init__(self, model, tokenizer, *, mean=CLIP_MEAN, std=CLIP_STD):
+    def __init__(self, model, tokenizer, *, mean=CLIP_MEAN, std=CLIP_STD, image_processor=None,
+                 preprocess: str = "fast"):
         super().__init__()
         self.model = model
         self.tokenizer = tokenizer
+        self.image_processor = image_processor
+        self.preprocess = preprocess
         self.image_size = int(model.config.vision_config.image_size)
         self.mean, self.std = tuple(mean), tuple(std)
         self.max_length = min(int(getattr(tokenizer, "model_max_length", 77) or 77),
@@ -295,7 +327,10 @@ class HFClip(ClipAdapter):
         out = Path(out)
         self.model.save_pretrained(out)
         self.tokenizer.save_pretrained(out)
-        (out / "fusionrs_clip.json").write_text(json.dumps({"kind": self.kind, "mean": self.mean, "std": self.std}))
+        if self.image_processor is not None:  # preprocessor_config.json: what `processor` pixels are made with
+            self.image_processor.save_pretrained(out)
+        (out / "fusionrs_clip.json").write_text(json.dumps({"kind": self.kind, "mean": self.mean, "std": self.std,
+                                                            "preprocess": self.preprocess}))
         return out
 
 
@@ -349,6 +384,10 @@ def tiny_clip(texts: Iterable[str], *, image_size: int = 64, patch_size: int = 8
     from .tokenizer import train_bpe_tokenizer
 
     tokenizer = train_bpe_tokenizer(texts, vocab_size=vocab_size, model_max_length=max_length)
+    # CLIP's own preprocessing (shortest edge bicubic, centre crop, OpenAI mean/std) at the tiny size
+    image_processor = pil_image_processor_class()(size={"shortest_edge": image_size},
+                                                  crop_size={"height": image_size, "width": image_size},
+                                                  image_mean=list(CLIP_MEAN), image_std=list(CLIP_STD))
     if tokenizer.eos_token_id == 2:  # CLIP's legacy argmax pooling kicks in for eos id 2
         raise RuntimeError("tokenizer EOS id 2 would select CLIP's legacy pooling")
     common = dict(hidden_size=width, intermediate_size=2 * width, num_hidden_layers=layers,
@@ -361,7 +400,62 @@ def tiny_clip(texts: Iterable[str], *, image_size: int = 64, patch_size: int = 8
         projection_dim=width,
     )
     torch.manual_seed(seed)
-    return HFClip(CLIPModel(config), tokenizer)
+    return HFClip(CLIPModel(config), tokenizer, image_processor=image_processor)
+
+
+def pil_image_processor_class():
+    """transformers' PIL ("slow") ``CLIPImageProcessor``: ``CLIPImageProcessorPil`` in transformers 5,
+    ``CLIPImageProcessor`` itself in 4 (where the fast one is a separate class)."""
+    try:
+        from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil as cls
+    except ImportError:  # transformers 4.x
+        from transformers import CLIPImageProcessor as cls
+    return cls
+
+
+def load_image_processor(name_or_path: str, *, local_files_only: bool = False):
+    """A checkpoint's image processor with the PIL backend, as FusionRS-CLIP's ``modeling.py`` loads it
+    (``backend="pil"`` in transformers 5, ``use_fast=False`` in 4): the torchvision ("fast") processors
+    resize with other kernels, so their pixels are not the release's."""
+    import transformers
+    from transformers import AutoImageProcessor
+
+    major = int(transformers.__version__.split(".", 1)[0])
+    backend = {"backend": "pil"} if major >= 5 else {"use_fast": False}
+    return AutoImageProcessor.from_pretrained(name_or_path, local_files_only=local_files_only, **backend)
+
+
+PREPROCESSES: tuple[str, ...] = ("fast", "processor")
+"""Pixels: ``fast`` (ours: reduced-scale JPEG decode, antialiased bilinear resize; :mod:`fusionrs_hf.decode`)
+or ``processor`` (the model's transformers image processor, PIL backend, on fully decoded PIL images: the
+authors' ``CLIPProcessor`` preprocessing, bicubic shortest-edge resize and centre crop)."""
+
+
+def default_preprocess(spec: str) -> str:
+    """The pixels a model named by ``spec`` is evaluated with when none is asked for (``fusionrs eval``'s
+    ``--preprocess auto``), decided from the spec and its folder alone (the cache key needs it before any
+    model is loaded).
+
+    A ``train_clip`` checkpoint: what it recorded (``fusionrs_clip.json``; ``fast`` for checkpoints from
+    before the choice was recorded: they were trained and evaluated on it). Any other transformers CLIP
+    model, e.g. the released FusionRS-CLIP or ``openai/clip-vit-base-patch32``: ``processor``, its own image
+    processor, which is the preprocessing its published numbers were measured with (a folder without a
+    ``preprocessor_config.json`` gets ``fast``). open_clip models: ``fast``.
+    """
+    path = Path(spec)
+    if path.is_dir():
+        meta = path / "fusionrs_clip.json"
+        if meta.is_file():
+            info = json.loads(meta.read_text())
+            if info.get("kind") == "open_clip":
+                return "fast"
+            return str(info.get("preprocess", "fast"))
+        if (path / "config.json").is_file():
+            return "processor" if (path / "preprocessor_config.json").is_file() else "fast"
+        return "fast"
+    if spec.startswith("hf:") or ("/" in spec and not spec.startswith(("hf-hub:", "open_clip:"))):
+        return "processor"
+    return "fast"
 
 
 def hf_clip(name_or_path: str) -> HFClip:
@@ -379,19 +473,20 @@ def hf_clip(name_or_path: str) -> HFClip:
     model = CLIPModel.from_pretrained(name_or_path, local_files_only=cached)
     tokenizer = AutoTokenizer.from_pretrained(name_or_path, local_files_only=cached)
     mean, std = CLIP_MEAN, CLIP_STD
+    try:
+        proc = load_image_processor(name_or_path, local_files_only=cached)
+    except Exception:  # noqa: BLE001 - a checkpoint without a processor keeps CLIP's statistics, fast pixels
+        proc = None
     meta = Path(name_or_path) / "fusionrs_clip.json"
-    if meta.is_file():
+    if meta.is_file():  # our checkpoint: its own statistics and pixels
         info = json.loads(meta.read_text())
         mean, std = info.get("mean", mean), info.get("std", std)
+        preprocess = str(info.get("preprocess", "fast"))
     else:
-        try:
-            from transformers import AutoImageProcessor
-
-            proc = AutoImageProcessor.from_pretrained(name_or_path, local_files_only=cached)
+        if proc is not None:
             mean, std = proc.image_mean, proc.image_std
-        except Exception:  # noqa: BLE001 - a checkpoint without a processor keeps CLIP's statistics
-            pass
-    return HFClip(model, tokenizer, mean=mean, std=std)
+        preprocess = "processor" if proc is not None else "fast"
+    return HFClip(model, tokenizer, mean=mean, std=std, image_processor=proc, preprocess=preprocess)
 
 
 def open_clip_model(name: str, pretrained: str | None = None) -> OpenClip:
@@ -458,16 +553,21 @@ def build_model(name: str, *, texts: Iterable[str] | None = None, image_size: in
 
 
 def make_loader(repo: str, config: str, split: str, *, batch_size: int, image_size: int, mean, std,
-                shuffle: bool = False, seed: int = 0, num_workers: int = 0, drop_last: bool = False,
-                storage_options: dict | None = None):
-    """The streaming dataloader of :mod:`fusionrs_hf.torch`, with the model's pixel statistics."""
+                shuffle: bool | str = False, seed: int = 0, num_workers: int = 0, drop_last: bool = False,
+                storage_options: dict | None = None, image_processor=None, map_style: bool = False,
+                usable_captions_only: bool = False):
+    """:func:`fusionrs_hf.torch.make_dataloader` with the model's pixel statistics: streamed
+    (``shuffle`` True/False), or map-style (``shuffle="global"``: the release's global permutation per epoch;
+    ``map_style=True`` unshuffled), with the model's image processor's pixels when ``image_processor`` is given."""
     from ..splits import explain_missing
     from ..torch import make_dataloader
 
+    extra = {"usable_captions_only": True} if usable_captions_only else {}
     try:
         return make_dataloader(repo, config=config, split=split, batch_size=batch_size, num_workers=num_workers,
                                image_size=image_size, shuffle=shuffle, seed=seed, mean=tuple(mean), std=tuple(std),
-                               drop_last=drop_last, storage_options=storage_options)
+                               drop_last=drop_last, storage_options=storage_options, image_processor=image_processor,
+                               map_style=map_style, **extra)
     except FileNotFoundError as exc:  # say which splits the config does have
         better = (explain_missing(repo, config, split, storage_options=storage_options)
                   if isinstance(repo, (str, os.PathLike)) else None)
@@ -501,7 +601,15 @@ PRECISIONS: tuple[str, ...] = ("auto", "fp16", "bf16", "fp32")
 """Training autocast: ``auto`` is bf16 where CUDA supports it (ours); ``fp16`` adds a gradient scaler.
 Every choice is plain fp32 on a CPU (as the release's trainer, which autocasts on CUDA only)."""
 SCHEDULES: tuple[str, ...] = ("cosine", "release-cosine")
-SELECTIONS: tuple[str, ...] = ("last", "best-val-recall")
+SELECTIONS: tuple[str, ...] = ("last", "best-val-recall", "release")
+"""Which weights end up in ``OUT/checkpoint``: ``last``; ``best-val-recall`` (the best validation Mean R over
+every epoch end and the last step); ``release`` (the authors': validation loss after every epoch, ``best`` =
+the strictly lowest so far, ``latest`` = the last epoch; then the higher validation Mean R of [best, latest],
+ties keeping ``best``)."""
+SHUFFLE_MODES: tuple[str, ...] = ("stream", "global")
+"""Training order: ``stream`` (ours: the streaming reader's row-group permutation + 1,000-row buffer) or
+``global`` (the release's: a uniform permutation of every row each epoch, map-style; rows without a usable
+caption left out, as the release's trainer does)."""
 DECAY_ON: tuple[str, ...] = ("matrices", "all")
 
 OURS: dict[str, object] = {
@@ -509,6 +617,7 @@ OURS: dict[str, object] = {
     "lr": None, "weight_decay": 0.1, "weight_decay_on": "matrices", "adam_betas": (0.9, 0.98), "adam_eps": 1e-6,
     "schedule": "cosine", "warmup_ratio": 0.03, "warmup_steps": None, "grad_clip": 1.0, "clamp_temperature": True,
     "precision": "auto", "seed": 0, "select": "last", "ir_view": "translated", "dedupe_captions": False,
+    "shuffle": "stream", "preprocess": "fast", "val_batch_size": None,
 }
 """The settings without a preset (what this package chose; ``lr`` None = 2e-3 for ``tiny``, 1e-5 otherwise)."""
 SETTINGS: tuple[str, ...] = tuple(OURS)
@@ -524,7 +633,7 @@ class Preset:
     """Fixed settings a user may still change (reported as overrides); any other change is an error."""
 
 
-RUN_SIZE = frozenset({"steps", "epochs", "batch_size", "seed"})
+RUN_SIZE = frozenset({"steps", "epochs", "batch_size", "seed", "val_batch_size"})
 ABLATIONS = frozenset({"recipe", "rgb_ir_weight", "ir_view"})
 PRESETS: dict[str, Preset] = {
     "paper": Preset(
@@ -537,8 +646,9 @@ PRESETS: dict[str, Preset] = {
         {"recipe": "trimodal", "loss_reduction": "mean", "rgb_ir_weight": 1.0, "epochs": 3, "batch_size": 128,
          "lr": 5e-6, "weight_decay": 0.1, "weight_decay_on": "all", "adam_betas": (0.9, 0.999), "adam_eps": 1e-8,
          "schedule": "release-cosine", "warmup_ratio": None, "warmup_steps": 500, "grad_clip": 0.0,
-         "clamp_temperature": False, "precision": "fp16", "seed": 42, "select": "best-val-recall",
-         "ir_view": "translated", "dedupe_captions": False},
+         "clamp_temperature": False, "precision": "fp16", "seed": 42, "select": "release",
+         "ir_view": "translated", "dedupe_captions": False, "shuffle": "global", "preprocess": "processor",
+         "val_batch_size": 128},
         frozenset(RUN_SIZE | ABLATIONS)),
 }
 
@@ -587,8 +697,16 @@ class ClipTrainConfig:
     precision: str | None = None
     seed: int | None = None
     select: str | None = None
-    """``last`` or ``best-val-recall`` (Mean R on validation at every epoch end and at the last step)."""
+    """``last``, ``best-val-recall`` (Mean R on validation at every epoch end and at the last step) or
+    ``release`` (see :data:`SELECTIONS`)."""
     dedupe_captions: bool | None = None
+    shuffle: str | None = None
+    """``stream`` (ours) or ``global`` (the release's; see :data:`SHUFFLE_MODES`)."""
+    preprocess: str | None = None
+    """``fast`` (ours) or ``processor`` (the model's image processor on PIL images; see :data:`PREPROCESSES`);
+    used for training, every evaluation, and recorded in the checkpoint for ``fusionrs eval``."""
+    val_batch_size: int | None = None
+    """Batch size of the validation-loss pass of ``select="release"`` (None: ``batch_size``; the release: 128)."""
     image_size: int = 64
     eval_split: str = "validation"
     eval_config: str | None = None
@@ -650,9 +768,12 @@ def resolve_config(cfg: ClipTrainConfig) -> tuple[ClipTrainConfig, list[str]]:
         raise PresetError(f"train_clip: recipe {recipe.name!r} is ours (in the release A/B/C are VLM settings); "
                           f"under --preset {preset.name} use one of {', '.join(RELEASE_RECIPES)}")
     for name, allowed in (("loss_reduction", LOSS_REDUCTIONS), ("ir_view", IR_VIEWS), ("precision", PRECISIONS),
-                          ("schedule", SCHEDULES), ("select", SELECTIONS), ("weight_decay_on", DECAY_ON)):
+                          ("schedule", SCHEDULES), ("select", SELECTIONS), ("weight_decay_on", DECAY_ON),
+                          ("shuffle", SHUFFLE_MODES), ("preprocess", PREPROCESSES)):
         if values[name] not in allowed:
             raise PresetError(f"train_clip: {name} must be one of {', '.join(allowed)}, got {values[name]!r}")
+    if values["val_batch_size"] is not None and values["val_batch_size"] < 1:
+        raise PresetError(f"train_clip: val_batch_size must be >= 1, got {values['val_batch_size']}")
     if values["rgb_ir_weight"] < 0:
         raise PresetError(f"train_clip: rgb_ir_weight must be non-negative, got {values['rgb_ir_weight']}")
     return replace(cfg, **values), overrides
@@ -727,7 +848,7 @@ class Training:
 
     ``optimizer``, ``scheduler``, ``scaler`` (a ``torch.amp.GradScaler``, enabled for fp16 on
     CUDA), ``amp_dtype``, ``grad_clip`` (None: no clipping), ``clamp_temperature``, and
-    :meth:`loss` / :meth:`step`.
+    :meth:`loss` / :meth:`step` / :meth:`val_loss`.
     """
 
     def __init__(self, cfg: ClipTrainConfig, model: ClipAdapter, total_steps: int, *, lr: float,
@@ -756,34 +877,69 @@ class Training:
         self.clamp_temperature = bool(cfg.clamp_temperature)
         self.weights = {("rgb", "ir"): float(cfg.rgb_ir_weight)}
 
-    def loss(self, emb: dict[str, torch.Tensor], rows=None, positives=None):
+    def loss(self, emb: dict[str, torch.Tensor], rows=None, positives=None, *, min_rows: int = 2):
         return trimodal_loss(emb, self.model.logit_scale, self.recipe.terms, rows, positives,
-                             reduction=self.cfg.loss_reduction, weights=self.weights, clamp=self.clamp_temperature)
+                             reduction=self.cfg.loss_reduction, weights=self.weights, clamp=self.clamp_temperature,
+                             min_rows=min_rows)
 
-    def step(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
-        """One optimizer step on a loader batch; returns the loss and its terms."""
+    def autocast(self):
+        """The training autocast (also the release's for its validation pass)."""
+        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
+
+    def forward(self, batch: dict, *, min_rows: int = 2) -> tuple[torch.Tensor, dict[str, float]]:
+        """The recipe's loss on a loader batch (call inside :meth:`autocast`; no gradient step)."""
         model, cfg, device = self.model, self.cfg, self.device
         rgb, ir = batch["rgb"].to(device, non_blocking=True), batch["ir"].to(device, non_blocking=True)
         ir = ir_view_transform(rgb, ir, cfg.ir_view, model.mean, model.std)
+        # one image encoder for both modalities: a single forward over the stacked batch
+        img = model.encode_image(torch.cat([rgb, ir]))
+        emb = {"rgb": img[: len(rgb)], "ir": img[len(rgb):]}
+        rows, positives = {}, {}
+        needed = {m for t in self.recipe.terms for m in t}
+        if "caption" in needed:
+            emb["caption"] = model.encode_text(batch["caption"])
+            if cfg.dedupe_captions:
+                positives["caption"] = same_text(batch["caption"], device)
+        if "ir_caption" in needed:
+            if cfg.dedupe_captions:
+                positives["ir_caption"] = same_text(batch["ir_caption"], device)
+            have = [i for i, t in enumerate(batch["ir_caption"]) if t]
+            if len(have) >= max(1, min_rows):
+                emb["ir_caption"] = model.encode_text([batch["ir_caption"][i] for i in have])
+                rows["ir_caption"] = torch.tensor(have, dtype=torch.long, device=device)
+        return self.loss({k: v.float() for k, v in emb.items()}, rows, positives, min_rows=min_rows)
+
+    def val_loss(self, loader: Iterable[dict]) -> dict:
+        """The release's validation loss: the same combined loss on every batch of ``loader`` (eval mode,
+        no gradients, the training autocast), averaged over batches, each batch's value counting once
+        (a short last batch too; a one-row term is 0, as the release computes it). Returns ``loss``,
+        ``components`` (each term's mean over the batches that had it) and ``batches``."""
+        was = self.model.training
+        self.model.eval()
+        losses: list[float] = []
+        parts_seen: dict[str, list[float]] = {}
+        try:
+            with torch.inference_mode(), self.autocast():
+                for batch in loader:
+                    if not batch["sample_id"]:
+                        continue  # every row of the batch was skipped for an unreadable image
+                    loss, parts = self.forward(batch, min_rows=1)
+                    losses.append(float(loss))
+                    for k, v in parts.items():
+                        parts_seen.setdefault(k, []).append(float(v))
+        finally:
+            self.model.train(was)
+        if not losses:
+            raise ValueError("the validation-loss pass got no batch")
+        return {"loss": sum(losses) / len(losses), "batches": len(losses),
+                "components": {k: sum(v) / len(v) for k, v in parts_seen.items()}}
+
+    def step(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        """One optimizer step on a loader batch; returns the loss and its terms."""
+        model = self.model
         self.optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            # one image encoder for both modalities: a single forward over the stacked batch
-            img = model.encode_image(torch.cat([rgb, ir]))
-            emb = {"rgb": img[: len(rgb)], "ir": img[len(rgb):]}
-            rows, positives = {}, {}
-            needed = {m for t in self.recipe.terms for m in t}
-            if "caption" in needed:
-                emb["caption"] = model.encode_text(batch["caption"])
-                if cfg.dedupe_captions:
-                    positives["caption"] = same_text(batch["caption"], device)
-            if "ir_caption" in needed:
-                if cfg.dedupe_captions:
-                    positives["ir_caption"] = same_text(batch["ir_caption"], device)
-                have = [i for i, t in enumerate(batch["ir_caption"]) if t]
-                if len(have) >= 2:
-                    emb["ir_caption"] = model.encode_text([batch["ir_caption"][i] for i in have])
-                    rows["ir_caption"] = torch.tensor(have, dtype=torch.long, device=device)
-            loss, parts = self.loss({k: v.float() for k, v in emb.items()}, rows, positives)
+        with self.autocast():
+            loss, parts = self.forward(batch)
         self.scaler.scale(loss).backward()
         if self.grad_clip is not None:
             self.scaler.unscale_(self.optimizer)
@@ -810,21 +966,27 @@ def train_clip(cfg: ClipTrainConfig, *, model: ClipAdapter | None = None,
     """Train, evaluate on ``cfg.eval_split`` and save a checkpoint under ``cfg.out``.
 
     Returns ``{"metrics": ..., "result": EvalResult, "line": ..., "history": [...], "checkpoint":
-    path, "eval_config": ..., "settings": ..., "overrides": [...], "selection": [...], ...}``; the
-    history holds one record per logged step (``step``, ``loss``, each term, ``logit_scale``,
-    ``lr``). ``line`` is :meth:`fusionrs_hf.eval.EvalResult.line` of the final evaluation.
+    path, "eval_config": ..., "settings": ..., "overrides": [...], "selection": [...], "selected": {...},
+    "candidates": [...], ...}``; the history holds one record per logged step (``step``, ``loss``, each
+    term, ``logit_scale``, ``lr``). ``line`` is :meth:`fusionrs_hf.eval.EvalResult.line` of the final
+    evaluation. ``selection`` holds one record per checkpoint-selection point (``best-val-recall``: the
+    validation Mean R; ``release``: the validation loss and its terms), ``selected`` what was kept
+    (``release``: ``checkpoint`` ``best`` or ``latest``, its epoch, step, validation loss and Mean R) and
+    ``candidates`` (``release``) the two weights compared by validation Mean R.
 
     Settings: :func:`resolve_config` (a bad preset/option combination raises :class:`PresetError`
     before anything is read). Missing splits (checked from the shard listing before anything is
     built or trained): the data config must have a train split. Evaluation runs on
     ``cfg.eval_config`` when given (it must have ``eval_split``); otherwise on the data config, or,
     when that has no ``eval_split`` (rc4's ``iraware`` is train only), on ``default`` of the same
-    split, said in one stderr line and returned as ``eval_config``. ``select="best-val-recall"``
-    needs a validation split the same way. An evaluation protocol the rows cannot follow (``rc4``
-    on rows without release flags) raises :class:`fusionrs_hf.eval.ProtocolError` before training.
-    Any other miss raises
-    :class:`fusionrs_hf.splits.MissingSplitError`, as does ``eval_text="ir_caption"`` on an eval
-    split without IR-aware captions.
+    split, said in one stderr line and returned as ``eval_config``. ``select="best-val-recall"`` and
+    ``select="release"`` need a validation split the same way (``release`` also for its validation
+    loss, over every validation row of the data config with a usable caption, not only the evaluation
+    representatives). An evaluation protocol the rows cannot follow (``rc4`` on rows without release
+    flags) raises :class:`fusionrs_hf.eval.ProtocolError` before training. ``preprocess="processor"``
+    with a model that has no transformers image processor (open_clip) raises :class:`PresetError` before
+    training. Any other miss raises :class:`fusionrs_hf.splits.MissingSplitError`, as does
+    ``eval_text="ir_caption"`` on an eval split without IR-aware captions.
     """
     from ..eval import DEFAULT_BATCH_SIZE, check_ties, evaluate_model, read_eval_rows, select
     from ..splits import MissingSplitError, repo_splits
@@ -838,11 +1000,13 @@ def train_clip(cfg: ClipTrainConfig, *, model: ClipAdapter | None = None,
     listing.require(config, "train", who="train_clip")
     eval_config = listing.eval_config(cfg.eval_config or config, cfg.eval_split, explicit=cfg.eval_config is not None,
                                       who="train_clip")
-    select_config = None
-    if cfg.select == "best-val-recall":
+    select_config = val_config = None
+    if cfg.select in ("best-val-recall", "release"):
         select_config = (eval_config if cfg.eval_split == "validation" else
                          listing.eval_config(cfg.eval_config or config, "validation",
                                              explicit=cfg.eval_config is not None, who="train_clip"))
+    if cfg.select == "release":  # the release's validation loss: the training data's own validation rows
+        val_config = config if listing.has(config, "validation") else select_config
     if cfg.eval_text == "ir_caption" and not listing.has_ir_captions(eval_config, cfg.eval_split):
         raise MissingSplitError(
             f"train_clip: eval_text 'ir_caption' needs IR-aware captions, but no row of {eval_config!r}/"
@@ -865,13 +1029,29 @@ def train_clip(cfg: ClipTrainConfig, *, model: ClipAdapter | None = None,
         texts = read_captions(cfg.data, config, storage_options=so) if cfg.model == "tiny" else None
         model = build_model(cfg.model, texts=texts, image_size=cfg.image_size, pretrained=cfg.pretrained,
                             seed=cfg.seed)
+    image_processor = None
+    if cfg.preprocess == "processor":
+        image_processor = getattr(model, "image_processor", None)
+        if image_processor is None:
+            raise PresetError(f"train_clip: preprocess 'processor' (the release's CLIPProcessor pixels) needs a "
+                              f"transformers CLIP model with an image processor; {cfg.model!r} ({model.kind}) has "
+                              "none (choose a transformers CLIP model, or drop --preset for our pixels)")
+    model.preprocess = cfg.preprocess  # every evaluation below and the saved checkpoint use these pixels
     device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model.to(device).train()
     lr = cfg.lr if cfg.lr is not None else default_lr(cfg.model)
 
-    train_loader = make_loader(cfg.data, config, "train", batch_size=cfg.batch_size, image_size=model.image_size,
-                               mean=model.mean, std=model.std, shuffle=True, seed=cfg.seed,
-                               num_workers=cfg.num_workers, drop_last=True, storage_options=so)
+    global_order = cfg.shuffle == "global"
+    pixels = dict(image_size=model.image_size, mean=model.mean, std=model.std, image_processor=image_processor,
+                  num_workers=cfg.num_workers, storage_options=so)
+    train_loader = make_loader(cfg.data, config, "train", batch_size=cfg.batch_size,
+                               shuffle="global" if global_order else True, seed=cfg.seed, drop_last=True,
+                               usable_captions_only=global_order, **pixels)
+    val_loader = None
+    if val_config is not None:  # the release's val_loader: dataset order, batch 128, drop_last False
+        val_loader = make_loader(cfg.data, val_config, "validation", batch_size=cfg.val_batch_size or cfg.batch_size,
+                                 shuffle=False, map_style=True, seed=cfg.seed, drop_last=False,
+                                 usable_captions_only=True, **pixels)
     eval_kw = dict(protocol=cfg.eval_protocol, ties=cfg.eval_ties, text_field=cfg.eval_text,
                    batch_size=cfg.eval_batch_size or DEFAULT_BATCH_SIZE, num_workers=cfg.num_workers,
                    precision=cfg.eval_precision, limit=cfg.eval_limit, storage_options=so)
@@ -885,22 +1065,38 @@ def train_clip(cfg: ClipTrainConfig, *, model: ClipAdapter | None = None,
     out.mkdir(parents=True, exist_ok=True)
     history: list[dict] = []
     selection: list[dict] = []
+    candidates: list[dict] = []
     best: dict = {}
     log_path = out / "train_log.jsonl"
     log_file = log_path.open("w")
     emit = log_fn or (lambda rec: print(json.dumps(rec), file=sys.stderr))
 
-    def consider(epoch_done: int) -> None:
-        """Checkpoint selection: Mean R on validation; the first best (strictly greater) wins."""
-        res = run_eval(select_rows, select_config, "validation")
-        rec = {"step": step, "epoch": epoch_done, "select_mean_r": res.metrics["mean_r"]}
+    def cpu_state() -> dict:
+        # a copy off the accelerator: at most two (best and latest) are held at once, in host memory
+        return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+    def note(rec: dict) -> None:
         selection.append(rec)
         log_file.write(json.dumps({"step": step, "select": rec}) + "\n")
         emit({"step": step, "select": rec})
-        if not best or res.metrics["mean_r"] > best["mean_r"]:
-            best.update(mean_r=res.metrics["mean_r"], step=step, epoch=epoch_done, result=res,
-                        state={k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})
 
+    def consider(epoch_done: int) -> None:
+        """best-val-recall: Mean R on validation; the first best (strictly greater) wins."""
+        res = run_eval(select_rows, select_config, "validation")
+        note({"step": step, "epoch": epoch_done, "select_mean_r": res.metrics["mean_r"]})
+        if not best or res.metrics["mean_r"] > best["mean_r"]:
+            best.update(mean_r=res.metrics["mean_r"], step=step, epoch=epoch_done, result=res, state=cpu_state())
+
+    def validate(epoch_done: int) -> None:
+        """release: the validation loss after an epoch; ``best`` is the strictly lowest so far (the
+        release saves latest.pt every epoch and best.pt when ``val_loss < best``)."""
+        v = training.val_loss(val_loader)
+        note({"step": step, "epoch": epoch_done, "val_loss": v["loss"], "val_components": v["components"],
+              "val_batches": v["batches"]})
+        if not best or v["loss"] < best["val_loss"]:
+            best.update(val_loss=v["loss"], step=step, epoch=epoch_done, state=cpu_state())
+
+    epoch_end = {"best-val-recall": consider, "release": validate}.get(cfg.select)
     step, epoch, t0 = 0, 0, time.time()
     while step < total:
         got_batch = False
@@ -924,15 +1120,15 @@ def train_clip(cfg: ClipTrainConfig, *, model: ClipAdapter | None = None,
             if step >= total:
                 break
         else:
-            if got_batch and select_config is not None and step < total:
-                consider(epoch + 1)  # an epoch ended before the last step
+            if got_batch and epoch_end is not None and step < total:
+                epoch_end(epoch + 1)  # an epoch ended before the last step
         if not got_batch:
             raise ValueError(f"{cfg.data}: config {config!r} train split gave no full batch of {cfg.batch_size}")
         epoch += 1
 
     result = None
     selected = {"step": step, "epoch": epoch}
-    if select_config is not None:
+    if cfg.select == "best-val-recall":
         consider(epoch)
         selected = {"step": best["step"], "epoch": best["epoch"], "select_mean_r": best["mean_r"]}
         if best["step"] != step:
@@ -940,6 +1136,34 @@ def train_clip(cfg: ClipTrainConfig, *, model: ClipAdapter | None = None,
             model.load_state_dict(best["state"])
         if (select_config, "validation") == (eval_config, cfg.eval_split):
             result = best["result"]  # the same weights, rows and code: no second pass
+    elif cfg.select == "release":
+        validate(epoch)
+        latest = {"name": "latest", "step": step, "epoch": epoch, "val_loss": selection[-1]["val_loss"]}
+        first = {"name": "best", "step": best["step"], "epoch": best["epoch"], "val_loss": best["val_loss"]}
+        if best["step"] == step:  # best is latest: one set of weights, one evaluation (a tie keeps best)
+            res_best = res_latest = run_eval(select_rows, select_config, "validation")
+            winner = "best"
+        else:  # eval_clip_retrieval.py: candidates [best, latest], a strictly higher Mean R replaces best
+            res_latest = run_eval(select_rows, select_config, "validation")
+            latest_state = cpu_state()
+            model.load_state_dict(best["state"])
+            res_best = run_eval(select_rows, select_config, "validation")
+            winner = "latest" if res_latest.metrics["mean_r"] > res_best.metrics["mean_r"] else "best"
+            model.load_state_dict(latest_state)
+            if winner == "best":
+                model.save(out / "last_checkpoint")
+                model.load_state_dict(best["state"])
+            del latest_state
+        candidates = [{**first, "mean_r": res_best.metrics["mean_r"]}, {**latest, "mean_r": res_latest.metrics["mean_r"]}]
+        chosen = candidates[0] if winner == "best" else candidates[1]
+        selected = {"checkpoint": winner, "step": chosen["step"], "epoch": chosen["epoch"],
+                    "val_loss": chosen["val_loss"], "select_mean_r": chosen["mean_r"]}
+        rec = {"step": step, "candidates": candidates, "selected": winner}
+        log_file.write(json.dumps({"step": step, "select": rec}) + "\n")
+        emit({"step": step, "select": rec})
+        if (select_config, "validation") == (eval_config, cfg.eval_split):
+            result = res_best if winner == "best" else res_latest  # the same weights, rows and code
+    best.pop("state", None)
     if result is None:
         result = run_eval(eval_rows, eval_config, cfg.eval_split)
     line = result.line()
@@ -947,15 +1171,18 @@ def train_clip(cfg: ClipTrainConfig, *, model: ClipAdapter | None = None,
     log_file.close()
     ckpt = model.save(out / "checkpoint")
     settings = {name: getattr(cfg, name) for name in SETTINGS}
+    val_losses = [{"epoch": r["epoch"], "step": r["step"], "val_loss": r["val_loss"]} for r in selection
+                  if "val_loss" in r]
     run = {"config": {**asdict(cfg), "storage_options": public_options(so)}, "preset": cfg.preset, "settings": settings, "overrides": overrides,
            "recipe": recipe.name, "data_config": config, "eval_config": eval_config, "eval_split": cfg.eval_split,
-           "lr": lr, "steps": step, "selected": selected, "selection": selection, "metrics": result.metrics,
-           "line": line, "eval": result.to_dict()}
+           "lr": lr, "steps": step, "selected": selected, "selection": selection, "candidates": candidates,
+           "val_losses": val_losses, "metrics": result.metrics, "line": line, "eval": result.to_dict()}
     (out / "metrics.json").write_text(json.dumps(run, indent=2, default=str))
     return {"metrics": result.metrics, "result": result, "line": line, "history": history, "checkpoint": str(ckpt),
             "recipe": recipe.name, "data_config": config, "eval_config": eval_config, "eval_split": cfg.eval_split,
             "steps": step, "settings": settings, "overrides": overrides, "selection": selection,
-            "selected": selected, "model": model, "training": training}
+            "selected": selected, "candidates": candidates, "val_losses": val_losses, "model": model,
+            "training": training}
 
 
 def final_line(metrics, ks: Sequence[int] = KS) -> dict[str, float]:
