@@ -1,0 +1,287 @@
+"""Reviewers' findings, one test per class: FIFOs and oversized files in a build's sources, a ``--from-folder``
+listing that is malformed or leads outside PATH, oversized index lines, caption files of the wrong types, a
+sources file that is no file of the repo, a loading script that reads outside ``data_dir``, bad environment
+variables and row groups that would cost gigabytes in the loader, the push and card CLIs' unusable input.
+
+Each asserts the user-facing outcome: one line naming the file (and row), the exit code, no hang."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fusionrs_hf.build import build
+from fusionrs_hf.scenes import jpeg_bytes, render_scene
+
+from .build_fixtures import build_options, make_fixture, write_json, write_jsonl
+
+
+def _fusionrs(*args: str, timeout: int = 120, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fusionrs_hf.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, **kw)
+
+
+def _one_line(proc: subprocess.CompletedProcess) -> str:
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    return lines[0]
+
+
+@pytest.fixture
+def fx(tmp_path):
+    return make_fixture(tmp_path / "src", size=64)
+
+
+# --------------------------------------------------------------------------- 1. build --from-folder
+
+def _own_folder(folder: Path, n: int = 3) -> Path:
+    rng = np.random.default_rng(1)
+    for i in range(n):
+        sc = render_scene(rng, 64)
+        (folder / "rgb" / "a").mkdir(parents=True, exist_ok=True)
+        (folder / "ir" / "a").mkdir(parents=True, exist_ok=True)
+        (folder / "rgb" / "a" / f"t{i}.jpg").write_bytes(jpeg_bytes(sc.rgb))
+        (folder / "ir" / "a" / f"t{i}.jpg").write_bytes(jpeg_bytes(sc.ir))
+        (folder / "rgb" / "a" / f"t{i}.txt").write_text(f"A field with {i + 2} large farm buildings and a road.\n")
+    return folder
+
+
+def _from_folder(path, out, *extra, timeout: int = 120) -> subprocess.CompletedProcess:
+    return _fusionrs("build", "--from-folder", str(path), "--source", "SkyScript", "--out", str(out), "--quiet",
+                     "--workers", "1", *extra, timeout=timeout)
+
+
+@pytest.mark.parametrize("link", ["rgb", "ir"])
+def test_from_folder_refuses_rgb_or_ir_linked_out_of_path(link, tmp_path):
+    mine = _own_folder(tmp_path / "mine")
+    outside = tmp_path / "outside"
+    (mine / link).rename(outside)
+    (mine / link).symlink_to(outside, target_is_directory=True)
+    proc = _from_folder(mine, tmp_path / "out")
+    assert proc.returncode == 2, proc.stderr
+    line = _one_line(proc)
+    assert f"{mine / link} is a symlink to {outside}, outside the folder" in line
+    assert not (tmp_path / "out").exists()
+    (mine / link).unlink()
+    (mine / link).symlink_to("other", target_is_directory=True)  # a link that stays inside PATH is fine
+    outside.rename(mine / "other")
+    assert _from_folder(mine, tmp_path / "out").returncode == 0
+
+
+@pytest.mark.parametrize("name, content, says", [
+    ("list.jsonl", b'{"rgb": "rgb/a/t0.jpg"}\n[1, 2]\n', "list.jsonl line 2: expected a JSON object"),
+    ("list.jsonl", b'{"rgb": 5}\n', "list.jsonl line 1: `rgb` is int, expected text"),
+    ("list.jsonl", b'{"rgb": "rgb/a/t0.jpg", "caption": {"a": 1}}\n', "list.jsonl line 1: `caption` is dict"),
+    ("list.jsonl", b'{"rgb": "rgb/a/t0.jpg", "split": "dev"}\n',
+     "list.jsonl line 1: split 'dev': expected one of train, val (or validation), test"),
+    ("list.csv", b"rgb,ir,caption\nrgb/a/t0.jpg,ir/a/t0.jpg,A barn \xff\xfe near a road.\n", "list.csv: not valid UTF-8"),
+    ("list.csv", b"rgb,ir,caption,split\nrgb/a/t0.jpg,ir/a/t0.jpg,A barn.,train\nrgb/a/t1.jpg,,A barn.,dev\n",
+     "list.csv line 3: split 'dev'"),
+    ("list.csv", b"rgb,sample_id\nrgb/a/t0.jpg,x\nrgb/a/t1.jpg,x\n",
+     "list.csv line 3: duplicate sample_id 'x' (first at "),
+    ("list.csv", b"rgb,sample_id\nrgb/a/t0.jpg,bad\tid\n", "list.csv line 2: `sample_id`: must be one line"),
+    ("list.csv", b"rgb\n../t0.jpg\n", "list.csv line 2: `rgb`: '..' segment not allowed"),
+])
+def test_a_bad_listing_is_one_line_naming_the_users_file_and_line(name, content, says, tmp_path):
+    mine = _own_folder(tmp_path / "mine")
+    listing = mine / name
+    listing.write_bytes(content)
+    out = tmp_path / "out"
+    proc = _from_folder(listing, out)
+    assert proc.returncode == 2, proc.stderr
+    line = _one_line(proc)
+    assert says in line and str(listing) in line and "folder_index" not in line
+    assert not out.exists()  # refused before any build state is written
+
+
+def _splits(out: Path) -> dict[str, str]:
+    import pyarrow.parquet as pq
+
+    return {r["sample_id"]: p.parent.name for p in (out / "data").rglob("*.parquet")
+            for r in pq.read_table(p, columns=["sample_id"]).to_pylist()}
+
+
+def test_from_folder_accepts_validation_as_well_as_val(tmp_path):
+    mine = _own_folder(tmp_path / "mine")
+    listing = mine / "list.csv"
+    cap = "Two farm buildings near a road."
+    listing.write_text(f"rgb,split,sample_id,caption\nrgb/a/t0.jpg,validation,m0,{cap}\nrgb/a/t1.jpg,val,m1,{cap}\n"
+                       f"rgb/a/t2.jpg,,m2,{cap}\n")
+    proc = _from_folder(listing, tmp_path / "out", "--split", "validation")
+    assert proc.returncode == 0, proc.stderr
+    assert _splits(tmp_path / "out") == {"m0": "validation", "m1": "validation", "m2": "validation"}
+    proc = _from_folder(listing, tmp_path / "out2", "--split", "dev")
+    assert proc.returncode == 2 and "--split: split 'dev': expected one of train, val (or validation)" in _one_line(proc)
+    assert "val (or validation" in _fusionrs("build", "--help").stdout
+
+
+def test_from_folder_absolute_paths_inside_path_are_made_relative_outside_refused(tmp_path):
+    mine = _own_folder(tmp_path / "mine")
+    listing = mine / "list.jsonl"
+    listing.write_text(json.dumps({"rgb": str(mine / "rgb/a/t0.jpg"), "ir": str(mine / "ir/a/t0.jpg"),
+                                   "sample_id": "abs0", "caption": "Two farm buildings near a road."}) + "\n")
+    proc = _from_folder(listing, tmp_path / "out")
+    assert proc.returncode == 0, proc.stderr
+    assert _splits(tmp_path / "out") == {"abs0": "train"}
+    (tmp_path / "elsewhere.jpg").write_bytes((mine / "rgb/a/t0.jpg").read_bytes())
+    listing.write_text(json.dumps({"rgb": str(tmp_path / "elsewhere.jpg")}) + "\n")
+    proc = _from_folder(listing, tmp_path / "out3")
+    assert proc.returncode == 2
+    line = _one_line(proc)
+    assert f"{listing} line 1: `rgb` '{tmp_path / 'elsewhere.jpg'}' is not inside the listing's folder" in line
+    assert "paths in a listing are relative to" in line
+
+
+def test_a_fifo_caption_file_is_refused_not_waited_on(tmp_path):
+    mine = _own_folder(tmp_path / "mine")
+    cap = mine / "rgb" / "a" / "t1.txt"
+    cap.unlink()
+    os.mkfifo(cap)
+    proc = _from_folder(mine, tmp_path / "out", timeout=60)  # hung before: read_text on the FIFO
+    assert proc.returncode == 2
+    assert f"{cap}: not a regular file" in _one_line(proc)
+
+
+# --------------------------------------------------------------------------- 2. FIFOs and huge files in a build
+
+def test_a_fifo_at_an_index_locator_is_dropped_not_read(fx, tmp_path):
+    rgb = fx.expect["rsicd-0001"].rgb_path
+    rgb.unlink()
+    os.mkfifo(rgb)
+    report = build(build_options(fx, tmp_path / "out", rows_per_shard=2))  # hung before (read_bytes on a FIFO)
+    drops = report["dropped"]["by_reason"]["undecodable_rgb"]
+    assert "rsicd-0001" in drops["sample_ids"]
+    detail = next(d["detail"] for d in drops["details"] if d["sample_id"] == "rsicd-0001")
+    assert str(rgb) in detail and "not a regular file" in detail
+
+
+def test_a_source_file_over_the_byte_limit_is_dropped_naming_file_and_size(tmp_path):
+    from fusionrs_hf.build.images import ImageDrop, load_image, read_source
+    from fusionrs_hf.limits import MAX_SOURCE_BYTES
+
+    big = tmp_path / "huge.jpg"
+    with open(big, "wb") as fh:  # sparse: no disk, no memory
+        fh.truncate(MAX_SOURCE_BYTES + 1)
+    with pytest.raises(ImageDrop) as e:
+        load_image(big, "rgb")
+    assert e.value.reason == "undecodable_rgb"
+    assert str(big) in e.value.detail and f"{MAX_SOURCE_BYTES + 1:,} bytes" in e.value.detail
+    small = tmp_path / "small.jpg"
+    small.write_bytes(b"x" * 100)
+    assert read_source(small, "ir", limit=100) == b"x" * 100
+    with pytest.raises(ImageDrop, match="small.jpg: 100 bytes, more than the limit 99"):
+        read_source(small, "ir", limit=99)
+
+
+# --------------------------------------------------------------------------- 3. index and caption files
+
+def _build_args(fx, out, index=None, captions=None) -> list[str]:
+    args = ["build", "--index", str(index or fx.index_public), "--ir-root", str(fx.ir_root), "--out", str(out),
+            "--quiet", "--workers", "1"]
+    for a in fx.source_root_args():
+        args += ["--source-root", a]
+    return [*args, "--captions", *map(str, captions or fx.caption_files)]
+
+
+def test_a_huge_single_line_gzip_index_is_refused_naming_file_and_line(fx, tmp_path):
+    from fusionrs_hf.limits import MAX_LINE_CHARS
+
+    index = tmp_path / "huge.jsonl.gz"
+    with gzip.open(index, "wb", compresslevel=1) as fh:  # 16 MiB of one line in ~16 KB of gzip
+        fh.write(b"\n" + json.dumps(fx.records[0]).encode() + b"\n")
+        fh.write(b'{"sample_id": "' + b"x" * (16 << 20) + b'"}\n')
+    proc = _fusionrs(*_build_args(fx, tmp_path / "out", index=index))
+    assert proc.returncode == 2, proc.stderr
+    line = _one_line(proc)
+    assert "huge.jsonl.gz line 3" in line and f"{MAX_LINE_CHARS:,} characters" in line
+
+
+def test_reading_a_long_line_costs_no_memory(tmp_path):
+    import tracemalloc
+
+    from fusionrs_hf.index import IndexFormatError, iter_index
+
+    index = tmp_path / "huge.jsonl.gz"
+    with gzip.open(index, "wb", compresslevel=1) as fh:
+        fh.write(b"x" * (64 << 20))
+    tracemalloc.start()
+    with pytest.raises(IndexFormatError, match="huge.jsonl.gz line 1: longer than the limit"):
+        list(iter_index(index))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 16 << 20, peak  # read whole, the line alone would be 64 MiB (and 1.5 GB in the report)
+
+
+@pytest.fixture
+def no_hang():
+    """A read that would block forever fails the test after 20 s instead."""
+    import signal
+
+    def hung(*_):
+        raise TimeoutError("hung on a read")
+
+    old = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(20)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)
+
+
+@pytest.mark.parametrize("name", ["index.jsonl", "captions.parquet", "captions.csv", "dataset_rsicd.json",
+                                  "iraware.jsonl"])
+def test_a_fifo_as_index_or_caption_file_is_refused_not_waited_on(name, tmp_path, no_hang):
+    from fusionrs_hf.captions.formats import CaptionFileError, read_caption_file, read_iraware
+    from fusionrs_hf.index import IndexFormatError, iter_index
+
+    fifo = tmp_path / name
+    os.mkfifo(fifo)
+    if name.startswith("index"):
+        with pytest.raises(IndexFormatError, match="not a regular file") as e:
+            list(iter_index(fifo))
+    else:
+        with pytest.raises(CaptionFileError, match="not a regular file") as e:
+            list(read_iraware(fifo) if name.startswith("iraware") else read_caption_file(fifo))
+    assert str(fifo) in str(e.value)
+
+
+def _rsicd(fx) -> dict:
+    return json.loads((fx.roots["RSICD"] / "dataset_rsicd.json").read_text())
+
+
+@pytest.mark.parametrize("case, says", [
+    ("rsicd_raw_int", "dataset_rsicd.json: images[0] ("),
+    ("table_class_int", "table.jsonl row 1: `class_name` is int, expected text"),
+    ("json_class_int", "table.json item 1: `class_name` is int, expected text"),
+    ("deep_json", "deep.json: not valid JSON (nested too deeply)"),
+    ("deep_jsonl", "deep.jsonl: entry 1: JSON nested too deeply"),
+    ("long_csv", "long.csv line 2: longer than the limit"),
+])
+def test_caption_files_of_the_wrong_shape_are_one_line_errors(case, says, fx, tmp_path):
+    if case == "rsicd_raw_int":
+        data = _rsicd(fx)
+        data["images"][0]["sentences"][0]["raw"] = 5
+        cap = write_json(tmp_path / "dataset_rsicd.json", data)
+    elif case == "table_class_int":
+        cap = write_jsonl(tmp_path / "table.jsonl", [{"sample_id": "rsicd-0001", "caption": "A port.", "class_name": 7}])
+    elif case == "json_class_int":
+        cap = write_json(tmp_path / "table.json", [{"sample_id": "rsicd-0001", "caption": "A port.", "class_name": 7}])
+    elif case == "deep_json":
+        cap = tmp_path / "deep.json"
+        cap.write_text("[" * 100_000 + "]" * 100_000)
+    elif case == "deep_jsonl":
+        cap = tmp_path / "deep.jsonl"
+        cap.write_text("[" * 100_000 + "]" * 100_000 + "\n")
+    else:
+        cap = tmp_path / "long.csv"
+        cap.write_text("sample_id,caption\n" + "x" * (2 << 20) + "\n")
+    proc = _fusionrs(*_build_args(fx, tmp_path / "out", captions=[*fx.caption_files, cap]))
+    assert proc.returncode == 2, proc.stderr
+    assert says in _one_line(proc)
