@@ -149,12 +149,25 @@ def validate_new(src: Source, reg: SourceRegistry) -> None:
 
 
 def registry_for(fs, root: str) -> SourceRegistry:
-    """The registry of a repo on any fsspec filesystem (the default one when the repo declares none)."""
+    """The registry of a repo on any fsspec filesystem (the default one when the repo declares none).
+
+    On this machine's filesystem the file is read only when it is a regular file inside ``root``
+    (:func:`~fusionrs_hf.safepath.check_repo_file`, as for shards and the card): a FIFO there would hang
+    every command that lists the repo, and a symlink to a file outside it would be read and published by
+    ``push``; both are :class:`~fusionrs_hf.safepath.NotAFileError` (exit 2), naming the path."""
+    from .safepath import check_repo_file, is_local_fs
+
     path = f"{root.rstrip('/')}/{REGISTRY_FILE}"
     try:
         if not fs.exists(path):
             return DEFAULT_REGISTRY
-        text = fs.cat_file(path).decode("utf-8")
+        if is_local_fs(fs):
+            check_repo_file(root, path)
+        data = fs.cat_file(path)
     except FileNotFoundError:
         return DEFAULT_REGISTRY
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SourceError(f"{path}: not valid UTF-8 (byte {e.start})") from None
     return SourceRegistry.from_json(text, path)

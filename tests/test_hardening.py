@@ -285,3 +285,37 @@ def test_caption_files_of_the_wrong_shape_are_one_line_errors(case, says, fx, tm
     proc = _fusionrs(*_build_args(fx, tmp_path / "out", captions=[*fx.caption_files, cap]))
     assert proc.returncode == 2, proc.stderr
     assert says in _one_line(proc)
+
+
+# --------------------------------------------------------------------------- 4. fusionrs_sources.json
+
+@pytest.mark.parametrize("what", ["fifo", "outside"])
+def test_a_sources_file_that_is_no_file_of_the_repo_is_refused_not_read(what, sample_repo, tmp_path):
+    """A FIFO at fusionrs_sources.json hung check --fast, card, push and make_dataloader; a symlink to a file
+    outside the repo was read, and push published it. Now: exit 2 / NotAFileError, one line naming it."""
+    import shutil
+
+    from fusionrs_hf.safepath import NotAFileError
+    from fusionrs_hf.torch import make_dataloader
+
+    repo = tmp_path / "repo"
+    shutil.copytree(sample_repo, repo)
+    reg = repo / "fusionrs_sources.json"
+    if what == "fifo":
+        os.mkfifo(reg)
+        says = "not a regular file"
+    else:
+        outside = tmp_path / "private.json"
+        outside.write_text(json.dumps({"sources": []}) + "\n")
+        reg.symlink_to(outside)
+        says = "outside the repo"
+    dest = tmp_path / "mirror"
+    for cmd in (("check", str(repo), "--fast"), ("card", str(repo)), ("push", str(repo), f"file://{dest}"),
+                ("push", str(repo), f"file://{dest}", "--skip-check")):
+        proc = _fusionrs(*cmd, timeout=60)
+        assert proc.returncode == 2, (cmd, proc.stderr)
+        line = _one_line(proc)
+        assert says in line and "fusionrs_sources.json" in line, (cmd, line)
+    assert not list(dest.rglob("fusionrs_sources.json")) if dest.exists() else True
+    with pytest.raises(NotAFileError, match=says):
+        next(iter(make_dataloader(str(repo), "nwpu", "train", batch_size=2)))

@@ -16,6 +16,7 @@ from ..card import CARD_NAME, render_card
 from ..card_assets import ASSET_PATHS
 from ..errors import CliError, UnusableInputError
 from ..layout import SHARD_TEMPLATE, ShardName, layout_for
+from ..safepath import check_repo_file
 from ..sources import REGISTRY_FILE
 from .hub import _HubTarget, _is_unreachable, _offline_error, make_api
 from .local import _card_assets, _footer_only, _local_names, _Snapshot, _stat_key, read_local, rights_summary
@@ -259,7 +260,8 @@ def _push_snapshot(local: Path, tgt, snapshot: _Snapshot, *, dry_run: bool, prun
     text = render_card(card_shards, sample=sample, location=tgt.card_location, lay=plan.layout,
                        assets=plan.assets)
     reg = local / REGISTRY_FILE
-    if reg.is_file():  # the repo declares sources of its own: the remote needs the same declaration
+    if reg.exists():  # the repo declares sources of its own: the remote needs the same declaration
+        check_repo_file(local, reg)  # a regular file inside the repo, never a FIFO or a link out of it
         plan.sources_bytes = reg.read_bytes()
         r = remote.get(REGISTRY_FILE)
         plan.sources = "new" if r is None else ("unchanged" if tgt.same_bytes(plan.sources_bytes, r) else "changed")
