@@ -329,7 +329,8 @@ def test_the_phash_of_a_large_jpeg_is_the_releases():
     """The release's phash64 (audit_fusionrs_dedup.py): the full decode, convert("L"), a Lanczos resize to
     32x32, the DCT's 8x8 corner, bits above the median of the 63 AC terms. Written here from that
     definition; a reduced-scale decode (libjpeg's 1/8) gives another hash, so the test can tell them apart.
-    The spread is measured on the full decode box-reduced to 64 px."""
+    The spread is measured on the full decode box-reduced to 64 px. (The IR column's hash, a rule of ours,
+    runs the same recipe on that reduction.)"""
     from fusionrs_hf.scenes import render_scene
 
     def release_phash(im):
@@ -349,7 +350,9 @@ def test_the_phash_of_a_large_jpeg_is_the_releases():
             hashes[seed] = (want, release_phash(im))
         st = check_mod.inspect_image(data)
         assert st.phash == want, seed
-        full = np.asarray(Image.open(io.BytesIO(data)).convert("RGB").resize((64, 64), Image.Resampling.BOX))
+        small = Image.open(io.BytesIO(data)).convert("RGB").reduce(8)
+        assert check_mod.inspect_image(data, exact_phash=False).phash == release_phash(small)
+        full = np.asarray(Image.open(io.BytesIO(data)).convert("RGB").reduce(8))  # 8x8 box means: 64 px
         assert st.size == (512, 512) and st.spread == float(np.mean(full.max(axis=2) - full.min(axis=2)))
     assert any(a != b for a, b in hashes.values())  # a reduced decode would have hashed differently
 
