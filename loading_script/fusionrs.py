@@ -14,12 +14,18 @@ Two uses:
 The config registry below is generated from ``fusionrs_hf.layout.registry_dict()`` by
 ``python tools/sync_loading_script.py``; a test fails if the two drift. The script itself only
 needs ``datasets`` and ``pyarrow`` so it also works where ``fusionrs_hf`` is not installed.
+
+A local ``data_dir`` is read by the rule ``fusionrs check`` applies (``fusionrs_hf.safepath``, restated here
+because this file must stand alone): every shard read is a regular file inside ``data_dir`` (a symlink out of
+it, or a FIFO, is refused naming it) and no folder under ``data/`` is a symlink; a missing folder is named.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import json
+import os
+import stat
 
 import datasets
 import pyarrow as pa
@@ -275,6 +281,18 @@ def split_patterns(config: dict, split: str) -> list[str]:
     return out
 
 
+def check_local_shard(local: str, path: str) -> None:
+    """A shard of a local repo is read only when it is a regular file inside ``local`` (symlinks resolved), as
+    ``fusionrs_hf.safepath.check_repo_file`` has it: else a one-line ``ValueError`` naming it."""
+    p = path[len("file://"):] if path.startswith("file://") else path
+    if not stat.S_ISREG(os.stat(p).st_mode):
+        raise ValueError(f"FusionRS: {p}: not a regular file (a FIFO, socket or device); a repo holds files only")
+    base, real = os.path.realpath(local), os.path.realpath(p)
+    if not real.startswith(base.rstrip(os.sep) + os.sep):
+        raise ValueError(f"FusionRS: {p}: a symlink to {real}, outside the repo {local}; only files inside "
+                         "data_dir are read")
+
+
 class FusionRSConfig(datasets.BuilderConfig):
     def __init__(self, *, sources=(), groups=(), **kwargs):
         super().__init__(**kwargs)
@@ -302,6 +320,35 @@ class FusionRS(datasets.ArrowBasedBuilder):
             raise ValueError("FusionRS builder needs data_dir=<repo folder or URL> (or a Hub base path)")
         return str(root)
 
+    def _local_root(self) -> str | None:
+        """The folder of a local ``data_dir`` (a path or ``file://`` URL), checked to be a repo folder; ``None``
+        for a remote URL."""
+        root = self._root()
+        local = root[len("file://"):] if root.startswith("file://") else (None if "://" in root else root)
+        if local is None:
+            return None
+        if not os.path.isdir(local):
+            why = "not a folder" if os.path.exists(local) else "no such folder"
+            raise FileNotFoundError(f"FusionRS data_dir {root}: {why}")
+        data = os.path.join(local, "data")
+        if not os.path.isdir(data):
+            raise FileNotFoundError(f"FusionRS data_dir {root}: not a FusionRS repo folder (no data/ directory)")
+        for folder, dirs, files in os.walk(data):
+            for f in files:  # a FIFO is left out of a listing without a word: its rows would be missing
+                full = os.path.join(folder, f)
+                if f.endswith(".parquet") and os.path.exists(full) and not os.path.isfile(full):
+                    raise ValueError(f"FusionRS: {full}: not a regular file (a FIFO, socket or device); a repo "
+                                     "holds files only")
+            for d in dirs:
+                full = os.path.join(folder, d)
+                if os.path.islink(full):
+                    raise ValueError(f"FusionRS data_dir {root}: {full} is a symlink to a folder "
+                                     f"({os.path.realpath(full)}); a repo's folders are its own (fusionrs check "
+                                     "refuses it too)")
+        return local
+
+
+
     def _resolve(self, pattern: str, dl_manager) -> list[str]:
         from datasets.data_files import resolve_pattern
 
@@ -313,13 +360,20 @@ class FusionRS(datasets.ArrowBasedBuilder):
 
     def _split_generators(self, dl_manager):
         config = next(c for c in REGISTRY["configs"] if c["name"] == self.config.name)
+        local = self._local_root()
         gens = []
         for split in REGISTRY["splits"]:
             files = sorted({f for p in split_patterns(config, split) for f in self._resolve(p, dl_manager)})
             files = [f for f in files if fnmatch.fnmatch(f.rsplit("/", 1)[-1], "*.parquet")]
             if not files:
                 continue
+            if local is not None:
+                for f in files:
+                    check_local_shard(local, f)
             gens.append(datasets.SplitGenerator(name=split, gen_kwargs={"files": dl_manager.download(files)}))
+        if not gens:
+            raise FileNotFoundError(f"FusionRS data_dir {self._root()}: no shards of config {config['name']!r} "
+                                    f"(looked for {', '.join(split_patterns(config, '{split}'))})")
         return gens
 
     def _generate_tables(self, files):

@@ -319,3 +319,62 @@ def test_a_sources_file_that_is_no_file_of_the_repo_is_refused_not_read(what, sa
     assert not list(dest.rglob("fusionrs_sources.json")) if dest.exists() else True
     with pytest.raises(NotAFileError, match=says):
         next(iter(make_dataloader(str(repo), "nwpu", "train", batch_size=2)))
+
+
+# --------------------------------------------------------------------------- 5. the loading script
+
+@pytest.fixture(scope="module")
+def script():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "loading_script" / "fusionrs.py"
+    spec = importlib.util.spec_from_file_location("fusionrs_loading_script", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # datasets re-imports the builder's module by name for streaming
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize("what", ["outside_shard", "fifo_shard", "linked_folder"])
+def test_the_loading_script_reads_only_regular_files_inside_data_dir(what, script, sample_repo, tmp_path):
+    """Before, a shard symlinked to an outside parquet was streamed although `fusionrs check` refuses the repo."""
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    repo = tmp_path / "repo"
+    shutil.copytree(sample_repo, repo)
+    shard = sorted((repo / "data" / "nwpu" / "train").glob("*.parquet"))[0]
+    if what == "outside_shard":
+        outside = tmp_path / "private.parquet"
+        pq.write_table(pq.read_table(shard).slice(0, 1), outside)
+        shard.unlink()
+        shard.symlink_to(outside)
+        says = "outside the repo"
+    elif what == "fifo_shard":
+        shard.unlink()
+        os.mkfifo(shard)
+        says = "not a regular file"
+    else:
+        moved = tmp_path / "moved"
+        shutil.move(repo / "data" / "nwpu", moved)
+        (repo / "data" / "nwpu").symlink_to(moved, target_is_directory=True)
+        says = "is a symlink to a folder"
+    assert _fusionrs("check", str(repo), "--fast").returncode == 2
+    b = script.FusionRS(config_name="nwpu", data_dir=str(repo), cache_dir=str(tmp_path / "cache"))
+    with pytest.raises(ValueError, match=says) as e:
+        list(b.as_streaming_dataset("train"))
+    assert "\n" not in str(e.value)
+
+
+def test_the_loading_script_names_a_missing_data_dir(script, tmp_path):
+    b = script.FusionRS(config_name="iraware", data_dir=str(tmp_path / "nope"), cache_dir=str(tmp_path / "c"))
+    with pytest.raises(FileNotFoundError, match=r"data_dir .*nope: no such folder"):
+        b.as_streaming_dataset("train")  # was: "Bad split: train. Available splits: []"
+    (tmp_path / "empty").mkdir()
+    b = script.FusionRS(config_name="iraware", data_dir=str(tmp_path / "empty"), cache_dir=str(tmp_path / "c"))
+    with pytest.raises(FileNotFoundError, match=r"empty: not a FusionRS repo folder \(no data/ directory\)"):
+        b.as_streaming_dataset("train")
+    (tmp_path / "empty" / "data").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"empty: no shards of config 'iraware'"):
+        b.as_streaming_dataset("train")
