@@ -114,3 +114,9 @@ single-line gzip would be an unnamed ``MemoryError``)."""
 MAX_JSON_CHARS = 256 << 20
 """Largest whole-document JSON file (256 Mi characters) a reader loads (the native RSICD / RSITMD / NWPU-Captions
 caption files are tens of MB); a larger one is refused naming the file."""
+
+MAX_ROW_GROUP_BYTES = 1 << 30
+"""Largest row group (1 GiB of the columns read, uncompressed, as its footer says) a loader reads: about ten times
+the row-group target of a build (``fusionrs_hf.shards.DEFAULT_ROW_GROUP_BYTES``, 100 MB), so an ordinary row
+group with a few big images passes; a 735 KB shard whose zstd row group inflates to 1.8 GB is refused, naming
+shard and row group, before anything is decompressed."""

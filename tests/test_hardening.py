@@ -378,3 +378,53 @@ def test_the_loading_script_names_a_missing_data_dir(script, tmp_path):
     (tmp_path / "empty" / "data").mkdir()
     with pytest.raises(FileNotFoundError, match=r"empty: no shards of config 'iraware'"):
         b.as_streaming_dataset("train")
+
+
+# --------------------------------------------------------------------------- 6. the torch loader
+
+@pytest.mark.parametrize("var, value", [("WORLD_SIZE", "x"), ("RANK", "two")])
+def test_a_bad_rank_variable_is_named(var, value, monkeypatch):
+    from fusionrs_hf.errors import UnusableInputError
+    from fusionrs_hf.torch.plan import _resolve_rank
+
+    monkeypatch.setenv(var, value)
+    with pytest.raises(UnusableInputError, match=f"environment variable {var}='{value}' is not an integer"):
+        _resolve_rank(None, None)
+    assert _resolve_rank(0, 1) == (0, 1)  # explicit values do not read the environment
+
+
+def _inflating_shard(repo: Path, tmp_path: Path) -> Path:
+    """The first nwpu/train shard rewritten as one zstd row group of ~48 MB uncompressed in a few hundred KB."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    shard = sorted((repo / "data" / "nwpu" / "train").glob("*.parquet"))[0]
+    t = pq.read_table(shard)
+    pad = b"\0" * (12 << 20)
+    rgb = [{"bytes": r["bytes"] + pad, "path": r["path"]} for r in t.column("rgb").to_pylist()]
+    t = t.set_column(t.schema.get_field_index("rgb"), t.schema.field("rgb"), pa.array(rgb, t.schema.field("rgb").type))
+    pq.write_table(t, shard, compression="zstd", row_group_size=len(t))
+    assert shard.stat().st_size < 2 << 20
+    return shard
+
+
+def test_a_row_group_that_inflates_past_the_limit_is_refused_from_its_footer(sample_repo, tmp_path, monkeypatch):
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from fusionrs_hf.decode import DecodeError
+    from fusionrs_hf.torch import make_dataloader, reader
+
+    repo = tmp_path / "repo"
+    shutil.copytree(sample_repo, repo)
+    shard = _inflating_shard(repo, tmp_path)
+    size = pq.ParquetFile(shard).metadata.row_group(0).total_byte_size
+    monkeypatch.setattr(reader, "MAX_ROW_GROUP_BYTES", 32 << 20)  # the default (1 GiB) scaled to the test's shard
+    with pytest.raises(DecodeError) as e:
+        list(make_dataloader(str(repo), "nwpu", "train", batch_size=2, on_error="raise"))
+    msg = str(e.value)
+    assert f"shard=data/nwpu/train/{shard.name}" in msg and "row group 0 is" in msg
+    assert "more than the limit 33,554,432 (MAX_ROW_GROUP_BYTES)" in msg and size > 32 << 20
+    monkeypatch.setattr(reader, "MAX_ROW_GROUP_BYTES", 1 << 30)
+    assert sum(len(b["sample_id"]) for b in make_dataloader(str(repo), "nwpu", "train", batch_size=2)) > 0

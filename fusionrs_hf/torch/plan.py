@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from ..decode import DecodeError
+from ..errors import UnusableInputError
 from ..layout import SPLITS, layout_for
 from ..storage import locate
 from .reader import FOOTER_THREADS, Footer, is_local, read_footers
@@ -216,13 +217,29 @@ def _buffer_order(n: int, buffer: int, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
+class RankEnvError(UnusableInputError, ValueError):
+    """``RANK`` / ``WORLD_SIZE`` set to something that is not an integer; ``str()`` names the variable."""
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if value is None or not value.strip():
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise RankEnvError(f"environment variable {name}={value[:40]!r} is not an integer (torchrun sets RANK and "
+                           "WORLD_SIZE; fix or unset it, or pass rank= and world_size=)") from None
+
+
 def _resolve_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:
     """Explicit values, else the initialized process group, else torchrun's env vars, else (0, 1)."""
     if rank is None or world_size is None:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             r, w = torch.distributed.get_rank(), torch.distributed.get_world_size()
         else:
-            r, w = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+            r = _env_int("RANK", 0) if rank is None else rank
+            w = _env_int("WORLD_SIZE", 1) if world_size is None else world_size
         rank = r if rank is None else rank
         world_size = w if world_size is None else world_size
     if world_size < 1 or not 0 <= rank < world_size:

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 
 from ..decode import DecodeError
+from ..limits import MAX_ROW_GROUP_BYTES
 from ..safepath import is_local_fs
 from . import share
 
@@ -257,15 +258,33 @@ def read_footers(fs, paths: Sequence[str], sizes: Sequence[int | None] | None = 
         return list(pool.map(one, range(len(paths))))
 
 
-def column_ranges(md, row_group: int, columns: Sequence[str]) -> list[tuple[int, int]]:
-    """Byte ranges ``[start, end)`` of the column chunks of ``row_group`` that ``columns`` read."""
+def _read_chunks(md, row_group: int, columns: Sequence[str]):
+    """The column chunks (footer metadata) of ``row_group`` that ``columns`` read."""
     rg = md.row_group(row_group)
-    out = []
     for i in range(rg.num_columns):
         c = rg.column(i)
         path = c.path_in_schema
-        if not any(path == col or path.startswith(col + ".") or col.startswith(path + ".") for col in columns):
-            continue
+        if any(path == col or path.startswith(col + ".") or col.startswith(path + ".") for col in columns):
+            yield c
+
+
+def row_group_too_big(md, row_group: int, columns: Sequence[str], limit: int | None = None) -> str | None:
+    """Why ``row_group`` is not read (its read columns inflate past ``limit``, default
+    :data:`~fusionrs_hf.limits.MAX_ROW_GROUP_BYTES`, by the footer's uncompressed sizes), or ``None``."""
+    limit = MAX_ROW_GROUP_BYTES if limit is None else limit
+    chunks = list(_read_chunks(md, row_group, columns))
+    size = sum(c.total_uncompressed_size for c in chunks)
+    if size <= limit:
+        return None
+    packed = sum(c.total_compressed_size for c in chunks)
+    return (f"row group {row_group} is {size:,} bytes uncompressed ({packed:,} stored), more than the limit "
+            f"{limit:,} (MAX_ROW_GROUP_BYTES); not read")
+
+
+def column_ranges(md, row_group: int, columns: Sequence[str]) -> list[tuple[int, int]]:
+    """Byte ranges ``[start, end)`` of the column chunks of ``row_group`` that ``columns`` read."""
+    out = []
+    for c in _read_chunks(md, row_group, columns):
         start = c.data_page_offset
         if c.has_dictionary_page and c.dictionary_page_offset is not None and 0 < c.dictionary_page_offset < start:
             start = c.dictionary_page_offset
@@ -621,6 +640,8 @@ class RowGroupReading:
                     if unit.row_group >= md.num_row_groups or md.row_group(unit.row_group).num_rows != unit.num_rows:
                         error = ("the shard changed since this epoch was planned (its row groups differ from the "
                                  "plan); the next epoch re-plans")
+                    else:  # a few KB of zstd can claim GBs: judged from the footer, before anything is inflated
+                        error = row_group_too_big(md, unit.row_group, cols)
                 done = 0  # rows of this piece delivered
                 if error is None:
                     try:
