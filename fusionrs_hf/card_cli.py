@@ -53,6 +53,51 @@ def _require_repo(root: Path) -> None:
         raise CliError(f"{root}: no shards under data/ (data/<source>/<split>/*.parquet): nothing for a card to describe")
 
 
+def check_repo_id(value: str) -> str:
+    """``--repo-id`` as the Load snippet will name it, or :class:`~fusionrs_hf.errors.CliError` (exit 2, one line):
+    a Hub id must be a valid ``OWNER/NAME`` (``huggingface_hub``'s own rule), ``hf://`` URLs likewise; other
+    fsspec URLs are taken as they are; a path must be absolute or an existing folder (it is written absolute),
+    so the snippet never points at a folder that is nowhere."""
+    import os
+    import re
+
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    from .errors import CliError
+    from .secrets import scrub
+
+    def bad_id(repo_id: str, why: str) -> CliError:
+        return CliError(scrub(f"--repo-id {value!r}: {repo_id!r} is not a Hub dataset id ({why}); give OWNER/NAME, "
+                              "an fsspec URL (s3://bucket/prefix) or a folder that exists"))
+
+    def hub_id(repo_id: str) -> str:
+        try:
+            validate_repo_id(repo_id)
+        except HFValidationError as e:
+            raise bad_id(repo_id, str(e).splitlines()[0].rstrip(".")) from None
+        if repo_id.count("/") != 1:
+            raise bad_id(repo_id, "a dataset repo id is OWNER/NAME")
+        return repo_id
+
+    if re.match(r"(?i)[a-z][a-z0-9+.-]*://[^/\s?#]*@", value):
+        raise CliError(scrub(f"--repo-id {value}: credentials in the URL are not used; pass --storage-option"))
+    if value.startswith("hf://"):
+        m = re.match(r"^hf://(?:datasets/)?([^@]+?)/*(?:@[^/]+)?$", value)
+        if not m:
+            raise CliError(f"--repo-id {value!r}: a Hub URL is hf://datasets/OWNER/NAME[@revision]")
+        hub_id(m[1])
+        return value
+    if "://" in value and not value.startswith("file://"):
+        return value
+    path = value[len("file://"):] if value.startswith("file://") else value
+    if os.path.isabs(path) or os.path.isdir(path):
+        return os.path.abspath(path)
+    if value.startswith(("./", "../", "~")) or value in (".", "..") or os.path.exists(path):
+        raise CliError(f"--repo-id {value!r}: no such folder here; give the absolute path of the folder the repo "
+                       "is published in, a Hub id (OWNER/NAME) or an fsspec URL")
+    return hub_id(value)
+
+
 def run(args: argparse.Namespace) -> int:
     from .card import write_card
     from .errors import CliError
@@ -62,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
         options = parse_storage_options(args.storage_options)
     except ValueError as e:
         raise CliError(str(e)) from None
+    repo_id = None if args.repo_id is None else check_repo_id(args.repo_id)
     _require_repo(Path(args.repo))
-    print(write_card(args.repo, sample=args.sample, repo_id=args.repo_id, storage_options=options,
+    print(write_card(args.repo, sample=args.sample, repo_id=repo_id, storage_options=options,
                      assets=args.assets))
     return 0

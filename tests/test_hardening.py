@@ -428,3 +428,75 @@ def test_a_row_group_that_inflates_past_the_limit_is_refused_from_its_footer(sam
     assert "more than the limit 33,554,432 (MAX_ROW_GROUP_BYTES)" in msg and size > 32 << 20
     monkeypatch.setattr(reader, "MAX_ROW_GROUP_BYTES", 1 << 30)
     assert sum(len(b["sample_id"]) for b in make_dataloader(str(repo), "nwpu", "train", batch_size=2)) > 0
+
+
+# --------------------------------------------------------------------------- 7. push
+
+def test_the_documented_prune_flow_pushes_with_the_card_push_renders(sample_repo, tmp_path):
+    """Delete a shard locally, push --prune: the local card is stale, but push publishes a card rendered from
+    the shards, so the pre-push check does not hold that against it (it exited 1 and said --skip-check)."""
+    import shutil
+
+    repo, dest = tmp_path / "repo", tmp_path / "mirror"
+    shutil.copytree(sample_repo, repo)
+    assert _fusionrs("push", str(repo), f"file://{dest}", "--quiet").returncode == 0
+    gone = sorted((repo / "data" / "nwpu" / "train").glob("*.parquet"))[0]
+    gone.unlink()
+    proc = _fusionrs("push", str(repo), f"file://{dest}", "--prune", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert "README.md does not match the shards" in proc.stderr and "fusionrs card" in proc.stderr
+    assert not (dest / gone.relative_to(repo)).exists()
+    assert _fusionrs("check", str(dest), "--fast").returncode == 0  # the published card fits the shards
+    (repo / "data" / "nwpu" / "train" / "stray.parquet").write_bytes(gone.parent.joinpath(
+        sorted(p.name for p in gone.parent.glob("*.parquet"))[0]).read_bytes())
+    proc = _fusionrs("push", str(repo), f"file://{dest}", "--quiet")  # what is not about the card still counts
+    assert proc.returncode == 1 and "stray.parquet" in proc.stderr
+
+
+def test_a_push_url_with_credentials_is_unusable_input_and_scrubbed(sample_repo):
+    proc = _fusionrs("push", str(sample_repo), "s3://AKIAEXAMPLEKEY:very-secret-value@bucket/x", "--skip-check")
+    assert proc.returncode == 2, proc.stderr
+    line = _one_line(proc)
+    assert "credentials in the URL" in line and "--storage-option" in line
+    assert "very-secret-value" not in proc.stderr + proc.stdout and "AKIAEXAMPLEKEY" not in proc.stderr
+
+
+def test_a_relative_destination_folder_is_a_folder(sample_repo, tmp_path):
+    proc = _fusionrs("push", str(sample_repo), "./rel-mirror", "--quiet", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "rel-mirror" / "README.md").is_file()
+    assert list((tmp_path / "rel-mirror" / "data").rglob("*.parquet"))
+
+
+# --------------------------------------------------------------------------- 8. card --repo-id
+
+@pytest.mark.parametrize("repo_id, says", [
+    ("bad id!", "'bad id!' is not a Hub dataset id"),
+    ("./relative", "'./relative': no such folder here"),
+    ("a/b/c", "'a/b/c' is not a Hub dataset id"),
+    ("hf://datasets/bad id", "'bad id' is not a Hub dataset id"),
+    ("s3://key:pw-secret@bucket/x", "credentials in the URL are not used"),
+])
+def test_card_refuses_a_repo_id_the_load_snippet_could_not_use(repo_id, says, sample_repo, tmp_path):
+    import shutil
+
+    repo = tmp_path / "repo"
+    shutil.copytree(sample_repo, repo)
+    before = (repo / "README.md").read_bytes()
+    proc = _fusionrs("card", str(repo), "--repo-id", repo_id, "--no-assets", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert says in _one_line(proc) and "pw-secret" not in proc.stderr
+    assert (repo / "README.md").read_bytes() == before  # nothing written
+
+
+def test_card_accepts_hub_ids_urls_and_folders(sample_repo, tmp_path):
+    import shutil
+
+    repo = tmp_path / "repo"
+    shutil.copytree(sample_repo, repo)
+    for repo_id, snippet in (("me/fusionrs", 'load_dataset("me/fusionrs"'),
+                             ("hf://datasets/me/fusionrs@v1", "revision='v1'"),
+                             (".", f'load_dataset("{tmp_path}"')):
+        proc = _fusionrs("card", str(repo), "--repo-id", repo_id, "--no-assets", cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        assert snippet in (repo / "README.md").read_text(), repo_id

@@ -29,7 +29,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("local_repo", metavar="LOCAL_REPO", help="local repo folder (holds data/... and README.md)")
     p.add_argument("target", metavar="REPO_ID",
                    help="Hub dataset repo OWNER/NAME (or hf://datasets/OWNER/NAME), or an fsspec URL "
-                        "(file:///abs/path, s3://bucket/prefix, ...), or an absolute folder path")
+                        "(file:///abs/path, s3://bucket/prefix, ...; credentials go in --storage-option, not the URL), "
+                        "or a folder path (absolute, ./relative, or an existing folder)")
     p.add_argument("--revision", help="Hub branch to push to (created from main if missing); default main")
     vis = p.add_mutually_exclusive_group()
     vis.add_argument("--private", dest="private", action="store_true", default=True,

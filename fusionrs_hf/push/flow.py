@@ -4,7 +4,9 @@ card rendered last from exactly the bytes sent."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -39,11 +41,27 @@ from .sender import _Sender
 from .store import _FsspecTarget
 
 
+def _is_folder(target: str) -> bool:
+    """A destination that names a folder: absolute, ``./`` ``../`` ``~/`` relative, or an existing path (as
+    ``check`` reads a path that exists as a folder). ``OWNER/NAME`` that is no local path stays a Hub id."""
+    if "://" in target:
+        return False
+    return (target.startswith(("/", "./", "../", "~/")) or target in (".", "..", "~")
+            or os.path.exists(os.path.expanduser(target)))
+
+
 def _parse_target(target: str, revision: str | None) -> tuple[str, str | None, bool]:
-    """(repo_id or URL, revision, is_hub). ``hf://datasets/owner/name[@rev]`` counts as a Hub repo; an absolute
-    path is a folder (``file://``), as it is for ``check`` (a relative one could be a Hub id: it needs file://)."""
-    if target.startswith("/"):
-        target = "file://" + os.path.abspath(target)
+    """(repo_id or URL, revision, is_hub). ``hf://datasets/owner/name[@rev]`` counts as a Hub repo; a folder
+    path (absolute, ``./relative`` or existing) is a folder (``file://``), as it is for ``check``."""
+    if _is_folder(target):
+        if revision:
+            raise CliError(f"{target}: --revision applies to Hub repos, not to a folder")
+        target = "file://" + os.path.abspath(os.path.expanduser(target))
+    m = re.match(r"(?i)[a-z][a-z0-9+.-]*://[^/\s?#]*@", target)
+    if m:
+        raise CliError(_secrets.scrub(
+            f"{target}: credentials in the URL are not used and would be written into logs; pass them with "
+            "--storage-option (key=..., secret=...) or the store's environment variables"))
     if target.startswith("hf://"):
         rest = target[len("hf://"):]
         if not rest.startswith("datasets/"):
@@ -69,6 +87,19 @@ def _parse_target(target: str, revision: str | None) -> tuple[str, str | None, b
     if target.count("/") != 1:
         raise CliError(f"{target!r}: a Hub dataset repo id is OWNER/NAME")
     return target, revision, True
+
+
+CARD_FINDING_KINDS = frozenset({"missing_card", "bad_card", "card_config_mismatch", "missing_file",
+                                "count_mismatch", "bytes_mismatch"})
+"""``fusionrs check`` findings about the local README.md against the shards."""
+
+
+def _about_the_card(f) -> bool:
+    """Whether a check finding compares the local card with the shards. Push publishes a card rendered from the
+    shards (never the local README.md), so such a finding cannot reach the remote: a stale card (a shard
+    deleted for ``--prune``) does not stop a push. A parquet file outside the naming rule still does."""
+    kind = getattr(f, "kind", None)
+    return kind in CARD_FINDING_KINDS or (kind == "orphan_shard" and getattr(f, "config", None) is not None)
 
 
 def _run_check(local: Path, progress: bool = False):
@@ -119,9 +150,18 @@ def push_repo(
     _secrets.register_options(storage_options)
 
     check_dict = None
+    card_notes: list[str] = []
     if not skip_check:
         report = _run_check(local, progress)
+        stale = [f for f in getattr(report, "findings", None) or [] if _about_the_card(f)]
+        if stale and dataclasses.is_dataclass(report):
+            report = dataclasses.replace(report, findings=[f for f in report.findings if not _about_the_card(f)])
+            card_notes.append(f"local {CARD_NAME} does not match the shards ({len(stale)} check finding(s), e.g. "
+                              f"{stale[0].kind}); the card pushed is rendered from the shards (run `fusionrs card "
+                              f"{local}` to update the local one)")
         check_dict = report.to_dict() if hasattr(report, "to_dict") else {"ok": bool(report.ok)}
+        if card_notes:
+            check_dict["card_findings_superseded"] = len(stale)
         if not report.ok:
             raise CheckFailed(report)
 
@@ -146,8 +186,12 @@ def push_repo(
             tgt = _HubTarget(ref, api, revision, private, hub_fs)
         else:
             tgt = _FsspecTarget(ref, revision, storage_options)
-        return _push(local, tgt, dry_run=dry_run, prune=prune, message=message, progress=progress,
-                     max_files=max_files_per_commit, check_dict=check_dict)
+        for note in card_notes:
+            logger.warning(note)
+        result = _push(local, tgt, dry_run=dry_run, prune=prune, message=message, progress=progress,
+                       max_files=max_files_per_commit, check_dict=check_dict)
+        result.warnings[:0] = card_notes
+        return result
     except CheckFailed as e:
         e.args = (scrub(str(e), secrets),)
         raise
