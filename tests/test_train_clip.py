@@ -346,8 +346,10 @@ def test_rc4_release_preset_sets_the_released_run(tiny32):
     cfg, overrides, tr = _training("rc4-release", tiny32, total=13593)
     assert overrides == []
     assert (cfg.recipe, cfg.loss_reduction, cfg.rgb_ir_weight) == ("trimodal", "mean", 1.0)
-    assert (cfg.batch_size, cfg.epochs, cfg.seed, cfg.select, cfg.precision) == (128, 3, 42, "best-val-recall", "fp16")
+    assert (cfg.batch_size, cfg.epochs, cfg.seed, cfg.select, cfg.precision) == (128, 3, 42, "release", "fp16")
     assert cfg.ir_view == "translated" and cfg.dedupe_captions is False
+    # the release's loader order and pixels, and its validation batch
+    assert (cfg.shuffle, cfg.preprocess, cfg.val_batch_size) == ("global", "processor", 128)
     # optimizer: AdamW defaults, decay 0.1 on every parameter, lr 5e-6
     opt = tr.optimizer
     assert type(opt) is torch.optim.AdamW and len(opt.param_groups) == 1
