@@ -36,6 +36,18 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     add_storage_option_argument(p)
 
 
+def interrupted_build(root: Path) -> str:
+    """The note a repo folder without shards gets when a ``fusionrs build`` into it stopped before writing any
+    (its state folder is there, and resumable): ``"; a fusionrs build ... resume it"``, else ``""``."""
+    from .build.options import STATE_DIR
+
+    state = Path(root) / STATE_DIR
+    if not state.is_dir():
+        return ""
+    return (f"; a fusionrs build into it was interrupted ({state} holds its state): re-run the same "
+            "`fusionrs build` command to resume it")
+
+
 def _require_repo(root: Path) -> None:
     """A card describes shards: refuse (exit 2, one line) a path that is no folder, or a folder without any."""
     import fsspec
@@ -47,10 +59,11 @@ def _require_repo(root: Path) -> None:
         raise CliError(f"{root}: no such folder" if not root.exists() else
                        f"{root}: not a folder (give the repo folder that holds data/...)")
     if not (root / "data").is_dir():
-        raise CliError(f"{root}: not a FusionRS repo folder (no data/ directory)")
+        raise CliError(f"{root}: not a FusionRS repo folder (no data/ directory){interrupted_build(root)}")
     shards, _ = list_shards(fsspec.filesystem("file"), str(root.resolve()))
     if not shards:
-        raise CliError(f"{root}: no shards under data/ (data/<source>/<split>/*.parquet): nothing for a card to describe")
+        raise CliError(f"{root}: no shards under data/ (data/<source>/<split>/*.parquet): nothing for a card to "
+                       f"describe{interrupted_build(root)}")
 
 
 def check_repo_id(value: str) -> str:

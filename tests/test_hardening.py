@@ -500,3 +500,21 @@ def test_card_accepts_hub_ids_urls_and_folders(sample_repo, tmp_path):
         proc = _fusionrs("card", str(repo), "--repo-id", repo_id, "--no-assets", cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr
         assert snippet in (repo / "README.md").read_text(), repo_id
+
+
+def test_a_folder_of_an_interrupted_build_says_so(tmp_path):
+    """OUT/.fusionrs-build (a build's resumable state) but no shards yet: card and push say a build was
+    interrupted there and that re-running it resumes it, instead of only "not a FusionRS repo"."""
+    from fusionrs_hf.build import STATE_DIR
+
+    out = tmp_path / "out"
+    (out / STATE_DIR).mkdir(parents=True)
+    for cmd in (("card", str(out)), ("push", str(out), f"file://{tmp_path / 'mirror'}")):
+        proc = _fusionrs(*cmd)
+        assert proc.returncode == 2, proc.stderr
+        line = _one_line(proc)
+        assert f"a fusionrs build into it was interrupted ({out / STATE_DIR} holds its state)" in line
+        assert "re-run the same `fusionrs build` command to resume it" in line
+    (out / "data").mkdir()
+    assert "resume it" in _one_line(_fusionrs("card", str(out)))
+    assert (out / STATE_DIR).is_dir()  # resumable state is never deleted

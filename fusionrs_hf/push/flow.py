@@ -140,7 +140,9 @@ def push_repo(
     """
     local = Path(local)
     if not (local / "data").is_dir():
-        raise CliError(f"{local}: not a FusionRS repo folder (no data/ directory)")
+        from ..card_cli import interrupted_build
+
+        raise CliError(f"{local}: not a FusionRS repo folder (no data/ directory){interrupted_build(local)}")
     if max_files_per_commit < 2:
         raise CliError("max_files_per_commit must be at least 2")
     ref, revision, is_hub = _parse_target(target, revision)
