@@ -13,7 +13,8 @@ rc4-release is what the released adapters were trained with: QLoRA (4-bit NF4 ba
 quantization; needs bitsandbytes and a CUDA GPU, else one error line unless --quantization none),
 LoRA rank 16, alpha 32, dropout 0.05, task CAUSAL_LM, on every module named q/k/v/o/gate/up/down_proj
 (the vision MLP of Qwen2.5-VL included), linear schedule without warmup, lr 2e-4, seed 42, the
-release's caption prompt (task ir_caption only). Under a preset, --steps, --epochs, --seed,
+release's caption prompt (task ir_caption only), and the processor loaded with max_pixels=401408 (the
+release's --max-pixels default; its processor_config.json longest_edge) and its own min_pixels. Under a preset, --steps, --epochs, --seed,
 --batch-size, --grad-accum and --quantization may still be changed (stderr says so); another
 option that contradicts the preset is one error line, exit 2.
 
@@ -83,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-gradient-checkpointing", action="store_true")
     p.add_argument("--quantization", default=None, choices=QUANTIZATIONS, help="nf4: 4-bit base (QLoRA)")
     p.add_argument("--prompts", default=None, choices=PROMPT_SETS, help="paper templates or the release's prompt")
+    p.add_argument("--max-pixels", type=int, default=None,
+                   help="processor's largest image in pixels (Qwen-style processors; default: the processor's, "
+                        "rc4-release 401408)")
+    p.add_argument("--min-pixels", type=int, default=None, help="processor's smallest image in pixels (default: its own)")
     p.add_argument("--bf16", choices=("auto", "on", "off"), default="auto")
     p.add_argument("--limit", type=int, default=None, help="train on the first N samples only")
     p.add_argument("--eval-split", default="validation", type=str.lower, choices=(*SPLITS, "none"),
@@ -107,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         lora_dropout=a.lora_dropout, lora_targets=a.lora_targets, lr_scheduler_type=a.lr_scheduler_type,
         warmup_ratio=a.warmup_ratio, per_device_batch_size=a.batch_size, gradient_accumulation_steps=a.grad_accum,
         gradient_checkpointing=False if a.no_gradient_checkpointing else None, quantization=a.quantization,
-        prompts=a.prompts, bf16={"auto": None, "on": True, "off": False}[a.bf16], limit=a.limit,
+        prompts=a.prompts, max_pixels=a.max_pixels, min_pixels=a.min_pixels, bf16={"auto": None, "on": True, "off": False}[a.bf16], limit=a.limit,
         eval_split=None if a.eval_split == "none" else a.eval_split, eval_config=a.eval_config,
         eval_limit=a.eval_limit, num_workers=a.num_workers, seed=a.seed, storage_options=options,
     )

@@ -262,6 +262,66 @@ def test_rc4_release_preset_reads_back():
         True, "nf4", True, torch.bfloat16)
     assert vlm.RELEASE_PROMPTS["ir_caption"] == RELEASE_PROMPT
     assert vlm.prompt_overrides(cfg) == {"B-iraware": RELEASE_PROMPT}
+    # the pixel budget: train_qwen25vl_full.py --max-pixels 401408, no min_pixels
+    assert (cfg.max_pixels, cfg.min_pixels) == (401408, None)
+    assert vlm.processor_kwargs(cfg) == {"max_pixels": 401408}
+
+
+RELEASED_PROCESSOR_SIZE = {"longest_edge": 401408, "shortest_edge": 3136}
+"""``size`` of ``models/vlm/*/processor_config.json`` in the authors' repository (image and video processor)."""
+
+
+def _pixel_budget(size) -> dict:
+    """``size`` of a Qwen2-VL image processor as {longest_edge, shortest_edge} (older transformers name the
+    keys max_pixels / min_pixels)."""
+    get = (lambda k: size.get(k)) if isinstance(size, dict) else (lambda k: getattr(size, k, None))
+    return {"longest_edge": get("longest_edge") or get("max_pixels"),
+            "shortest_edge": get("shortest_edge") or get("min_pixels")}
+
+
+def test_rc4_release_processor_kwargs_give_the_released_processor_size(tmp_path):
+    from transformers import AutoProcessor
+
+    # a Qwen2-VL processor folder with the library's defaults, built offline (no download)
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps({
+        "image_processor_type": "Qwen2VLImageProcessor", "patch_size": 14, "merge_size": 2, "temporal_patch_size": 2}))
+    release, _ = vlm.resolve_config(vlm.VLMTrainConfig(data="x", preset="rc4-release"))
+    paper, _ = vlm.resolve_config(vlm.VLMTrainConfig(data="x"))
+    assert vlm.processor_kwargs(paper) == {}
+    got = AutoProcessor.from_pretrained(str(tmp_path), local_files_only=True, **vlm.processor_kwargs(release))
+    assert _pixel_budget(got.size) == RELEASED_PROCESSOR_SIZE
+    default = AutoProcessor.from_pretrained(str(tmp_path), local_files_only=True)
+    assert _pixel_budget(default.size)["longest_edge"] > 401408  # without it, the library's larger budget
+    big = Image.new("RGB", (1024, 1024), (90, 90, 90))  # 1,048,576 px: cut to <= 401,408 under the release
+    thw = got(images=[big], return_tensors="pt")["image_grid_thw"][0].tolist()
+    assert thw[1] * thw[2] * 14 * 14 <= 401408 < int(default(images=[big], return_tensors="pt")["image_grid_thw"][0]
+                                                      .prod()) * 14 * 14
+
+
+@pytest.mark.parametrize("quantization", ["none", "nf4"])
+def test_rc4_release_loads_the_processor_with_the_released_pixel_budget(vlm_repo, tmp_path, monkeypatch, quantization):
+    texts = vlm._texts_for_tokenizer(str(vlm_repo), "iraware")
+    calls = []
+
+    def fake_load(model_id, **kw):  # stands in for from_pretrained: records what it was given
+        calls.append((model_id, {k: v for k, v in kw.items() if k != "dtype"}))
+        return vlm.tiny_vlm(texts)
+
+    monkeypatch.setattr(vlm, "load_vlm", fake_load)
+    monkeypatch.setattr(vlm, "load_quantized", fake_load)
+    monkeypatch.setattr(vlm, "quantization_missing", lambda: [])
+    folder = tmp_path / "qwen"  # a local folder: no Hub is asked for it
+    folder.mkdir()
+    cfg = vlm.VLMTrainConfig(data=str(vlm_repo), preset="rc4-release", model=str(folder), steps=1,
+                             gradient_accumulation_steps=1, quantization=quantization, eval_split=None,
+                             out=str(tmp_path / "run"))
+    run = vlm.train_vlm(cfg)
+    assert calls == [(str(folder), {"max_pixels": 401408})]
+    assert run["metrics"]["processor_kwargs"] == {"max_pixels": 401408}
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert saved["settings"]["max_pixels"] == 401408 and saved["settings"]["min_pixels"] is None
+    with pytest.raises(vlm.PresetError, match=re.escape("sets max_pixels = 401408")):
+        vlm.resolve_config(vlm.VLMTrainConfig(data="x", preset="rc4-release", max_pixels=1003520))
 
 
 def test_paper_preset_adapts_the_language_model_only():

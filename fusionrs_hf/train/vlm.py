@@ -17,7 +17,10 @@ adapters. Two setting sets (``preset=``, :data:`PRESETS`); without a preset the 
   module of those names, so on Qwen2.5-VL the vision blocks' MLP (``gate/up/down_proj``) is adapted
   too; ``transformers``' default linear schedule without warmup; lr 2e-4, seed 42, batch 1 x
   accumulation 8, one epoch, bf16 (fp16 where bf16 is unsupported); the released caption prompt
-  (:data:`RELEASE_PROMPTS`). 4-bit loading needs ``bitsandbytes`` and a CUDA GPU: without them a
+  (:data:`RELEASE_PROMPTS`); the processor loaded with ``max_pixels=401408`` (the release's
+  ``--max-pixels`` default, its ``processor_config.json`` ``size.longest_edge``; no ``min_pixels``, so
+  the processor's own 56 x 56 = 3,136, the released ``shortest_edge``): at most 401,408 pixels per image,
+  i.e. 512 image tokens of 28 x 28 px, where Qwen2.5-VL's default allows 1,003,520. 4-bit loading needs ``bitsandbytes`` and a CUDA GPU: without them a
   pretrained base is a one-line error unless ``quantization="none"`` is asked for; the tiny model
   (built in memory) is never quantized, which is said on stderr. The release publishes a prompt
   for IR-aware captions only (task ``ir_caption``); other tasks are an error under this preset, and
@@ -81,22 +84,24 @@ PROMPT_SETS: tuple[str, ...] = ("paper", "release")
 VLM_SETTINGS: tuple[str, ...] = (
     "lora_r", "lora_alpha", "lora_dropout", "lora_targets", "lora_task_type", "lr", "lr_scheduler_type",
     "warmup_ratio", "epochs", "per_device_batch_size", "gradient_accumulation_steps", "gradient_checkpointing",
-    "quantization", "prompts", "fp16_fallback", "seed",
+    "quantization", "prompts", "fp16_fallback", "seed", "max_pixels", "min_pixels",
 )
 PAPER_SETTINGS: dict[str, object] = {
     "lora_r": 32, "lora_alpha": 64, "lora_dropout": 0.05, "lora_targets": "language-model", "lora_task_type": None,
     "lr": 2e-4, "lr_scheduler_type": "cosine", "warmup_ratio": 0.03, "epochs": 1, "per_device_batch_size": 1,
     "gradient_accumulation_steps": 8, "gradient_checkpointing": True, "quantization": "none", "prompts": "paper",
-    "fp16_fallback": False, "seed": 0,
+    "fp16_fallback": False, "seed": 0, "max_pixels": None, "min_pixels": None,
 }
 """``paper``: the paper's text (lr 2e-4 and seed 0 are ours: the paper gives none)."""
 RELEASE_SETTINGS: dict[str, object] = {
     "lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "lora_targets": "release", "lora_task_type": "CAUSAL_LM",
     "lr": 2e-4, "lr_scheduler_type": "linear", "warmup_ratio": 0.0, "epochs": 1, "per_device_batch_size": 1,
     "gradient_accumulation_steps": 8, "gradient_checkpointing": True, "quantization": "nf4", "prompts": "release",
-    "fp16_fallback": True, "seed": 42,
+    "fp16_fallback": True, "seed": 42, "max_pixels": 401408, "min_pixels": None,
 }
-"""``rc4-release``: ``train_qwen25vl_full.py`` and the released ``adapter_config.json``."""
+"""``rc4-release``: ``train_qwen25vl_full.py`` and the released ``adapter_config.json`` /
+``processor_config.json``. ``max_pixels`` 401408 is the trainer's ``--max-pixels`` default, passed to
+``AutoProcessor.from_pretrained``; it sets no ``min_pixels`` (None: the processor's own)."""
 PRESETS: dict[str, dict[str, object]] = {"paper": PAPER_SETTINGS, "rc4-release": RELEASE_SETTINGS}
 PRESET_FREE = frozenset({"epochs", "seed", "per_device_batch_size", "gradient_accumulation_steps", "quantization"})
 """Preset settings a user may still change (reported as overrides)."""
@@ -447,6 +452,12 @@ class VLMTrainConfig:
     """``paper`` (the paper's templates) or ``release`` (:data:`RELEASE_PROMPTS`)."""
     fp16_fallback: bool | None = None
     """fp16 mixed precision on a CUDA GPU without bf16 (the release); else fp32 there."""
+    max_pixels: int | None = None
+    """Largest image (pixels) the processor keeps, given to ``AutoProcessor.from_pretrained`` (Qwen2-VL
+    style processors: ``size.longest_edge``); None: the processor's default (the paper's setting). The
+    release: 401408."""
+    min_pixels: int | None = None
+    """Smallest image (pixels), likewise (``size.shortest_edge``); None: the processor's default."""
     seed: int | None = None
     bf16: bool | None = None  # None = when CUDA supports it
     limit: int | None = None
@@ -485,10 +496,24 @@ def resolve_config(cfg: VLMTrainConfig) -> tuple[VLMTrainConfig, list[str]]:
     for name, allowed in (("lora_targets", LORA_TARGETS), ("quantization", QUANTIZATIONS), ("prompts", PROMPT_SETS)):
         if values[name] not in allowed:
             raise PresetError(f"train_vlm: {name} must be one of {', '.join(allowed)}, got {values[name]!r}")
+    for name in ("max_pixels", "min_pixels"):
+        if values[name] is not None and int(values[name]) < 1:
+            raise PresetError(f"train_vlm: {name} must be >= 1, got {values[name]!r}")
     if values["prompts"] == "release" and cfg.task not in RELEASE_PROMPTS:
         raise PresetError(f"train_vlm: the release publishes a prompt for task {', '.join(RELEASE_PROMPTS)} only; "
                           f"task {cfg.task!r} has none (use the paper's templates: prompts 'paper' or no preset)")
     return replace(cfg, **values), overrides
+
+
+def processor_kwargs(cfg: VLMTrainConfig) -> dict[str, int]:
+    """What :func:`train_vlm` passes to ``AutoProcessor.from_pretrained`` (``max_pixels`` / ``min_pixels``
+    where set): under ``rc4-release`` ``{"max_pixels": 401408}``, the release's own call
+    (``AutoProcessor.from_pretrained(model, trust_remote_code=True, max_pixels=args.max_pixels)``), which the
+    released ``processor_config.json`` records as ``size = {longest_edge: 401408, shortest_edge: 3136}``.
+    A model built in memory (``tiny``) has its processor already; these then do not apply."""
+    if any(getattr(cfg, name) is None for name in ("prompts", "lora_r")):  # not resolved yet
+        cfg, _ = resolve_config(cfg)
+    return {name: int(getattr(cfg, name)) for name in ("max_pixels", "min_pixels") if getattr(cfg, name) is not None}
 
 
 def prompt_overrides(cfg: VLMTrainConfig) -> dict[str, str]:
@@ -626,15 +651,18 @@ def train_vlm(cfg: VLMTrainConfig, *, model=None, processor=None) -> dict:
     for note in notices:
         print(f"train_vlm: {note}", file=sys.stderr, flush=True)
     torch.manual_seed(cfg.seed)
+    proc_kw = None  # what from_pretrained got (None: the processor came built, these do not apply)
     if model is None:
         if cfg.model == "tiny":
             model, processor = tiny_vlm(_texts_for_tokenizer(cfg.data, cfg.config, so), seed=cfg.seed)
         elif quantize:
-            model, processor = load_quantized(cfg.model)
+            proc_kw = processor_kwargs(cfg)
+            model, processor = load_quantized(cfg.model, **proc_kw)
         else:
             bf16 = cfg.bf16 if cfg.bf16 is not None else bool(torch.cuda.is_available()
                                                                 and torch.cuda.is_bf16_supported())
-            model, processor = load_vlm(cfg.model, dtype=torch.bfloat16 if bf16 else None)
+            proc_kw = processor_kwargs(cfg)
+            model, processor = load_vlm(cfg.model, dtype=torch.bfloat16 if bf16 else None, **proc_kw)
     if processor is None:
         raise ValueError("pass the processor that goes with the model")
     collator = VLMCollator(processor)
@@ -683,7 +711,7 @@ def train_vlm(cfg: VLMTrainConfig, *, model=None, processor=None) -> dict:
     if eval_samples:
         metrics.update(eval_answer_loss_before=before, eval_answer_loss=answer_loss(model, collator, eval_samples),
                        eval_samples=len(eval_samples))
-    metrics.update(preset=cfg.preset, quantized=quantize)
+    metrics.update(preset=cfg.preset, quantized=quantize, processor_kwargs=proc_kw)
     settings = {name: getattr(cfg, name) for name in VLM_SETTINGS}
     from ..storage import public_options
 
