@@ -131,13 +131,15 @@ def evaluate(repo: str | os.PathLike, *, model: str | None = None, embeddings: s
              cache_dir: str | os.PathLike | None | bool = None, limit: int | None = None,
              revision: str | None = None, pretrained: str | None = None, progress: bool = False,
              save_embeddings: str | os.PathLike | None = None, classes: Sequence[str] | None = None,
-             storage_options: dict | None = None) -> EvalResult:
+             storage_options: dict | None = None, preprocess: str | None = None) -> EvalResult:
     """Evaluate a model (a name or folder, see :mod:`.embed`) or precomputed ``embeddings`` on a split.
 
     Exactly one of ``model`` and ``embeddings``. ``cache_dir``: None for the default cache, False to
     embed afresh and write nothing. ``save_embeddings``: also write the vectors as an ``.npz`` (the
     authors' format). ``classes``: the zero-shot label set (default: every class name in the split).
-    ``storage_options``: for the repo's store (:mod:`fusionrs_hf.storage`).
+    ``storage_options``: for the repo's store (:mod:`fusionrs_hf.storage`). ``preprocess``: the model's pixels,
+    ``auto`` / ``processor`` / ``fast`` (:func:`fusionrs_hf.eval.embed.resolve_preprocess`; None: ``auto``, or
+    the enclosing :func:`~fusionrs_hf.eval.embed.preprocessing` block's).
     """
     if (model is None) == (embeddings is None):
         raise ProtocolError("give exactly one of a model and an embeddings file")
@@ -152,7 +154,8 @@ def evaluate(repo: str | os.PathLike, *, model: str | None = None, embeddings: s
         emb = cached_model_embeddings(model, repo, config, split, text_field=text_field, classes=wanted,
                                       batch_size=batch_size, num_workers=num_workers, precision=precision,
                                       device=device, limit=limit, revision=revision, pretrained=pretrained,
-                                      cache_dir=cache_dir, progress=progress, storage_options=storage_options)
+                                      cache_dir=cache_dir, progress=progress, storage_options=storage_options,
+                                      preprocess=preprocess)
         source = {"model": str(model), **{k: v for k, v in emb.meta.items() if k != "model"}}
     if save_embeddings is not None:
         emb.save(save_embeddings)
