@@ -56,9 +56,11 @@ import argparse
 import json
 import sys
 
+from fusionrs_hf.errors import UnusableInputError
 from fusionrs_hf.eval import PRECISIONS as EVAL_PRECISIONS
 from fusionrs_hf.eval import ProtocolError
 from fusionrs_hf.layout import CONFIG_NAMES, SPLITS
+from fusionrs_hf.secrets import scrub
 from fusionrs_hf.splits import MissingSplitError
 from fusionrs_hf.storage import (
     HubUnreachableError,
@@ -162,11 +164,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         run = train_clip(cfg)
-    except (MissingSplitError, PresetError, ProtocolError, HubUnreachableError, MissingExtraError,
+    except (UnusableInputError, PresetError, ProtocolError, HubUnreachableError, MissingExtraError,
             RepoNotFoundError) as exc:
         # one line: "train_clip: config ... has no ... split in REPO (its splits: ...)", an unreachable Hub
         # (repo and endpoint), a missing extra (the pip install), a model or repo the Hub does not have
-        print(exc if isinstance(exc, MissingSplitError | PresetError) else f"train_clip: {exc}", file=sys.stderr)
+        # (no such repo, config or split: UnusableInputError); never a credential of the repo's URL
+        print(scrub(str(exc) if isinstance(exc, MissingSplitError | PresetError) else f"train_clip: {exc}"),
+              file=sys.stderr)
         return 2
     line = {**run["line"], "preset": a.preset, "eval_config": run["eval_config"], "eval_split": run["eval_split"]}
     print(json.dumps(line), flush=True)

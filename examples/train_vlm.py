@@ -41,7 +41,9 @@ import argparse
 import json
 import sys
 
+from fusionrs_hf.errors import UnusableInputError
 from fusionrs_hf.layout import CONFIG_NAMES, SPLITS
+from fusionrs_hf.secrets import scrub
 from fusionrs_hf.splits import MissingSplitError
 from fusionrs_hf.storage import (
     HubUnreachableError,
@@ -118,10 +120,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         run = train_vlm(cfg)
-    except (MissingSplitError, PresetError, HubUnreachableError, MissingExtraError, RepoNotFoundError) as exc:
+    except (UnusableInputError, PresetError, HubUnreachableError, MissingExtraError, RepoNotFoundError) as exc:
         # one line: "train_vlm: config ... has no ... split in REPO (its splits: ...)", an unreachable Hub
         # (repo and endpoint), a missing extra (the pip install), a model or repo the Hub does not have
-        print(exc if isinstance(exc, MissingSplitError | PresetError) else f"train_vlm: {exc}", file=sys.stderr)
+        # (no such repo, config or split: UnusableInputError); never a credential of the repo's URL
+        print(scrub(str(exc) if isinstance(exc, MissingSplitError | PresetError) else f"train_vlm: {exc}"),
+              file=sys.stderr)
         return 2
     print(json.dumps(run["metrics"]), flush=True)
     return 0

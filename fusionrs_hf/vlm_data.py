@@ -49,6 +49,7 @@ from collections.abc import Iterable, Mapping
 from PIL import Image
 
 from .limits import open_image
+from .secrets import scrubbing
 from .splits import explain_missing
 from .torch import FusionRSIterable, loader_for
 
@@ -214,14 +215,15 @@ class VLMIterable(FusionRSIterable):
     def __init__(self, repo_or_path=None, config: str = "iraware", split: str = "train", *,
                  setting: str = "B-iraware", task: str = "ir_caption", **kw) -> None:
         collator = VLMCollator(setting, task)  # bad names fail before the repo is listed
-        try:
-            super().__init__(repo_or_path, config, split, **kw)
-        except FileNotFoundError as exc:
-            # the planner found no shard: if the config lacks the split, say which splits it has
-            better = explain_missing(repo_or_path, config, split, revision=kw.get("revision"))
-            if better is None:
-                raise
-            raise better from exc
+        with scrubbing():  # the repo's URL may carry credentials: no error message shows them
+            try:
+                super().__init__(repo_or_path, config, split, **kw)
+            except FileNotFoundError as exc:
+                # the planner found no shard: if the config lacks the split, say which splits it has
+                better = explain_missing(repo_or_path, config, split, revision=kw.get("revision"))
+                if better is None:
+                    raise
+                raise better from exc
         self.collator = collator
 
     def _make_batch(self, rows: list[dict]) -> list[dict]:

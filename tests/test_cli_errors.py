@@ -160,3 +160,23 @@ def test_a_build_report_that_is_a_fifo_or_leads_outside_is_refused_not_read(tmp_
     report.symlink_to(outside)
     out = _fusionrs("card", str(repo))
     assert out.returncode == 2 and "outside the repo" in out.stderr, out.stderr
+
+
+@pytest.mark.parametrize("script", ["train_clip.py", "train_vlm.py"])
+@pytest.mark.parametrize("case", ["no_repo", "config"])
+def test_the_example_trainers_say_unusable_input_in_one_line(script, case, tmp_path):
+    """A mistyped --data or --config is exit 2 and one line, as in the fusionrs commands (no traceback)."""
+    from pathlib import Path
+
+    from fusionrs_hf.demo import make_sample_repo
+
+    repo = str(tmp_path / "nope") if case == "no_repo" else str(make_sample_repo(tmp_path / "r"))
+    args = ["--data", repo, "--model", "tiny", "--steps", "1", "--out", str(tmp_path / "out")]
+    if case == "config":
+        args += ["--config", "IRAWARE"]
+    script_path = Path(__file__).resolve().parents[1] / "examples" / script
+    out = subprocess.run([sys.executable, str(script_path), *args], capture_output=True, text=True, timeout=300)
+    lines = [ln for ln in out.stderr.splitlines() if ln.strip() and "Warning" not in ln]
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "Traceback" not in out.stderr and len(lines) == 1, out.stderr[-2000:]
+    assert ("nope" in lines[0]) if case == "no_repo" else ("IRAWARE" in lines[0]), lines

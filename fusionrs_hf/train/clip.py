@@ -1177,7 +1177,11 @@ def train_clip(cfg: ClipTrainConfig, *, model: ClipAdapter | None = None,
            "recipe": recipe.name, "data_config": config, "eval_config": eval_config, "eval_split": cfg.eval_split,
            "lr": lr, "steps": step, "selected": selected, "selection": selection, "candidates": candidates,
            "val_losses": val_losses, "metrics": result.metrics, "line": line, "eval": result.to_dict()}
-    (out / "metrics.json").write_text(json.dumps(run, indent=2, default=str))
+    from ..atomic import atomic_write
+    from ..secrets import scrub
+
+    # whole or not at all, and no credential of a repo URL (config.data, eval.repo)
+    atomic_write(out / "metrics.json", scrub(json.dumps(run, indent=2, default=str)))
     return {"metrics": result.metrics, "result": result, "line": line, "history": history, "checkpoint": str(ckpt),
             "recipe": recipe.name, "data_config": config, "eval_config": eval_config, "eval_split": cfg.eval_split,
             "steps": step, "settings": settings, "overrides": overrides, "selection": selection,

@@ -713,10 +713,13 @@ def train_vlm(cfg: VLMTrainConfig, *, model=None, processor=None) -> dict:
                        eval_samples=len(eval_samples))
     metrics.update(preset=cfg.preset, quantized=quantize, processor_kwargs=proc_kw)
     settings = {name: getattr(cfg, name) for name in VLM_SETTINGS}
+    from ..atomic import atomic_write
+    from ..secrets import scrub
     from ..storage import public_options
 
-    (out / "metrics.json").write_text(json.dumps({"config": {**asdict(cfg), "storage_options": public_options(so)},
-                                                  "settings": settings, "overrides": overrides,
-                                                  "metrics": metrics}, indent=2))
+    # whole or not at all, and no credential of a repo URL (config.data)
+    atomic_write(out / "metrics.json", scrub(json.dumps({"config": {**asdict(cfg), "storage_options": public_options(so)},
+                                                        "settings": settings, "overrides": overrides,
+                                                        "metrics": metrics}, indent=2)))
     return {"metrics": metrics, "trainer": trainer, "model": model, "processor": processor, "settings": settings,
             "overrides": overrides}
