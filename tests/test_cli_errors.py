@@ -180,3 +180,16 @@ def test_the_example_trainers_say_unusable_input_in_one_line(script, case, tmp_p
     assert out.returncode == 2, out.stderr[-2000:]
     assert "Traceback" not in out.stderr and len(lines) == 1, out.stderr[-2000:]
     assert ("nope" in lines[0]) if case == "no_repo" else ("IRAWARE" in lines[0]), lines
+
+
+def test_eval_of_a_run_folder_points_at_its_checkpoint(tmp_path):
+    """`fusionrs eval --model RUN` where RUN is a trainer's --out folder: exit 2, naming RUN/checkpoint."""
+    run = tmp_path / "run"
+    (run / "checkpoint").mkdir(parents=True)
+    (run / "checkpoint" / "config.json").write_text("{}")
+    from fusionrs_hf.demo import make_sample_repo
+
+    repo = make_sample_repo(tmp_path / "r")
+    out = _fusionrs("eval", str(repo), "--model", str(run), "--split", "test")
+    assert out.returncode == 2 and f"did you mean {run / 'checkpoint'}?" in out.stderr, out.stderr[-1500:]
+    assert "Traceback" not in out.stderr

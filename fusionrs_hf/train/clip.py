@@ -87,6 +87,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..decode import CLIP_MEAN, CLIP_STD
+from ..errors import UnusableInputError
 from ..metrics import KS
 
 MAX_LOGIT_SCALE = math.log(100.0)
@@ -537,7 +538,10 @@ def build_model(name: str, *, texts: Iterable[str] | None = None, image_size: in
             return adapter
         if (path / "config.json").is_file():
             return hf_clip(str(path))
-        raise ValueError(f"{name}: a folder, but neither a transformers CLIP checkpoint nor a saved open_clip one")
+        hint = next((f"; did you mean {path / sub}?" for sub in ("checkpoint", "last_checkpoint")
+                     if (path / sub / "fusionrs_clip.json").is_file() or (path / sub / "config.json").is_file()), "")
+        raise NotAModelError(f"{name}: a folder, but neither a transformers CLIP checkpoint nor a saved open_clip "
+                             f"one{hint}")
     if name.startswith("hf:"):
         return hf_clip(name[3:])
     if name.startswith("open_clip:"):
@@ -651,6 +655,10 @@ PRESETS: dict[str, Preset] = {
          "val_batch_size": 128},
         frozenset(RUN_SIZE | ABLATIONS)),
 }
+
+
+class NotAModelError(UnusableInputError, ValueError):
+    """A model folder that holds no model (exit 2 in the CLI); e.g. a run's ``--out`` folder, not its checkpoint."""
 
 
 class PresetError(ValueError):
