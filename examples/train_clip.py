@@ -30,7 +30,7 @@ contradicts the preset is one error line, exit 2.
 
 --model is ``tiny`` (random small CLIPModel, local tokenizer), a transformers CLIP id or folder
 (``openai/clip-vit-base-patch32``, the release's base), or an open_clip name (``ViT-B-32``,
-``ViT-B-32:laion2b_s34b_b79k``; needs ``pip install 'fusionrs-hf[train]'``).
+``ViT-B-32:laion2b_s34b_b79k``; needs ``pip install 'fusionrs-hf[clip]'``).
 
 Evaluation goes through ``fusionrs eval``'s code with its defaults (--eval-protocol auto: rc4 on
 rows with release flags, else all-rows; --eval-ties pessimistic), so the last stdout line, one
@@ -88,7 +88,7 @@ from fusionrs_hf.train.clip import (
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", required=True, help="FusionRS repo: Hub dataset id or local folder")
+    p.add_argument("--data", required=True, help="FusionRS repo: a Hub dataset id, hf:// or any fsspec URL (s3://..., with --storage-option), or a local folder")
     p.add_argument("--preset", default=None, choices=tuple(PRESETS), help="paper | rc4-release (default: ours)")
     p.add_argument("--config", default=None, help="data config (default: the recipe's: default or iraware)")
     p.add_argument("--recipe", default=None, help=f"loss pairs: {', '.join(RECIPES)} (or A, B, C); default "

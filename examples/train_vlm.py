@@ -1,7 +1,8 @@
 """LoRA instruction tuning of a vision-language model on FusionRS IR images (the paper's VLM track).
 
+    # GPU, the paper's settings:
     python examples/train_vlm.py --data fusionrs/fusionrs --config iraware --setting B-iraware \
-        --model Qwen/Qwen2.5-VL-3B-Instruct                                  # GPU, the paper's settings
+        --model Qwen/Qwen2.5-VL-3B-Instruct
     python examples/train_vlm.py --data ./fusionrs --preset rc4-release --model Qwen/Qwen2.5-VL-7B-Instruct
     python examples/train_vlm.py --data ./sample --model tiny --steps 4      # offline, CPU, seconds
 
@@ -66,7 +67,7 @@ from fusionrs_hf.vlm_data import SETTINGS, TASKS
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", required=True, help="FusionRS repo: Hub dataset id or local folder")
+    p.add_argument("--data", required=True, help="FusionRS repo: a Hub dataset id, hf:// or any fsspec URL (s3://..., with --storage-option), or a local folder")
     p.add_argument("--preset", default=None, choices=tuple(PRESETS), help="paper (the default) | rc4-release")
     p.add_argument("--config", default="iraware", help="data config (default iraware)")
     p.add_argument("--setting", default="B-iraware", choices=SETTINGS)
