@@ -511,3 +511,24 @@ def test_bad_arguments(stream_repo):
         make_dataloader(stream_repo, rank=2, world_size=2)
     with pytest.raises(ValueError):
         make_dataloader("../etc/passwd")
+
+
+def test_resume_mistakes_are_named(stream_repo):
+    """A state saved with other num_workers, or asked of a loader made without stateful=True: one clear error
+    each, before any worker starts (torchdata would only assert, mid-iteration)."""
+    import warnings
+
+    kw = dict(batch_size=4, image_size=8, shuffle=True, seed=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torchdata's set_vital deprecation warning stays out of users' logs
+        a = make_dataloader(stream_repo, "default", "train", num_workers=2, stateful=True, **kw)
+    it = iter(a)
+    next(it)
+    state = a.state_dict()
+    b = make_dataloader(stream_repo, "default", "train", num_workers=1, stateful=True, **kw)
+    with pytest.raises(ValueError, match="saved with num_workers=2, this loader has num_workers=1"):
+        b.load_state_dict(state)
+    plain = make_dataloader(stream_repo, "default", "train", num_workers=0, **kw)
+    with pytest.raises(AttributeError, match="stateful=True"):
+        plain.state_dict()
+    del it

@@ -92,6 +92,13 @@ class _LoaderMixin:
 class FusionRSDataLoader(_LoaderMixin, DataLoader):
     """A plain ``DataLoader`` over a :class:`FusionRSIterable` with ``set_epoch`` and ``skipped``."""
 
+    def state_dict(self):
+        raise AttributeError("this loader does not save its position; make it with make_dataloader(..., "
+                             "stateful=True) (torchdata's StatefulDataLoader) to resume mid-epoch")
+
+    def load_state_dict(self, state_dict) -> None:
+        self.state_dict()
+
 
 def _stateful_class():
     require("torchdata", extra="train", what="make_dataloader(..., stateful=True) (resumable loading)")
@@ -100,7 +107,19 @@ def _stateful_class():
     class FusionRSStatefulDataLoader(_LoaderMixin, StatefulDataLoader):
         """torchdata ``StatefulDataLoader`` (``state_dict``/``load_state_dict``) with ``set_epoch``."""
 
+        def __init__(self, *args, **kwargs) -> None:
+            import warnings
+
+            with warnings.catch_warnings():  # torchdata's own call of the deprecated torch.set_vital
+                warnings.filterwarnings("ignore", message=".*set_vital.*")
+                super().__init__(*args, **kwargs)
+
         def load_state_dict(self, state_dict) -> None:
+            # torchdata would only assert, and only once iterating: say it here, with both numbers
+            saved = _find_key(state_dict, "_num_workers")
+            if saved is not None and saved != self.num_workers:
+                raise ValueError(f"cannot resume: the state was saved with num_workers={saved}, this loader has "
+                                 f"num_workers={self.num_workers}; resume with the same number of workers")
             # here, before any worker starts, the same check the dataset makes (a Hub commit moved on)
             self.dataset._check_data(_state_value(state_dict, "data"), _state_value(state_dict, "commit"))
             super().load_state_dict(state_dict)
@@ -127,6 +146,19 @@ def _state_value(state, key: str):
             got = _state_value(v, key)
             if got is not None:
                 return got
+    return None
+
+
+def _find_key(state, key: str, depth: int = 4):
+    """The first value of ``key`` in a nested (loader) state dict, looking ``depth`` levels deep."""
+    if not isinstance(state, dict) or depth < 0:
+        return None
+    if key in state:
+        return state[key]
+    for v in state.values():
+        got = _find_key(v, key, depth - 1)
+        if got is not None:
+            return got
     return None
 
 
