@@ -370,11 +370,12 @@ def test_buffer_order_is_a_bounded_shuffle():
 
 
 def test_len_with_drop_last_and_single_rows(small_repo):
-    for workers, b, drop, want in ((1, 4, False, 9), (1, 4, True, 8), (2, 4, True, 8), (2, 4, False, 10),
-                                   (3, 5, True, 6), (3, 5, False, 9)):
+    for workers, b, drop, want in ((1, 4, False, 9), (1, 4, True, 8), (2, 4, True, 8), (2, 4, False, 9),
+                                   (3, 5, True, 7), (3, 5, False, 7)):
         ds = FusionRSIterable(small_repo, "default", "train", batch_size=b, image_size=2, drop_last=drop)
         ds.num_workers_hint = workers
-        assert len(ds) == want, (workers, b, drop)  # 35 rows: per worker 35, 18+17, 12+12+11
+        # 35 rows in whole batches per worker, the short one to one worker: 35, 19+16, 15+10+10
+        assert len(ds) == want, (workers, b, drop)
     ds = FusionRSIterable(small_repo, "default", "train", batch_size=None, image_size=2)
     ds.num_workers_hint = 3
     assert len(ds) == 35 and ds.worker_rows(3) == [12, 12, 11]
@@ -467,3 +468,14 @@ def test_plan_units_names_a_shard_whose_footer_cannot_be_read(small_repo, tmp_pa
     assert [u.shard for u in units] == [f for f in files[1:] for _ in range(pq.ParquetFile(repo / f).num_row_groups)]
     assert len(skipped) == 1 and skipped[0][0] == files[0]
     assert skipped[0][1].startswith("cannot read the parquet footer: ArrowInvalid: ")  # the error type is named
+
+
+def test_many_workers_give_full_batches_and_one_short_one(small_repo):
+    """35 rows, batch 8, 4 workers: batches of 8, 8, 8, 8 and one of 3, as a map-style DataLoader gives, where
+    slices cut by rows made every worker end on its own short batch (9+9+9+8 rows: 8 batches, 4 short)."""
+    loader = make_dataloader(small_repo, config="default", split="train", batch_size=8, image_size=2,
+                             num_workers=4, shuffle=True, seed=1)
+    sizes = sorted(len(b["sample_id"]) for b in loader)
+    assert sizes == [3, 8, 8, 8, 8] and len(loader) == 5
+    ids = [s for b in loader for s in b["sample_id"]]
+    assert len(ids) == len(set(ids)) == 35

@@ -427,7 +427,9 @@ def test_equal_batches_rule_without_processes(stream_repo):
                 ds.num_workers_hint = workers
                 lens.add(len(ds))
                 rows = ds.worker_rows(workers)
-                assert sum(rows) == 150 // world and max(rows) - min(rows) <= 1
+                nb = [-(-r // 4) for r in rows]  # batches per worker: whole ones, at most one short in all
+                assert sum(rows) == 150 // world and max(nb) - min(nb) <= 1
+                assert sum(r % 4 != 0 for r in rows) <= 1 and len(ds) == -(-(150 // world) // 4)
                 seen += _ids(torch.utils.data.DataLoader(ds, batch_size=None))
             assert len(lens) == 1
             assert len(seen) == len(set(seen)) == 150 - 150 % world
@@ -469,7 +471,7 @@ def test_corrupt_jpeg_skip_counts_and_yields_rest(corrupt_repo, num_workers):
     ids = [s for b in batches for s in b["sample_id"]]
     assert len(ids) == 11 and sid not in ids
     assert loader.skipped == 1
-    assert len(batches) == len(loader) == (3 if num_workers == 0 else 4)  # one batch is smaller, count stays
+    assert len(batches) == len(loader) == 3  # 12 rows in whole batches of 4 (one smaller by the skipped row)
     assert all(b["rgb"].shape[0] == len(b["sample_id"]) for b in batches)
 
 
@@ -532,3 +534,14 @@ def test_resume_mistakes_are_named(stream_repo):
     with pytest.raises(AttributeError, match="stateful=True"):
         plain.state_dict()
     del it
+
+
+def test_a_state_of_the_old_slicing_is_refused(stream_repo):
+    ds = FusionRSIterable(stream_repo, "default", "train", batch_size=4, image_size=8)
+    state = ds.state_dict()
+    assert state["worker_slices"] == "whole-batches"
+    old = {k: v for k, v in state.items() if k != "worker_slices"}
+    FusionRSIterable(stream_repo, "default", "train", batch_size=4, image_size=8).load_state_dict(old)  # 1 worker
+    with pytest.raises(ValueError, match="older fusionrs-hf, which cut worker slices by rows"):
+        FusionRSIterable(stream_repo, "default", "train", batch_size=4, image_size=8).load_state_dict(
+            {**old, "num_workers": 2})

@@ -270,9 +270,9 @@ class FusionRSIterable(EpochPlanning, Resumable, BatchAssembly, RowGroupReading,
         order = (np.random.default_rng([self.seed, epoch]).permutation(n_units) if self.shuffle
                  else np.arange(n_units))
         per_rank = sum(u.num_rows for u in self.units) // self.world_size
-        q, rem = divmod(per_rank, nworkers)
-        start = self.rank * per_rank + worker * q + min(worker, rem)
-        n = q + (worker < rem)
+        sizes = self.worker_rows(nworkers)  # whole batches per worker (EpochPlanning.worker_rows)
+        start = self.rank * per_rank + sum(sizes[:worker])
+        n = sizes[worker]
         pieces = _slot_pieces(self.units, order, start, start + n)
         emit = (_buffer_order(n, self.shuffle_buffer, np.random.default_rng([self.seed, epoch, self.rank, worker]))
                 if self.shuffle else np.arange(n, dtype=np.int64))

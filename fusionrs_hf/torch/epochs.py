@@ -185,9 +185,23 @@ class EpochPlanning:
         return sum(u.num_rows for u in self.units) // self.world_size
 
     def worker_rows(self, num_workers: int) -> list[int]:
-        """Rows per worker slice on this (and every) rank."""
-        q, rem = divmod(self.num_rows, max(1, num_workers))
-        return [q + (w < rem) for w in range(max(1, num_workers))]
+        """Rows per worker slice on this (and every) rank, the one rule the slicing and ``len`` share.
+
+        Slices hold whole batches, and the rows that do not fill one go to a single worker: a rank's epoch
+        then has at most one short batch, as a map-style ``DataLoader`` gives. Cut evenly by rows, every
+        worker would end on its own short batch (8 workers: 8 of them, each of a few rows, which changes
+        the in-batch negatives a contrastive loss sees). The one with the short batch is the first worker
+        without an extra whole batch, so batch counts per worker differ by at most one.
+        """
+        k, n, b = max(1, num_workers), self.num_rows, self.batch_size
+        if not b or b <= 1:
+            q, rem = divmod(n, k)
+            return [q + (w < rem) for w in range(k)]
+        full, tail = divmod(n, b)
+        q, rem = divmod(full, k)
+        rows = [(q + (w < rem)) * b for w in range(k)]
+        rows[rem % k] += tail
+        return rows
 
     def __len__(self) -> int:
         """Batches per epoch on this rank (identical on every rank); rows when ``batch_size`` is None."""

@@ -8,6 +8,11 @@ import hashlib
 from ._common import STATE_FORMAT
 
 
+WORKER_SLICES = "whole-batches"
+"""How a rank's rows are cut into worker slices (:meth:`~fusionrs_hf.torch.epochs.EpochPlanning.worker_rows`);
+a state's position is only meaningful under the rule it was saved with."""
+
+
 class Resumable:
     """``state_dict`` / ``load_state_dict`` of one copy of the dataset (a worker's, or the training process's)."""
 
@@ -27,7 +32,7 @@ class Resumable:
             "format": STATE_FORMAT, "epoch": self.epoch, "consumed": consumed,
             "rank": rank, "world_size": world, "worker": worker, "num_workers": nworkers,
             "seed": self.seed, "shuffle": self.shuffle, "batch_size": self.batch_size,
-            "shuffle_buffer": self.shuffle_buffer, "split_rows": self._split_rows(),
+            "shuffle_buffer": self.shuffle_buffer, "split_rows": self._split_rows(), "worker_slices": WORKER_SLICES,
         }
         if self.source is None:
             state["data"] = self._data_digest()
@@ -47,6 +52,9 @@ class Resumable:
                 self.config, self.split):
             raise ValueError(f"cannot resume: the state was saved reading {state['config']}/{state.get('split')}; "
                              f"this dataset reads {self.config}/{self.split}")
+        if state.get("worker_slices") != WORKER_SLICES and int(state.get("num_workers") or 1) > 1:
+            raise ValueError("cannot resume: the state was saved by an older fusionrs-hf, which cut worker slices "
+                             "by rows (now by whole batches); its position would name other rows")
         mine = {"seed": self.seed, "shuffle": self.shuffle, "batch_size": self.batch_size,
                 "shuffle_buffer": self.shuffle_buffer, "split_rows": self._split_rows()}
         for key, value in mine.items():
