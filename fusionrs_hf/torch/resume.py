@@ -7,7 +7,6 @@ import hashlib
 
 from ._common import STATE_FORMAT
 
-
 WORKER_SLICES = "whole-batches"
 """How a rank's rows are cut into worker slices (:meth:`~fusionrs_hf.torch.epochs.EpochPlanning.worker_rows`);
 a state's position is only meaningful under the rule it was saved with."""
