@@ -57,11 +57,6 @@ def _parse_target(target: str, revision: str | None) -> tuple[str, str | None, b
         if revision:
             raise CliError(f"{target}: --revision applies to Hub repos, not to a folder")
         target = "file://" + os.path.abspath(os.path.expanduser(target))
-    m = re.match(r"(?i)[a-z][a-z0-9+.-]*://[^/\s?#]*@", target)
-    if m:
-        raise CliError(_secrets.scrub(
-            f"{target}: credentials in the URL are not used and would be written into logs; pass them with "
-            "--storage-option (key=..., secret=...) or the store's environment variables"))
     if target.startswith("hf://"):
         rest = target[len("hf://"):]
         if not rest.startswith("datasets/"):
@@ -100,6 +95,10 @@ def _about_the_card(f) -> bool:
     deleted for ``--prune``) does not stop a push. A parquet file outside the naming rule still does."""
     kind = getattr(f, "kind", None)
     return kind in CARD_FINDING_KINDS or (kind == "orphan_shard" and getattr(f, "config", None) is not None)
+
+
+_URL_CREDENTIALS = re.compile(r"(?i)^[a-z][a-z0-9+.-]*://[^/\s?#]*@")
+"""``scheme://user:password@...``: credentials in a target URL."""
 
 
 def _run_check(local: Path, progress: bool = False):
@@ -206,6 +205,13 @@ def push_repo(
     except Exception as e:  # any client/HTTP error: re-raise with a message that cannot carry the token
         msg = scrub(f"{type(e).__name__}: {e}", secrets)
         where = scrub(target, secrets)
+        if isinstance(tgt, _FsspecTarget) and not tgt.wrote and _URL_CREDENTIALS.match(target):
+            # s3://key:secret@bucket: the store took the credentials for part of the bucket name and failed
+            # before anything was written: unusable input, said without them
+            first = msg.splitlines()[0] if msg else type(e).__name__
+            raise CliError(f"{where}: the store cannot be used with credentials in the URL ({first}); pass them "
+                           "with --storage-option (key=..., secret=...) or the store's environment variables, "
+                           "and give the URL without them; nothing was written") from None
         if isinstance(tgt, _HubTarget) and not tgt.wrote and _is_unreachable(e):
             endpoint = tgt.endpoint
             offline = _offline_error(e)

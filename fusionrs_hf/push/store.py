@@ -43,6 +43,8 @@ class _FsspecTarget:
         self.stale_tmp: list[str] = []
         self.warnings: list[str] = []
         self.revision = None
+        self.wrote = False
+        """Whether anything was written to the store yet (:meth:`create` is the first write)."""
 
     @property
     def label(self) -> str:
@@ -69,6 +71,7 @@ class _FsspecTarget:
         return self.fs.exists(self.root)
 
     def create(self) -> None:
+        self.wrote = True
         self.fs.makedirs(self.root, exist_ok=True)
 
     def _own_tmp(self, rel: str) -> bool:
