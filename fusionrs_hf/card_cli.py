@@ -21,6 +21,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .layout import interrupted_build
+
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
     from .storage import add_storage_option_argument
@@ -34,18 +36,6 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-assets", dest="assets", action="store_false",
                    help="do not write the pictures under assets/ (the card then shows none)")
     add_storage_option_argument(p)
-
-
-def interrupted_build(root: Path) -> str:
-    """The note a repo folder without shards gets when a ``fusionrs build`` into it stopped before writing any
-    (its state folder is there, and resumable): ``"; a fusionrs build ... resume it"``, else ``""``."""
-    from .build.options import STATE_DIR
-
-    state = Path(root) / STATE_DIR
-    if not state.is_dir():
-        return ""
-    return (f"; a fusionrs build into it was interrupted ({state} holds its state): re-run the same "
-            "`fusionrs build` command to resume it")
 
 
 def _require_repo(root: Path) -> None:

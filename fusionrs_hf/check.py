@@ -80,6 +80,7 @@ from .layout import (
     Layout,
     ShardName,
     glob_match,
+    interrupted_build,
     layout_for,
     source_dir,
 )
@@ -760,7 +761,8 @@ def _check_repo(target: str, *, fast: bool, revision: str | None, workers: int |
         raise CheckTargetError(scrub(f"cannot list {url}: {type(e).__name__}: {e}")) from None
     if not shards and not orphans:  # a card alone describes nothing: "0 rows, no findings" would mislead
         what = "a README.md but" if card_text is not None else "no README.md and"
-        raise CheckTargetError(scrub(f"{url} is not a FusionRS repo: {what} no data/**/*.parquet shards"))
+        note = interrupted_build(root) if is_local_fs(fs) else ""
+        raise CheckTargetError(scrub(f"{url} is not a FusionRS repo: {what} no data/**/*.parquet shards{note}"))
     workers = max(1, workers or os.cpu_count() or 1)
     tasks = [_Task(i, s, fast, ir_threshold) for i, s in enumerate(shards)]
 

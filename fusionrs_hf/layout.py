@@ -33,6 +33,20 @@ GROUPS: tuple[str, ...] = ("iraware", "base")
 DEFAULT_BATCH = "main"
 REPORT_NAME = "build_report.json"
 """The build report at a repo's root: what was written and why the rest was not, and which release."""
+BUILD_STATE_DIR = ".fusionrs-build"
+"""Where ``fusionrs build`` keeps the state that lets an interrupted build resume (inside its ``--out``)."""
+
+
+def interrupted_build(root) -> str:
+    """The note a local repo folder without shards gets when a ``fusionrs build`` into it stopped before writing
+    any (its state folder is there, and resumable): ``"; a fusionrs build ... resume it"``, else ``""``."""
+    from pathlib import Path
+
+    state = Path(root) / BUILD_STATE_DIR
+    if not state.is_dir():
+        return ""
+    return (f"; a fusionrs build into it was interrupted ({state} holds its state): re-run the same "
+            "`fusionrs build` command to resume it")
 DEFAULT_REPO_ID = "fusionrs/fusionrs"
 """Hub id used by :func:`fusionrs_hf.load` unless ``FUSIONRS_REPO`` or ``repo=`` says otherwise."""
 

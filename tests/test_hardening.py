@@ -509,7 +509,8 @@ def test_a_folder_of_an_interrupted_build_says_so(tmp_path):
 
     out = tmp_path / "out"
     (out / STATE_DIR).mkdir(parents=True)
-    for cmd in (("card", str(out)), ("push", str(out), f"file://{tmp_path / 'mirror'}")):
+    for cmd in (("card", str(out)), ("push", str(out), f"file://{tmp_path / 'mirror'}"),
+                ("check", str(out), "--quiet")):
         proc = _fusionrs(*cmd)
         assert proc.returncode == 2, proc.stderr
         line = _one_line(proc)

@@ -142,10 +142,10 @@ def test_policy_decisions_by_hand():
     assert (d.caption, d.all_captions, d.origin) == ("Many boats are docked in a harbour.",
                                                      ["Many boats are docked in a harbour."], "source")
     assert d.rejected == {"stock_photo": 1, "too_short": 1, "generic": 1} and d.drop_reason is None
-    d = rc4.decide("s", cands, choice="all")
-    assert d.all_captions == ["Stock photo of a harbour, royalty free", "Many boats are docked in a harbour.",
+    d = rc4.decide("s", cands, choice="all")  # rc4: the strings as given, as the release stores them
+    assert d.all_captions == ["  Stock photo of a harbour, royalty free ", "Many boats are docked in a harbour.",
                               "boats"] and d.rejected == {}
-    assert rc4.decide("s", cands).caption == "Stock photo of a harbour, royalty free"
+    assert rc4.decide("s", cands).caption == "  Stock photo of a harbour, royalty free "
     d = paper.decide("s", ["boats"], class_name="storage_tank", choice="all")
     assert (d.caption, d.all_captions, d.origin) == ("a remote sensing image of storage tank.",
                                                      ["a remote sensing image of storage tank."], "class_name")

@@ -14,14 +14,14 @@ from ..captions import (
     IR_POLICIES,
     RULES,
 )
-from ..layout import DEFAULT_BATCH, REPORT_NAME
+from ..layout import BUILD_STATE_DIR, DEFAULT_BATCH, REPORT_NAME
 from ..schema import SOURCES
 from ..sources import DEFAULT_REGISTRY, Source, SourceError, SourceRegistry, registry_for
 from .images import DEFAULT_MAX_PIXELS
 
 BUILDER_VERSION = "3"
 """Bumped when the bytes a build writes for the same inputs change; part of every shard fingerprint."""
-STATE_DIR = ".fusionrs-build"
+STATE_DIR = BUILD_STATE_DIR
 DEFAULT_ROWS_PER_SHARD = 1000
 RELEASE_DROPS = frozenset({"no_usable_caption"})
 """Drop reasons the release itself implies (it marks the record's caption unusable): a faithful

@@ -139,7 +139,7 @@ def push_repo(
     """
     local = Path(local)
     if not (local / "data").is_dir():
-        from ..card_cli import interrupted_build
+        from ..layout import interrupted_build
 
         raise CliError(f"{local}: not a FusionRS repo folder (no data/ directory){interrupted_build(local)}")
     if max_files_per_commit < 2:
