@@ -119,9 +119,14 @@ def spec_of(source: str) -> SourceSpec:
     return SOURCE_SPECS.get(source) or SourceSpec(source)
 
 
+def _missing(path) -> str:
+    """Why ``path`` is no file to read: missing, or there but not a regular file (a FIFO would hang)."""
+    return "not a regular file (a folder, FIFO, socket or device)" if Path(path).exists() else "no such file"
+
+
 def _check_inputs(opts: BuildOptions) -> None:
     if not Path(opts.index).is_file():
-        raise BuildError(f"index {opts.index}: no such file")
+        raise BuildError(f"index {opts.index}: {_missing(opts.index)}")
     names = opts.registry().names
     for src, root in opts.source_roots.items():
         if src not in names:
@@ -132,10 +137,10 @@ def _check_inputs(opts: BuildOptions) -> None:
         raise BuildError(f"--ir-root {opts.ir_root}: not a directory")
     for _, path in opts.captions:
         if not Path(path).is_file():
-            raise BuildError(f"--captions {path}: no such file")
+            raise BuildError(f"--captions {path}: {_missing(path)}")
     for path in opts.iraware:
         if not Path(path).is_file():
-            raise BuildError(f"--iraware {path}: no such file")
+            raise BuildError(f"--iraware {path}: {_missing(path)}")
     unknown = set(opts.skip_rules) - set(RULES)
     if unknown:
         raise BuildError(f"--skip-rule {sorted(unknown)[0]}: unknown rule; known: {', '.join(RULES)}")
