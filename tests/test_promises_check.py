@@ -355,6 +355,26 @@ def test_the_phash_of_a_large_jpeg_is_the_releases():
         full = np.asarray(Image.open(io.BytesIO(data)).convert("RGB").reduce(8))  # 8x8 box means: 64 px
         assert st.size == (512, 512) and st.spread == float(np.mean(full.max(axis=2) - full.min(axis=2)))
     assert any(a != b for a, b in hashes.values())  # a reduced decode would have hashed differently
+    # the median leaves the DC term out: it matters where the DC is not above the ACs' median, e.g. one
+    # bright corner pixels on black (DC the smallest of the 64: the median of all 64 moves a bit)
+    dot = np.zeros((32, 32, 3), np.uint8)
+    dot[0, 0] = dot[1, 0] = 255
+    assert check_mod.inspect_image(_png(dot)).phash == release_phash(Image.fromarray(dot))
+
+
+def test_check_hashes_rgb_the_releases_way_and_ir_on_the_reduction(repo, monkeypatch):
+    """The full check asks for the exact (release) hash of every RGB image and the reduced one of every IR."""
+    calls = []
+    real = check_mod.inspect_image
+
+    def spy(data, exact_phash=True):
+        calls.append(exact_phash)
+        return real(data, exact_phash)
+
+    monkeypatch.setattr(check_mod, "inspect_image", spy)
+    rep = check_repo(str(repo), workers=1)
+    assert rep.ok and calls and calls.count(True) == calls.count(False) == len(calls) // 2
+    assert calls[0::2] == [True] * (len(calls) // 2)  # rgb first in every row
 
 
 def test_cli_release_checks_and_max_print(leaky, capsys):
