@@ -134,3 +134,20 @@ def test_lightning_resumes_mid_epoch_from_a_checkpoint(three_epochs, sample_repo
     assert sorted(resumed.seen) == [1, 2]
     assert interrupted.seen[1] + resumed.seen[1] == three_epochs[1]  # no duplicate, no gap, the same order
     assert resumed.seen[2] == three_epochs[2]
+
+
+@needs_lightning
+def test_lightning_checkpoints_with_the_plain_loader(sample_repo, tmp_path):
+    """The default (not stateful) loader under a Trainer that saves checkpoints: Lightning takes a loader with
+    a ``state_dict`` for resumable and calls it at every save, so the plain loader must have none."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    loader = make_dataloader(sample_repo, num_workers=0, **KW)
+    assert not hasattr(loader, "state_dict")
+    with pytest.raises(AttributeError, match="stateful=True"):
+        loader.state_dict()
+    model = _recorder()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _trainer(max_epochs=1, callbacks=[ModelCheckpoint(dirpath=tmp_path)]).fit(model, train_dataloaders=loader)
+    assert list(tmp_path.glob("*.ckpt")) and sorted(model.seen) == [0]

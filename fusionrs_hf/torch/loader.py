@@ -90,14 +90,18 @@ class _LoaderMixin:
 
 
 class FusionRSDataLoader(_LoaderMixin, DataLoader):
-    """A plain ``DataLoader`` over a :class:`FusionRSIterable` with ``set_epoch`` and ``skipped``."""
+    """A plain ``DataLoader`` over a :class:`FusionRSIterable` with ``set_epoch`` and ``skipped``.
 
-    def state_dict(self):
-        raise AttributeError("this loader does not save its position; make it with make_dataloader(..., "
-                             "stateful=True) (torchdata's StatefulDataLoader) to resume mid-epoch")
+    It has no ``state_dict`` (frameworks take a loader that has one for resumable: Lightning would call it
+    at every checkpoint); asking for one says where the resumable loader is.
+    """
 
-    def load_state_dict(self, state_dict) -> None:
-        self.state_dict()
+    def __getattr__(self, name: str):
+        if name in ("state_dict", "load_state_dict"):
+            raise AttributeError(f"{type(self).__name__} has no {name}: it does not save its position; make it "
+                                 "with make_dataloader(..., stateful=True) (torchdata's StatefulDataLoader) to "
+                                 "resume mid-epoch")
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
 
 def _stateful_class():
