@@ -42,8 +42,13 @@ _ENV_TOKENS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_API_TOKEN")
 _registered: set[str] = set()
 _lock = threading.Lock()
 
-_HF_TOKEN_RE = re.compile(r"\b(hf|api_org)(?:_|%5[fF]|%255[fF])[A-Za-z0-9]{6,}")
-_AUTH_RE = re.compile(r"\b((?i:bearer)(?:\s|%20|\+)+|Basic(?:\s|%20|\+)+(?=[A-Za-z0-9+/]{8,}))[^\s,;'\"&)\]}]+")
+_HF_TOKEN_RE = re.compile(r"\b(hf|api_org)(?:_|%5[fF]|%255[fF])[A-Za-z0-9]{20,}")
+"""A Hugging Face token (``hf_`` + 34 letters and digits; 20 at least, so ``hf_transfer`` is left alone)."""
+_AUTH_RE = re.compile(r"\b((?i:bearer)(?:\s|%20|\+)+(?=[^\s,;'\"&)\]}]{12,})|"
+                      r"Basic(?:\s|%20|\+)+(?=[A-Za-z0-9+/]{8,}=*(?:[\s,;'\"&)\]}]|$))"
+                      r"(?=[A-Za-z0-9+/]*[A-Z0-9+/]))[^\s,;'\"&)\]}]+")
+"""``Bearer <12+ chars>`` and ``Basic <base64>`` (with a capital, digit or ``+/``, so "Basic preprocessing" and
+"the bearer of" are prose, not credentials)."""
 _QUERY_RE = re.compile(
     r"(?i)((?:[?&;]|%3F|%26)(?:access_token|token|api_key|apikey|api-key|password|passwd|secret|client_secret|"
     r"signature|sig|x-amz-signature|x-amz-credential|x-amz-security-token|x-goog-signature|sas|sv)(?:=|%3D))"
@@ -84,10 +89,20 @@ def register_options(options: dict | None) -> None:
     if not isinstance(options, dict):
         return
     for key, value in options.items():
-        if isinstance(value, dict):
-            register_options(value)
-        elif isinstance(value, str) and _SECRET_KEYS.search(str(key)):
+        _register_value(value, bool(_SECRET_KEYS.search(str(key))))
+
+
+def _register_value(value, secret_key: bool) -> None:
+    """A value under a credential-like key is a secret, at any depth of lists and tuples (header pairs)."""
+    if isinstance(value, dict):
+        register_options(value)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _register_value(item, secret_key)
+    elif isinstance(value, str):
+        if secret_key:
             register_secret(value)
+        register_url(value)  # a password inside a URL value (a proxy, an endpoint) under any key
 
 
 def _hf_home() -> str:
@@ -98,16 +113,38 @@ def _hf_home() -> str:
     return os.path.join(cache, "huggingface")
 
 
+_stored_cache: dict[tuple, list[str]] = {}
+
+
 def _stored_tokens() -> list[str]:
-    """The stored login (token file) and every token of ``stored_tokens``; never raises."""
-    out: list[str] = []
+    """The stored login and every token of ``stored_tokens``, read again only when either file changes (every
+    log record is scrubbed: two file reads each would cost more than the record); never raises."""
     path = os.environ.get("HF_TOKEN_PATH") or os.path.join(_hf_home(), "token")
+    stored = os.environ.get("HF_STORED_TOKENS_PATH") or os.path.join(_hf_home(), "stored_tokens")
+    key = (path, stored, *(_stamp(p) for p in (path, stored)))
+    got = _stored_cache.get(key)
+    if got is None:
+        got = _read_stored_tokens(path, stored)
+        _stored_cache.clear()
+        _stored_cache[key] = got
+    return got
+
+
+def _stamp(path: str) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size, st.st_ino
+
+
+def _read_stored_tokens(path: str, stored: str) -> list[str]:
+    out: list[str] = []
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
             out.append(f.read().strip())
     except OSError:
         pass
-    stored = os.environ.get("HF_STORED_TOKENS_PATH") or os.path.join(_hf_home(), "stored_tokens")
     try:
         cp = configparser.ConfigParser()
         cp.read(stored, encoding="utf-8")
@@ -227,13 +264,19 @@ class ScrubFilter(logging.Filter):
     _formatter = logging.Formatter()
 
     def filter(self, record: logging.LogRecord) -> bool:
+        """Scrub in place, touching only what holds a secret: a record without one keeps its ``msg``
+        (a template, or a dict for structured logging), its ``args`` and its unformatted traceback."""
         try:
             msg = record.getMessage()
         except Exception:  # noqa: BLE001 - a bad format string: keep the raw text
             msg = str(record.msg)
-        record.msg, record.args = scrub(msg), None
+        clean = scrub(msg)
+        if clean != msg:
+            record.msg, record.args = clean, None
         if record.exc_info and not record.exc_text:
-            record.exc_text = self._formatter.formatException(record.exc_info)
+            text = self._formatter.formatException(record.exc_info)
+            if scrub(text) != text:
+                record.exc_text = text  # formatted here only because it must be scrubbed
         if record.exc_text:
             record.exc_text = scrub(record.exc_text)
         if record.stack_info:

@@ -175,19 +175,25 @@ def public_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
 
     out: dict[str, Any] = {}
     for k, v in (options or {}).items():
-        if _is_secret_key(k):
+        if _is_secret_key(k) or _holds_secret(v, scrub):
             continue
         if isinstance(v, Mapping):
             v = public_options(v)
             if not v:
                 continue
-        elif isinstance(v, list | tuple):
-            if any(isinstance(x, str) and scrub(x) != x for x in v):
-                continue
-        elif isinstance(v, str) and scrub(v) != v:
-            continue
         out[k] = v
     return out
+
+
+def _holds_secret(value: Any, scrub) -> bool:
+    """Whether a list or tuple (at any depth: header pairs, lists of dicts) or a string holds a credential.
+    Mappings are judged key by key by :func:`public_options` itself."""
+    if isinstance(value, str):
+        return scrub(value) != value
+    if isinstance(value, list | tuple):
+        return any(_holds_secret(x, scrub) or (isinstance(x, Mapping) and public_options(x) != dict(x))
+                   for x in value)
+    return False
 
 
 # ---------------------------------------------------------------------------------------------- the Hub

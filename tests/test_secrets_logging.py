@@ -30,3 +30,20 @@ def test_debug_logging_of_a_library_under_us_prints_no_password():
     assert out.returncode == 0, out.stderr
     assert "HTTPPASS42" not in out.stderr and "PW77secret" not in out.stderr
     assert "GET http://***@127.0.0.1:9/x" in out.stderr and "https://***@host/y" in out.stderr
+
+
+def test_a_record_without_secrets_is_left_as_it_was_and_prose_is_not_masked():
+    import fusionrs_hf  # noqa: F401
+    from fusionrs_hf.secrets import scrub
+
+    factory = logging.getLogRecordFactory()
+    payload = {"event": "step", "n": 3}
+    rec = factory("x", logging.INFO, __file__, 1, payload, None, None)
+    assert rec.msg is payload and rec.args is None  # structured logging keeps its dict
+    rec = factory("x", logging.INFO, __file__, 1, "loaded %d rows", (5,), None)
+    assert rec.msg == "loaded %d rows" and rec.args == (5,)  # the template stays for grouping tools
+    for prose in ("Consider installing hf_transfer", "Basic preprocessing finished", "the bearer of this message"):
+        assert scrub(prose) == prose
+    assert scrub("Authorization: Basic dXNlcjpwYXNz") == "Authorization: Basic ***"
+    assert scrub("Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.x") == "Authorization: Bearer ***"
+    assert scrub("token hf_" + "a" * 34) == "token hf_***"

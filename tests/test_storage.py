@@ -77,6 +77,13 @@ def test_storage_options_from_the_command_line():
                                              "retries": {"max_attempts": 3}},
                            "headers": {"Cookie": "sid=abc", "Accept": "x"}}) == {
         "anon": False, "config_kwargs": {"retries": {"max_attempts": 3}}, "headers": {"Accept": "x"}}
+    # and inside lists and tuples, at any depth
+    assert public_options({"headers_list": [("X-Api", "http://u:pw77@h")], "cfg": [{"password": "hunter22"}],
+                           "ok": [("a", "b")]}) == {"ok": [("a", "b")]}
+    from fusionrs_hf.secrets import register_options, scrub
+
+    register_options({"cfg": [{"password": "hunter22"}], "pairs": [("X-Token", "tok-98765")]})
+    assert "hunter22" not in scrub("x hunter22 y")
 
 
 def test_every_entry_point_takes_storage_options_and_the_cli_option():

@@ -99,10 +99,16 @@ def test_global_shuffle_without_drop_last_reads_every_row_once_and_ddp_splits_it
     for e in range(2):
         parts = [_epoch_ids(r, e) for r in ranks]
         assert not set(parts[0]) & set(parts[1]) and sorted(parts[0] + parts[1]) == sorted(ids)
-        s = DistributedSampler(range(len(ids)), num_replicas=2, rank=0, shuffle=True, seed=3)
+        s = DistributedSampler(range(len(ids)), num_replicas=2, rank=0, shuffle=True, seed=3, drop_last=True)
         s.set_epoch(e)
         assert parts[0] == [ids[i] for i in s]
     assert _epoch_ids(ranks[0], 0) != _epoch_ids(ranks[0], 1)
+    # an odd row count: each rank N // 2 rows, none on both (torch's sampler would pad with a repeated row)
+    odd = [make_dataloader(repo, config="default", split="validation", batch_size=4, shuffle="global", seed=3,
+                           image_size=32, rank=r, world_size=3) for r in range(3)]
+    n = len(odd[0].dataset)
+    parts = [_epoch_ids(r, 0) for r in odd]
+    assert n % 3 and all(len(p) == n // 3 for p in parts) and len(set().union(*parts)) == 3 * (n // 3)
 
 
 def test_map_style_batches_keep_the_streaming_format_and_values(repo):

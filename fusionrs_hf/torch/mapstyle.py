@@ -304,8 +304,8 @@ class FusionRSMapDataLoader(DataLoader):
     iterating: each pass is the next epoch) gives epoch ``e``'s order whatever ran before: when the generator
     is not where epoch ``e`` starts (a pass broken off, another epoch asked for) it is replayed from the seed
     with an identical loader over ``range(n)`` that reads nothing (a randperm per epoch). Several processes
-    (``world_size > 1``): ``DistributedSampler(shuffle=shuffle, seed=seed, drop_last=drop_last)`` and its
-    ``set_epoch``. ``persistent_workers`` is refused: torch then draws no new base seed per pass, so the
+    (``world_size > 1``): ``DistributedSampler(shuffle=shuffle, seed=seed, drop_last=True)`` (each rank
+    ``N // world_size`` rows, no row on two ranks) and its ``set_epoch``. ``persistent_workers`` is refused: torch then draws no new base seed per pass, so the
     orders would leave the release's sequence.
     """
 
@@ -323,8 +323,11 @@ class FusionRSMapDataLoader(DataLoader):
         generator = torch.Generator()
         generator.manual_seed(int(seed))
         if world_size > 1:
+            # drop_last=True on the sampler whatever the batches' drop_last: every rank gets N // world_size
+            # rows of one permutation, none twice (its default pads the last share with repeated rows), as
+            # the streaming loader gives
             sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=int(seed),
-                                         drop_last=drop_last)
+                                         drop_last=True)
             super().__init__(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last,
                              generator=generator, collate_fn=collate_fn, num_workers=num_workers, **kw)
         else:
