@@ -545,3 +545,23 @@ def test_a_state_of_the_old_slicing_is_refused(stream_repo):
     with pytest.raises(ValueError, match="older fusionrs-hf, which cut worker slices by rows"):
         FusionRSIterable(stream_repo, "default", "train", batch_size=4, image_size=8).load_state_dict(
             {**old, "num_workers": 2})
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_after_a_resumed_pass_the_next_pass_is_the_next_epoch(stream_repo, num_workers):
+    """Resume mid-epoch 0, finish it, then one more pass: that pass is epoch 1 (with 0 workers torchdata restores
+    the state in this process, which once kept the loader on epoch 0 for good)."""
+    kw = dict(batch_size=4, image_size=8, shuffle=True, seed=5, num_workers=num_workers, stateful=True)
+    a = make_dataloader(stream_repo, "default", "train", **kw)
+    it = iter(a)
+    first = [s for _ in range(2) for s in next(it)["sample_id"]]
+    state = a.state_dict()
+    del it
+    b = make_dataloader(stream_repo, "default", "train", **kw)
+    b.load_state_dict(state)
+    rest = _ids(b)
+    ref = make_dataloader(stream_repo, "default", "train", **{**kw, "stateful": False})
+    ref.set_epoch(0)
+    assert first + rest == _ids(ref)
+    ref.set_epoch(1)
+    assert _ids(b) == _ids(ref)  # the pass after the resumed one is epoch 1

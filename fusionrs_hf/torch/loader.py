@@ -50,6 +50,11 @@ class _LoaderMixin:
             if not self.num_workers:
                 ds._plan_fresh = True  # the pass runs here: it need not look a second time
         it = super().__iter__()
+        if not self.num_workers and hasattr(ds, "_epoch_explicit"):
+            # a stateful loader without workers restores the dataset's state in this process while making the
+            # iterator (torchdata), which marks the epoch as set again: it is this pass's, and the next pass
+            # must still advance
+            ds._epoch_explicit = False
         table = getattr(ds, "_slots", None)
         if table is None or not getattr(ds, "ring_size", 0):
             yield from it
