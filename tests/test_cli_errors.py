@@ -193,3 +193,21 @@ def test_eval_of_a_run_folder_points_at_its_checkpoint(tmp_path):
     out = _fusionrs("eval", str(repo), "--model", str(run), "--split", "test")
     assert out.returncode == 2 and f"did you mean {run / 'checkpoint'}?" in out.stderr, out.stderr[-1500:]
     assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("extra, says", [
+    (["--preset", "rc4-release", "--config", "nwpu"], "fewer train rows than one batch of 128"),
+    (["--batch-size", "1"], "batch_size must be >= 2"),
+    (["--steps", "0"], "steps must be >= 1"),
+])
+def test_train_clip_refuses_a_run_that_cannot_train(extra, says, tmp_path):
+    from pathlib import Path
+
+    from fusionrs_hf.demo import make_sample_repo
+
+    repo = str(make_sample_repo(tmp_path / "r"))
+    script = Path(__file__).resolve().parents[1] / "examples" / "train_clip.py"
+    out = subprocess.run([sys.executable, str(script), "--data", repo, "--model", "tiny", "--out",
+                          str(tmp_path / "out"), *extra], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2 and says in out.stderr and "Traceback" not in out.stderr, out.stderr[-1500:]
+    assert not (tmp_path / "out" / "metrics.json").exists()

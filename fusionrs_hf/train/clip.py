@@ -780,6 +780,13 @@ def resolve_config(cfg: ClipTrainConfig) -> tuple[ClipTrainConfig, list[str]]:
                           ("shuffle", SHUFFLE_MODES), ("preprocess", PREPROCESSES)):
         if values[name] not in allowed:
             raise PresetError(f"train_clip: {name} must be one of {', '.join(allowed)}, got {values[name]!r}")
+    if values["batch_size"] is not None and values["batch_size"] < 2:
+        raise PresetError(f"train_clip: batch_size must be >= 2 (a contrastive loss compares a row with the "
+                          f"others of its batch), got {values['batch_size']}")
+    for name in ("steps", "epochs"):
+        v = values.get(name, getattr(cfg, name, None))
+        if v is not None and v < 1:
+            raise PresetError(f"train_clip: {name} must be >= 1, got {v}")
     if values["val_batch_size"] is not None and values["val_batch_size"] < 1:
         raise PresetError(f"train_clip: val_batch_size must be >= 1, got {values['val_batch_size']}")
     if values["rgb_ir_weight"] < 0:
@@ -1055,6 +1062,11 @@ def train_clip(cfg: ClipTrainConfig, *, model: ClipAdapter | None = None,
     train_loader = make_loader(cfg.data, config, "train", batch_size=cfg.batch_size,
                                shuffle="global" if global_order else True, seed=cfg.seed, drop_last=True,
                                usable_captions_only=global_order, **pixels)
+    if len(train_loader) == 0:  # drop_last, as the release: a split smaller than one batch trains nothing
+        from ..secrets import scrub
+
+        raise PresetError(scrub(f"train_clip: config {config!r} of {cfg.data} has fewer train rows than one batch "
+                                f"of {cfg.batch_size} (whole batches only, as the release); lower --batch-size"))
     val_loader = None
     if val_config is not None:  # the release's val_loader: dataset order, batch 128, drop_last False
         val_loader = make_loader(cfg.data, val_config, "validation", batch_size=cfg.val_batch_size or cfg.batch_size,
@@ -1064,8 +1076,12 @@ def train_clip(cfg: ClipTrainConfig, *, model: ClipAdapter | None = None,
                    batch_size=cfg.eval_batch_size or DEFAULT_BATCH_SIZE, num_workers=cfg.num_workers,
                    precision=cfg.eval_precision, limit=cfg.eval_limit, storage_options=so)
 
-    def run_eval(rows, conf: str, split: str):
-        return evaluate_model(model, cfg.data, config=conf, split=split, rows=rows, **eval_kw)
+    def run_eval(rows, conf: str, split: str, ties: str | None = None):
+        return evaluate_model(model, cfg.data, config=conf, split=split, rows=rows,
+                              **{**eval_kw, **({"ties": ties} if ties else {})})
+
+    # the release's selection scores with torch.topk (eval_clip_retrieval.py): ties in gallery order
+    select_ties = "topk" if cfg.select == "release" else None
 
     total = cfg.steps if cfg.steps is not None else max(1, cfg.epochs * len(train_loader))
     training = Training(cfg, model, total, lr=lr, device=device)
@@ -1149,13 +1165,13 @@ def train_clip(cfg: ClipTrainConfig, *, model: ClipAdapter | None = None,
         latest = {"name": "latest", "step": step, "epoch": epoch, "val_loss": selection[-1]["val_loss"]}
         first = {"name": "best", "step": best["step"], "epoch": best["epoch"], "val_loss": best["val_loss"]}
         if best["step"] == step:  # best is latest: one set of weights, one evaluation (a tie keeps best)
-            res_best = res_latest = run_eval(select_rows, select_config, "validation")
+            res_best = res_latest = run_eval(select_rows, select_config, "validation", select_ties)
             winner = "best"
         else:  # eval_clip_retrieval.py: candidates [best, latest], a strictly higher Mean R replaces best
-            res_latest = run_eval(select_rows, select_config, "validation")
+            res_latest = run_eval(select_rows, select_config, "validation", select_ties)
             latest_state = cpu_state()
             model.load_state_dict(best["state"])
-            res_best = run_eval(select_rows, select_config, "validation")
+            res_best = run_eval(select_rows, select_config, "validation", select_ties)
             winner = "latest" if res_latest.metrics["mean_r"] > res_best.metrics["mean_r"] else "best"
             model.load_state_dict(latest_state)
             if winner == "best":
@@ -1166,11 +1182,12 @@ def train_clip(cfg: ClipTrainConfig, *, model: ClipAdapter | None = None,
         chosen = candidates[0] if winner == "best" else candidates[1]
         selected = {"checkpoint": winner, "step": chosen["step"], "epoch": chosen["epoch"],
                     "val_loss": chosen["val_loss"], "select_mean_r": chosen["mean_r"]}
-        rec = {"step": step, "candidates": candidates, "selected": winner}
+        selected["select_ties"] = select_ties
+        rec = {"step": step, "candidates": candidates, "selected": winner, "ties": select_ties}
         log_file.write(json.dumps({"step": step, "select": rec}) + "\n")
         emit({"step": step, "select": rec})
-        if (select_config, "validation") == (eval_config, cfg.eval_split):
-            result = res_best if winner == "best" else res_latest  # the same weights, rows and code
+        if (select_config, "validation") == (eval_config, cfg.eval_split) and cfg.eval_ties == select_ties:
+            result = res_best if winner == "best" else res_latest  # the same weights, rows, code and ties
     best.pop("state", None)
     if result is None:
         result = run_eval(eval_rows, eval_config, cfg.eval_split)
