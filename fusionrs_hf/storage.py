@@ -511,6 +511,10 @@ def _open_fs(protocol: str, options: Mapping[str, Any]):
         raise MissingExtraError(f"{protocol}:// URLs need an fsspec implementation that is not installed: {e}") from None
 
 
+NO_URL_CREDENTIALS = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl"})
+"""Object stores whose URLs carry no ``user:password@``: there it can only be a mistake (and a leak)."""
+
+
 def locate(repo_or_path, revision: str | None = None, storage_options: Mapping[str, Any] | None = None) -> Location:
     """The :class:`Location` of a local folder, an fsspec URL or a Hub dataset id (see the module docstring)."""
     if isinstance(repo_or_path, Location):
@@ -544,6 +548,13 @@ def locate(repo_or_path, revision: str | None = None, storage_options: Mapping[s
         if revision:
             raise ValueError(f"revision applies to Hub repos, not to {text!r}")
         protocol = text.split("://", 1)[0]
+        if protocol.lower() in NO_URL_CREDENTIALS and "@" in text.split("://", 1)[1].split("/", 1)[0]:
+            from .secrets import scrub
+
+            raise UnknownLocationError(scrub(
+                f"{text}: {protocol}:// takes no credentials in the URL (the store would read them as part of the "
+                "bucket name); pass them with --storage-option (key=..., secret=...) or the store's environment "
+                "variables, and give the URL without them"))
         if protocol in PROTOCOL_EXTRAS:
             pkg, extra = PROTOCOL_EXTRAS[protocol]
             require(pkg, extra=extra or None, what=f"reading {protocol}:// URLs")

@@ -211,3 +211,12 @@ def test_train_clip_refuses_a_run_that_cannot_train(extra, says, tmp_path):
                           str(tmp_path / "out"), *extra], capture_output=True, text=True, timeout=300)
     assert out.returncode == 2 and says in out.stderr and "Traceback" not in out.stderr, out.stderr[-1500:]
     assert not (tmp_path / "out" / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("cmd", [["check"], ["eval", "--model", "tiny"]])
+def test_credentials_in_an_object_store_url_are_unusable_input(cmd):
+    """s3://KEY:SECRET@bucket is refused by every command in one line, exit 2, naming the fix, never the secret."""
+    out = _fusionrs(cmd[0], "s3://AKIAEXAMPLE:SeCrEt9876@bucket/fusionrs", *cmd[1:])
+    assert out.returncode == 2, out.stderr
+    assert "takes no credentials in the URL" in out.stderr and "--storage-option" in out.stderr
+    assert "SeCrEt9876" not in out.stderr + out.stdout and "Traceback" not in out.stderr
