@@ -379,7 +379,7 @@ def test_the_worker_ending_in_a_row_group_takes_it_from_the_one_starting_there(h
     ds = FusionRSIterable("hf://datasets/fusionrs/remote-share-seq", "default", batch_size=8,
                           storage_options={"endpoint": hub.url})
     n = sum(u.num_rows for u in ds.units)
-    boundary = _slot_pieces(ds.units, np.arange(len(ds.units)), n // 2, n)[0]
+    boundary = _slot_pieces(ds.units, np.arange(len(ds.units)), ds.worker_rows(2)[0], n)[0]  # worker 1's start
     assert boundary[1] > 0  # worker 1's slice starts inside a unit: the two slices split it
     split_shard = ds.units[boundary[0]].shard
     got, requests = [], {}

@@ -392,3 +392,9 @@ def test_processor_preprocess_needs_an_image_processor(repo, tmp_path):
     assert cfg.val_batch_size == 64 and overrides == ["val_batch_size 64 (preset 128)"]
     assert collections.Counter(clip.OURS[k] for k in ("shuffle", "preprocess", "select")) == collections.Counter(
         ["stream", "fast", "last"])
+
+
+def test_map_style_with_the_streaming_shuffle_is_refused(repo):
+    for shuffle in (True, "stream"):
+        with pytest.raises(ValueError, match="streaming reader's order"):
+            make_dataloader(repo, config="default", split="train", map_style=True, shuffle=shuffle)

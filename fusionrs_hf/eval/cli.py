@@ -95,6 +95,9 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(str(e)) from None
     from .embed import preprocessing
 
+    if args.embeddings is not None and args.preprocess != "auto":
+        raise CliError(f"--preprocess {args.preprocess} applies to --model (how images are embedded); "
+                       "--embeddings are scored as they are")
     try:
         with preprocessing(args.preprocess):  # reaches the model's embedding pass (fusionrs_hf.eval.embed)
             res = evaluate(args.repo, model=args.model, embeddings=args.embeddings, config=args.config,

@@ -302,6 +302,9 @@ def make_dataloader(
     """
     if shuffle not in SHUFFLES:
         raise ValueError(f"shuffle must be one of {', '.join(map(repr, SHUFFLES))}, got {shuffle!r}")
+    if map_style and shuffle in (True, "stream"):
+        raise ValueError(f"shuffle={shuffle!r} is the streaming reader's order; the map-style path shuffles "
+                         "globally (shuffle='global') or not at all (shuffle=False)")
     if shuffle == "global" or map_style:
         if stateful:
             raise ValueError("stateful=True is for the streaming reader; the map-style path (shuffle='global' or "

@@ -655,6 +655,11 @@ def train_vlm(cfg: VLMTrainConfig, *, model=None, processor=None) -> dict:
     if model is None:
         if cfg.model == "tiny":
             model, processor = tiny_vlm(_texts_for_tokenizer(cfg.data, cfg.config, so), seed=cfg.seed)
+            preset = PRESETS.get(cfg.preset or "", {})
+            asked = [k for k, v in processor_kwargs(cfg).items() if preset.get(k) != v]
+            if asked:  # the tiny model's processor is built, not loaded: nothing to pass them to
+                print(f"train_vlm: {', '.join(asked)} do not apply to --model tiny (its processor is built "
+                      "here, with no pixel budget)", file=sys.stderr, flush=True)
         elif quantize:
             proc_kw = processor_kwargs(cfg)
             model, processor = load_quantized(cfg.model, **proc_kw)
