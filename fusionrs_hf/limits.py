@@ -119,4 +119,5 @@ MAX_ROW_GROUP_BYTES = 1 << 30
 """Largest row group (1 GiB of the columns read, uncompressed, as its footer says) a loader reads: about ten times
 the row-group target of a build (``fusionrs_hf.shards.DEFAULT_ROW_GROUP_BYTES``, 100 MB), so an ordinary row
 group with a few big images passes; a 735 KB shard whose zstd row group inflates to 1.8 GB is refused, naming
-shard and row group, before anything is decompressed."""
+shard and row group, before anything is decompressed. The footer's sizes are the writer's word: a file that
+understates them is caught only by Arrow's own page checks (a cap on page sizes would be the next step)."""
