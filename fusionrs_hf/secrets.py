@@ -44,16 +44,16 @@ _lock = threading.Lock()
 
 _HF_TOKEN_RE = re.compile(r"\b(hf|api_org)(?:_|%5[fF]|%255[fF])[A-Za-z0-9]{20,}")
 """A Hugging Face token (``hf_`` + 34 letters and digits; 20 at least, so ``hf_transfer`` is left alone)."""
-_AUTH_RE = re.compile(r"\b((?i:bearer)(?:\s|%20|\+)+(?=[^\s,;'\"&)\]}]{12,})|"
-                      r"Basic(?:\s|%20|\+)+(?=[A-Za-z0-9+/]{8,}=*(?:[\s,;'\"&)\]}]|$))"
-                      r"(?=[A-Za-z0-9+/]*[A-Z0-9+/]))[^\s,;'\"&)\]}]+")
-"""``Bearer <12+ chars>`` and ``Basic <base64>`` (with a capital, digit or ``+/``, so "Basic preprocessing" and
-"the bearer of" are prose, not credentials)."""
+_AUTH_RE = re.compile(r"\b((?i:bearer)(?:\s|%20|\+)+(?=[^\s,;'\"&)\]}]{6,})|"
+                      r"Basic(?:\s|%20|\+)+(?=[A-Za-z0-9+/]{8,})(?=[A-Za-z0-9+/]*[A-Z0-9+/]))[^\s,;'\"&)\]}]+")
+"""``Bearer <6+ chars>`` and ``Basic <base64>`` (8+ characters with a capital, digit or ``+/``, so "Basic
+preprocessing" and "the bearer of" are prose, not credentials)."""
 _QUERY_RE = re.compile(
     r"(?i)((?:[?&;]|%3F|%26)(?:access_token|token|api_key|apikey|api-key|password|passwd|secret|client_secret|"
     r"signature|sig|x-amz-signature|x-amz-credential|x-amz-security-token|x-goog-signature|sas|sv)(?:=|%3D))"
     r"[^&\s'\"#<>;,)]+")
-_URL_CRED_RE = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s'\"<>?#]*@")
+_URL_CRED_RE = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)(?:[^/\s'\"<>?#@:]*:[^\s'\"<>?#@]*|[^/\s'\"<>?#@]*)@")
+"""``scheme://userinfo@``: a user without ``/``, and a password that may hold ``/`` (AWS secret keys do)."""
 _URL_CRED_ENC_RE = re.compile(r"(?i)(%3A%2F%2F|%253A%252F%252F)(?:(?!%2F|%40|%252F|%2540)[^/\s'\"<>?#])+(%40|%2540)")
 _SECRET_KEYS = re.compile(r"(?i)token|secret|password|passwd|credential|auth|key|sig|cookie|session")
 
@@ -72,7 +72,7 @@ def register_url(url: str | None) -> None:
     """Register the credentials of a URL (``scheme://user:password@host/...``): the password and user:password."""
     if not isinstance(url, str) or "://" not in url:
         return
-    m = re.match(r"(?i)[a-z][a-z0-9+.-]*://([^/\s?#]*)@", url)
+    m = re.match(r"(?i)[a-z][a-z0-9+.-]*://([^/\s?#@:]*:[^\s?#@]*|[^/\s?#@]*)@", url)
     if not m:
         return
     userinfo = m[1]
@@ -84,21 +84,27 @@ def register_url(url: str | None) -> None:
         register_secret(unquote(password))
 
 
-def register_options(options: dict | None) -> None:
+MAX_OPTION_DEPTH = 16
+"""Nesting of storage options looked into (deeper, or a structure that contains itself, is not followed)."""
+
+
+def register_options(options: dict | None, _depth: int = 0) -> None:
     """Register credential-like values of fsspec ``storage_options`` (keys naming token/secret/password/key)."""
-    if not isinstance(options, dict):
+    if not isinstance(options, dict) or _depth > MAX_OPTION_DEPTH:
         return
     for key, value in options.items():
-        _register_value(value, bool(_SECRET_KEYS.search(str(key))))
+        _register_value(value, bool(_SECRET_KEYS.search(str(key))), _depth + 1)
 
 
-def _register_value(value, secret_key: bool) -> None:
+def _register_value(value, secret_key: bool, depth: int = 0) -> None:
     """A value under a credential-like key is a secret, at any depth of lists and tuples (header pairs)."""
+    if depth > MAX_OPTION_DEPTH:
+        return
     if isinstance(value, dict):
-        register_options(value)
+        register_options(value, depth)
     elif isinstance(value, list | tuple):
         for item in value:
-            _register_value(item, secret_key)
+            _register_value(item, secret_key, depth + 1)
     elif isinstance(value, str):
         if secret_key:
             register_secret(value)
@@ -268,11 +274,14 @@ class ScrubFilter(logging.Filter):
         (a template, or a dict for structured logging), its ``args`` and its unformatted traceback."""
         try:
             msg = record.getMessage()
-        except Exception:  # noqa: BLE001 - a bad format string: keep the raw text
-            msg = str(record.msg)
-        clean = scrub(msg)
-        if clean != msg:
-            record.msg, record.args = clean, None
+        except Exception:  # noqa: BLE001 - a bad format string: the raw text, without the args (logging's own
+            # error report would print them, secrets and all)
+            record.msg, record.args = scrub(str(record.msg)), None
+            msg = None
+        if msg is not None:
+            clean = scrub(msg)
+            if clean != msg:
+                record.msg, record.args = clean, None
         if record.exc_info and not record.exc_text:
             text = self._formatter.formatException(record.exc_info)
             if scrub(text) != text:

@@ -37,6 +37,7 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 from .errors import UnusableInputError
+from .secrets import MAX_OPTION_DEPTH
 
 __all__ = [
     "HubUnreachableError", "MissingExtraError", "Location", "locate", "require", "parse_storage_options",
@@ -167,32 +168,40 @@ def _is_secret_key(key: str) -> bool:
     return bool(_SECRET_KEYS.search(str(key)))
 
 
-def public_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
+def public_options(options: Mapping[str, Any] | None, _depth: int = 0) -> dict[str, Any]:
     """The options that may be written down (a card, a log): every credential-like key left out, and every
     value that holds a credential (``http://user:pass@proxy``, a token, a signed URL), whatever its key:
     a masked value is of no use to a reader, and a key's name is no promise about its value."""
-    from .secrets import scrub
-
     out: dict[str, Any] = {}
     for k, v in (options or {}).items():
-        if _is_secret_key(k) or _holds_secret(v, scrub):
+        if _is_secret_key(k):
             continue
         if isinstance(v, Mapping):
-            v = public_options(v)
+            if _depth >= MAX_OPTION_DEPTH:
+                continue  # deeper than any real option (or a structure that contains itself): not written
+            v = public_options(v, _depth + 1)
             if not v:
                 continue
+        elif _holds_secret(v, _depth):
+            continue
         out[k] = v
     return out
 
 
-def _holds_secret(value: Any, scrub) -> bool:
-    """Whether a list or tuple (at any depth: header pairs, lists of dicts) or a string holds a credential.
-    Mappings are judged key by key by :func:`public_options` itself."""
+def _holds_secret(value: Any, depth: int = 0) -> bool:
+    """Whether a value holds a credential: a string that :func:`~fusionrs_hf.secrets.scrub` changes, a mapping
+    with a credential-like key or value, a list or tuple with one (header pairs, lists of dicts), at any depth
+    (deeper than :data:`~fusionrs_hf.secrets.MAX_OPTION_DEPTH`: taken as holding one, so never written)."""
+    from .secrets import scrub
+
+    if depth > MAX_OPTION_DEPTH:
+        return True
     if isinstance(value, str):
         return scrub(value) != value
+    if isinstance(value, Mapping):
+        return any(_is_secret_key(k) or _holds_secret(v, depth + 1) for k, v in value.items())
     if isinstance(value, list | tuple):
-        return any(_holds_secret(x, scrub) or (isinstance(x, Mapping) and public_options(x) != dict(x))
-                   for x in value)
+        return any(_holds_secret(x, depth + 1) for x in value)
     return False
 
 
@@ -512,7 +521,15 @@ def _open_fs(protocol: str, options: Mapping[str, Any]):
 
 
 NO_URL_CREDENTIALS = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl"})
-"""Object stores whose URLs carry no ``user:password@``: there it can only be a mistake (and a leak)."""
+"""Object stores whose URLs carry no ``user:password@``: there it can only be a mistake (and a leak). (Azure's
+``container@account`` has no ``:`` before the ``@``, and is a URL of its own.)"""
+
+
+def _url_credentials(rest: str) -> bool:
+    """``KEY:SECRET@`` at the start of what follows ``scheme://``: a ``:`` in the first path part, before the first
+    ``@`` (the secret itself may hold ``/``, as AWS secret keys do; bucket names hold neither ``:`` nor ``@``)."""
+    at, colon = rest.find("@"), rest.find(":")
+    return 0 <= colon < at and "/" not in rest[:colon]
 
 
 def locate(repo_or_path, revision: str | None = None, storage_options: Mapping[str, Any] | None = None) -> Location:
@@ -548,7 +565,7 @@ def locate(repo_or_path, revision: str | None = None, storage_options: Mapping[s
         if revision:
             raise ValueError(f"revision applies to Hub repos, not to {text!r}")
         protocol = text.split("://", 1)[0]
-        if protocol.lower() in NO_URL_CREDENTIALS and "@" in text.split("://", 1)[1].split("/", 1)[0]:
+        if protocol.lower() in NO_URL_CREDENTIALS and _url_credentials(text.split("://", 1)[1]):
             from .secrets import scrub
 
             raise UnknownLocationError(scrub(

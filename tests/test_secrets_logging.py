@@ -47,3 +47,15 @@ def test_a_record_without_secrets_is_left_as_it_was_and_prose_is_not_masked():
     assert scrub("Authorization: Basic dXNlcjpwYXNz") == "Authorization: Basic ***"
     assert scrub("Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.x") == "Authorization: Bearer ***"
     assert scrub("token hf_" + "a" * 34) == "token hf_***"
+
+
+def test_a_bad_format_string_does_not_print_its_args():
+    code = (
+        "import logging, fusionrs_hf\n"
+        "from fusionrs_hf.secrets import register_secret\n"
+        "register_secret('s3cr3tPassw0rd')\n"
+        "logging.basicConfig()\n"
+        "logging.getLogger('x').warning('connecting with %d', 's3cr3tPassw0rd')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "s3cr3tPassw0rd" not in out.stderr and "connecting with %d" in out.stderr, out.stderr

@@ -217,3 +217,26 @@ def test_require_reports_only_the_missing_package_itself():
     assert require("json", extra=None, what="x").dumps({}) == "{}"
     assert require("json", extra=None, what="x", load=False) is None
     assert isinstance(Location("local", "/x", "/x", "file"), Location)
+
+
+def test_url_credentials_rule_and_scrubbing_edge_cases():
+    """Azure's container@account is a URL of its own; an AWS secret may hold '/'; a self-containing or very
+    deep option is never followed forever; an empty nested dict is no secret."""
+    from fusionrs_hf.secrets import scrub
+    from fusionrs_hf.storage import UnknownLocationError, _url_credentials, locate
+
+    assert not _url_credentials("container@account.dfs.core.windows.net/data")
+    assert not _url_credentials("bucket/a:b@c/x") and not _url_credentials("bucket/x")
+    assert _url_credentials("AKIAEXAMPLE:wJal/K7MD/bPxR@bucket/x")
+    with pytest.raises(UnknownLocationError, match="takes no credentials"):
+        locate("s3://AKIAEXAMPLE:wJal/K7MD/bPxR@bucket/x")
+    assert scrub("s3://AKIAEXAMPLE:wJal/K7MD/bPxR@bucket/x") == "s3://***@bucket/x"
+    assert scrub("https://host/path:x@y") == "https://host/path:x@y"
+    assert scrub("Authorization: Basic dXNlcjpwYXNz.") == "Authorization: Basic ***"
+    assert scrub("auth=Basic%20dXNlcjpwYXNzd29yZA%3D%3D&x=1").startswith("auth=Basic%20***")
+    loop: list = []
+    loop.append(loop)
+    assert public_options({"a": loop, "b": 1, "headers": [{"X-A": {}}]}) == {"b": 1, "headers": [{"X-A": {}}]}
+    from fusionrs_hf.secrets import register_options
+
+    register_options({"a": loop})  # returns; nothing to register

@@ -1065,8 +1065,9 @@ def train_clip(cfg: ClipTrainConfig, *, model: ClipAdapter | None = None,
     if len(train_loader) == 0:  # drop_last, as the release: a split smaller than one batch trains nothing
         from ..secrets import scrub
 
-        raise PresetError(scrub(f"train_clip: config {config!r} of {cfg.data} has fewer train rows than one batch "
-                                f"of {cfg.batch_size} (whole batches only, as the release); lower --batch-size"))
+        raise PresetError(scrub(f"train_clip: config {config!r} of {cfg.data} has fewer train rows than one "
+                                f"batch of {cfg.batch_size} per process (whole batches only, as the release; with "
+                                "several processes each reads its share); lower --batch-size"))
     val_loader = None
     if val_config is not None:  # the release's val_loader: dataset order, batch 128, drop_last False
         val_loader = make_loader(cfg.data, val_config, "validation", batch_size=cfg.val_batch_size or cfg.batch_size,
