@@ -104,3 +104,16 @@ def test_bench_remote_smoke(tmp_path):
     assert {"remote_vs_local", "remote_vs_stock", "first_batch_s_remote"} <= set(res["targets_met"])
     md = bench.render_markdown(res)
     assert "### Remote" in md and "stock `datasets` streaming, remote" in md and "Plan at" in md
+
+
+def test_extra_rounds_are_the_decode_comparisons_only(tmp_path):
+    """--decode-repeat adds interleaved rounds of ours, ours uint8, (c) and (c') and of nothing else."""
+    cmd = [sys.executable, "-m", "fusionrs_hf.cli", "bench", *[a for a in TINY if a != "--quiet"], "--rows", "12",
+           "--no-rss", "--repeat", "1", "--decode-repeat", "2", "--cache", str(tmp_path / "cache")]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    res = json.loads(out.stdout)
+    assert res["repeat"] == 1 and res["decode_repeat"] == 2
+    second = {line.split(": ", 1)[1].split(" ", 1)[0] for line in out.stderr.splitlines() if "pass 2/2: " in line}
+    assert second == {"ours", "ours_uint8", "decode_limit", "decode_norm_limit"}, out.stderr[-2000:]
+    assert "pass 1/1: stock" in out.stderr

@@ -32,6 +32,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers for every pipeline (default 2)")
     p.add_argument("--repeat", type=int, default=None, help="passes per pipeline, best kept (default 3; 1 with --quick)")
+    p.add_argument("--decode-repeat", type=int, default=None,
+                   help="passes of ours, ours uint8, (c) and (c') for the decode-limit ratios, best kept (default 5; "
+                        "the ratios' margins are smaller than the run-to-run noise of 3 passes; --repeat with --quick)")
     p.add_argument("--cache", default=os.environ.get("FUSIONRS_BENCH_CACHE",
                                                      str(Path.home() / ".cache" / "fusionrs" / "bench")),
                    help="where the generated repo and tar shards are kept (env FUSIONRS_BENCH_CACHE)")
@@ -73,6 +76,7 @@ def run(args) -> int:
         return 0
     rows = args.rows or (200 if args.quick else 2200)
     repeat = args.repeat or (1 if args.quick else 3)
+    decode_repeat = max(repeat, args.decode_repeat or (repeat if args.quick else 5))
     if rows < 10 or args.workers < 1 or args.batch_size < 1:
         raise CliError("--rows must be >= 10, --workers and --batch-size >= 1")
     if args.remote and (args.latency_ms < 0 or args.bandwidth_mbps <= 0 or args.plan_shards < 1 or args.read_ahead < 0):
@@ -114,10 +118,14 @@ def run(args) -> int:
         runs["mosaic"] = lambda: time_pass(loader_mosaic(peer_dirs["mosaic"], args))
     results: dict[str, dict] = {}
     ref: dict | None = None  # ours' first pass: every pass of every pipeline must read what it read
-    for rep in range(repeat):  # interleaved repetitions: drift hits every pipeline alike
+    decode_group = ("ours", "ours_uint8", "decode_limit", "decode_norm_limit")
+    for rep in range(decode_repeat):  # interleaved repetitions: drift hits every pipeline alike
         for name, fn in runs.items():
+            if rep >= repeat and name not in decode_group:
+                continue  # the extra rounds are the decode-limit comparison's, all four of it in each
             r = fn()
-            log(f"pass {rep + 1}/{repeat}: {name} {r['samples_per_s']:.0f} rows/s")
+            log(f"pass {rep + 1}/{repeat if name not in decode_group else decode_repeat}: {name} "
+                f"{r['samples_per_s']:.0f} rows/s")
             if "_ids" in r:
                 if ref is None:
                     ref = {k: r[k] for k in ("_ids", "_fp", "shape", "dtype")}
@@ -144,7 +152,8 @@ def run(args) -> int:
         "ours_vs_wds_our_decode": ratio(ours, "webdataset_ours"),
         "peak_rss_mb": None,
         "rows": total_rows, "shards": len(shards), "source_size": args.source_size, "image_size": args.image_size,
-        "batch_size": args.batch_size, "workers": args.workers, "repeat": repeat, "quick": bool(args.quick),
+        "batch_size": args.batch_size, "workers": args.workers, "repeat": repeat, "decode_repeat": decode_repeat,
+        "quick": bool(args.quick),
         "peer_shards": {name: sum(1 for f in _files_under(d) if f.suffix in (".bin", ".mds"))
                         for name, d in peer_dirs.items()},
         "peer_decode": peer_decode(peer_dirs),

@@ -155,7 +155,9 @@ def render_markdown(res: dict) -> str:
         ]
     lines += [
         "Measured: wall time from the first batch to the last of one full pass (worker start-up excluded for every "
-        "pipeline), best of the passes. (a) decodes with `datasets`' own full-size PIL decode; (b) with "
+        f"pipeline), best of the passes: {res.get('repeat', 3)} interleaved rounds of every pipeline, and "
+        f"{res.get('decode_repeat', res.get('repeat', 3))} of ours, ours uint8, (c) and (c') (the decode-limit "
+        "ratios' margins are smaller than the run-to-run spread of 3 passes). (a) decodes with `datasets`' own full-size PIL decode; (b) with "
         "webdataset's `decode(\"pil\")`; (d) and (e) read the same JPEG bytes (not re-encoded) from their own "
         "formats, written by their own writers in chunks/shards of at most the largest parquet shard's size, and "
         "decode them full size as the row says; all four then run the same centre-crop/resize/normalize code "
