@@ -9,12 +9,12 @@ from collections.abc import Callable, Sequence
 import torch
 from torch.utils.data import DataLoader
 
-from ..decode import CLIP_MEAN, CLIP_STD, DecodeError, Normalizer
+from ..decode import CLIP_MEAN, CLIP_STD, Normalizer
 from ..schema import IMAGE_FIELDS
 from ..storage import require
 from ._common import STATE_FORMAT
 from .dataset import FusionRSIterable
-from .mapstyle import ProcessorPixels, make_map_dataloader
+from .mapstyle import ProcessorPixels, make_map_dataloader, pixel_batch
 from .slots import _SlotReceiver
 
 SHUFFLES: tuple = (False, True, "stream", "global")
@@ -209,26 +209,7 @@ class ProcessorIterable(FusionRSIterable):
         self.pixels = ProcessorPixels(image_processor, channels_last=self.channels_last, max_pixels=self.max_pixels)
 
     def _make_batch(self, rows: list[dict]) -> dict:
-        images: dict[str, list] = {c: [] for c in IMAGE_FIELDS}
-        kept: list[dict] = []
-        for rec in rows:
-            if rec.get("_error") is not None:  # a row whose parquet data could not be read
-                self._fail(rec, "parquet", rec["_error"])
-                continue
-            got = {}
-            for col in IMAGE_FIELDS:
-                try:
-                    got[col] = self.pixels.decode(rec.get(col))
-                except DecodeError as e:
-                    self._fail(rec, col, e)
-                    break
-            else:
-                for col in IMAGE_FIELDS:
-                    images[col].append(got[col])
-                kept.append(rec)
-        batch = {col: self.pixels.stack(images[col]) for col in IMAGE_FIELDS}
-        for key in ("caption", "ir_caption", "sample_id", "source"):
-            batch[key] = [r.get(key) for r in kept]
+        batch = pixel_batch(rows, self.pixels, self._fail)
         if self.tokenizer is not None:
             self._tokenize(batch)
         return batch

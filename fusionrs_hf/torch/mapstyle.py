@@ -246,30 +246,45 @@ class MapCollate:
         self.skipped = torch.zeros((), dtype=torch.int64).share_memory_()
 
     def __call__(self, rows: Sequence[dict]) -> dict:
-        images: dict[str, list] = {c: [] for c in IMAGE_FIELDS}
-        kept: list[dict] = []
-        for rec in rows:
-            got = {}
-            for col in IMAGE_FIELDS:
-                try:
-                    got[col] = self.pixels.decode(rec.get(col))
-                except DecodeError as e:
-                    msg = f"sample_id={rec.get('sample_id')!r} column={col!r}: {e}"
-                    if self.on_error == "raise":
-                        raise DecodeError(msg) from e
-                    self.skipped += 1
-                    logger.warning("skipping %s", msg)
-                    break
-            else:
-                for col in IMAGE_FIELDS:
-                    images[col].append(got[col])
-                kept.append(rec)
-        batch = {col: self.pixels.stack(images[col]) for col in IMAGE_FIELDS}
-        for key in ("caption", "ir_caption", "sample_id", "source"):
-            batch[key] = [r.get(key) for r in kept]
+        batch = pixel_batch(rows, self.pixels, self._fail)
         if self.tokenizer is not None:
             BatchAssembly._tokenize(self, batch)  # the streaming loader's rule (it reads only self.tokenizer)
         return batch
+
+    def _fail(self, rec: dict, col: str, err: Exception) -> None:
+        msg = f"sample_id={rec.get('sample_id')!r} column={col!r}: {err}"
+        if self.on_error == "raise":
+            raise DecodeError(msg) from err
+        self.skipped += 1
+        logger.warning("skipping %s", msg)
+
+
+def pixel_batch(rows: Sequence[dict], pixels: FastPixels | ProcessorPixels, fail: Callable) -> dict:
+    """Rows -> a batch whose ``rgb``/``ir`` are ``pixels``' (one image decoded at a time, a column stacked), and
+    the text fields as lists; the one batching rule of the map-style collate and of
+    :class:`~fusionrs_hf.torch.loader.ProcessorIterable`. ``fail(rec, column, error)`` is told of a row that
+    cannot be used (it raises, or the row is left out)."""
+    images: dict[str, list] = {c: [] for c in IMAGE_FIELDS}
+    kept: list[dict] = []
+    for rec in rows:
+        if rec.get("_error") is not None:  # a row whose parquet data could not be read (the streaming reader)
+            fail(rec, "parquet", rec["_error"])
+            continue
+        got = {}
+        for col in IMAGE_FIELDS:
+            try:
+                got[col] = pixels.decode(rec.get(col))
+            except DecodeError as e:
+                fail(rec, col, e)
+                break
+        else:
+            for col in IMAGE_FIELDS:
+                images[col].append(got[col])
+            kept.append(rec)
+    batch = {col: pixels.stack(images[col]) for col in IMAGE_FIELDS}
+    for key in ("caption", "ir_caption", "sample_id", "source"):
+        batch[key] = [r.get(key) for r in kept]
+    return batch
 
 
 # --------------------------------------------------------------------------- loader
