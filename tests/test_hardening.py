@@ -426,6 +426,8 @@ def test_a_row_group_that_inflates_past_the_limit_is_refused_from_its_footer(sam
     msg = str(e.value)
     assert f"shard=data/nwpu/train/{shard.name}" in msg and "row group 0 is" in msg
     assert "more than the limit 33,554,432 (MAX_ROW_GROUP_BYTES)" in msg and size > 32 << 20
+    with pytest.raises(DecodeError, match=f"shard=data/nwpu/train/{shard.name}: row group 0 is"):
+        make_dataloader(str(repo), "nwpu", "train", batch_size=2, shuffle="global")  # before datasets' cache
     monkeypatch.setattr(reader, "MAX_ROW_GROUP_BYTES", 1 << 30)
     assert sum(len(b["sample_id"]) for b in make_dataloader(str(repo), "nwpu", "train", batch_size=2)) > 0
 

@@ -171,6 +171,7 @@ class FusionRSMapDataset(Dataset):
         if dataset is None:
             from .. import load
 
+            _refuse_inflating_row_groups(repo_or_path, config, split, revision, storage_options)
             dataset = load(config, split, streaming=False, repo=str(repo_or_path), revision=revision,
                            storage_options=storage_options)
         missing = [c for c in MAP_COLUMNS if c not in dataset.column_names]
@@ -217,6 +218,29 @@ class FusionRSMapDataset(Dataset):
         """Every row's ``sample_id`` in index order (no image is read)."""
         ids = self.data.select_columns(["sample_id"]).with_format("arrow")[:]["sample_id"].to_pylist()
         return ids if self.positions is None else [ids[p] for p in self.positions]
+
+
+def _refuse_inflating_row_groups(repo, config: str, split: str, revision, storage_options) -> None:
+    """The streaming reader's row-group limit, before `datasets` prepares its Arrow cache from the shards (it
+    reads every column of every row group, and would inflate a few KB of zstd that claims GBs): a local repo's
+    footers are read here; a remote one is downloaded by `datasets` itself."""
+    import pyarrow.parquet as pq
+
+    from ..safepath import is_local_fs
+    from . import reader
+    from .plan import resolve_repo, split_files
+
+    fs, root = resolve_repo(repo, revision, storage_options)
+    if not is_local_fs(fs):
+        return
+    for rel in split_files(fs, root, config, split):
+        with fs.open(f"{root}/{rel}", "rb") as f:
+            md = pq.ParquetFile(f).metadata
+        for i in range(md.num_row_groups):
+            size = md.row_group(i).total_byte_size
+            if size > reader.MAX_ROW_GROUP_BYTES:
+                raise DecodeError(f"shard={rel}: row group {i} is {size:,} bytes uncompressed, more than the limit "
+                                  f"{reader.MAX_ROW_GROUP_BYTES:,} (MAX_ROW_GROUP_BYTES); not read")
 
 
 def _row(r: dict) -> dict:
