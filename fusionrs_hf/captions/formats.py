@@ -227,10 +227,15 @@ def _load_json(path: Path):
         raise CaptionFileError(f"{path.name}: not valid JSON ({e.msg} at line {e.lineno})") from None
     except RecursionError:
         raise CaptionFileError(f"{path.name}: not valid JSON (nested too deeply)") from None
-    except TextLimitError as e:
-        raise CaptionFileError(str(e)) from None
-    except NotRegularFileError as e:
-        raise CaptionFileError(f"{path}: {e.strerror}") from None
+    except (TextLimitError, NotRegularFileError) as e:
+        raise _opening_error(path, e) from None
+
+
+def _opening_error(path: Path, e: TextLimitError | NotRegularFileError) -> CaptionFileError:
+    """The shared opener's refusals (a line or file over its cap, a FIFO or device) as a caption file error."""
+    if isinstance(e, NotRegularFileError):
+        return CaptionFileError(f"{path}: {e.strerror}")
+    return CaptionFileError(str(e))
 
 
 NATIVE_READERS: dict[str, Callable[[Path], Iterator[CaptionEntry]]] = {
@@ -314,10 +319,8 @@ def _named_errors(path: Path, items: Iterable[T]) -> Iterator[T]:
         raise
     except RecursionError:
         raise CaptionFileError(f"{path.name}: entry {n + 1}: JSON nested too deeply") from None
-    except TextLimitError as e:
-        raise CaptionFileError(str(e)) from None
-    except NotRegularFileError as e:
-        raise CaptionFileError(f"{path}: {e.strerror}") from None
+    except (TextLimitError, NotRegularFileError) as e:
+        raise _opening_error(path, e) from None
     except _READ_ERRORS as e:
         raise CaptionFileError(f"{path.name}: unreadable after {n} entries ({type(e).__name__}: {e})") from None
 
