@@ -117,3 +117,39 @@ def test_extra_rounds_are_the_decode_comparisons_only(tmp_path):
     second = {line.split(": ", 1)[1].split(" ", 1)[0] for line in out.stderr.splitlines() if "pass 2/2: " in line}
     assert second == {"ours", "ours_uint8", "decode_limit", "decode_norm_limit"}, out.stderr[-2000:]
     assert "pass 1/1: stock" in out.stderr
+
+
+def test_fingerprints_compare_uint8_with_float_and_catch_a_wrong_normalization():
+    """The in-loop check: a uint8 pipeline matches ours' float batches of the same pixels, channels-last or
+    not; the same pixels scaled to 0..1 but not CLIP-normalized, or another image, do not."""
+    import torch
+
+    from fusionrs_hf.decode import Normalizer, empty_images
+
+    g = torch.Generator().manual_seed(0)
+    pixels = [torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8, generator=g) for _ in range(3)]
+    norm = Normalizer()
+
+    def batches(kind):
+        for k, u8 in enumerate(pixels):
+            ids = [f"s{k}-{j}" for j in range(len(u8))]
+            if kind == "u8":
+                rgb, ir = u8, u8.flip(-1)
+            else:
+                rgb, ir = empty_images(u8.shape), empty_images(u8.shape)  # channels-last, like ours
+                for j in range(len(u8)):
+                    norm(u8[j], rgb[j])
+                    norm(u8[j].flip(-1), ir[j])
+                if kind == "unnormalized":
+                    rgb, ir = u8.float() / 255, u8.flip(-1).float() / 255
+                if kind == "swapped":
+                    rgb, ir = ir, rgb
+            yield {"sample_id": ids, "rgb": rgb, "ir": ir}
+
+    ref = bench.time_pass(batches("ours"))
+    assert ref["rows_total"] == 12 and ref["_fp"].shape == (12, 6)
+    same = bench.time_pass(batches("u8"))
+    assert bench.check_same_output("u8", same, ref, expect_dtype="uint8") < 1e-4
+    for wrong in ("unnormalized", "swapped"):
+        with pytest.raises(RuntimeError, match="images differ from ours"):
+            bench.check_same_output(wrong, bench.time_pass(batches(wrong)), ref)
