@@ -31,7 +31,7 @@ __all__ = ["TMP_SUFFIX", "atomic_open", "atomic_write", "fsync_dir", "is_tmp_for
            "writer_alive"]
 
 TMP_SUFFIX = ".fusionrs-tmp"
-_TMP_RE = re.compile(r"^\.(?P<name>.+)\.(?P<unique>[0-9]+-[0-9a-f]{12})" + re.escape(TMP_SUFFIX) + "$")
+_TMP_RE = re.compile(r"^\.(?P<name>.+)\.(?P<unique>[0-9]+-[0-9a-f]{12})" + re.escape(TMP_SUFFIX) + r"\Z")
 
 
 def tmp_path(path: str | os.PathLike) -> Path:

@@ -85,7 +85,7 @@ def check_repo_id(value: str) -> str:
     if re.match(r"(?i)[a-z][a-z0-9+.-]*://[^/\s?#]*@", value):
         raise CliError(scrub(f"--repo-id {value}: credentials in the URL are not used; pass --storage-option"))
     if value.startswith("hf://"):
-        m = re.match(r"^hf://(?:datasets/)?([^@]+?)/*(?:@[^/]+)?$", value)
+        m = re.match(r"^hf://(?:datasets/)?([^@]+?)/*(?:@[^/]+)?\Z", value)
         if not m:
             raise CliError(f"--repo-id {value!r}: a Hub URL is hf://datasets/OWNER/NAME[@revision]")
         hub_id(m[1])

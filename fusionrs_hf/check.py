@@ -253,8 +253,8 @@ def _sha_parts(hexdigest: str) -> tuple[int, int]:
 
 # --------------------------------------------------------------------------- target
 
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-_HF_REPO_URL = re.compile(r"^(hf://(?:datasets|spaces|models)/[^/@]+/[^/@]+)(/.*)?$")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+\Z")
+_HF_REPO_URL = re.compile(r"^(hf://(?:datasets|spaces|models)/[^/@]+/[^/@]+)(/.*)?\Z")
 
 
 def resolve_target(target: str, revision: str | None = None) -> str:

@@ -57,11 +57,21 @@ RC4_SPLIT_COUNTS: dict[str, dict[str, int]] = RC4.split_counts
 """Rows per source and index split of the official rc4 split (600,000 in all); used to tell a
 user whose index does not look like rc4, never to reject one."""
 
-DIFFV2IR_SETTINGS = {"model": "DiffV2IR", "resolution": DIFFV2IR_RESOLUTION, "steps": 20, "cfg_text": 7.5, "cfg_image": 1.5,
-                     "cfg_seg": 1.5, "seed": 1234, "sampler": "Euler ancestral",
-                     "checkpoint": "after_phase_2.ckpt"}
-"""The authors' translation settings (``dataset/configs/diffv2ir_generation.json``); recorded in the
-build report for users who generate IR images."""
+DIFFV2IR_SETTINGS = {
+    "model": "DiffV2IR", "resolution": DIFFV2IR_RESOLUTION, "steps": 20, "cfg_text": 7.5, "cfg_image": 1.5,
+    "cfg_seg": 1.5, "seed": 1234, "sampler": "Euler ancestral",
+    "entrypoint": "infer_codex_dataset.py",
+    "entrypoint_sha256": "fe22a8076f53c700c4be3163316e8c537dc7ecd580e01d66075dbcc90bf4d4f2",
+    "config": "configs/generate.yaml",
+    "config_sha256": "c590f6d949825ca44aff3ee88c3d7639a703e9f4207ddd03eaa82469b9512e3c",
+    "checkpoint": "after_phase_2.ckpt",
+    "checkpoint_sha256": "177d039996054c8a513c84296f7b255656817b7f296e60d8a605874ca9621a80",
+    "input_text": "the release's reconstruct.py writes each record's caption as `text` into translation_metadata.jsonl "
+                  "(empty from the public index, which has no captions)",
+}
+"""The authors' translation settings (``dataset/configs/diffv2ir_generation.json``: the settings, and the
+SHA-256 of the entrypoint, its config and the checkpoint, which identify the translator a user runs);
+recorded in the build report for users who generate IR images."""
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")

@@ -58,12 +58,12 @@ def source_dir(source: str) -> str:
 SOURCE_DIRS: dict[str, str] = {s: source_dir(s) for s in SOURCES}
 DIR_SOURCES: dict[str, str] = {v: k for k, v in SOURCE_DIRS.items()}
 
-BATCH_RE = re.compile(r"^[a-z0-9_]+$")
+BATCH_RE = re.compile(r"^[a-z0-9_]+\Z")
 SHARD_TEMPLATE = "data/{source_dir}/{split}/{group}-{batch}-{index:05d}.parquet"
 """The shard naming rule; :func:`shard_path` formats it and messages quote it."""
 SHARD_RE = re.compile(
     rf"^data/(?P<source_dir>[a-z0-9_]+)/(?P<split>{'|'.join(SPLITS)})/"
-    rf"(?P<group>{'|'.join(GROUPS)})-(?P<batch>[a-z0-9_]+)-(?P<index>\d{{5}})\.parquet$"
+    rf"(?P<group>{'|'.join(GROUPS)})-(?P<batch>[a-z0-9_]+)-(?P<index>\d{{5}})\.parquet\Z"
 )
 """The parser of :data:`SHARD_TEMPLATE`; split and group alternatives come from :data:`SPLITS` / :data:`GROUPS`."""
 

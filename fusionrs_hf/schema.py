@@ -21,8 +21,8 @@ import pyarrow as pa
 SOURCES: tuple[str, ...] = ("RS5M", "SkyScript", "NWPU", "RSICD", "RSITMD")
 """The five upstream datasets, spelled as in the paper and the official index."""
 
-SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-JOINT_GROUP_RE = re.compile(r"^joint-group:[0-9a-f]{24}$")
+SHA256_RE = re.compile(r"^[0-9a-f]{64}\Z")
+JOINT_GROUP_RE = re.compile(r"^joint-group:[0-9a-f]{24}\Z")
 
 
 def joint_group_id_for(key: str) -> str:
@@ -97,7 +97,8 @@ FIELDS: tuple[Field, ...] = (
     Field("ir_caption", "string", True,
           "IR-aware caption describing what the infrared-style image shows; null outside the IR-aware subset."),
     Field("class_name", "string", True,
-          "Scene class for NWPU-RESISC45 / NWPU-Captions rows (e.g. `airport`); null for other sources."),
+          "Scene class for NWPU-RESISC45 / NWPU-Captions rows (e.g. `airport`); null for the other FusionRS "
+          "sources, as in the release's record schema (a repo's own source may name classes)."),
     Field("joint_group_id", "string", True,
           "Split-construction group (`joint-group:` + 24 hex). Rows of one group never span two splits."),
     Field("rights_code", "string", True,

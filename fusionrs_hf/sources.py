@@ -18,7 +18,7 @@ from .schema import SOURCES
 
 REGISTRY_FILE = "fusionrs_sources.json"
 IR_KINDS = ("synthetic", "measured")
-NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{1,39}$")
+NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{1,39}\Z")
 """A source name: a letter, then letters, digits or ``_`` (2-40 characters). Its folder and config
 name is the name in lower case, which must not be taken."""
 RESERVED_CONFIGS = frozenset({"default", "iraware"})

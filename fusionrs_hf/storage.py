@@ -47,8 +47,8 @@ __all__ = [
 
 HUB_TIMEOUT_ENV = "FUSIONRS_HUB_TIMEOUT"
 """Seconds to wait for the Hub's first answer before :class:`HubUnreachableError` (default 5)."""
-_HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-_HF_URL_RE = re.compile(r"^hf://(?:(datasets|models|spaces)/)?([^/@]+/[^/@]+)(?:@([^/]+))?(/.*)?$")
+_HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+\Z")
+_HF_URL_RE = re.compile(r"^hf://(?:(datasets|models|spaces)/)?([^/@]+/[^/@]+)(?:@([^/]+))?(/.*)?\Z")
 PROTOCOL_EXTRAS: dict[str, tuple[str, str]] = {
     "s3": ("s3fs", "s3"), "s3a": ("s3fs", "s3"),
     "gs": ("gcsfs", ""), "gcs": ("gcsfs", ""),

@@ -343,3 +343,21 @@ def test_from_folder_and_listing(tmp_path):
     assert report["dropped"]["by_reason"]["missing_ir"]["sample_ids"] == ["mine-2"]
     assert list(_load_raw(out2, "rs5m")) == ["mine-1"]
     assert cli.main(["build", "--from-folder", str(folder), "--out", str(out2)]) == 2  # --source required
+
+
+def test_class_name_hints_only_where_the_release_allows_a_class():
+    """The release's record schema: ``class_name`` is null unless the source is NWPU. A caption table's class
+    column is taken for NWPU (and a repo's own sources), never for RSICD, RS5M, SkyScript or RSITMD."""
+    from fusionrs_hf.build.plan import _class_name
+    from fusionrs_hf.index import IndexRecord, Translation
+
+    def rec(source, locator):
+        return IndexRecord(sample_id="x", source=source, source_record_id="x", source_locator=locator,
+                           rights_code="r", split="train", joint_group_id="joint-group:" + "0" * 24,
+                           translation=Translation("DiffV2IR", f"{source}/x.png"))
+
+    assert _class_name(rec("RSICD", "airport_1.jpg"), "airport") is None
+    assert _class_name(rec("RS5M", "a/b.jpg"), "beach") is None
+    assert _class_name(rec("NWPU", "airport/airport_001.jpg"), None) == "airport"
+    assert _class_name(rec("NWPU", "airport/airport_001.jpg"), "harbor") == "harbor"
+    assert _class_name(rec("MyOwn", "a/b.jpg"), "field") == "field"

@@ -321,3 +321,41 @@ def test_authors_format_names_validation_val(rc4_repo, tmp_path):
     assert rows.repo == str(rc4_repo)
     res = EvalResult("rc4", "topk", rows.repo, "default", "validation", "caption", 0, 0, 0, {})
     assert res.authors_format()["split"] == "val"
+
+
+def test_a_subset_of_the_release_representatives_does_not_claim_the_authors_protocol(rc4_repo, tmp_path, monkeypatch):
+    """Scoring fewer representatives than the release has (here: a small repo) is named a subset in the
+    authors' format and in a note; exactly the release's count keeps their protocol id. The tie rule travels
+    with the figures."""
+    import fusionrs_hf.eval as ev
+    from fusionrs_hf.eval.protocol import read_eval_rows
+
+    rows = _rows(rc4_repo, "test")
+    n_reps = sum(1 for r in rows if r["is_eval_representative"])
+    path = _write(tmp_path / "e.npz", [r["sample_id"] for r in rows], _tie_heavy(rows, 5), "npz")
+    eval_rows = read_eval_rows(str(rc4_repo), "default", "test")
+    res = ev.evaluate(str(rc4_repo), embeddings=str(path), split="test", ties="topk", cache_dir=False)
+    theirs = res.authors_format()
+    assert theirs["protocol"] == "fusionrs-rc4-retrieval-v1+subset" and res.complete is False
+    assert theirs["num_representatives"] == n_reps and theirs["num_representatives_expected"] == 9_553
+    assert theirs["ties"] == "topk"
+    assert any(f"scored {n_reps:,} of the release's 9,553 test evaluation representatives" in n for n in res.notes)
+    monkeypatch.setattr(ev, "rc4_representatives", lambda split: n_reps)
+    full = ev.evaluate_embeddings(ev.load_embeddings(str(path)), eval_rows, ties="topk")
+    assert full.complete is True and full.authors_format()["protocol"] == "fusionrs-rc4-retrieval-v1"
+    assert not any("not the authors' query set" in n for n in full.notes)
+    assert full.metrics == res.metrics
+
+
+def test_rc4_leaves_out_the_repos_own_sources(rc4_repo):
+    """Evaluation rows of a repo's own source (build --from-folder marks its held-out rows) are not the
+    release's representatives: rc4 scores without them and says so."""
+    from fusionrs_hf.eval.protocol import read_eval_rows, select
+
+    rows = read_eval_rows(str(rc4_repo), "default", "test")
+    base = select(rows, "rc4")
+    first = rows["sample_id"].index(base.sample_id[0])
+    rows.columns["source"] = list(rows["source"])
+    rows.columns["source"][first] = "MyOwn"
+    sel = select(rows, "rc4")
+    assert sel.n_other_sources == 1 and base.sample_id[0] not in sel.sample_id and len(sel) == len(base) - 1

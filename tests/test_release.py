@@ -61,7 +61,7 @@ def _fixture_release(fx) -> known.Release:
         split_counts={s: dict(c) for s, c in split_counts.items()},
         train_usable=sum(c["train"] for c in split_counts.values()) - unusable,
         eval_representatives={"train": 0, **reps}, iraware_accepted=dict(ira), heldout_minimum_per_source=1,
-        rights_code_counts=dict(rights))
+        rights_code_counts=dict(rights), vlm_train_identity_rows=sum(r["vlm_train_identity"] for r in fx.records))
 
 
 def test_rc4_fixture_builds_the_expected_rows_and_strict_accepts_release_drops(rc4_fx, rc4_built, tmp_path):
@@ -95,7 +95,7 @@ def test_check_release_rc4_reports_exactly_the_count_findings(rc4_fx, rc4_built)
     assert _kinds(rep) == Counter({
         "release_split_counts": 3 * n_src, "release_heldout_minimum": 2 * n_src, "release_iraware": n_src,
         "release_eval_representatives": 2, "release_index_identity": 2, "release_records": 1,
-        "release_train_usable": 1, "release_rights_codes": 1,
+        "release_train_usable": 1, "release_rights_codes": 1, "release_vlm_identity": 1,
     })
     checks = {c["check"]: c["status"] for c in rep.stats["release"]["checks"]}
     assert checks["components_within_split"] == checks["caption_keys_within_split"] == "pass"
@@ -235,3 +235,49 @@ def test_card_says_which_release_and_which_numbers(rc4_built):
     assert "not a known release" in card and "Caption policy `rc4`" in card
     assert "| RS5M | 472,682 / 38,411 | 7,670 / 0 | 7,681 / 0 |" in card  # rc4's table, train-only IR-aware
     assert "49,068 / 416 / 10,000" in card
+
+
+def test_anchored_patterns_refuse_a_trailing_newline():
+    """ECMA-262's ``$`` (the release's JSON schemas) and our own anchored rules match only at the very end:
+    Python's ``$`` would also accept a value ending in a newline."""
+    from fusionrs_hf.layout import BATCH_RE
+    from fusionrs_hf.release.jsonschema import ecma_anchors, errors
+    from fusionrs_hf.schema import JOINT_GROUP_RE, SHA256_RE
+    from fusionrs_hf.sources import NAME_RE
+    from fusionrs_hf.storage import _HUB_ID_RE
+
+    gid = "joint-group:" + "0a" * 12
+    assert JOINT_GROUP_RE.match(gid) and not JOINT_GROUP_RE.match(gid + "\n")
+    for rule, ok in ((SHA256_RE, "0" * 64), (NAME_RE, "MyOwn"), (BATCH_RE, "b0"), (_HUB_ID_RE, "me/fusionrs")):
+        assert rule.match(ok) and not rule.match(ok + "\n"), rule.pattern
+    schema = {"type": "string", "pattern": "^joint-group:[0-9a-f]{24}$"}
+    assert not list(errors(schema, gid)) and list(errors(schema, gid + "\n"))
+    assert ecma_anchors(r"^a\$[$]$") == r"^a\$[$]\Z"
+
+
+def test_protected_rows_vlm_flags_and_component_representatives_are_checked(rc4_fx, tmp_path, monkeypatch):
+    """The release's audits: protected rows are all train, every IR-aware row is VLM training data, and a
+    pHash component's representative is its smallest member, the only one flagged canonical."""
+    mini = _fixture_release(rc4_fx)
+    monkeypatch.setitem(known.RELEASES, mini.name, mini)
+    out = tmp_path / "mini"
+    build(_opts(rc4_fx, out))
+    rows = _rows(out)
+    held = next(r for r in rows if r["split"] == "test")
+    ira = next(r for r in rows if "/iraware-" in r["shard"])
+    a, b = sorted((r for r in rows if r["split"] == "train" and "/base-" in r["shard"]),
+                  key=lambda r: r["sample_id"])[:2]
+    _rewrite(out, held["shard"], held["row"], prior_reused_protected=True)
+    _rewrite(out, ira["shard"], ira["row"], vlm_train_identity=False)
+    cid = "phash4_" + "0" * 24
+    for r in (a, b):  # one component, represented by its larger member
+        _rewrite(out, r["shard"], r["row"], phash4_component_id=cid, canonical_component_representative=b["sample_id"],
+                 is_canonical_component_representative=r is b)
+    rep = check_repo(str(out), fast=True, release="rc4-fixture")
+    found = {(f.kind, f.sample_id) for f in rep.findings}
+    assert ("release_protected_in_train", held["sample_id"]) in found
+    assert ("release_vlm_identity", ira["sample_id"]) in found
+    assert any(k == "release_component_representatives" for k, _ in found)
+    # (and no other release check: the rewritten shards' digests no longer match the card, which is not one)
+    assert {k for k, _ in found if k.startswith("release_")} == {
+        "release_protected_in_train", "release_vlm_identity", "release_component_representatives"}, found

@@ -44,11 +44,16 @@ class SourceSpec:
     name: str
     class_name_from_locator: bool = False
     """NWPU-RESISC45 stores images as ``<class>/<class>_001.jpg``: the folder is the scene class."""
+    class_names: bool = True
+    """Whether a row may carry a ``class_name`` at all (from its locator or a caption table's column). The
+    release's record schema allows one for NWPU only (``class_name`` must be null for every other source); a
+    repo's own source may name classes."""
 
 
 SOURCE_SPECS: dict[str, SourceSpec] = {s.name: s for s in (
-    SourceSpec("RS5M"), SourceSpec("SkyScript"), SourceSpec("NWPU", class_name_from_locator=True),
-    SourceSpec("RSICD"), SourceSpec("RSITMD"),
+    SourceSpec("RS5M", class_names=False), SourceSpec("SkyScript", class_names=False),
+    SourceSpec("NWPU", class_name_from_locator=True),
+    SourceSpec("RSICD", class_names=False), SourceSpec("RSITMD", class_names=False),
 )}
 assert set(SOURCE_SPECS) == set(SOURCES), "SOURCE_SPECS must cover schema.SOURCES"
 

@@ -66,9 +66,11 @@ def _class_name(rec: IndexRecord, hint: str | None) -> str | None:
         return rec.class_name
     if rec.schema_version != PUBLIC_SCHEMA:
         return None  # the internal index states class_name itself (null outside NWPU)
+    spec = spec_of(rec.source)
+    if not spec.class_names:  # e.g. an RSICD caption table's class column: the release has none there
+        return None
     if hint:
         return hint
-    spec = spec_of(rec.source)
     if spec.class_name_from_locator:
         parent = PurePosixPath(rec.source_locator).parent.name
         return parent or None

@@ -193,7 +193,7 @@ def read_karpathy_json(path: str | os.PathLike, source: str) -> Iterator[Caption
         yield CaptionEntry(("file", source, PurePosixPath(str(img["filename"])).name), tuple(sents))
 
 
-_RAW_KEY = re.compile(r"^raw(?:_(\d+))?$")
+_RAW_KEY = re.compile(r"^raw(?:_(\d+))?\Z")
 
 
 def read_nwpu_captions(path: str | os.PathLike) -> Iterator[CaptionEntry]:

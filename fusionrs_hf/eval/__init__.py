@@ -44,6 +44,7 @@ from .protocol import (
     Selection,
     align,
     check_ties,
+    rc4_representatives,
     read_eval_rows,
     score,
     select,
@@ -75,13 +76,21 @@ def evaluate_embeddings(emb: Embeddings, rows: EvalRows, *, protocol: str = "aut
         notes.append(f"limited: scored the {len(sel):,} protocol rows among the first embedded rows")
     if sel.n_without_text:
         notes.append(f"{sel.n_without_text:,} rows without a {text_field} were left out")
+    if sel.n_other_sources:
+        notes.append(f"{sel.n_other_sources:,} evaluation rows of the repo's own sources were left out (protocol "
+                     "rc4 scores the release's representatives; --protocol all-rows or their own config scores them)")
+    expected = rc4_representatives(rows.split) if sel.protocol == "rc4" else None
+    if expected is not None and len(sel) != expected:
+        notes.append(f"scored {len(sel):,} of the release's {expected:,} {rows.split} evaluation representatives: "
+                     f"not the authors' query set (one source's config, a partial rebuild or a row limit), so "
+                     f"authors_format names the protocol {PROTOCOLS['rc4'].id}+subset")
     aligned = align(sel, emb.sample_id, emb.arrays())
     metrics = score(sel, aligned, ties=ties)
     zs = None
     if zero_shot:
         zs = _zero_shot_for(sel, emb, aligned, ties, notes)
     return EvalResult(sel.protocol, ties, rows.repo, rows.config, rows.split, text_field, sel.n_rows, len(sel),
-                      sel.n_keys, metrics, zs, dict(source or {}), notes)
+                      sel.n_keys, metrics, zs, dict(source or {}), notes, expected)
 
 
 def _subset(sel: Selection, keep: set[str]) -> Selection:
@@ -90,7 +99,8 @@ def _subset(sel: Selection, keep: set[str]) -> Selection:
         raise ProtocolError("none of the embedded rows is scored by the protocol (raise the row limit)")
     pick = lambda xs: [xs[i] for i in idx]  # noqa: E731
     return Selection(sel.protocol, sel.text_field, pick(sel.sample_id), pick(sel.key), pick(sel.text),
-                     pick(sel.class_name), pick(sel.source), sel.n_rows, sel.n_without_text, sel.split_classes)
+                     pick(sel.class_name), pick(sel.source), sel.n_rows, sel.n_without_text, sel.split_classes,
+                     sel.n_other_sources)
 
 
 def _zero_shot_for(sel: Selection, emb: Embeddings, aligned: dict, ties: str, notes: list[str]) -> dict | None:

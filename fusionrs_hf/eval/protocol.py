@@ -37,6 +37,7 @@ import numpy as np
 
 from ..layout import SPLIT_TO_INDEX
 from ..metrics import DIRECTIONS, KS, PAPER_DIRECTIONS, retrieval_metrics, tie_rule
+from ..release.known import RC4
 from ..secrets import scrub
 from ..text import caption_key
 
@@ -179,6 +180,8 @@ class Selection:
     """``all-rows``: rows left out because they have no ``text_field``."""
     split_classes: list[str] = field(default_factory=list)
     """Sorted class names of every row of the split (the zero-shot label set)."""
+    n_other_sources: int = 0
+    """``rc4``: representatives of a repo's own sources, left out (the protocol is the release's rows)."""
 
     def __len__(self) -> int:
         return len(self.sample_id)
@@ -200,9 +203,12 @@ def select(rows: EvalRows, protocol: str = "auto", text_field: str = "caption") 
             raise ProtocolError(f"sample_id {s!r} appears twice in {rows.config!r}/{rows.split}")
         seen.add(s)
     picked: list[tuple[str, str, str, str | None, str | None]] = []
-    missing_text = 0
+    missing_text = other_sources = 0
     for i, sid in enumerate(sids):
         if protocol == "rc4" and not rows["is_eval_representative"][i]:
+            continue
+        if protocol == "rc4" and rows["source"][i] not in RC4.sources:  # a repo's own source (build --from-folder)
+            other_sources += 1
             continue
         text = rows[text_field][i]
         if text_field == "caption":
@@ -222,7 +228,12 @@ def select(rows: EvalRows, protocol: str = "auto", text_field: str = "caption") 
     picked.sort(key=lambda p: p[0])
     classes = sorted({c for c in rows["class_name"] if c})
     return Selection(protocol, text_field, [p[0] for p in picked], [p[1] for p in picked], [p[2] for p in picked],
-                     [p[3] for p in picked], [p[4] for p in picked], len(rows), missing_text, classes)
+                     [p[3] for p in picked], [p[4] for p in picked], len(rows), missing_text, classes, other_sources)
+
+
+def rc4_representatives(split: str) -> int | None:
+    """The release's evaluation representatives of a split (9,538 validation, 9,553 test), or None (train)."""
+    return RC4.eval_representatives.get(SPLIT_TO_INDEX.get(split, split)) or None
 
 
 def align(selection: Selection, sample_ids: Sequence[str], arrays: Mapping[str, np.ndarray | None],
@@ -312,6 +323,13 @@ class EvalResult:
     source: dict = field(default_factory=dict)
     """What was embedded: ``{"model": ...}`` or ``{"embeddings": path}`` (and cache facts)."""
     notes: list[str] = field(default_factory=list)
+    n_expected: int | None = None
+    """``rc4``: the release's representatives of the split; scoring fewer is not the authors' query set."""
+
+    @property
+    def complete(self) -> bool | None:
+        """Whether an ``rc4`` result scored exactly the release's representatives (None: other protocols)."""
+        return None if self.protocol != "rc4" else self.n_scored == self.n_expected
 
     def line(self, ks: Sequence[int] = KS) -> dict:
         """The one-line summary (rounded to 4 decimals) that ``train_clip`` prints last."""
@@ -332,8 +350,12 @@ class EvalResult:
         """The figures under the key names of the authors' ``score_retrieval_embeddings.py`` output."""
         dirs = self.directions()
         # the index's split names (``val``, not ``validation``), as the authors' --split takes them
-        out = {"protocol": PROTOCOLS[self.protocol].id, "split": SPLIT_TO_INDEX.get(self.split, self.split),
-               "num_representatives": self.n_scored,
+        # a subset of the release's representatives (a partial rebuild, one source's config, a row limit) is
+        # not what the authors' scorer scores, whose protocol id must not be claimed for it
+        pid = PROTOCOLS[self.protocol].id + ("" if self.complete is not False else "+subset")
+        out = {"protocol": pid, "split": SPLIT_TO_INDEX.get(self.split, self.split),
+               "num_representatives": self.n_scored, "num_representatives_expected": self.n_expected,
+               "ties": self.ties,
                "positive_definitions": PROTOCOLS[self.protocol].to_dict()["positive_definitions"],
                "directions": {AUTHORS_DIRECTIONS[d]: v for d, v in dirs.items() if d in AUTHORS_DIRECTIONS}}
         for ours, theirs in (("text_mean", "text_mean"), ("pair_mean", "pair_mean"), ("mean_r", "overall_mean")):
@@ -350,7 +372,8 @@ class EvalResult:
         return {
             "protocol": PROTOCOLS[self.protocol].to_dict(), "ties": self.ties, "repo": self.repo,
             "config": self.config, "split": self.split, "text_field": self.text_field, "n_rows": self.n_rows,
-            "n_scored": self.n_scored, "n_caption_keys": self.n_keys, "directions": self.directions(),
+            "n_scored": self.n_scored, "n_expected": self.n_expected, "complete": self.complete,
+            "n_caption_keys": self.n_keys, "directions": self.directions(),
             "metrics": dict(self.metrics), "zero_shot": self.zero_shot, "authors_format": self.authors_format(),
             "source": self.source, "notes": self.notes,
         }

@@ -30,7 +30,35 @@ _KNOWN = {"$schema", "$id", "title", "description", "type", "const", "enum", "mi
 
 @cache
 def _compiled(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
+    return re.compile(ecma_anchors(pattern))
+
+
+def ecma_anchors(pattern: str) -> str:
+    """A JSON-Schema (ECMA-262) ``pattern`` for Python's ``re``: each ``$`` anchor becomes ``\\Z``.
+
+    In ECMA-262 ``$`` matches only at the very end of the string; Python's also matches before a final
+    newline, so ``"joint-group:...\\n"`` would pass ``^joint-group:[0-9a-f]{24}$``. Escaped ``\\$`` and
+    ``$`` inside a character class are literal and left as they are."""
+    out, i, in_class = [], 0, False
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            out.append(pattern[i:i + 2])
+            i += 2
+            continue
+        if in_class:
+            in_class = c != "]"
+        elif c == "[":
+            in_class = True
+            if pattern[i + 1:i + 2] == "]":  # "[]...]": a leading "]" is literal
+                out.append("[]")
+                i += 2
+                continue
+        elif c == "$":
+            c = "\\Z"
+        out.append(c)
+        i += 1
+    return "".join(out)
 
 
 def _tname(v: object) -> str:

@@ -35,6 +35,9 @@ class Release:
     iraware_accepted_status: str = "accepted_strict_v3"
     heldout_minimum_per_source: int = 500
     rights_code_counts: dict[str, int] = field(default_factory=dict)
+    vlm_train_identity_rows: int = 0
+    """Rows flagged ``vlm_train_identity`` (the internal ``vlm_train_used``; 0: not stated). All are train,
+    and every accepted IR-aware caption is one of them."""
     blocked_fields: tuple[str, ...] = ()
     """Fields a public index line must not carry (rights-cleared release)."""
 
@@ -82,6 +85,9 @@ RC4 = Release(
         "skyscript-sentinel-copernicus-notice": 6_950, "skyscript-skysat-multispectral-cc-by-4.0": 172,
         "skyscript-skysat-rgb-cc-by-4.0": 653, "skyscript-swissimage-source-reference": 18_545,
     },
+    # FusionRS-CLIP dataset/split_summary.json "rows_flagged_VLM_train_used"; FusionRS
+    # dataset/configs/caption_filtering.json "traceable_accepted_train" (45,913 + 2,659 + 44) agrees
+    vlm_train_identity_rows=48_616,
     blocked_fields=("caption", "class_name", "image_bytes", "ir_path", "normalized_caption_key", "rgb_path"),
 )
 

@@ -34,7 +34,7 @@ SKYSCRIPT_RIGHTS: dict[str, str] = {
 }
 """SkyScript sub-source tag (in the locator's file name) -> rights code."""
 
-SKYSCRIPT_TAG = re.compile(r"_([A-Z0-9]{2})_[^/]*$")
+SKYSCRIPT_TAG = re.compile(r"_([A-Z0-9]{2})_[^/]*\Z")
 """The sub-source tag: the first ``_XX_`` (two capitals or digits) in the locator's file name, as the authors search it."""
 
 

@@ -5,7 +5,9 @@ The checks are those of the release's verifiers (``verify_public_redacted_index.
 the index to the shards a rebuild wrote: record and split counts, usable train rows, unique
 evaluation representatives (none in train), the per-source held-out minimum, pHash components,
 joint groups and caption keys never crossing splits, rights codes present, the IR-aware subset's
-counts and statuses, and the index file's digest, row count and absent blocked fields.
+counts and statuses, protected rows in train only (``joint_split_audit.json``), the VLM training flags
+(``build_vlm_caption_manifest.py``), pHash component representatives (``build_release_manifest.py``),
+and the index file's digest, row count and absent blocked fields.
 
 A rebuild from a subset of the sources cannot match release-wide counts: such a check is reported
 ``not_applicable`` with the reason (which sources are missing), and the per-source checks still
@@ -25,7 +27,8 @@ from ..layout import SOURCE_DIRS, SPLIT_TO_INDEX, SPLITS, list_shards
 from .known import Release, file_sha256
 
 COLUMNS = ("sample_id", "source", "rights_code", "joint_group_id", "phash4_component_id", "is_eval_representative",
-           "normalized_caption_key", "ir_caption_status")
+           "normalized_caption_key", "ir_caption_status", "canonical_component_representative",
+           "is_canonical_component_representative", "vlm_train_identity", "prior_reused_protected")
 
 CHECKS: dict[str, str] = {
     "index_identity": "the index file's SHA-256 and row count are the release's",
@@ -39,6 +42,9 @@ CHECKS: dict[str, str] = {
     "caption_keys_within_split": "no normalized caption key spans two splits",
     "rights_codes": "every row has a rights code; counts per code match the release",
     "iraware": "IR-aware rows: train only, the release's status, counts per source",
+    "protected_in_train": "rows flagged vlm_train_identity or prior_reused_protected are all train",
+    "vlm_identity": "every IR-aware row is flagged vlm_train_identity; flagged rows equal the release's",
+    "component_representatives": "each pHash component has one representative: its smallest sample_id",
 }
 
 
@@ -184,7 +190,64 @@ def verify(fs, root: str, release: Release, *, build_report: dict | None = None,
             c.findings.append((f"{src}: {got:,} IR-aware rows, release {release.name} has {want:,}",
                                {"config": "iraware", "split": "train"}))
     out.append(_status(c))
+
+    # --- protected rows (the release's joint_split_audit: protected_rows_outside_train 0)
+    c = ReleaseCheck("protected_in_train", "pass")
+    for r in rows:
+        if (r["vlm_train_identity"] or r["prior_reused_protected"]) and r["split"] != "train":
+            flag = "vlm_train_identity" if r["vlm_train_identity"] else "prior_reused_protected"
+            c.findings.append((f"{flag} row outside train (the release forces protected rows into train)", _loc(r)))
+    out.append(_status(c))
+
+    c = ReleaseCheck("vlm_identity", "pass")
+    for r in ira:
+        if not r["vlm_train_identity"]:
+            c.findings.append(("IR-aware row not flagged vlm_train_identity (the release's IR-aware captions are "
+                               "all VLM training data)", _loc(r)))
+    flagged = sum(1 for r in rows if r["vlm_train_identity"])
+    detail = f"{flagged:,} flagged rows"
+    if missing or not release.vlm_train_identity_rows:
+        detail += f"; count not applicable: {subset or 'not stated by the release'}"
+    elif not release.vlm_train_identity_rows - unusable <= flagged <= release.vlm_train_identity_rows:
+        c.findings.append((f"{flagged:,} rows flagged vlm_train_identity, release {release.name} has "
+                           f"{release.vlm_train_identity_rows:,}", {"split": "train"}))
+    out.append(_status(c, detail))
+    out.append(_component_representatives(rows))
     return out
+
+
+def _component_representatives(rows: list[dict]) -> ReleaseCheck:
+    """The release's ``build_release_manifest.py``: a component's representative is the first of its sorted
+    members, every member names it, and only it is ``is_canonical_component_representative``; a row outside
+    any component is ``singleton_<sample_id>``, its own representative. A rebuild may miss members (an
+    unusable caption, a missing file), so an absent representative is only held to sort first."""
+    c = ReleaseCheck("component_representatives", "pass")
+    if all(r["canonical_component_representative"] is None for r in rows):
+        return ReleaseCheck(c.name, "not_applicable", "the shards carry no canonical_component_representative")
+    by_cid: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        if r["phash4_component_id"] is not None:
+            by_cid[r["phash4_component_id"]].append(r)
+    for cid, members in by_cid.items():
+        reps = {r["canonical_component_representative"] for r in members}
+        if len(reps) != 1:
+            c.findings.append((f"phash4 component {cid}: {len(reps)} different representatives "
+                               f"({', '.join(sorted(map(str, reps))[:3])})", _loc(members[0])))
+            continue
+        rep = reps.pop()
+        first = min(r["sample_id"] for r in members)
+        if cid.startswith("singleton_") and (len(members) != 1 or cid != f"singleton_{rep}" or rep != first):
+            c.findings.append((f"singleton component {cid}: representative {rep!r}, members "
+                               f"{', '.join(sorted(r['sample_id'] for r in members)[:3])}", _loc(members[0])))
+        elif rep is None or rep > first:
+            c.findings.append((f"phash4 component {cid}: representative {rep!r} is not its smallest sample_id "
+                               f"({first})", _loc(members[0])))
+        for r in members:
+            if r["is_canonical_component_representative"] is not None and \
+                    bool(r["is_canonical_component_representative"]) != (r["sample_id"] == rep):
+                c.findings.append((f"is_canonical_component_representative is {r['is_canonical_component_representative']} "
+                                   f"but the component's representative is {rep!r}", _loc(r)))
+    return _status(c, f"{len(by_cid):,} components")
 
 
 def _drops_by_source(report: dict | None) -> dict[str, str]:

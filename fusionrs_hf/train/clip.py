@@ -843,7 +843,10 @@ def ir_view_transform(rgb: torch.Tensor, ir: torch.Tensor, view: str, mean: Sequ
     """The second visual view: the stored IR (``translated``), the RGB luma (``grayscale``) or the RGB again.
 
     ``grayscale`` undoes the pixel normalisation, takes ITU-R 601 luma (PIL's ``convert("L")``
-    weights, without its rounding to 8 bits) into all three channels and normalises again.
+    weights, without its rounding to 8 bits) into all three channels and normalises again. The release's
+    ablation converts the decoded image before its processor resizes it; the resize is linear and luma a
+    per-pixel weighted sum, so the two orders differ only by that 8-bit rounding (at most half a grey
+    level) and by the resize's clipping to 0..255.
     """
     if view == "translated":
         return ir
