@@ -255,9 +255,10 @@ def test_anchored_patterns_refuse_a_trailing_newline():
     assert ecma_anchors(r"^a\$[$]$") == r"^a\$[$]\Z"
 
 
-def test_protected_rows_vlm_flags_and_component_representatives_are_checked(rc4_fx, tmp_path, monkeypatch):
+def test_protected_rows_vlm_flags_class_names_and_component_representatives_are_checked(rc4_fx, tmp_path, monkeypatch):
     """The release's audits: protected rows are all train, every IR-aware row is VLM training data, and a
-    pHash component's representative is its smallest member, the only one flagged canonical."""
+    pHash component's representative is its smallest member, the only one flagged canonical; class_name is
+    NWPU's only."""
     mini = _fixture_release(rc4_fx)
     monkeypatch.setitem(known.RELEASES, mini.name, mini)
     out = tmp_path / "mini"
@@ -268,6 +269,8 @@ def test_protected_rows_vlm_flags_and_component_representatives_are_checked(rc4_
     a, b = sorted((r for r in rows if r["split"] == "train" and "/base-" in r["shard"]),
                   key=lambda r: r["sample_id"])[:2]
     _rewrite(out, held["shard"], held["row"], prior_reused_protected=True)
+    rsicd = next(r for r in rows if r["sample_id"].startswith("rsicd-") and r["shard"] != held["shard"])
+    _rewrite(out, rsicd["shard"], rsicd["row"], class_name="airport")
     _rewrite(out, ira["shard"], ira["row"], vlm_train_identity=False)
     cid = "phash4_" + "0" * 24
     for r in (a, b):  # one component, represented by its larger member
@@ -277,7 +280,9 @@ def test_protected_rows_vlm_flags_and_component_representatives_are_checked(rc4_
     found = {(f.kind, f.sample_id) for f in rep.findings}
     assert ("release_protected_in_train", held["sample_id"]) in found
     assert ("release_vlm_identity", ira["sample_id"]) in found
+    assert ("release_class_names", rsicd["sample_id"]) in found
     assert any(k == "release_component_representatives" for k, _ in found)
     # (and no other release check: the rewritten shards' digests no longer match the card, which is not one)
     assert {k for k, _ in found if k.startswith("release_")} == {
-        "release_protected_in_train", "release_vlm_identity", "release_component_representatives"}, found
+        "release_protected_in_train", "release_vlm_identity", "release_component_representatives",
+        "release_class_names"}, found

@@ -28,7 +28,7 @@ from .known import Release, file_sha256
 
 COLUMNS = ("sample_id", "source", "rights_code", "joint_group_id", "phash4_component_id", "is_eval_representative",
            "normalized_caption_key", "ir_caption_status", "canonical_component_representative",
-           "is_canonical_component_representative", "vlm_train_identity", "prior_reused_protected")
+           "is_canonical_component_representative", "vlm_train_identity", "prior_reused_protected", "class_name")
 
 CHECKS: dict[str, str] = {
     "index_identity": "the index file's SHA-256 and row count are the release's",
@@ -45,6 +45,7 @@ CHECKS: dict[str, str] = {
     "protected_in_train": "rows flagged vlm_train_identity or prior_reused_protected are all train",
     "vlm_identity": "every IR-aware row is flagged vlm_train_identity; flagged rows equal the release's",
     "component_representatives": "each pHash component has one representative: its smallest sample_id",
+    "class_names": "class_name only on NWPU rows (the release's record schema)",
 }
 
 
@@ -213,6 +214,13 @@ def verify(fs, root: str, release: Release, *, build_report: dict | None = None,
                            f"{release.vlm_train_identity_rows:,}", {"split": "train"}))
     out.append(_status(c, detail))
     out.append(_component_representatives(rows))
+
+    c = ReleaseCheck("class_names", "pass")
+    for r in rows:
+        if r["class_name"] is not None and r["source"] != "NWPU":
+            c.findings.append((f"class_name {r['class_name'][:40]!r} on a {r['source']} row (the release allows one "
+                               "for NWPU only)", _loc(r)))
+    out.append(_status(c))
     return out
 
 
