@@ -45,8 +45,10 @@ def load(config: str = "default", split: str | None = None, *, streaming: bool =
     Raises :class:`~fusionrs_hf.storage.HubUnreachableError` (one line: repo and endpoint) within a few
     seconds when the Hub is offline (``HF_HUB_OFFLINE``) or does not answer.
     """
+    from .limits import refuse_external_decoders
     from .secrets import register_options, scrubbing
 
+    refuse_external_decoders()  # the rows' images are decoded by stock datasets, with every PIL plugin
     register_options(storage_options)
     with scrubbing():  # a server or store echoing a credential in its error must not put it in ours
         return _load(config, split, streaming=streaming, repo=repo, revision=revision,

@@ -19,7 +19,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 from .layout import DEFAULT_LAYOUT, GROUPS, SPLITS, Layout, ShardName
-from .limits import open_image
+from .limits import open_image, refuse_big_row_groups
 
 __all__ = ["ASSET_DIR", "CONTACT_SHEET", "COUNTS_FIGURE", "ASSET_PATHS", "contact_sheet_png", "counts_png",
            "render_assets"]
@@ -51,12 +51,17 @@ def _png(img) -> bytes:
     return buf.getvalue()
 
 
+_SHOWN = 400
+"""Characters of a caption the contact sheet can show (3 lines of 72), with room for the wrap's word breaks."""
+
+
 def _first_rows(fs, root: str, name: ShardName, n: int) -> list[dict]:
     import pyarrow.parquet as pq
 
     cols = ["sample_id", "source", "rgb", "ir", "caption", "ir_caption"]
     with fs.open(f"{root.rstrip('/')}/{name.path}", "rb") as f:
         pf = pq.ParquetFile(f, pre_buffer=False)
+        refuse_big_row_groups(pf.metadata, cols, name.path)
         for batch in pf.iter_batches(batch_size=n, columns=cols, use_threads=False):
             out = batch.to_pylist()[:n]
             for r in out:
@@ -124,8 +129,10 @@ def contact_sheet_png(fs, root: str, shards: Sequence[ShardName], lay: Layout = 
         x = 3 * _PAD + 2 * THUMB
         draw.text((x, y), f"{row.get('source')}  {row.get('sample_id')}", fill=(0, 70, 140), font=bold)
         ir = row.get("ir_caption")
-        lines = [(t, (40, 40, 40)) for t in textwrap.wrap(str(row.get("caption") or ""), 72)[:2]]
-        lines += [(t, (110, 60, 0)) for t in (textwrap.wrap(f"IR: {ir}", 72)[:3] if ir
+        # at most 3 lines of 72 are shown: wrap only what they can hold (wrapping a 50 Mi-word caption whole took
+        # GBs and tens of seconds)
+        lines = [(t, (40, 40, 40)) for t in textwrap.wrap(str(row.get("caption") or "")[:_SHOWN], 72)[:2]]
+        lines += [(t, (110, 60, 0)) for t in (textwrap.wrap(f"IR: {str(ir)[:_SHOWN]}", 72)[:3] if ir
                                                else ["IR: (no IR-aware caption)"])]
         for j, (text, colour) in enumerate(lines[:5]):
             draw.text((x, y + 16 + j * line_h), text, fill=colour, font=font)

@@ -26,6 +26,7 @@ Finding kinds (stable strings, also in the --json report):
   card_config_mismatch            card config unknown to the registry, or selecting a file the
                                   registry puts in another config/split
   missing_file                    a card data_files pattern that matches no file
+  card_outside_repo               a card data_files pattern reaching outside data/ (absolute, `..`)
   orphan_shard                    a parquet file no card config includes where the registry says
   count_mismatch, bytes_mismatch  card dataset_info num_examples / num_bytes differ from the shards
   unreadable_shard                a parquet file that cannot be read (truncated, corrupt)
@@ -84,7 +85,7 @@ from .layout import (
     layout_for,
     source_dir,
 )
-from .limits import DEFAULT_MAX_PIXELS, open_image
+from .limits import DEFAULT_MAX_PIXELS, open_image, refuse_big_row_groups
 from .pairing import diffv2ir_size, sizes_pair
 from .phash import DEFAULT_RADIUS, near_pairs, phash
 from .safepath import NotAFileError, check_repo_file, is_local_fs
@@ -117,6 +118,7 @@ KINDS: dict[str, str] = {
     "bad_card": "the card's YAML header cannot be read",
     "card_config_mismatch": "a card config unknown to the registry, or selecting a file the registry puts elsewhere",
     "missing_file": "a card data_files pattern matches no file",
+    "card_outside_repo": "a card data_files pattern reaching outside the repo's data/ (absolute, `..`, a URL)",
     "orphan_shard": "a data file that the card does not include where the registry says it belongs",
     "count_mismatch": "card dataset_info num_examples differs from the shards",
     "bytes_mismatch": "card dataset_info num_bytes differs from the shards",
@@ -382,6 +384,7 @@ def _scan_shard(fs, root: str, task: _Task) -> _ShardResult:
             # a missing or mistyped column is reported above; the row checks skip it
             wanted = [c for c in (_FAST_COLUMNS if task.fast else _FULL_COLUMNS)
                       if c in sch.names and sch.field(c).type.equals(expected.field(c).type)]
+            refuse_big_row_groups(pf.metadata, wanted, name.path)  # before a page is inflated
             batch_size = 4096 if task.fast else 32
             for batch in pf.iter_batches(batch_size=batch_size, columns=wanted, use_threads=False):
                 _check_batch(batch, res, task, add, cols)
@@ -516,6 +519,12 @@ def _run_shards(fs, root: str, tasks: list[_Task], kind: str, workers: int,
 
 # --------------------------------------------------------------------------- card vs files
 
+def _outside_data(pattern: str) -> bool:
+    """Whether a card's data_files pattern can match anything but a path under the repo's ``data/``."""
+    p = str(pattern).replace("\\", "/")
+    return "://" in p or p.startswith("/") or p[1:3] == ":/" or ".." in p.split("/") or not p.startswith("data/")
+
+
 def _card_findings(lay: Layout, card_text: str | None, shards: list[ShardName], orphans: list[str],
                    infos: list, unreadable: set[str]) -> list[Finding]:
     from .card import card_configs, card_split_sizes, expected_stats
@@ -541,7 +550,11 @@ def _card_findings(lay: Layout, card_text: str | None, shards: list[ShardName], 
                                config=cfg_name))
         for split, pats in splits.items():
             for pat in pats:
-                if not any(glob_match(pat, f) for f in all_files):
+                if _outside_data(pat):  # stock load_dataset(folder) would read there
+                    out.append(Finding("card_outside_repo", f"data_files pattern {pat!r} reaches outside the repo's "
+                                       "data/ folder; a card names shards under data/ only (re-render it: fusionrs "
+                                       "card)", config=cfg_name, split=split))
+                elif not any(glob_match(pat, f) for f in all_files):
                     out.append(Finding("missing_file", f"data_files pattern {pat!r} matches no file "
                                        "(datasets fails with 'Unable to find')", config=cfg_name, split=split))
     for cfg in lay.configs:
@@ -709,8 +722,9 @@ def _resolve_sample_ids(fs, root: str, names: list[ShardName], wanted: dict[int,
                 # after the interpreter started finalizing: it then dies taking the GIL, and the process
                 # aborts with "terminate called without an active exception", exit 134). A ParquetFile
                 # read without pre-buffering or threads finishes every read before it returns.
-                col = pq.ParquetFile(fh, pre_buffer=False).read(columns=["sample_id"], use_threads=False) \
-                    .column("sample_id")
+                pf = pq.ParquetFile(fh, pre_buffer=False)
+                refuse_big_row_groups(pf.metadata, ["sample_id"], names[sidx].path)
+                col = pf.read(columns=["sample_id"], use_threads=False).column("sample_id")
             for r in rws:
                 out[sidx, r] = col[r].as_py() if r < len(col) else None
         except Exception:  # noqa: BLE001 - the shard is reported unreadable already

@@ -264,10 +264,15 @@ def list_shards(fs, root: str) -> tuple[list[ShardName], list[str]]:
 
 def registry_dict() -> dict:
     """A JSON-able copy of the registry, embedded in the loading script (a test keeps them equal)."""
+    from . import limits
     from .schema import FIELDS
 
     return {
         "fields": [[f.name, f.kind] for f in FIELDS],
+        # what every reader refuses (fusionrs_hf.limits), so the loading script refuses it too
+        "limits": {"max_pixels": limits.DEFAULT_MAX_PIXELS, "max_jpeg_scans": limits.MAX_JPEG_SCANS,
+                   "image_formats": list(limits.IMAGE_FORMATS), "external_decoders": list(limits.EXTERNAL_DECODERS),
+                   "max_row_group_bytes": limits.MAX_ROW_GROUP_BYTES},
         "splits": list(SPLITS),
         "groups": list(GROUPS),
         "source_dirs": dict(SOURCE_DIRS),

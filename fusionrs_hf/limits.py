@@ -62,6 +62,27 @@ from the data. FusionRS sources are JPEG and TIFF, DiffV2IR writes PNG; JPEG inc
 with more frames as one)."""
 
 
+EXTERNAL_DECODERS = ("EPS",)
+"""PIL formats whose plugin hands the bytes to another program when an image is loaded (``EpsImagePlugin``:
+Ghostscript, which runs the PostScript it is given)."""
+
+
+def refuse_external_decoders() -> None:
+    """Unregister PIL's openers of :data:`EXTERNAL_DECODERS` in this process (idempotent).
+
+    Our own readers open images through :func:`open_image`, which names the formats it takes. Stock
+    ``datasets`` decodes an ``Image`` feature with plain ``PIL.Image.open``, which tries every plugin PIL has:
+    rows from ``fusionrs_hf.load`` or the loading script would run Ghostscript on EPS bytes stored as an image.
+    Called by both before they hand out a dataset. The plugin module stays imported, so ``Image.init()`` does
+    not register it again; an application that wants EPS can ``Image.register_open`` it back."""
+    from PIL import EpsImagePlugin, Image  # noqa: F401 - imported first, so that init() finds it loaded
+
+    for fmt in EXTERNAL_DECODERS:
+        Image.OPEN.pop(fmt, None)
+        while fmt in Image.ID:
+            Image.ID.remove(fmt)
+
+
 class ImageRefused(ValueError):
     """Bytes that are not decoded at all: too many JPEG scans or too many pixels. Its message is the one
     wording every reader reports; ``reason`` is the build report's name for it."""
@@ -121,3 +142,40 @@ the row-group target of a build (``fusionrs_hf.shards.DEFAULT_ROW_GROUP_BYTES``,
 group with a few big images passes; a 735 KB shard whose zstd row group inflates to 1.8 GB is refused, naming
 shard and row group, before anything is decompressed. The footer's sizes are the writer's word: a file that
 understates them is caught only by Arrow's own page checks (a cap on page sizes would be the next step)."""
+
+
+def _read_chunks(md, row_group: int, columns):
+    """The column chunks (footer metadata) of ``row_group`` that ``columns`` read (None: every column)."""
+    rg = md.row_group(row_group)
+    for i in range(rg.num_columns):
+        c = rg.column(i)
+        path = c.path_in_schema
+        if columns is None or any(path == col or path.startswith(col + ".") or col.startswith(path + ".")
+                                  for col in columns):
+            yield c
+
+
+def row_group_too_big(md, row_group: int, columns=None, limit: int | None = None) -> str | None:
+    """Why ``row_group`` of a parquet footer ``md`` is not read (the columns read, None: all, inflate past ``limit``,
+    default :data:`MAX_ROW_GROUP_BYTES`, by the footer's uncompressed sizes), or ``None``."""
+    limit = MAX_ROW_GROUP_BYTES if limit is None else limit
+    chunks = list(_read_chunks(md, row_group, columns))
+    size = sum(c.total_uncompressed_size for c in chunks)
+    if size <= limit:
+        return None
+    packed = sum(c.total_compressed_size for c in chunks)
+    return (f"row group {row_group} is {size:,} bytes uncompressed ({packed:,} stored), more than the limit "
+            f"{limit:,} (MAX_ROW_GROUP_BYTES); not read")
+
+
+class RowGroupTooBig(ValueError):
+    """A parquet file whose footer says a row group inflates past :data:`MAX_ROW_GROUP_BYTES` (one line, named)."""
+
+
+def refuse_big_row_groups(md, columns=None, where: str = "parquet file") -> None:
+    """:func:`row_group_too_big` for every row group of a footer, raised as :class:`RowGroupTooBig` naming
+    ``where``: what each reader of a shard, caption table or embedding file calls before it reads a row."""
+    for i in range(md.num_row_groups):
+        why = row_group_too_big(md, i, columns)
+        if why:
+            raise RowGroupTooBig(f"{where}: {why}")

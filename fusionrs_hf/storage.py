@@ -427,9 +427,13 @@ class Location:
                   lay=None) -> tuple[tuple, dict]:
         """``(args, kwargs)`` for ``datasets.load_dataset`` that load ``config`` from here.
 
-        Hub and local folders: the repo itself (its card's ``configs``). Other stores: the ``parquet``
-        builder with the config's ``data_files`` as URLs on the store and the ``storage_options``; ``files``
-        (repo-relative shard paths) defaults to a listing of the store.
+        The Hub: the repo itself (its card's ``configs``). A local folder or another store: the ``parquet``
+        builder over the config's shards, each one named (not the card's patterns, and not globs): the shards
+        a listing of the repo found (``files``, repo-relative, default: the listing), so what is read is what
+        ``fusionrs check`` checks. A card's ``data_files`` may name absolute paths, ``..`` or a symlinked
+        shard, and a glob also matches an orphan file under ``data/``; followed as they stand, either would
+        read outside the repo or past the checks. The card's ``dataset_info`` is not consulted either, so a
+        card older than its shards does not stop the load (``fusionrs check`` reports it).
         """
         if self.kind == "hub":
             kw: dict = {}
@@ -438,9 +442,7 @@ class Location:
             if self.storage_options.get("token") is not None:
                 kw["token"] = self.storage_options["token"]
             return (self.repo_id, config), kw
-        if self.kind == "local":
-            return (self.root, config), {}
-        data_files = self.data_files(config, files, lay)
+        data_files = self.shard_files(config, files, lay)
         if split is not None and split not in data_files:
             from .splits import MissingSplitError
 
@@ -451,6 +453,20 @@ class Location:
         if self.storage_options:
             kw["storage_options"] = dict(self.storage_options)
         return ("parquet",), kw
+
+    def shard_files(self, config: str, files: Iterable[str] | None = None, lay=None) -> dict[str, list[str]]:
+        """``{split: [shard path or URL, ...]}`` of a config here: each listed shard by name (see :meth:`load_call`)."""
+        from .layout import DEFAULT_LAYOUT, SPLITS, layout_for
+
+        if lay is None:
+            lay = layout_for(self.fs(), self.root) if files is None else DEFAULT_LAYOUT
+        if files is None:
+            shards, _ = lay.list_shards(self.fs(), self.root)  # local: regular files inside the repo only
+            files = [s.path for s in shards]
+        files = list(files)
+        base = self.root.rstrip("/") if self.kind == "local" else self.url.rstrip("/")
+        out = {sp: [f"{base}/{p}" for p in lay.config_files(config, sp, files)] for sp in SPLITS}
+        return {sp: v for sp, v in out.items() if v}
 
     def data_files(self, config: str, files: Iterable[str] | None = None, lay=None) -> dict[str, list[str]]:
         """``{split: [URL glob, ...]}`` of a config on this store (only patterns that match shards)."""
@@ -532,6 +548,34 @@ def _url_credentials(rest: str) -> bool:
     return 0 <= colon < at and "/" not in rest[:colon]
 
 
+def _userinfo_to_header(url: str, opts: dict) -> tuple[str, dict]:
+    """``http(s)://user:password@host/...`` -> the URL without them, and an ``Authorization: Basic`` header in the
+    storage options (fsspec's HTTP filesystem sends ``headers`` with every request).
+
+    Why: every URL made from a location's URL is written down by someone: ``datasets`` keeps each file it
+    downloads for its Arrow cache under a JSON record of the URL (the map-style loader, ``load(streaming=False)``),
+    and the card and logs show it. Moved into a header, the password lives only in the options, which are
+    registered as secrets and never written (see :mod:`fusionrs_hf.secrets`); the server sees the same request.
+    """
+    scheme, rest = url.split("://", 1)
+    host_end = len(rest) if "/" not in rest else rest.index("/")
+    netloc = rest[:host_end]
+    if "@" not in netloc:
+        return url, opts
+    userinfo, host = netloc.rsplit("@", 1)
+    import base64
+
+    from .secrets import register_secret
+
+    user, _, password = userinfo.partition(":")
+    token = base64.b64encode(f"{unquote(user)}:{unquote(password)}".encode()).decode()
+    register_secret(token)
+    headers = dict(opts.get("headers") or {})
+    if not any(k.lower() == "authorization" for k in headers):
+        headers["Authorization"] = f"Basic {token}"
+    return f"{scheme}://{host}{rest[host_end:]}", {**opts, "headers": headers}
+
+
 def locate(repo_or_path, revision: str | None = None, storage_options: Mapping[str, Any] | None = None) -> Location:
     """The :class:`Location` of a local folder, an fsspec URL or a Hub dataset id (see the module docstring)."""
     if isinstance(repo_or_path, Location):
@@ -572,6 +616,8 @@ def locate(repo_or_path, revision: str | None = None, storage_options: Mapping[s
                 f"{text}: {protocol}:// takes no credentials in the URL (the store would read them as part of the "
                 "bucket name); pass them with --storage-option (key=..., secret=...) or the store's environment "
                 "variables, and give the URL without them"))
+        if protocol.lower() in ("http", "https"):
+            text, opts = _userinfo_to_header(text, opts)
         if protocol in PROTOCOL_EXTRAS:
             pkg, extra = PROTOCOL_EXTRAS[protocol]
             require(pkg, extra=extra or None, what=f"reading {protocol}:// URLs")

@@ -15,6 +15,12 @@ The config registry below is generated from ``fusionrs_hf.layout.registry_dict()
 ``python tools/sync_loading_script.py``; a test fails if the two drift. The script itself only
 needs ``datasets`` and ``pyarrow`` so it also works where ``fusionrs_hf`` is not installed.
 
+Images are held to the limits every reader of ``fusionrs_hf`` applies (``fusionrs_hf.limits``, carried in the
+registry): a row whose image is not in one of the readable formats, claims more pixels than the limit or is a
+progressive JPEG of too many scans is refused naming file and row, before ``datasets`` decodes it; a row group
+that inflates past the limit by its footer is refused unread; and PIL's openers that hand the bytes to another
+program (EPS: Ghostscript) are unregistered in the process, since ``datasets`` decodes with every PIL plugin.
+
 A local ``data_dir`` is read by the rule ``fusionrs check`` applies (``fusionrs_hf.safepath``, restated here
 because this file must stand alone): every shard read is a regular file inside ``data_dir`` (a symlink out of
 it, or a FIFO, is refused naming it) and no folder under ``data/`` is a symlink; a missing folder is named.
@@ -143,6 +149,22 @@ REGISTRY = json.loads(
             "string"
         ]
     ],
+    "limits": {
+        "max_pixels": 50000000,
+        "max_jpeg_scans": 100,
+        "image_formats": [
+            "JPEG",
+            "PNG",
+            "TIFF",
+            "WEBP",
+            "BMP",
+            "GIF"
+        ],
+        "external_decoders": [
+            "EPS"
+        ],
+        "max_row_group_bytes": 1073741824
+    },
     "splits": [
         "train",
         "validation",
@@ -281,6 +303,55 @@ def split_patterns(config: dict, split: str) -> list[str]:
     return out
 
 
+LIMITS = REGISTRY["limits"]
+
+
+def refuse_external_decoders() -> None:
+    """``fusionrs_hf.limits.refuse_external_decoders``: PIL's EPS opener (Ghostscript) unregistered, idempotent."""
+    from PIL import EpsImagePlugin, Image  # noqa: F401 - imported first, so that init() finds it loaded
+
+    for fmt in LIMITS["external_decoders"]:
+        Image.OPEN.pop(fmt, None)
+        while fmt in Image.ID:
+            Image.ID.remove(fmt)
+
+
+def image_problem(data) -> str | None:
+    """Why ``fusionrs_hf.limits.open_image`` would refuse these image bytes (None: it would open them): the header
+    only, no pixel decoded; ``jpeg_scans`` and the pixel rule restated (this file stands alone)."""
+    import io
+    import re
+    import warnings
+
+    from PIL import Image
+
+    if data is None:
+        return None
+    data = bytes(data)
+    if data[:3] == b"\xff\xd8\xff":
+        head = data[:2048]
+        first = head.find(b"\xff\xda")
+        if first < 0 and len(data) > len(head):
+            head, first = data, data.find(b"\xff\xda")
+        if re.search(rb"\xff[\xc2\xc6\xca\xce]", head[: first if first >= 0 else len(head)]):
+            scans = data.count(b"\xff\xda")
+            if scans > LIMITS["max_jpeg_scans"]:
+                return f"progressive JPEG of {scans:,} scans, more than the limit {LIMITS['max_jpeg_scans']}"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data), formats=LIMITS["image_formats"]) as im:
+                w, h = im.size
+    except Image.DecompressionBombError:
+        return f"image header says more pixels than PIL's limit {Image.MAX_IMAGE_PIXELS * 2:,}"
+    except Exception as e:  # noqa: BLE001 - not an image in a readable format
+        return (f"not an image in a readable format ({', '.join(LIMITS['image_formats'])}): "
+                f"{type(e).__name__}, {len(data):,} bytes starting {data[:8]!r}")
+    if w * h > LIMITS["max_pixels"]:
+        return f"image header says {w}x{h} = {w * h:,} pixels, more than the limit {LIMITS['max_pixels']:,}"
+    return None
+
+
 def check_local_shard(local: str, path: str) -> None:
     """A shard of a local repo is read only when it is a regular file inside ``local`` (symlinks resolved), as
     ``fusionrs_hf.safepath.check_repo_file`` has it: else a one-line ``ValueError`` naming it."""
@@ -377,11 +448,28 @@ class FusionRS(datasets.ArrowBasedBuilder):
         return gens
 
     def _generate_tables(self, files):
+        refuse_external_decoders()
         schema = self.info.features.arrow_schema
+        images = [name for name, kind in REGISTRY["fields"] if kind == "image"]
         for file_idx, file in enumerate(files):
             with _xopen(file, "rb") as f:
                 pf = pq.ParquetFile(f)
+                md = pf.metadata
+                for i in range(md.num_row_groups):  # a few KB of zstd can claim GBs: judged before inflating
+                    size = md.row_group(i).total_byte_size
+                    if size > LIMITS["max_row_group_bytes"]:
+                        raise ValueError(f"FusionRS: {file}: row group {i} is {size:,} bytes uncompressed, more "
+                                         f"than the limit {LIMITS['max_row_group_bytes']:,}; not read")
+                row = 0
                 for batch_idx, batch in enumerate(pf.iter_batches(batch_size=256, columns=schema.names)):
                     table = pa.Table.from_batches([batch]).select(schema.names).cast(schema)
+                    for name in images:
+                        for j, data in enumerate(table.column(name).combine_chunks().field("bytes").to_pylist()):
+                            why = image_problem(data)
+                            if why:
+                                raise ValueError(f"FusionRS: {file}: row {row + j} "
+                                                 f"(sample_id={table.column('sample_id')[j].as_py()!r}) column "
+                                                 f"{name!r}: {why}; not decoded")
+                    row += table.num_rows
                     key = _Key(file_idx, batch_idx) if _Key is not None else f"{file_idx}_{batch_idx}"
                     yield key, table

@@ -24,3 +24,17 @@ def sample_repo(tmp_path_factory):
     from fusionrs_hf.demo import make_sample_repo
 
     return make_sample_repo(tmp_path_factory.mktemp("sample") / "repo", counts=SMALL_COUNTS, size=64, max_rows=4)
+
+
+@pytest.fixture(autouse=True)
+def _pil_registry():
+    """``fusionrs_hf.load`` and the loading script unregister PIL's EPS opener for the whole process (see
+    ``fusionrs_hf.limits.refuse_external_decoders``): each test gets PIL's registry back as it found it."""
+    from PIL import Image
+
+    Image.init()
+    opened, ids = dict(Image.OPEN), list(Image.ID)
+    yield
+    Image.OPEN.clear()
+    Image.OPEN.update(opened)
+    Image.ID[:] = ids

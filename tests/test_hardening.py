@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from fusionrs_hf.build import build
@@ -393,16 +395,21 @@ def test_a_bad_rank_variable_is_named(var, value, monkeypatch):
     assert _resolve_rank(0, 1) == (0, 1)  # explicit values do not read the environment
 
 
-def _inflating_shard(repo: Path, tmp_path: Path) -> Path:
-    """The first nwpu/train shard rewritten as one zstd row group of ~48 MB uncompressed in a few hundred KB."""
+def _inflating_shard(repo: Path, tmp_path: Path, column: str = "rgb") -> Path:
+    """The first nwpu/train shard rewritten as one zstd row group of ~48 MB uncompressed in a few hundred KB
+    (``column``: the image bytes, or a text column, padded)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     shard = sorted((repo / "data" / "nwpu" / "train").glob("*.parquet"))[0]
     t = pq.read_table(shard)
     pad = b"\0" * (12 << 20)
-    rgb = [{"bytes": r["bytes"] + pad, "path": r["path"]} for r in t.column("rgb").to_pylist()]
-    t = t.set_column(t.schema.get_field_index("rgb"), t.schema.field("rgb"), pa.array(rgb, t.schema.field("rgb").type))
+    if column == "rgb":
+        vals = [{"bytes": r["bytes"] + pad, "path": r["path"]} for r in t.column("rgb").to_pylist()]
+    else:
+        vals = [v + pad.decode() for v in t.column(column).to_pylist()]
+    field = t.schema.field(column)
+    t = t.set_column(t.schema.get_field_index(column), field, pa.array(vals, field.type))
     pq.write_table(t, shard, compression="zstd", row_group_size=len(t))
     assert shard.stat().st_size < 2 << 20
     return shard
@@ -413,14 +420,15 @@ def test_a_row_group_that_inflates_past_the_limit_is_refused_from_its_footer(sam
 
     import pyarrow.parquet as pq
 
+    from fusionrs_hf import limits
     from fusionrs_hf.decode import DecodeError
-    from fusionrs_hf.torch import make_dataloader, reader
+    from fusionrs_hf.torch import make_dataloader
 
     repo = tmp_path / "repo"
     shutil.copytree(sample_repo, repo)
     shard = _inflating_shard(repo, tmp_path)
     size = pq.ParquetFile(shard).metadata.row_group(0).total_byte_size
-    monkeypatch.setattr(reader, "MAX_ROW_GROUP_BYTES", 32 << 20)  # the default (1 GiB) scaled to the test's shard
+    monkeypatch.setattr(limits, "MAX_ROW_GROUP_BYTES", 32 << 20)  # the default (1 GiB) scaled to the test's shard
     with pytest.raises(DecodeError) as e:
         list(make_dataloader(str(repo), "nwpu", "train", batch_size=2, on_error="raise"))
     msg = str(e.value)
@@ -428,8 +436,59 @@ def test_a_row_group_that_inflates_past_the_limit_is_refused_from_its_footer(sam
     assert "more than the limit 33,554,432 (MAX_ROW_GROUP_BYTES)" in msg and size > 32 << 20
     with pytest.raises(DecodeError, match=f"shard=data/nwpu/train/{shard.name}: row group 0 is"):
         make_dataloader(str(repo), "nwpu", "train", batch_size=2, shuffle="global")  # before datasets' cache
-    monkeypatch.setattr(reader, "MAX_ROW_GROUP_BYTES", 1 << 30)
+    monkeypatch.setattr(limits, "MAX_ROW_GROUP_BYTES", 1 << 30)
     assert sum(len(b["sample_id"]) for b in make_dataloader(str(repo), "nwpu", "train", batch_size=2)) > 0
+
+
+def test_every_reader_of_a_shard_judges_its_row_groups_by_the_footer(sample_repo, tmp_path, monkeypatch):
+    """check, eval's rows, the card's contact sheet, `check --release` and a caption table: each refuses the
+    inflating row group by name before it inflates anything (only the streaming loader did)."""
+    import shutil
+
+    from fusionrs_hf import limits
+    from fusionrs_hf.captions import CaptionFileError
+    from fusionrs_hf.captions.formats import read_caption_table
+    from fusionrs_hf.check import check_repo
+    from fusionrs_hf.eval.protocol import read_eval_rows
+    from fusionrs_hf.release.known import RC4
+    from fusionrs_hf.release.verify import verify
+
+    repo = tmp_path / "repo"
+    shutil.copytree(sample_repo, repo)
+    shard = _inflating_shard(repo, tmp_path)
+    rel = f"data/nwpu/train/{shard.name}"
+    monkeypatch.setattr(limits, "MAX_ROW_GROUP_BYTES", 32 << 20)
+    rep = check_repo(str(repo), fast=False)
+    bad = [f for f in rep.findings if f.kind == "unreadable_shard"]
+    assert [f.shard for f in bad] == [rel] and "row group 0 is" in bad[0].message
+    assert not [f for f in check_repo(str(repo), fast=True).findings if f.kind == "unreadable_shard"]  # no rgb read
+    shard = _inflating_shard(repo, tmp_path, "sample_id")  # a column every one of them reads
+    with pytest.raises(limits.RowGroupTooBig, match=f"{rel}: row group 0 is"):
+        read_eval_rows(str(repo), "nwpu", "train")
+    import fsspec
+
+    with pytest.raises(limits.RowGroupTooBig, match=f"{rel}: row group 0 is"):
+        verify(fsspec.filesystem("file"), str(repo), RC4)
+    table = tmp_path / "captions.parquet"
+    pq.write_table(pq.read_table(shard).select(["sample_id", "rgb"]), table, compression="zstd")
+    with pytest.raises(CaptionFileError, match="row group 0 is"):
+        list(read_caption_table(table))
+
+
+def test_an_npz_zip_bomb_is_refused_before_numpy_inflates_it(tmp_path):
+    import zipfile
+
+    from fusionrs_hf.eval import ProtocolError, load_embeddings
+
+    path = tmp_path / "emb.npz"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        with zf.open("rgb.npy", "w", force_zip64=True) as f:  # 96 MiB of zeros in ~100 KB
+            for _ in range(96):
+                f.write(b"\0" * (1 << 20))
+        zf.writestr("sample_id.npy", b"")
+    assert path.stat().st_size < 1 << 20
+    with pytest.raises(ProtocolError, match=r"member 'rgb.npy' inflates .* \(more than 50x\); not read"):
+        load_embeddings(path)
 
 
 # --------------------------------------------------------------------------- 7. push
@@ -522,3 +581,97 @@ def test_a_folder_of_an_interrupted_build_says_so(tmp_path):
     (out / "data").mkdir()
     assert "resume it" in _one_line(_fusionrs("card", str(out)))
     assert (out / STATE_DIR).is_dir()  # resumable state is never deleted
+
+
+# --------------------------------------------------------------------------- 6. stock-decoding paths
+
+
+_EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\nnewpath 0 0 moveto 8 8 lineto stroke showpage\n"
+
+
+def _with_image(repo: Path, shard: Path, data: bytes) -> str:
+    """Put ``data`` into the first row's ``rgb`` of ``shard`` (a copy of a real row otherwise); its sample_id."""
+    from fusionrs_hf.shards import rows_to_table, write_table
+
+    rows = pq.read_table(shard).to_pylist()
+    rows[0]["rgb"] = {"bytes": data, "path": None}
+    write_table(rows_to_table(rows), shard)
+    return rows[0]["sample_id"]
+
+
+def test_stock_decoding_never_hands_eps_to_ghostscript(script, sample_repo, tmp_path):
+    """`fusionrs_hf.load` and the loading script hand rows to stock `datasets`, which decodes with every PIL
+    plugin: EPS bytes stored as an image would go to Ghostscript. Both unregister that opener first, and the
+    loading script refuses the row, naming it."""
+    import io
+    import shutil
+
+    from PIL import Image
+
+    import fusionrs_hf
+
+    repo = tmp_path / "repo"
+    shutil.copytree(sample_repo, repo)
+    shard = sorted((repo / "data" / "nwpu" / "train").glob("*.parquet"))[0]
+    sid = _with_image(repo, shard, _EPS)
+    ds = fusionrs_hf.load("nwpu", "train", streaming=True, repo=str(repo))
+    assert "EPS" not in Image.OPEN and "EPS" not in Image.ID
+    with pytest.raises(Exception, match="cannot identify image file"):
+        Image.open(io.BytesIO(_EPS))
+    with pytest.raises(Exception) as e:  # the row cannot be decoded; nothing ran
+        for _ in ds:
+            pass
+    assert "Ghostscript" not in str(e.value)
+    b = script.FusionRS(config_name="nwpu", data_dir=str(repo), cache_dir=str(tmp_path / "cache"))
+    with pytest.raises(ValueError, match=rf"{shard.name}: row 0 \(sample_id={sid!r}\) column 'rgb': not an image"):
+        list(b.as_streaming_dataset("train"))
+
+
+def test_the_loading_script_refuses_images_past_the_limits_by_their_header(script, sample_repo, tmp_path):
+    import io
+    import shutil
+
+    from PIL import Image
+
+    repo = tmp_path / "repo"
+    shutil.copytree(sample_repo, repo)
+    shard = sorted((repo / "data" / "rsicd" / "train").glob("*.parquet"))[0]
+    buf = io.BytesIO()
+    Image.new("L", (8000, 7000)).save(buf, format="PNG")  # 56 M pixels: a few KB of PNG
+    sid = _with_image(repo, shard, buf.getvalue())
+    b = script.FusionRS(config_name="rsicd", data_dir=str(repo), cache_dir=str(tmp_path / "cache"))
+    with pytest.raises(ValueError, match=rf"sample_id={sid!r}\) column 'rgb': image header says 8000x7000"):
+        list(b.as_streaming_dataset("train"))
+
+
+def test_load_reads_the_listed_shards_not_the_cards_patterns(sample_repo, tmp_path):
+    """A card's data_files may point outside the repo (absolute, ``..``) and a shard may be a symlink out of it;
+    `fusionrs_hf.load` on a local folder reads the shards a checked listing names, so neither is followed, and a
+    card older than its shards does not stop the load."""
+    import shutil
+
+    import fusionrs_hf
+
+    repo = tmp_path / "repo"
+    shutil.copytree(sample_repo, repo)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    shard = sorted((repo / "data" / "rsicd" / "train").glob("*.parquet"))[0]
+    t = pq.read_table(shard)
+    pq.write_table(t.set_column(0, "sample_id", pa.array([f"SECRET-{i}" for i in range(len(t))])),
+                   outside / "x.parquet")
+    card = (repo / "README.md").read_text()
+    assert "data/rsicd/train/" in card
+    (repo / "README.md").write_text(card.replace("data/rsicd/train/", "../outside/").replace(
+        "data/rsitmd/train/", str(outside) + "/"))
+    from fusionrs_hf.check import check_repo
+
+    outside_pats = [f for f in check_repo(str(repo), fast=True).findings if f.kind == "card_outside_repo"]
+    assert {f.message.split("'")[1] for f in outside_pats} >= {"../outside/*.parquet", f"{outside}/*.parquet"}
+    ids = [r["sample_id"] for r in fusionrs_hf.load("default", "train", streaming=True, repo=str(repo))]
+    assert ids and not [i for i in ids if i.startswith("SECRET")]
+    assert len(ids) == sum(pq.read_metadata(p).num_rows for p in (repo / "data").glob("*/train/*.parquet"))
+    shard.unlink()
+    shard.symlink_to(outside / "x.parquet")
+    with pytest.raises(Exception, match="outside the repo"):
+        fusionrs_hf.load("rsicd", "train", streaming=True, repo=str(repo))

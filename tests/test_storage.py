@@ -108,10 +108,13 @@ def test_every_entry_point_takes_storage_options_and_the_cli_option():
 
 def test_load_call_is_the_one_that_works_where_the_repo_lives(sample_repo):
     files = ["data/rs5m/train/iraware-main-00000.parquet", "data/nwpu/test/base-main-00000.parquet"]
-    assert locate(sample_repo).load_call("iraware") == ((str(sample_repo), "iraware"), {})
+    args, kw = locate(sample_repo).load_call("iraware")  # a folder: its listed shards, each by name
+    listed = sorted(p.relative_to(sample_repo).as_posix() for p in (sample_repo / "data").glob("*/*/iraware-*.parquet"))
+    assert args == ("parquet",) and sorted(f for v in kw["data_files"].values() for f in v) == \
+        [f"{sample_repo}/{p}" for p in listed]
     assert locate("o/n", "v2").load_call("nwpu") == (("o/n", "nwpu"), {"revision": "v2"})
     args, kw = describe("s3://b/x", {"endpoint_url": "http://h", "secret": "S"}).load_call("iraware", files=files)
-    assert args == ("parquet",) and kw["data_files"] == {"train": ["s3://b/x/data/*/train/iraware-*.parquet"]}
+    assert args == ("parquet",) and kw["data_files"] == {"train": ["s3://b/x/data/rs5m/train/iraware-main-00000.parquet"]}
     assert kw["storage_options"] == {"endpoint_url": "http://h", "secret": "S"}  # used, not written down
     snippet = describe("s3://b/x", {"endpoint_url": "http://h", "secret": "S"}).load_snippet(files=files)
     assert "S" not in re.findall(r'"([^"]*)"', snippet) and '"endpoint_url": "http://h"' in snippet
@@ -240,3 +243,20 @@ def test_url_credentials_rule_and_scrubbing_edge_cases():
     from fusionrs_hf.secrets import register_options
 
     register_options({"a": loop})  # returns; nothing to register
+
+
+def test_http_credentials_leave_the_url_for_a_header():
+    """Every URL made from a location is written down by someone (datasets' download records for its Arrow
+    cache, the card, logs): user:password in an http(s) URL becomes an Authorization header in the options."""
+    import base64
+
+    from fusionrs_hf.secrets import scrub
+
+    loc = locate("http://alice:s3cret%2FPW@127.0.0.1:8765/repo")
+    assert loc.url == "http://127.0.0.1:8765/repo" and "s3cret" not in loc.label
+    auth = loc.storage_options["headers"]["Authorization"]
+    assert base64.b64decode(auth.split()[1]).decode() == "alice:s3cret/PW"
+    assert auth.split()[1] not in scrub(f"sent {auth}")
+    assert all("s3cret" not in f for v in loc.shard_files("iraware", files=["data/rs5m/train/iraware-main-00000.parquet"]).values() for f in v)
+    mine = locate("https://bob:pw@host/x", storage_options={"headers": {"Authorization": "Bearer T", "X-A": "1"}})
+    assert mine.url == "https://host/x" and mine.storage_options["headers"] == {"Authorization": "Bearer T", "X-A": "1"}

@@ -26,6 +26,7 @@ from pathlib import Path, PurePosixPath
 from typing import TypeVar
 
 from ..index import NotRegularFileError, TextLimitError, open_regular, open_text
+from ..limits import RowGroupTooBig, refuse_big_row_groups
 from ..schema import SOURCES
 
 T = TypeVar("T")
@@ -72,7 +73,12 @@ def _table_rows(path: Path) -> Iterator[tuple[int, dict]]:
 
         n = 0
         with open_regular(path) as fh:  # a FIFO named x.parquet is refused, not waited on
-            for batch in pq.ParquetFile(fh).iter_batches(batch_size=4096):
+            pf = pq.ParquetFile(fh)
+            try:
+                refuse_big_row_groups(pf.metadata, None, str(path))
+            except RowGroupTooBig as e:
+                raise CaptionFileError(str(e)) from None
+            for batch in pf.iter_batches(batch_size=4096):
                 for row in batch.to_pylist():
                     n += 1
                     yield n, row

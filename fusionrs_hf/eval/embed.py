@@ -46,6 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..limits import refuse_big_row_groups
 from .protocol import ProtocolError
 from .zeroshot import TEMPLATES, class_embeddings
 
@@ -133,12 +134,33 @@ def _unit(a: np.ndarray) -> np.ndarray:
     return a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
 
 
+NPZ_MAX_RATIO = 50
+"""An ``.npz`` member may inflate to at most this many times its stored size (past 64 MiB): float vectors
+deflate by a few percent (``np.savez_compressed``) and ``np.savez`` stores them as they are, so anything far
+beyond is a zip bomb, which ``np.load`` would inflate into memory whole."""
+
+
+def _refuse_inflating_members(path: Path) -> None:
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            members = zf.infolist()
+    except zipfile.BadZipFile as e:
+        raise ProtocolError(f"{path}: not an .npz file ({e})") from None
+    for m in members:
+        if m.file_size > max(64 << 20, NPZ_MAX_RATIO * m.compress_size):
+            raise ProtocolError(f"{path}: member {m.filename!r} inflates {m.compress_size:,} stored bytes to "
+                                f"{m.file_size:,} (more than {NPZ_MAX_RATIO}x); not read")
+
+
 def load_embeddings(path: str | os.PathLike) -> Embeddings:
     """Read an embedding file (``.npz`` or ``.parquet``; see the module docstring)."""
     path = Path(path)
     if not path.is_file():
         raise ProtocolError(f"embeddings file {path} does not exist")
     if path.suffix == ".npz":
+        _refuse_inflating_members(path)
         with np.load(path, allow_pickle=False) as z:
             keys = set(z.files)
             if "sample_id" not in keys:
@@ -159,7 +181,9 @@ def load_embeddings(path: str | os.PathLike) -> Embeddings:
             names = pf.schema_arrow.names
             if "sample_id" not in names:
                 raise ProtocolError(f"{path}: no 'sample_id' column (has {', '.join(names)})")
-            t = pf.read(columns=[c for c in ("sample_id", "rgb", "ir", "text") if c in names], use_threads=False)
+            wanted = [c for c in ("sample_id", "rgb", "ir", "text") if c in names]
+            refuse_big_row_groups(pf.metadata, wanted, str(path))
+            t = pf.read(columns=wanted, use_threads=False)
         sids = [str(s) for s in t.column("sample_id").to_pylist()]
         arrs = {m: _list_column(t.column(m), path, m) for m in ("rgb", "ir", "text") if m in t.column_names}
         classes, ctext, meta = None, {}, {}
@@ -352,8 +376,9 @@ def data_fingerprint(repo: str | os.PathLike, config: str, split: str, revision:
     fs, root = resolve_repo(repo, revision, storage_options)
     shards = []
     for rel in repo_splits(repo, revision=revision, storage_options=storage_options).files(config, split):
-        info = fs.info(f"{root}/{rel}")
-        keep = {k: info[k] for k in ("size", "mtime", "last_modified", "etag", "blob_id", "sha256") if k in info}
+        info = {k.lower(): v for k, v in fs.info(f"{root}/{rel}").items()}  # s3fs says ETag, LastModified
+        keep = {k: info[k] for k in ("size", "mtime", "last_modified", "lastmodified", "etag", "blob_id", "sha256",
+                                     "lfs") if k in info}
         shards.append([rel, json.dumps(keep, sort_keys=True, default=str)])
     return {"repo": str(root), "revision": revision, "shards": shards}
 

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..layout import SPLIT_TO_INDEX
+from ..limits import refuse_big_row_groups
 from ..metrics import DIRECTIONS, KS, PAPER_DIRECTIONS, retrieval_metrics, tie_rule
 from ..release.known import RC4
 from ..secrets import scrub
@@ -139,6 +140,7 @@ def read_eval_rows(repo: str | os.PathLike, config: str = "default", split: str 
         with fs.open(f"{root}/{rel}", "rb") as f:
             pf = pq.ParquetFile(f, pre_buffer=False)  # no IO threads outliving the read
             have = [c for c in ROW_COLUMNS if c in pf.schema_arrow.names]
+            refuse_big_row_groups(pf.metadata, have, rel)
             t = pf.read(columns=have, use_threads=False).to_pydict()
         n = len(t["sample_id"])
         for name in ROW_COLUMNS:

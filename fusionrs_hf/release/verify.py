@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import pyarrow.parquet as pq
 
 from ..layout import SOURCE_DIRS, SPLIT_TO_INDEX, SPLITS, list_shards
+from ..limits import refuse_big_row_groups
 from .known import Release, file_sha256
 
 COLUMNS = ("sample_id", "source", "rights_code", "joint_group_id", "phash4_component_id", "is_eval_representative",
@@ -69,6 +70,7 @@ def _read(fs, root: str):
         with fs.open(f"{root}/{name.path}", "rb") as f:
             pf = pq.ParquetFile(f, pre_buffer=False)  # no IO threads outliving the read (see check.py)
             cols = [c for c in COLUMNS if c in pf.schema_arrow.names]
+            refuse_big_row_groups(pf.metadata, cols, name.path)
             t = pf.read(columns=cols, use_threads=False).to_pydict()
         n = len(t["sample_id"])
         for i in range(n):

@@ -48,7 +48,7 @@ from ..decode import (
     decode_rgb,
     empty_images,
 )
-from ..limits import DEFAULT_MAX_PIXELS, ImageRefused, open_image
+from ..limits import DEFAULT_MAX_PIXELS, ImageRefused, RowGroupTooBig, open_image, refuse_big_row_groups
 from ..schema import IMAGE_FIELDS
 from ._common import ON_ERROR, logger
 from .batches import BatchAssembly, _image_value
@@ -227,20 +227,18 @@ def _refuse_inflating_row_groups(repo, config: str, split: str, revision, storag
     import pyarrow.parquet as pq
 
     from ..safepath import is_local_fs
-    from . import reader
     from .plan import resolve_repo, split_files
 
     fs, root = resolve_repo(repo, revision, storage_options)
     if not is_local_fs(fs):
         return
-    for rel in split_files(fs, root, config, split):
+    for rel in split_files(fs, root, config, split):  # the shards `load` will name (see Location.load_call)
         with fs.open(f"{root}/{rel}", "rb") as f:
             md = pq.ParquetFile(f).metadata
-        for i in range(md.num_row_groups):
-            size = md.row_group(i).total_byte_size
-            if size > reader.MAX_ROW_GROUP_BYTES:
-                raise DecodeError(f"shard={rel}: row group {i} is {size:,} bytes uncompressed, more than the limit "
-                                  f"{reader.MAX_ROW_GROUP_BYTES:,} (MAX_ROW_GROUP_BYTES); not read")
+        try:
+            refuse_big_row_groups(md, None, f"shard={rel}")
+        except RowGroupTooBig as e:
+            raise DecodeError(str(e)) from None
 
 
 def _row(r: dict) -> dict:

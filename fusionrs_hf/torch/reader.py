@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 
 from ..decode import DecodeError
-from ..limits import MAX_ROW_GROUP_BYTES
+from ..limits import MAX_ROW_GROUP_BYTES, _read_chunks, row_group_too_big  # noqa: F401 - re-exported
 from ..safepath import is_local_fs
 from . import share
 
@@ -256,29 +256,6 @@ def read_footers(fs, paths: Sequence[str], sizes: Sequence[int | None] | None = 
         return [one(i) for i in range(len(paths))]
     with ThreadPoolExecutor(n) as pool:
         return list(pool.map(one, range(len(paths))))
-
-
-def _read_chunks(md, row_group: int, columns: Sequence[str]):
-    """The column chunks (footer metadata) of ``row_group`` that ``columns`` read."""
-    rg = md.row_group(row_group)
-    for i in range(rg.num_columns):
-        c = rg.column(i)
-        path = c.path_in_schema
-        if any(path == col or path.startswith(col + ".") or col.startswith(path + ".") for col in columns):
-            yield c
-
-
-def row_group_too_big(md, row_group: int, columns: Sequence[str], limit: int | None = None) -> str | None:
-    """Why ``row_group`` is not read (its read columns inflate past ``limit``, default
-    :data:`~fusionrs_hf.limits.MAX_ROW_GROUP_BYTES`, by the footer's uncompressed sizes), or ``None``."""
-    limit = MAX_ROW_GROUP_BYTES if limit is None else limit
-    chunks = list(_read_chunks(md, row_group, columns))
-    size = sum(c.total_uncompressed_size for c in chunks)
-    if size <= limit:
-        return None
-    packed = sum(c.total_compressed_size for c in chunks)
-    return (f"row group {row_group} is {size:,} bytes uncompressed ({packed:,} stored), more than the limit "
-            f"{limit:,} (MAX_ROW_GROUP_BYTES); not read")
 
 
 def column_ranges(md, row_group: int, columns: Sequence[str]) -> list[tuple[int, int]]:
