@@ -42,6 +42,8 @@ Finding kinds (stable strings, also in the --json report):
                                   it (a 256 px source and its 512 px output, or a 1000x700 source and
                                   its 64-rounded 512x384 output, are valid pairs)
   ir_not_infrared                 full: the ir image is colourful (channel spread > threshold)
+  pair_swapped                    full: the ir shows another row's rgb scene (its edges match that rgb
+                                  clearly better than its own; swapped or shifted IR files)
   sha256_mismatch                 full: stored SHA-256 differs from the bytes
   leak_identical_bytes            full: the same image bytes in two splits
   leak_near_duplicate             full: pHash within distance 4 across splits (rgb-rgb, ir-ir)
@@ -135,6 +137,7 @@ KINDS: dict[str, str] = {
     "undecodable_image": "image bytes missing or not decodable",
     "aspect_mismatch": "ir has neither the rgb's aspect ratio nor DiffV2IR's size for it (fusionrs_hf.pairing)",
     "ir_not_infrared": "the ir image is colourful (channel spread above the threshold)",
+    "pair_swapped": "the ir image shows another row's rgb scene (edges match it clearly better than its own rgb)",
     "sha256_mismatch": "stored SHA-256 differs from the image bytes",
     "leak_identical_bytes": "the same image bytes in two splits",
     "leak_near_duplicate": "near-duplicate images (pHash) in two splits",
@@ -217,6 +220,60 @@ class ImageStats:
     size: tuple[int, int]
     spread: float
     phash: int
+    edges: np.ndarray | None = None
+    """:func:`edge_signature` of the image (its structure, for :func:`swapped_pairs`)."""
+
+
+EDGE_SIZE = 32
+"""Side of the edge map a pair's structure is compared on (gradients taken on the 64 px reduction)."""
+SWAP_MARGIN = 0.15
+"""How much better an RGB image's edges must match another row's IR than its own IR to be reported."""
+SWAP_MIN = 0.25
+"""...and the least that better match must be: only an IR that clearly shows this RGB's scene counts."""
+
+
+def edge_signature(rgb64: np.ndarray) -> np.ndarray:
+    """The image's structure: gradient magnitude of its grey levels (64 px), 2x2-pooled to 32x32, centred and
+    scaled to unit norm (float32, 1,024 values). Magnitudes, not signed gradients or intensities: DiffV2IR's
+    infrared-style rendering may invert brightness (hot roads, cool water), but keeps where the edges are, so
+    the dot product of two signatures is the correlation of two scenes' edges: ~0.3-0.6 for a pair, ~0 for
+    two scenes."""
+    g = rgb64.astype(np.float32).mean(axis=2)
+    gx, gy = np.zeros_like(g), np.zeros_like(g)
+    gx[:, 1:-1] = g[:, 2:] - g[:, :-2]
+    gy[1:-1] = g[2:] - g[:-2]
+    mag = np.hypot(gx, gy)
+    n = mag.shape[0] // EDGE_SIZE
+    mag = mag[: n * EDGE_SIZE, : n * EDGE_SIZE].reshape(EDGE_SIZE, n, EDGE_SIZE, n).mean(axis=(1, 3)).ravel()
+    mag -= mag.mean()
+    norm = float(np.linalg.norm(mag))
+    return (mag / norm if norm > 1e-6 else np.zeros_like(mag)).astype(np.float32)
+
+
+def swapped_pairs(rgb: np.ndarray, ir: np.ndarray, block: int = 1024) -> list[tuple[int, int, float, float]]:
+    """Rows whose RGB matches another row's IR clearly better than its own IR, and that IR matches it clearly
+    better than its own RGB: ``(row, other, own, better)``. Both, because a chance match has to beat two true
+    pairs at once (a swap or a shift breaks both rows it touches).
+
+    ``rgb``, ``ir``: (n, 1024) :func:`edge_signature` rows of one shard, aligned. What this finds is an IR that
+    belongs to another row (swapped files in the IR folder, an off-by-one in a join); an IR of a scene that is
+    in no row of the shard is not found (a low correlation alone also fits a textureless scene: water, sand).
+    Cost: one (n, n) product per shard, in blocks."""
+    out = []
+    n = len(rgb)
+    if n < 2:
+        return out
+    own = np.einsum("ij,ij->i", rgb, ir)
+    for start in range(0, n, block):
+        sim = rgb[start:start + block] @ ir.T  # (b, n)
+        idx = np.arange(start, min(start + block, n))
+        sim[idx - start, idx] = -np.inf
+        best = sim.argmax(axis=1)
+        val = sim[np.arange(len(idx)), best]
+        for i, j, v in zip(idx, best, val, strict=True):
+            if v >= SWAP_MIN and v > own[i] + SWAP_MARGIN and v > own[j] + SWAP_MARGIN:
+                out.append((int(i), int(j), float(own[i]), float(v)))
+    return out
 
 
 def inspect_image(data: bytes, exact_phash: bool = True) -> ImageStats:
@@ -245,7 +302,7 @@ def inspect_image(data: bytes, exact_phash: bool = True) -> ImageStats:
     a = np.asarray(rgb)
     r, g, b = a[..., 0], a[..., 1], a[..., 2]
     spread = float(np.mean(np.maximum(np.maximum(r, g), b) - np.minimum(np.minimum(r, g), b)))
-    return ImageStats(size, spread, ph if ph is not None else phash(rgb))
+    return ImageStats(size, spread, ph if ph is not None else phash(rgb), edge_signature(a))
 
 
 def _sha_parts(hexdigest: str) -> tuple[int, int]:
@@ -331,6 +388,8 @@ class _ShardResult:
     rows_read: int = 0
     images: int = 0
     unreadable: bool = False
+    pairs: list[tuple[int, str | None, np.ndarray, np.ndarray]] = field(default_factory=list)
+    """Full mode: (row, sample_id, rgb edges, ir edges) of each row whose two images decoded."""
 
 
 _ROW_FIELDS = ("row", "sid", "sid_ok", "gid", "gid_ok", "cap", "cap_ok",
@@ -388,12 +447,29 @@ def _scan_shard(fs, root: str, task: _Task) -> _ShardResult:
             batch_size = 4096 if task.fast else 32
             for batch in pf.iter_batches(batch_size=batch_size, columns=wanted, use_threads=False):
                 _check_batch(batch, res, task, add, cols)
+        _check_pairs(res, add)
     except Exception as e:  # noqa: BLE001 - a broken file is a finding, not a traceback
         res.unreadable = True
+        res.pairs = []
         msg = f"{type(e).__name__}: {e}".strip()
         add("unreadable_shard", f"cannot read parquet after {res.rows_read} rows: {scrub(msg)[:400]}")
     res.rows = {k: np.asarray(v, dtype=_ROW_DTYPES.get(k, np.uint64)) for k, v in cols.items()}
     return res
+
+
+def _check_pairs(res: _ShardResult, add) -> None:
+    """``pair_swapped``: an IR image that shows another row's RGB scene (see :func:`swapped_pairs`)."""
+    if len(res.pairs) < 2:
+        return
+    rgb = np.stack([p[2] for p in res.pairs])
+    ir = np.stack([p[3] for p in res.pairs])
+    for i, j, own, better in swapped_pairs(rgb, ir):
+        row, sid = res.pairs[i][:2]
+        other_row, other_sid = res.pairs[j][:2]
+        add("pair_swapped", f"the rgb's edges match the ir of row {other_row} (sample_id {other_sid!r}) at "
+            f"{better:.2f}, its own ir at {own:.2f}: an ir image of another row (swapped or shifted files?)",
+            row, sid)
+    res.pairs = []  # not sent back from a worker process
 
 
 def _check_batch(batch: pa.RecordBatch, res: _ShardResult, task: _Task, add, cols: dict[str, list]) -> None:
@@ -472,6 +548,8 @@ def _check_batch(batch: pa.RecordBatch, res: _ShardResult, task: _Task, add, col
             w3, h3 = diffv2ir_size((w1, h1))
             add("aspect_mismatch", f"rgb is {w1}x{h1} but ir is {w2}x{h2}: neither the rgb's aspect ratio nor "
                 f"DiffV2IR's {w3}x{h3}", row, sid)
+        if "rgb" in stats and "ir" in stats:
+            res.pairs.append((row, sid, stats["rgb"].edges, stats["ir"].edges))
         if "ir" in stats and stats["ir"].spread > task.ir_threshold:
             add("ir_not_infrared", f"ir channel spread {stats['ir'].spread:.1f} > {task.ir_threshold:g} "
                 "(a colour image, not an infrared-style one)", row, sid)

@@ -506,3 +506,45 @@ def test_ir_threshold_separates_generated_ir_from_rgb():
     gray.save(buf, format="PNG")
     st = inspect_image(buf.getvalue())
     assert st.size == (30, 40) and st.spread == 0.0
+
+
+@pytest.mark.parametrize("how", ["swap", "shift"])
+def test_an_ir_image_of_another_row_is_found_by_its_edges(tmp_path, how):
+    """Same sizes, same aspect, an infrared-style image and matching SHA-256: only the structure tells that
+    row 1's IR shows row 2's scene. Both rows a swap or a shift breaks are named, with the row they match."""
+    from fusionrs_hf.shards import rows_to_table, write_table
+
+    repo = make_sample_repo(tmp_path / "repo", counts={"train": 8, "validation": 2, "test": 2}, size=128, max_rows=8)
+    assert not [f for f in check_repo(str(repo)).findings if f.kind == "pair_swapped"]
+    shard = sorted((repo / "data" / "rs5m" / "train").glob("*.parquet"))[0]
+    rows = pq.read_table(shard).to_pylist()
+    moved = [1, 2] if how == "swap" else [1, 2, 3]
+    irs = [(rows[i]["ir"], rows[i]["ir_sha256"]) for i in moved]
+    irs = irs[1:] + irs[:1]  # swap: 1<->2; shift: 1<-2, 2<-3, 3<-1
+    for i, (ir, sha) in zip(moved, irs, strict=True):
+        rows[i]["ir"], rows[i]["ir_sha256"] = ir, sha
+    write_table(rows_to_table(rows), shard)
+    write_card(repo)
+    rep = check_repo(str(repo))
+    found = {f.row: f for f in rep.findings if f.kind == "pair_swapped"}
+    assert set(found) <= set(moved) and len(found) >= 2, [f.message for f in rep.findings]
+    assert {f.kind for f in rep.findings} == {"pair_swapped"}
+    assert all(f.sample_id == rows[r]["sample_id"] for r, f in found.items())
+    assert "match the ir of row" in next(iter(found.values())).message
+
+
+def test_edge_signatures_correlate_a_scene_with_its_infrared_rendering_only():
+    from fusionrs_hf.check import edge_signature, swapped_pairs
+
+    rng = np.random.default_rng(0)
+    scenes = [render_scene(rng, 64) for _ in range(6)]
+    R = np.stack([edge_signature(s.rgb) for s in scenes])
+    I = np.stack([edge_signature(s.ir) for s in scenes])  # the scene's own infrared-style rendering
+    assert np.allclose(np.linalg.norm(R, axis=1), 1, atol=1e-5)
+    sim = R @ I.T
+    assert (np.diag(sim) > 0.3).all() and (sim.argmax(axis=1) == np.arange(6)).all()
+    assert swapped_pairs(R, I) == []
+    perm = [1, 0, 2, 3, 4, 5]
+    assert {(i, j) for i, j, *_ in swapped_pairs(R, I[perm])} == {(0, 1), (1, 0)}
+    flat = np.zeros((64, 64, 3), np.uint8)  # no edges at all: a zero signature matches nothing
+    assert not edge_signature(flat).any()
