@@ -538,13 +538,13 @@ def test_edge_signatures_correlate_a_scene_with_its_infrared_rendering_only():
 
     rng = np.random.default_rng(0)
     scenes = [render_scene(rng, 64) for _ in range(6)]
-    R = np.stack([edge_signature(s.rgb) for s in scenes])
-    I = np.stack([edge_signature(s.ir) for s in scenes])  # the scene's own infrared-style rendering
-    assert np.allclose(np.linalg.norm(R, axis=1), 1, atol=1e-5)
-    sim = R @ I.T
+    rgb = np.stack([edge_signature(s.rgb) for s in scenes])
+    ir = np.stack([edge_signature(s.ir) for s in scenes])  # the scene's own infrared-style rendering
+    assert np.allclose(np.linalg.norm(rgb, axis=1), 1, atol=1e-5)
+    sim = rgb @ ir.T
     assert (np.diag(sim) > 0.3).all() and (sim.argmax(axis=1) == np.arange(6)).all()
-    assert swapped_pairs(R, I) == []
+    assert swapped_pairs(rgb, ir) == []
     perm = [1, 0, 2, 3, 4, 5]
-    assert {(i, j) for i, j, *_ in swapped_pairs(R, I[perm])} == {(0, 1), (1, 0)}
+    assert {(i, j) for i, j, *_ in swapped_pairs(rgb, ir[perm])} == {(0, 1), (1, 0)}
     flat = np.zeros((64, 64, 3), np.uint8)  # no edges at all: a zero signature matches nothing
     assert not edge_signature(flat).any()
