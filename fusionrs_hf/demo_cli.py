@@ -2,9 +2,15 @@
 through stock `datasets.load_dataset(path, "iraware", streaming=True)`, print counts per config and
 split and one decoded triplet, and save a contact sheet PNG (RGB | IR | caption | IR caption).
 
+With --sources DIR it writes what `fusionrs build` reads instead, all made up: native-layout trees of the five
+sources (NWPU-RESISC45 class folders, RSICD/RSITMD images with their Karpathy-style JSON, an RS5M CSV and a
+SkyScript JSONL caption table), a DiffV2IR output folder, an IR-aware file and an index (public variant,
+gzipped), and prints the build command for them: a maintainer's dry run before the real sources are at hand.
+
 Example:
   fusionrs demo --out ./fusionrs-demo
   python -c "from datasets import load_dataset; print(next(iter(load_dataset('./fusionrs-demo', 'iraware', split='train', streaming=True))))"
+  fusionrs demo --sources ./demo-sources      # then run the printed `fusionrs build ...`
 """
 
 from __future__ import annotations
@@ -20,12 +26,50 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="the sample is identical for a given seed")
     p.add_argument("--overwrite", action="store_true", help="remove OUT first if it exists")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the human summary")
+    p.add_argument("--sources", metavar="DIR", default=None,
+                   help="write synthetic source trees, IR folder, caption files and index for `fusionrs build` to "
+                        "DIR (instead of a finished repo), and print the build command for them")
+
+
+def build_command(fx, out: str) -> list[str]:
+    """The `fusionrs build` argv that rebuilds a :func:`fusionrs_hf.testing.sources.make_fixture` tree."""
+    argv = ["fusionrs", "build", "--index", str(fx.index_public)]
+    for src, root in fx.roots.items():
+        argv += ["--source-root", f"{src}={root}"]
+    argv += ["--ir-root", str(fx.ir_root), "--captions", *map(str, fx.caption_files), "--iraware", str(fx.iraware),
+             "--out", out]
+    return argv
+
+
+def _sources(args: argparse.Namespace) -> int:
+    import shlex
+
+    from .cli import CliError
+    from .testing.sources import make_fixture
+
+    root = Path(args.sources)
+    if root.exists() and any(root.iterdir()):
+        if not args.overwrite:
+            raise CliError(f"{root} exists and is not empty; pass --overwrite or another --sources")
+        shutil.rmtree(root)
+    fx = make_fixture(root.resolve(), seed=args.seed)
+    argv = build_command(fx, str(root.resolve().parent / f"{root.name}-built"))
+    if args.json:
+        print(json.dumps({"sources": str(root.resolve()), "records": len(fx.records), "build_argv": argv}, indent=2))
+        return 0
+    print(f"synthetic sources for `fusionrs build` written to {root.resolve()} ({len(fx.records)} index records, "
+          f"{len(fx.roots)} sources; some records have no usable caption or a missing file on purpose, so the "
+          "build report has something to report)\n")
+    print("build them with:\n  " + " ".join(shlex.quote(a) for a in argv))
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
     from .cli import CliError
     from .demo import run_demo
 
+    if args.sources:
+        return _sources(args)
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
         if not args.overwrite:

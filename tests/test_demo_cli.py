@@ -72,3 +72,22 @@ def test_every_command_has_teaching_help(capsys):
 
 def test_no_command_is_a_usage_error(capsys):
     assert main([]) == 2
+
+
+def test_demo_sources_build_end_to_end_with_the_printed_command(tmp_path):
+    """A maintainer's dry run: `fusionrs demo --sources` writes what `fusionrs build` reads and the command for
+    it; that command (a real process) builds a repo that `fusionrs check` passes."""
+    cli = [sys.executable, "-m", "fusionrs_hf.cli"]
+    proc = subprocess.run([*cli, "demo", "--sources", str(tmp_path / "src"), "--json"], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads(proc.stdout)
+    argv = res["build_argv"]
+    assert argv[:2] == ["fusionrs", "build"] and argv[argv.index("--out") + 1] == str(tmp_path / "src-built")
+    built = subprocess.run([*cli, *argv[1:], "--quiet"], capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr
+    report = json.loads((tmp_path / "src-built" / "build_report.json").read_text())
+    assert report["written"]["total"] == res["records"] - sum(
+        b["count"] for b in report["dropped"]["by_reason"].values())
+    check = subprocess.run([*cli, "check", str(tmp_path / "src-built")], capture_output=True, text=True, timeout=300)
+    assert check.returncode == 0, check.stdout + check.stderr
