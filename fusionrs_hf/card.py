@@ -208,8 +208,13 @@ def release_note(report: dict | None) -> str:
     if not rel:
         return "No build report in this repo: the index it was built from is not recorded."
     name = rel.get("release")
-    head = f"Built from **{name}**" if name else "Built from an index that is **not a known release**"
-    text = f"{head} (index SHA-256 `{rel.get('sha256', '?')}`, {rel.get('rows', 0):,} records; {rel.get('note', '')})."
+    if name:
+        text = (f"Built from **{name}** (index SHA-256 `{rel.get('sha256', '?')}`, {rel.get('rows', 0):,} records; "
+                f"{rel.get('note', '')}).")
+    else:  # the note says it is no known release, and what it may be
+        note = rel.get("note") or "not a known release"
+        note = note if note.startswith("not a known release") else f"not a known release ({note})"
+        text = f"Built from an index that is **{note}**; SHA-256 `{rel.get('sha256', '?')}`, {rel.get('rows', 0):,} records."
     caps = (report or {}).get("captions", {})
     if caps.get("policy"):
         text += (f" Caption policy `{caps['policy']}`, IR-aware policy `{caps.get('iraware_policy')}`"

@@ -112,32 +112,8 @@ def make_sample_repo(
     return out
 
 
-def contact_sheet(rows: list[dict], path: str | os.PathLike, thumb: int = 160) -> Path:
-    """A PNG with one line per row: RGB | IR | caption | IR caption."""
-    import textwrap
-
-    from PIL import Image, ImageDraw
-
-    text_w = 360
-    width = 2 * thumb + 2 * text_w + 50
-    sheet = Image.new("RGB", (width, len(rows) * (thumb + 10) + 10), "white")
-    draw = ImageDraw.Draw(sheet)
-    for i, row in enumerate(rows):
-        y = 10 + i * (thumb + 10)
-        sheet.paste(row["rgb"].convert("RGB").resize((thumb, thumb)), (10, y))
-        sheet.paste(row["ir"].convert("RGB").resize((thumb, thumb)), (20 + thumb, y))
-        for j, key in enumerate(("caption", "ir_caption")):
-            txt = f"[{row['sample_id']}] " if j == 0 else ""
-            txt += row.get(key) or "(no IR-aware caption)"
-            draw.multiline_text((30 + 2 * thumb + j * (text_w + 10), y), "\n".join(textwrap.wrap(txt, 52)),
-                                fill="black")
-    path = Path(path)
-    sheet.save(path)
-    return path
-
-
 def run_demo(out: str | os.PathLike, *, seed: int = 0, show: int = 4) -> dict:
-    """Write the sample, load it with the stock client, print counts and one triplet, save a sheet."""
+    """Write the sample, load it with the stock client: counts, one triplet and the card's contact sheet."""
     from datasets import get_dataset_config_names, load_dataset, load_dataset_builder
 
     out = Path(out)
@@ -148,7 +124,9 @@ def run_demo(out: str | os.PathLike, *, seed: int = 0, show: int = 4) -> dict:
         counts[cfg] = {name: s.num_examples for name, s in (info.splits or {}).items()}
     ds = load_dataset(str(out), "iraware", split="train", streaming=True)
     rows = [r for _, r in zip(range(show), ds, strict=False)]
-    sheet = contact_sheet(rows, out / "contact_sheet.png")
+    from .card_assets import CONTACT_SHEET
+
+    sheet = out / CONTACT_SHEET  # the card's own (one sheet, not a second copy in the repo's root)
     first = rows[0]
     return {
         "repo": str(out),

@@ -1,6 +1,6 @@
 """Write the embedded synthetic sample (all sources, splits and groups; real JPEG bytes), load it back
 through stock `datasets.load_dataset(path, "iraware", streaming=True)`, print counts per config and
-split and one decoded triplet, and save a contact sheet PNG (RGB | IR | caption | IR caption).
+split and one decoded triplet, and name the card's contact sheet PNG (RGB | IR | caption | IR caption).
 
 With --sources DIR it writes what `fusionrs build` reads instead, all made up: native-layout trees of the five
 sources (NWPU-RESISC45 class folders, RSICD/RSITMD images with their Karpathy-style JSON, an RS5M CSV and a

@@ -24,7 +24,9 @@ def test_demo_writes_complete_sample_and_streams_it(tmp_path):
     assert sum(counts["default"].values()) >= 300
     assert all(set(v) == {"train", "validation", "test"} for v in counts.values())
     assert res["triplet"]["ir_caption"]
-    assert (out / "contact_sheet.png").stat().st_size > 10_000
+    assert (out / "assets" / "contact_sheet.png").stat().st_size > 10_000 and res["contact_sheet"].endswith(
+        "assets/contact_sheet.png")
+    assert not (out / "contact_sheet.png").exists()  # one sheet, the card's
     assert "synthetic sample" in (out / "README.md").read_text()
     # a second run into a non-empty folder is refused (exit 2), not silently mixed
     again = subprocess.run([sys.executable, "-m", "fusionrs_hf.cli", "demo", "--out", str(out)],

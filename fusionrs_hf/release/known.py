@@ -146,6 +146,5 @@ def identify_index(sha256: str, rows: int) -> IndexIdentity:
                                      f"digest of {rel.name} but {rows:,} rows, expected {rel.index_rows:,}")
             return IndexIdentity(sha256, rows, rel.name, f"the official {rel.name} index ({rel.index_file})")
     return IndexIdentity(sha256, rows, None,
-                         "not a known release index (digest differs from "
-                         + ", ".join(f"{r.name} {r.index_sha256[:12]}…" for r in RELEASES.values())
-                         + "): a subset, an edited copy or your own index")
+                         "not a known release: a subset, an edited copy or one's own index (its digest is none of "
+                         + ", ".join(f"{r.name}'s {r.index_sha256[:12]}…" for r in RELEASES.values()) + ")")
