@@ -160,3 +160,25 @@ def test_example_trainer_reads_the_s3_repo_and_writes_no_secret(s3, pushed, tmp_
     saved = (tmp_path / "run" / "metrics.json").read_text()
     assert json.loads(saved)["config"]["storage_options"] == {"endpoint_url": s3.url}
     assert s3.secret not in saved and s3.key not in saved
+
+
+def test_the_eval_cache_key_sees_an_s3_shard_rewritten_at_the_same_size(s3, pushed):
+    """s3fs names its facts ETag and LastModified: the embedding cache's key must change when a shard's bytes do,
+    even at the same size (it kept only lowercase keys, so an S3 repo's key held the size alone)."""
+    import fsspec
+
+    from fusionrs_hf.eval.embed import data_fingerprint
+
+    before = data_fingerprint(pushed, "rsicd", "test", storage_options=_opts(s3))
+    shard = before["shards"][0][0]
+    fs = fsspec.filesystem("s3", endpoint_url=s3.url)
+    path = f"{BUCKET}/repo/{shard}"
+    data = fs.cat_file(path)
+    assert '"etag"' in before["shards"][0][1]
+    fs.pipe_file(path, data[:-9] + bytes([data[-9] ^ 1]) + data[-8:])  # one byte flipped, same size
+    try:
+        fs.invalidate_cache()
+        after = data_fingerprint(pushed, "rsicd", "test", storage_options=_opts(s3))
+        assert after["shards"][0][0] == shard and after != before
+    finally:
+        fs.pipe_file(path, data)
