@@ -5,10 +5,20 @@ What it does, in order:
   1. runs `fusionrs check --fast` on the local folder and refuses a failing repo (--skip-check overrides);
   2. plans: lists the remote files with their SHA-256 (LFS/xet oid, or git blob id for small files) and
      compares them with the local shards; prints the plan (files, bytes) and a rights summary of the rows
-     it will upload (per source / rights_code);
+     it will upload (per source / rights_code), flushed before anything is written (with --json: on stderr,
+     and in the JSON object at the end; --quiet --json: only the JSON);
   3. uploads new/changed shards in commits of at most 50 files; the last commit also carries README.md
      (configs + dataset_info counts re-rendered from every shard the remote will hold) and, with --prune,
-     the deletions, so a reader never sees a card that names missing files.
+     the deletions, so a reader never sees a card that names missing files. On a terminal a progress bar
+     shows it; otherwise (a log, CI) stderr gets one line per commit (``push: commit 2/3 ...``).
+
+The last line says what the commits hold and what was really sent: ``done: 25 file(s), 8.2 MB committed in
+1 commit(s); 1.3 MB sent, 21 file(s), 6.9 MB already on the remote (from an earlier push)`` (a re-run after an
+interruption finds the LFS objects the failed run uploaded). To a folder or fsspec URL: ``... written``. Which objects the Hub already holds is asked with the Git LFS batch
+API before uploading; where that cannot be asked it says only "committed". With xet uploads (hf_xet
+installed, HF_HUB_DISABLE_XET unset) what is sent can be less still (chunk dedup): "at most". ``--json``
+carries ``sent_files``/``sent_bytes``/``already_remote_files``/``already_remote_bytes`` (null: unknown);
+``uploaded_files``/``uploaded_bytes`` count what was committed.
 
 What is uploaded is a snapshot: right before a file is sent (one commit's files at a time on the Hub, one
 file at a time otherwise) it is copied to a private temporary folder (``$FUSIONRS_PUSH_TMPDIR``, else the
@@ -22,6 +32,10 @@ before anything is written, with one line naming it (exit 2). After each commit 
 or git blob id of every path, via ``get_paths_info``) or write (fsspec: size, and the SHA-256 of the bytes
 read back) the remote is checked against the snapshot; the fsspec manifest records the digest read back.
 
+The snapshot folder is ``fusionrs-push-PID-HOST-RANDOM``; one left by a push that was killed (SIGKILL, OOM)
+is removed by the next push once that process is gone (same host and user, never a link or anything not
+named so; older versions' ``fusionrs-push-RANDOM`` folders are left alone).
+
 Push removes only temporary files it made (``.NAME.PID-RANDOM.fusionrs-tmp`` beside a file it manages,
 from a push that is no longer running, or the older ``NAME.fusionrs-tmp``), and says so in one line when it
 replaces a destination README.md that fusionrs did not write.
@@ -30,7 +44,9 @@ Re-running after an interruption uploads only what is missing and ends in the sa
 of an unchanged repo uploads 0 bytes and makes no commit. Remote files are never deleted without --prune
 (and --prune only deletes parquet files under data/). New Hub repos are created private unless --public.
 Shards that exist only on the remote are kept, and the card counts them (their parquet footers are read).
-The token comes from HF_TOKEN or the stored login (`hf auth login`) and is never printed.
+The token comes from HF_TOKEN or the stored login (`hf auth login`) and is never printed. Against an
+HF_ENDPOINT on this machine (127.0.0.1, localhost: e.g. `python -m fusionrs_hf.testing.hub_server`) none is
+required: the server answers, and a 401 says to set HF_TOKEN.
 
 Examples:
   fusionrs push ./my-fusionrs me/fusionrs --dry-run

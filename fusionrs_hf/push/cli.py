@@ -44,19 +44,24 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--skip-check", action="store_true",
                    help="push even if `fusionrs check --fast` fails on the local repo")
     p.add_argument("--max-files-per-commit", type=int, default=MAX_FILES_PER_COMMIT, help=argparse.SUPPRESS)
-    p.add_argument("--json", action="store_true", help="print one JSON object (plan and result) on stdout")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object (plan and result) on stdout; the plan is shown as text on stderr "
+                        "(unless --quiet)")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bar or per-commit lines (and, with --json, no plan text on stderr)")
     from ..storage import add_storage_option_argument
 
     add_storage_option_argument(p)
 
 
-def _print_text(res: PushResult, out=None) -> None:
+def _print_plan(res: PushResult, out=None) -> None:
+    """The plan and the rights summary: printed (and flushed) before anything is written, so what is about to
+    be published is on screen (or in the log) even if the upload is stopped."""
     out = out or sys.stdout
     plan = res.plan
     rev = f" (revision {plan.revision})" if plan.revision else ""
     print(f"{'plan' if res.dry_run else 'push'} for {plan.target}{rev}"
-          f"{'' if plan.repo_exists else ' (will be created)' if res.dry_run else ''}:", file=out)
+          f"{'' if plan.repo_exists else ' (will be created)'}:", file=out)
     extra = "".join(f" + {n} {what}" for n, what in ((len(plan.assets_to_send), "picture(s)"),
                                                        (int(plan.sources != "unchanged"), "sources file"))
                     if n)
@@ -74,18 +79,35 @@ def _print_text(res: PushResult, out=None) -> None:
         for rel in plan.delete:
             print(f"  - {rel}  (prune)", file=out)
     if plan.rights:
-        print("rights summary of the rows uploaded (source, rights_code: rows):", file=out)
+        print("rights summary of the rows to upload (source, rights_code: rows):", file=out)
         for r in plan.rights:
             print(f"  {r['source']:<10} {r['rights_code']:<36} {r['rows']:>10,}", file=out)
     if plan.upload:
         print(f"note: {TERMS_WARNING}", file=out)
+    out.flush()
+
+
+def _print_outcome(res: PushResult, out=None) -> None:
+    """The last line: nothing written, nothing to do, or what the push committed and what it really sent."""
+    out = out or sys.stdout
+    plan = res.plan
     if res.dry_run:
         print("dry run: nothing written", file=out)
     elif plan.empty:
         print("nothing to do: the remote already matches (0 bytes uploaded, no commit)", file=out)
-    else:
-        how = f" in {len(res.commits)} commit(s)" if res.commits else ""
-        print(f"done: {res.uploaded_files} file(s), {_fmt_bytes(res.uploaded_bytes)} uploaded{how}", file=out)
+    elif res.commits:  # the Hub: committed files, of which the remote may have held some already
+        t = res.transfer
+        line = f"done: {res.uploaded_files} file(s), {_fmt_bytes(res.uploaded_bytes)} committed in " \
+               f"{len(res.commits)} commit(s)"
+        if t.known:
+            line += f"; {'at most ' if t.dedup and t.sent_bytes else ''}{_fmt_bytes(t.sent_bytes)} sent"
+            if t.had_files:
+                line += (f", {t.had_files} file(s), {_fmt_bytes(t.had_bytes)} already on the remote (from an "
+                         "earlier push)")
+        print(line, file=out)
+    else:  # an fsspec store: every file is written whole
+        print(f"done: {res.uploaded_files} file(s), {_fmt_bytes(res.uploaded_bytes)} written", file=out)
+    out.flush()
 
 
 class _DropWarnings(logging.Filter):
@@ -96,13 +118,17 @@ class _DropWarnings(logging.Filter):
 
 
 def run(args: argparse.Namespace) -> int:
-    progress = not args.quiet and not args.json and sys.stderr.isatty()
+    bars = not args.quiet and not args.json and sys.stderr.isatty()
     drop = _DropWarnings()
     logger.addFilter(drop)
     try:
-        return _run(args, progress)
+        return _run(args, bars)
     finally:
         logger.removeFilter(drop)
+
+
+def _say(line: str) -> None:
+    print(f"push: {line}", file=sys.stderr, flush=True)
 
 
 def _run(args: argparse.Namespace, progress: bool) -> int:
@@ -112,11 +138,29 @@ def _run(args: argparse.Namespace, progress: bool) -> int:
         options = parse_storage_options(getattr(args, "storage_options", None))
     except ValueError as e:
         raise CliError(str(e)) from None
+    shown = 0  # warnings printed with the plan
+
+    def on_plan(res: PushResult) -> None:
+        # Text: the plan on stdout. --json: stdout keeps its one JSON object (which holds the plan too), so the
+        # plan is text on stderr. --quiet --json: nothing before the JSON.
+        nonlocal shown
+        for d in res.removed_snapshots:
+            print(f"note: removed {d}, the snapshot folder of a push that no longer runs", file=sys.stderr)
+        for w in res.warnings:
+            print(f"warning: {w}", file=sys.stderr)
+        shown = len(res.warnings)
+        sys.stderr.flush()
+        if not args.json:
+            _print_plan(res)
+        elif not args.quiet:
+            _print_plan(res, sys.stderr)
+
     try:
         res = push_repo(args.local_repo, args.target, revision=args.revision, private=args.private,
                         dry_run=args.dry_run, prune=args.prune, message=args.message,
                         skip_check=args.skip_check, progress=progress,
-                        max_files_per_commit=args.max_files_per_commit, storage_options=options)
+                        max_files_per_commit=args.max_files_per_commit, storage_options=options,
+                        on_plan=on_plan, say=None if progress or args.quiet else _say)
     except CheckFailed as e:
         _fail(args, str(e), check=e.report.to_dict() if hasattr(e.report, "to_dict") else None)
         return 1
@@ -126,12 +170,12 @@ def _run(args: argparse.Namespace, progress: bool) -> int:
     except PushError as e:
         _fail(args, str(e))
         return 1
-    for w in res.warnings:
+    for w in res.warnings[shown:]:
         print(f"warning: {w}", file=sys.stderr)
     if args.json:
         print(json.dumps(res.to_dict(), default=str))
     else:
-        _print_text(res)
+        _print_outcome(res)
     return 0
 
 

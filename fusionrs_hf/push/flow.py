@@ -8,6 +8,7 @@ import dataclasses
 import os
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import fsspec
@@ -20,8 +21,18 @@ from ..errors import CliError, UnusableInputError
 from ..layout import SHARD_TEMPLATE, ShardName, layout_for
 from ..safepath import check_repo_file
 from ..sources import REGISTRY_FILE
+from ..storage import hub_endpoint
 from .hub import _HubTarget, _is_unreachable, _offline_error, make_api
-from .local import _card_assets, _footer_only, _local_names, _Snapshot, _stat_key, read_local, rights_summary
+from .local import (
+    _card_assets,
+    _footer_only,
+    _local_names,
+    _Snapshot,
+    _stat_key,
+    read_local,
+    rights_summary,
+    sweep_stale_snapshots,
+)
 from .plan import (
     MAX_FILES_PER_COMMIT,
     SAMPLE_MARKER,
@@ -29,6 +40,7 @@ from .plan import (
     CheckFailed,
     LocalFile,
     LocalRepoError,
+    Progress,
     PushError,
     PushHubUnreachable,
     PushPlan,
@@ -128,6 +140,8 @@ def push_repo(
     hub_fs=None,
     storage_options: dict | None = None,
     token: str | None = None,
+    on_plan: Callable[[PushResult], None] | None = None,
+    say: Callable[[str], None] | None = None,
 ) -> PushResult:
     """Push a local FusionRS repo folder to ``target`` (a Hub ``OWNER/NAME``, ``hf://datasets/...`` or an fsspec URL).
 
@@ -136,6 +150,11 @@ def push_repo(
     shards that exist only on the Hub (default ``HfFileSystem``). Raises :class:`CheckFailed` when the
     local repo fails ``check --fast`` (unless ``skip_check``), :class:`PushError` when the push fails
     (message free of tokens), :class:`~fusionrs_hf.errors.CliError` for unusable arguments.
+
+    ``on_plan`` is called with the result-to-be (its plan, rights summary and planning warnings) once the
+    plan is made and before anything is written, so a caller can show what is about to be uploaded (and a
+    push stopped mid-upload has said it). ``say`` gets one line per commit (fsspec: per
+    ``max_files_per_commit`` files) while writing: the progress report where there is no terminal for a bar.
     """
     local = Path(local)
     if not (local / "data").is_dir():
@@ -172,6 +191,7 @@ def push_repo(
     if quiet_client:  # --quiet / --json / no terminal: the client's own per-file bars too
         disable_progress_bars()
     tgt = None
+    tokenless = False
     try:
         if is_hub:
             if api is None:
@@ -180,8 +200,9 @@ def push_repo(
                 token = token or get_token()
                 secrets.append(token)
                 _secrets.register_secret(token)
-                if token is None and not dry_run:
+                if token is None and not dry_run and not _loopback(hub_endpoint()):
                     raise CliError("no Hugging Face token: set HF_TOKEN or run `hf auth login`")
+                tokenless = token is None
                 api = make_api(token)
             secrets.append(getattr(api, "token", None) if isinstance(getattr(api, "token", None), str) else None)
             tgt = _HubTarget(ref, api, revision, private, hub_fs)
@@ -190,8 +211,8 @@ def push_repo(
         for note in card_notes:
             logger.warning(note)
         result = _push(local, tgt, dry_run=dry_run, prune=prune, message=message, progress=progress,
-                       max_files=max_files_per_commit, check_dict=check_dict)
-        result.warnings[:0] = card_notes
+                       max_files=max_files_per_commit, check_dict=check_dict, notes=card_notes,
+                       on_plan=on_plan, say=say)
         return result
     except CheckFailed as e:
         e.args = (scrub(str(e), secrets),)
@@ -220,6 +241,8 @@ def push_repo(
             raise PushHubUnreachable(f"push to {where}: {why}; nothing was uploaded. Check the network or "
                                      "HF_ENDPOINT, then run the same command again", repo=ref, endpoint=endpoint,
                                      offline=offline) from None
+        if tokenless and _http_status(e) == 401:
+            msg += " (no token was sent: set HF_TOKEN or run `hf auth login`)"
         if dry_run:
             raise PushError(f"push --dry-run for {where} failed: {msg}; nothing was uploaded") from None
         raise PushError(f"push to {where} failed: {msg}; re-run the same command to resume") from None
@@ -228,17 +251,49 @@ def push_repo(
             enable_progress_bars()
 
 
+def _loopback(endpoint: str) -> bool:
+    """Whether the Hub endpoint is on this machine (a local Hub-API server such as
+    ``python -m fusionrs_hf.testing.hub_server``). Such a server may take writes without a token, so push lets
+    it answer instead of demanding one up front; a server that wants one says 401 and push repeats the hint."""
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    host = (urlsplit(endpoint).hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _http_status(e: BaseException) -> int | None:
+    """The HTTP status of a client error (or of one it wraps), if it carries a response."""
+    seen = 0
+    while e is not None and seen < 8:
+        status = getattr(getattr(e, "response", None), "status_code", None)
+        if isinstance(status, int):
+            return status
+        e = e.__cause__ or e.__context__
+        seen += 1
+    return None
+
+
 def _fusionrs_card(text: str) -> bool:
     """Whether a README is a card fusionrs rendered (its title and the synthetic-infrared note)."""
     return SYNTHETIC_IR_MARKER in text and "\n# FusionRS\n" in text
 
 
 def _push(local: Path, tgt, *, dry_run: bool, prune: bool, message: str | None, progress: bool,
-          max_files: int, check_dict: dict | None) -> PushResult:
+          max_files: int, check_dict: dict | None, notes: list[str] = (), on_plan=None, say=None) -> PushResult:
+    removed = [] if dry_run else sweep_stale_snapshots()  # what killed pushes left behind (never a live one's)
+    for d in removed:
+        logger.info("removed %s, the snapshot folder of a push that no longer runs", d)
     snapshot = _Snapshot()
     try:
         return _push_snapshot(local, tgt, snapshot, dry_run=dry_run, prune=prune, message=message,
-                              progress=progress, max_files=max_files, check_dict=check_dict)
+                              progress=progress, max_files=max_files, check_dict=check_dict, notes=list(notes),
+                              removed=removed, on_plan=on_plan, say=say)
     finally:
         snapshot.close()
 
@@ -269,9 +324,10 @@ def _plan_files(local: Path, names: list[ShardName], remote: dict[str, RemoteFil
 
 
 def _push_snapshot(local: Path, tgt, snapshot: _Snapshot, *, dry_run: bool, prune: bool, message: str | None,
-                   progress: bool, max_files: int, check_dict: dict | None) -> PushResult:
+                   progress: bool, max_files: int, check_dict: dict | None, notes: list[str], removed: list[str],
+                   on_plan, say) -> PushResult:
     names, orphans = _local_names(local)
-    warnings = list(f"local {o}: not a shard name ({SHARD_TEMPLATE}); not pushed" for o in orphans)
+    warnings = [*notes, *(f"local {o}: not a shard name ({SHARD_TEMPLATE}); not pushed" for o in orphans)]
     existed = tgt.prepare(dry_run)
     remote = tgt.list() if existed else {}
     warnings.extend(tgt.warnings)
@@ -339,11 +395,14 @@ def _push_snapshot(local: Path, tgt, snapshot: _Snapshot, *, dry_run: bool, prun
                              "uploaded, re-run when it is done") from None
     plan.sender = _Sender(local, plan, snapshot, tgt, remote, infos, sample)
 
-    result = PushResult(ok=True, plan=plan, dry_run=dry_run, check=check_dict, warnings=warnings)
-    for w in warnings:
+    result = PushResult(ok=True, plan=plan, dry_run=dry_run, check=check_dict, warnings=warnings,
+                        removed_snapshots=removed)
+    for w in warnings[len(notes):]:  # the card notes were logged already
         logger.warning(w)
     logger.info("plan for %s: upload %d file(s), %d B; delete %d; unchanged %d", plan.target,
                 plan.upload_files, plan.upload_bytes, len(plan.delete), len(plan.unchanged))
+    if on_plan is not None:  # before anything is written: what is about to be uploaded, and its rights
+        on_plan(result)
     if dry_run or plan.empty:
         return result
 
@@ -352,8 +411,9 @@ def _push_snapshot(local: Path, tgt, snapshot: _Snapshot, *, dry_run: bool, prun
     tgt.create()  # the first write to the remote
     with tqdm(total=plan.upload_bytes, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr,
               desc=f"push 0/{plan.upload_files} files", disable=not progress) as bar:
-        result.commits = tgt.apply(plan, message=message, max_files=max_files, bar=bar)
+        result.commits = tgt.apply(plan, message=message, max_files=max_files, bar=Progress(bar, say))
     result.uploaded_files, result.uploaded_bytes = plan.upload_files, plan.upload_bytes
+    result.transfer = tgt.transfer
     sender: _Sender = plan.sender
     result.warnings.extend(sender.warnings)
     said = {w.split(" ", 2)[1] for w in sender.warnings}

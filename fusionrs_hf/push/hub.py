@@ -13,7 +13,17 @@ from ..layout import DEFAULT_LAYOUT
 from ..sources import REGISTRY_FILE
 from ..storage import describe, hub_endpoint
 from .local import _file_git_blob_id, git_blob_id
-from .plan import UPLOAD_GROUP, LocalFile, PushError, PushPlan, RemoteFile, _default_message, logger
+from .plan import (
+    UPLOAD_GROUP,
+    LocalFile,
+    PushError,
+    PushPlan,
+    RemoteFile,
+    Transfer,
+    _default_message,
+    logger,
+    transfer_text,
+)
 from .sender import _Sender
 
 
@@ -45,6 +55,8 @@ class _HubTarget:
         self.warnings: list[str] = []
         self.wrote = False
         """Something was written to the remote (a failure after that is one to resume)."""
+        self.transfer = Transfer()
+        """What the commits carried: sent, already in the repo's LFS store, or unknown (:meth:`_stored`)."""
 
     @property
     def label(self) -> str:
@@ -153,6 +165,66 @@ class _HubTarget:
         with fs.open(f"{root}/{rel}", "rb") as f:
             return f.read()
 
+    def _stored(self, ops: list) -> dict[str, bool]:
+        """Path -> whether the repo's LFS store already holds that file's object, asked before it is uploaded.
+
+        huggingface_hub marks every LFS addition uploaded after ``preupload_lfs_files``, also the ones the
+        server said it had (an interrupted push's objects), and keeps that answer to itself; the Git LFS
+        batch API (``huggingface_hub.lfs.post_lfs_batch_info``, the request the client makes) answers it:
+        an object without upload actions is stored already. One request per 100 files. Paths missing from the
+        answer (an API double, a batch error) count as unknown, and the report says "committed" for them.
+        """
+        from huggingface_hub import HfApi
+
+        if not ops or not isinstance(self.api, HfApi):
+            return {}
+        from huggingface_hub.lfs import post_lfs_batch_info
+
+        token = self.api.token if isinstance(self.api.token, str) else None
+        out: dict[str, bool] = {}
+        for i in range(0, len(ops), 100):
+            chunk = ops[i:i + 100]
+            try:
+                actions, _errors, _ = post_lfs_batch_info(
+                    upload_infos=[op.upload_info for op in chunk], token=token, repo_type="dataset",
+                    repo_id=self.repo_id, revision=quote(self.revision, safe="") if self.revision else None,
+                    endpoint=self.api.endpoint, headers=getattr(self.api, "headers", None) or None)
+            except Exception as e:  # noqa: BLE001 - only the report depends on it; the upload itself will tell
+                logger.debug("LFS batch probe for %s failed (%s); reporting committed bytes", self.repo_id,
+                             type(e).__name__)
+                continue
+            have = {a.get("oid"): a.get("actions") is None for a in actions}
+            for op in chunk:
+                got = have.get(op.upload_info.sha256.hex())
+                if got is not None:
+                    out[op.path_in_repo] = got
+        return out
+
+    def _tally(self, ops: list, stored: dict[str, bool]) -> Transfer:
+        """Count one commit's additions: inline (regular) files are sent in the commit itself; LFS ones were
+        sent unless :meth:`_stored` said the store had them, unknown where it could not tell."""
+        from huggingface_hub import CommitOperationAdd
+
+        t = Transfer(dedup=self._xet())
+        for op in ops:
+            if not isinstance(op, CommitOperationAdd):
+                continue
+            # the mode the server chose (set by preupload; huggingface_hub has no public accessor for it)
+            regular = getattr(op, "_upload_mode", None) == "regular"
+            t.add(op.upload_info.size, True if regular else (None if op.path_in_repo not in stored
+                                                               else not stored[op.path_in_repo]))
+        return t
+
+    def _xet(self) -> bool:
+        """Whether the real client uploads through xet here (chunk dedup: what it sends can be less)."""
+        from huggingface_hub import HfApi, constants
+
+        if not isinstance(self.api, HfApi) or constants.HF_HUB_DISABLE_XET:
+            return False
+        import importlib.util
+
+        return importlib.util.find_spec("hf_xet") is not None
+
     def _verify(self, commit: str | None, sent: dict[str, tuple[int, str, str | None]]) -> None:
         """The remote at ``commit`` holds exactly what was sent: size, and LFS SHA-256 (or git blob id)."""
         if not sent or not hasattr(self.api, "get_paths_info"):
@@ -207,6 +279,7 @@ class _HubTarget:
                 ops.append(op)
                 snaps.append(f)
             sent = {f.relpath: (f.size, f.sha256, f.blob_id) for f in snaps}
+            stored = self._stored(ops)  # before the upload: afterwards the store holds them all
             for g in range(0, len(ops), UPLOAD_GROUP):
                 group = ops[g:g + UPLOAD_GROUP]
                 self.api.preupload_lfs_files(self.repo_id, additions=group, repo_type="dataset",
@@ -223,9 +296,12 @@ class _HubTarget:
                     sent[REGISTRY_FILE] = (len(plan.sources_bytes), hashlib.sha256(plan.sources_bytes).hexdigest(),
                                            git_blob_id(plan.sources_bytes))
                 readme = sender.final_card()  # from what was actually sent
+                pictures = []
                 for rel, data in sender.final_assets().items():  # the card's pictures, with the card
-                    ops.append(CommitOperationAdd(path_in_repo=rel, path_or_fileobj=data))
+                    pictures.append(CommitOperationAdd(path_in_repo=rel, path_or_fileobj=data))
                     sent[rel] = (len(data), hashlib.sha256(data).hexdigest(), git_blob_id(data))
+                ops.extend(pictures)
+                stored.update(self._stored(pictures))  # LFS by name; the card and sources file go inline
                 if readme is not None:
                     ops.append(CommitOperationAdd(path_in_repo=CARD_NAME, path_or_fileobj=readme))
                     sent[CARD_NAME] = (len(readme), hashlib.sha256(readme).hexdigest(), git_blob_id(readme))
@@ -243,6 +319,13 @@ class _HubTarget:
             commits.append(getattr(info, "oid", str(info)))
             self._verify(getattr(info, "oid", None), sent)
             logger.info("commit %s: %d file(s)%s", commits[-1], len(ops), " (final, with README.md)" if last else "")
+            t = self._tally(ops, stored)
+            for k in ("sent_files", "sent_bytes", "had_files", "had_bytes", "unknown_files", "unknown_bytes"):
+                setattr(self.transfer, k, getattr(self.transfer, k) + getattr(t, k))
+            self.transfer.dedup = t.dedup
+            gone = sum(1 for op in ops if isinstance(op, CommitOperationDelete))
+            bar.line(f"commit {len(commits)}/{len(batches)} {str(commits[-1])[:10]}: {transfer_text(t)}"
+                     + (f", {gone} deleted" if gone else "") + (" (with README.md)" if CARD_NAME in sent else ""))
             if last and CARD_NAME in sent:
                 done += 1
                 bar.update(len(plan.readme_bytes))

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
+import socket
+import stat
 import struct
 import tempfile
 from collections import Counter
@@ -16,10 +19,11 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..atomic import writer_alive
 from ..card import ShardInfo
 from ..card_assets import render_assets
 from ..layout import ShardName, list_shards
-from .plan import _CHUNK, _READ_TRIES, _TAIL, SNAPSHOT_ENV, LocalFile, LocalRepoError
+from .plan import _CHUNK, _READ_TRIES, _TAIL, SNAPSHOT_ENV, LocalFile, LocalRepoError, logger
 
 
 def file_sha256(path: str | Path) -> str:
@@ -105,15 +109,37 @@ def read_local(local: Path, name: ShardName, copy_to: Path | None = None, *, blo
                      g.hexdigest() if g is not None else None)
 
 
-class _Snapshot:
-    """A private folder with copies of the files being uploaded; removed when the push ends."""
+SNAPSHOT_PREFIX = "fusionrs-push-"
+"""Snapshot folders are ``fusionrs-push-{pid}-{host}-{random}``: the pid of the push that made it, 8 hex digits
+of its host name (a shared ``$FUSIONRS_PUSH_TMPDIR`` seen from two machines) and ``mkdtemp``'s 8 characters."""
 
-    def __init__(self) -> None:
+
+_SNAPSHOT_RE = re.compile(re.escape(SNAPSHOT_PREFIX) + r"(?P<pid>[0-9]{1,10})-(?P<host>[0-9a-f]{8})-[a-z0-9_]{8}\Z")
+
+
+def _snapshot_parent() -> Path:
+    return Path(os.environ.get(SNAPSHOT_ENV) or tempfile.gettempdir())
+
+
+def _host_tag() -> str:
+    return hashlib.sha1(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:8]
+
+
+class _Snapshot:
+    """A private folder with copies of the files being uploaded; removed when the push ends.
+
+    A push killed hard (SIGKILL, OOM, a lost machine) cannot remove it, so its name carries the pid and host
+    of its push: a later push removes it once that process is gone (:func:`sweep_stale_snapshots`).
+    """
+
+    def __init__(self, parent: Path | None = None) -> None:
         self.dir: Path | None = None
+        self.parent = parent
 
     def path_for(self, rel: str) -> Path:
         if self.dir is None:
-            self.dir = Path(tempfile.mkdtemp(prefix="fusionrs-push-", dir=os.environ.get(SNAPSHOT_ENV) or None))
+            self.dir = Path(tempfile.mkdtemp(prefix=f"{SNAPSHOT_PREFIX}{os.getpid()}-{_host_tag()}-",
+                                             dir=self.parent or _snapshot_parent()))
         p = self.dir / rel
         p.parent.mkdir(parents=True, exist_ok=True)
         return p
@@ -130,6 +156,53 @@ class _Snapshot:
         if self.dir is not None:
             shutil.rmtree(self.dir, ignore_errors=True)
             self.dir = None
+
+
+def _stale(d: Path, pid: int, host: str) -> bool:
+    """Whether ``d`` (named like a snapshot folder of ``pid`` on ``host``) was left by a push that is gone.
+
+    Anything that could be someone else's is left alone: a link (never followed), anything but a folder, a
+    folder of another user or one others may read (``mkdtemp`` makes them 0700), one made on another host
+    (its process cannot be seen from here), or one whose pid runs.
+    """
+    if pid <= 0 or host != _host_tag():
+        return False
+    try:
+        st = d.lstat()
+    except OSError:
+        return False
+    if not stat.S_ISDIR(st.st_mode) or st.st_mode & 0o077:
+        return False
+    if hasattr(os, "getuid") and st.st_uid != os.getuid():
+        return False
+    return not writer_alive(pid)
+
+
+def sweep_stale_snapshots(parent: Path | None = None) -> list[str]:
+    """Remove the snapshot folders of pushes that were killed before they could (see :class:`_Snapshot`);
+    returns the folders removed. Only folders directly in ``parent`` (default ``$FUSIONRS_PUSH_TMPDIR``, else
+    the system temp folder) named exactly as :class:`_Snapshot` names them and passing :func:`_stale` are
+    touched; the unnamed-pid folders of older versions (``fusionrs-push-XXXXXXXX``) are never removed."""
+    parent = parent or _snapshot_parent()
+    removed: list[str] = []
+    try:
+        entries = list(os.scandir(parent))
+    except OSError:
+        return removed
+    for e in entries:
+        m = _SNAPSHOT_RE.match(e.name)
+        if m is None or e.is_symlink():
+            continue
+        d = Path(e.path)
+        if not _stale(d, int(m["pid"]), m["host"]):
+            continue
+        try:  # rmtree refuses a link and never follows the links inside (it removes the links themselves)
+            shutil.rmtree(d)
+        except OSError as err:
+            logger.warning("could not remove %s, a stale push snapshot (%s)", d, type(err).__name__)
+            continue
+        removed.append(str(d))
+    return removed
 
 
 def rights_summary(files: Iterable[Path]) -> list[dict]:

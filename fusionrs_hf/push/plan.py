@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -198,6 +198,41 @@ class PushPlan:
 
 
 @dataclass
+class Transfer:
+    """What a push's writes cost on the wire, as far as the target can tell.
+
+    A re-run after an interruption commits files whose bytes the remote already holds (a Hub LFS store
+    keeps objects uploaded before the failed commit), so "committed" and "sent" differ; this keeps them
+    apart instead of calling everything committed "uploaded". ``unknown_*`` counts files committed
+    without a way to tell whether their bytes travelled (an API double, or a Hub that did not answer the
+    LFS batch question).
+    """
+
+    sent_files: int = 0
+    sent_bytes: int = 0
+    had_files: int = 0
+    """Files whose bytes the remote already held (only their digest was committed)."""
+    had_bytes: int = 0
+    unknown_files: int = 0
+    unknown_bytes: int = 0
+    dedup: bool = False
+    """The client uploads through xet, which skips chunks the store has: ``sent_bytes`` is an upper bound."""
+
+    def add(self, size: int, sent: bool | None) -> None:
+        """Count one committed file: sent (True), already on the remote (False), or unknown (None)."""
+        if sent is None:
+            self.unknown_files, self.unknown_bytes = self.unknown_files + 1, self.unknown_bytes + size
+        elif sent:
+            self.sent_files, self.sent_bytes = self.sent_files + 1, self.sent_bytes + size
+        else:
+            self.had_files, self.had_bytes = self.had_files + 1, self.had_bytes + size
+
+    @property
+    def known(self) -> bool:
+        return self.unknown_files == 0
+
+
+@dataclass
 class PushResult:
     ok: bool
     plan: PushPlan
@@ -205,17 +240,61 @@ class PushResult:
     check: dict | None = None
     commits: list[str] = field(default_factory=list)
     uploaded_files: int = 0
+    """Files the push wrote to the remote (committed on the Hub), whether or not their bytes had to travel."""
     uploaded_bytes: int = 0
+    """Their size; :attr:`transfer` says how much of it was sent and how much the remote already held."""
     warnings: list[str] = field(default_factory=list)
     error: str | None = None
+    transfer: Transfer = field(default_factory=Transfer)
+    removed_snapshots: list[str] = field(default_factory=list)
+    """Snapshot folders of earlier pushes that no longer run, removed when this one started."""
 
     def to_dict(self) -> dict:
+        t = self.transfer
         return {
             "ok": self.ok, "dry_run": self.dry_run, "plan": self.plan.to_dict(), "check": self.check,
             "commits": list(self.commits), "uploaded_files": self.uploaded_files,
-            "uploaded_bytes": self.uploaded_bytes, "warnings": list(self.warnings), "error": self.error,
+            "uploaded_bytes": self.uploaded_bytes,
+            # null where the target cannot tell what travelled (see Transfer)
+            "sent_files": t.sent_files if t.known else None, "sent_bytes": t.sent_bytes if t.known else None,
+            "already_remote_files": t.had_files if t.known else None,
+            "already_remote_bytes": t.had_bytes if t.known else None,
+            "sent_bytes_upper_bound": t.dedup,
+            "removed_snapshots": list(self.removed_snapshots),
+            "warnings": list(self.warnings), "error": self.error,
             "terms_warning": TERMS_WARNING,
         }
+
+
+class Progress:
+    """Where a push reports progress while it writes: the tqdm bar (a terminal), and/or one line per commit
+    (``say``; used when there is no terminal, so a log or a CI job still shows the push moving)."""
+
+    def __init__(self, bar, say: Callable[[str], None] | None = None) -> None:
+        self.bar, self.say = bar, say
+
+    def update(self, n: int) -> None:
+        self.bar.update(n)
+
+    def set_description(self, text: str) -> None:
+        self.bar.set_description(text)
+
+    def line(self, text: str) -> None:
+        if self.say is not None:
+            self.say(text)
+
+
+def transfer_text(t: Transfer, done: str = "committed") -> str:
+    """``4 file(s), 1.2 MB sent, 21 file(s), 6.9 MB already on the remote`` -- or, where nothing tells what
+    travelled, only the total with the ``done`` word ("committed"), never "uploaded"."""
+    total_files, total = t.sent_files + t.had_files + t.unknown_files, t.sent_bytes + t.had_bytes + t.unknown_bytes
+    if not t.known:
+        return f"{total_files} file(s), {_fmt_bytes(total)} {done}"
+    sent = f"{'at most ' if t.dedup and t.sent_bytes else ''}{_fmt_bytes(t.sent_bytes)} sent"
+    if not t.had_files:
+        return f"{total_files} file(s), {sent}"
+    return (f"{total_files} file(s) {done}: {t.sent_files} file(s), {sent}; {t.had_files} file(s), "
+            f"{_fmt_bytes(t.had_bytes)} already on the remote")
 
 
 def _default_message(plan: PushPlan) -> str:

@@ -18,7 +18,18 @@ from ..safepath import check_write_under
 from ..sources import REGISTRY_FILE
 from ..storage import describe, locate
 from .hub import _is_pushed_path
-from .plan import _CHUNK, MANIFEST_NAME, TMP_SUFFIX, LocalFile, PushError, PushPlan, RemoteFile, scrub
+from .plan import (
+    _CHUNK,
+    MANIFEST_NAME,
+    TMP_SUFFIX,
+    LocalFile,
+    PushError,
+    PushPlan,
+    RemoteFile,
+    Transfer,
+    _fmt_bytes,
+    scrub,
+)
 from .sender import _Sender
 
 
@@ -45,6 +56,8 @@ class _FsspecTarget:
         self.revision = None
         self.wrote = False
         """Whether anything was written to the store yet (:meth:`create` is the first write)."""
+        self.transfer = Transfer()
+        """Every file push writes here is sent whole (a store has no object dedup push could rely on)."""
 
     @property
     def label(self) -> str:
@@ -165,6 +178,8 @@ class _FsspecTarget:
     def _put_verified(self, rel: str, src: Path | bytes, size: int, sha256: str) -> None:
         """Write, read back, record in the manifest what the destination really holds; fail on a difference."""
         self._write(rel, src)
+        if rel != MANIFEST_NAME:
+            self.transfer.add(size, True)
         got_size, got_sha = self._remote_digest(rel)
         if rel != CARD_NAME:
             self.manifest[rel] = {"sha256": got_sha, "size": got_size}
@@ -192,6 +207,7 @@ class _FsspecTarget:
             bar.set_description(f"push {done}/{plan.upload_files} files")
             if done % max_files == 0:
                 self._save_manifest()
+                bar.line(f"wrote {done}/{plan.upload_files} file(s), {_fmt_bytes(self.transfer.sent_bytes)}")
         if plan.sources != "unchanged":
             self._put_verified(REGISTRY_FILE, plan.sources_bytes, len(plan.sources_bytes),
                                hashlib.sha256(plan.sources_bytes).hexdigest())
@@ -206,4 +222,7 @@ class _FsspecTarget:
             self.fs.rm_file(self._full(rel))
             self.manifest.pop(rel, None)
         self._save_manifest()
+        t = self.transfer
+        bar.line(f"wrote {t.sent_files} file(s), {_fmt_bytes(t.sent_bytes)}"
+                 + (f"; deleted {len(plan.delete)}" if plan.delete else "") + (" (with README.md)" if readme else ""))
         return []
