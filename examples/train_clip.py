@@ -56,19 +56,9 @@ import argparse
 import json
 import sys
 
-from fusionrs_hf.errors import UnusableInputError
 from fusionrs_hf.eval import PRECISIONS as EVAL_PRECISIONS
-from fusionrs_hf.eval import ProtocolError
 from fusionrs_hf.layout import CONFIG_NAMES, SPLITS
-from fusionrs_hf.secrets import scrub
-from fusionrs_hf.splits import MissingSplitError
-from fusionrs_hf.storage import (
-    HubUnreachableError,
-    MissingExtraError,
-    RepoNotFoundError,
-    add_storage_option_argument,
-    storage_options_of,
-)
+from fusionrs_hf.storage import add_storage_option_argument, storage_options_of
 from fusionrs_hf.train.clip import (
     DECAY_ON,
     IR_VIEWS,
@@ -81,9 +71,9 @@ from fusionrs_hf.train.clip import (
     SELECTIONS,
     SHUFFLE_MODES,
     ClipTrainConfig,
-    PresetError,
     train_clip,
 )
+from fusionrs_hf.train.errors import run_main
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -162,19 +152,17 @@ def main(argv: list[str] | None = None) -> int:
         eval_batch_size=a.eval_batch_size, eval_precision=a.eval_precision, eval_limit=a.eval_limit,
         eval_every=a.eval_every, log_every=a.log_every, num_workers=a.num_workers, device=a.device, storage_options=options,
     )
-    try:
+
+    def body() -> int:
         run = train_clip(cfg)
-    except (UnusableInputError, PresetError, ProtocolError, HubUnreachableError, MissingExtraError,
-            RepoNotFoundError) as exc:
-        # one line: "train_clip: config ... has no ... split in REPO (its splits: ...)", an unreachable Hub
-        # (repo and endpoint), a missing extra (the pip install), a model or repo the Hub does not have
-        # (no such repo, config or split: UnusableInputError); never a credential of the repo's URL
-        print(scrub(str(exc) if isinstance(exc, MissingSplitError | PresetError) else f"train_clip: {exc}"),
-              file=sys.stderr)
-        return 2
-    line = {**run["line"], "preset": a.preset, "eval_config": run["eval_config"], "eval_split": run["eval_split"]}
-    print(json.dumps(line), flush=True)
-    return 0
+        line = {**run["line"], "preset": a.preset, "eval_config": run["eval_config"], "eval_split": run["eval_split"]}
+        print(json.dumps(line), flush=True)
+        return 0
+
+    # every error is one scrubbed line: exit 2 for unusable input ("train_clip: config ... has no ... split in
+    # REPO (its splits: ...)", a bad preset option, an unreachable Hub or store, a shard that is gone, an image
+    # that does not decode, a missing extra, torchrun), exit 1 for anything else (FUSIONRS_TRACEBACK=1: where)
+    return run_main("train_clip", body)
 
 
 if __name__ == "__main__":

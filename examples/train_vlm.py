@@ -42,23 +42,14 @@ import argparse
 import json
 import sys
 
-from fusionrs_hf.errors import UnusableInputError
 from fusionrs_hf.layout import CONFIG_NAMES, SPLITS
-from fusionrs_hf.secrets import scrub
-from fusionrs_hf.splits import MissingSplitError
-from fusionrs_hf.storage import (
-    HubUnreachableError,
-    MissingExtraError,
-    RepoNotFoundError,
-    add_storage_option_argument,
-    storage_options_of,
-)
+from fusionrs_hf.storage import add_storage_option_argument, storage_options_of
+from fusionrs_hf.train.errors import run_main
 from fusionrs_hf.train.vlm import (
     LORA_TARGETS,
     PRESETS,
     PROMPT_SETS,
     QUANTIZATIONS,
-    PresetError,
     VLMTrainConfig,
     train_vlm,
 )
@@ -119,17 +110,16 @@ def main(argv: list[str] | None = None) -> int:
         eval_split=None if a.eval_split == "none" else a.eval_split, eval_config=a.eval_config,
         eval_limit=a.eval_limit, num_workers=a.num_workers, seed=a.seed, storage_options=options,
     )
-    try:
+
+    def body() -> int:
         run = train_vlm(cfg)
-    except (UnusableInputError, PresetError, HubUnreachableError, MissingExtraError, RepoNotFoundError) as exc:
-        # one line: "train_vlm: config ... has no ... split in REPO (its splits: ...)", an unreachable Hub
-        # (repo and endpoint), a missing extra (the pip install), a model or repo the Hub does not have
-        # (no such repo, config or split: UnusableInputError); never a credential of the repo's URL
-        print(scrub(str(exc) if isinstance(exc, MissingSplitError | PresetError) else f"train_vlm: {exc}"),
-              file=sys.stderr)
-        return 2
-    print(json.dumps(run["metrics"]), flush=True)
-    return 0
+        print(json.dumps(run["metrics"]), flush=True)
+        return 0
+
+    # every error is one scrubbed line: exit 2 for unusable input ("train_vlm: config ... has no ... split in
+    # REPO (its splits: ...)", a bad preset option, an unreachable Hub or store, a shard that is gone, an image
+    # that does not decode, a missing extra, torchrun), exit 1 for anything else (FUSIONRS_TRACEBACK=1: where)
+    return run_main("train_vlm", body)
 
 
 if __name__ == "__main__":

@@ -22,14 +22,17 @@ Examples:
   fusionrs eval ./fusionrs --model ViT-B-32:openai --protocol all-rows --save-embeddings vit_test.npz
 
 Exit codes: 0 scored, 2 usage or input problem (missing split, a protocol the rows cannot follow, an
-embedding file that lacks scored samples), 1 any other failure.
+embedding file that lacks scored samples, a shard that is gone or unreadable, an image that does not decode,
+a checkpoint that is not plain weights), 1 any other failure.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 
 from ..layout import CONFIG_NAMES, SPLITS
 from .embed import DEFAULT_BATCH_SIZE, PRECISIONS, PREPROCESS_CHOICES
@@ -71,15 +74,79 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=None, help="embed the first N rows only (a quick look; not a result)")
     p.add_argument("--no-zero-shot", action="store_true", help="skip zero-shot scene classification")
     p.add_argument("--revision", default=None, help="Hub revision of the repo")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bar (ours, nor transformers' or huggingface_hub's)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     from ..storage import add_storage_option_argument
 
     add_storage_option_argument(p)
 
 
+PREFIX = "fusionrs eval: "
+"""What :func:`fusionrs_hf.cli.main` puts before every error line of this command (with ``error:``)."""
+
+
+def _without_prefix(message: str) -> str:
+    """``message`` without a leading ``fusionrs eval: ``: ``main`` adds the command's prefix to every error line,
+    and :func:`fusionrs_hf.eval.read_eval_rows` names the command in its missing-split message too
+    (``who="fusionrs eval"``), which printed it twice."""
+    return message[len(PREFIX):] if message.startswith(PREFIX) else message
+
+
+def _input_error(e: BaseException) -> str:
+    """One line for an input the evaluation could not read: our own errors as they are (they name the sample,
+    shard or repo), a library's with its type, which says what failed (``FileNotFoundError: ... PATH``)."""
+    from ..train.errors import one_line
+
+    msg = _without_prefix(one_line(e))
+    return msg if type(e).__module__.startswith("fusionrs_hf") else f"{type(e).__name__}: {msg}"
+
+
+@contextlib.contextmanager
+def _quiet_libraries(model: bool = True) -> Iterator[None]:
+    """``--quiet``: no progress bar of ours, and none of transformers' ("Loading weights") or huggingface_hub's
+    (downloads) either; their previous state is restored afterwards (the command may run inside a test or a
+    notebook). A library that is not installed is skipped; transformers is imported for it only when a
+    ``model`` is to be loaded (scoring ``--embeddings`` never imports it)."""
+    import warnings
+
+    undo = []
+    with warnings.catch_warnings():  # huggingface_hub warns when HF_HUB_DISABLE_PROGRESS_BARS=0 overrides us
+        warnings.simplefilter("ignore")
+        try:
+            from huggingface_hub.utils import (
+                are_progress_bars_disabled,
+                disable_progress_bars,
+                enable_progress_bars,
+            )
+
+            if not are_progress_bars_disabled():
+                disable_progress_bars()
+                undo.append(enable_progress_bars)
+        except ImportError:
+            pass
+        hf_logging = None
+        if model:
+            try:
+                from transformers.utils import logging as hf_logging
+            except ImportError:
+                pass
+        if hf_logging is not None and hf_logging.is_progress_bar_enabled():
+            hf_logging.disable_progress_bar()
+            undo.append(hf_logging.enable_progress_bar)
+    try:
+        yield
+    finally:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for restore in reversed(undo):
+                restore()
+
+
 def run(args: argparse.Namespace) -> int:
+    from ..decode import DecodeError
     from ..errors import CliError
+    from ..limits import ImageRefused
     from ..splits import MissingSplitError
     from . import ProtocolError, evaluate
 
@@ -98,8 +165,9 @@ def run(args: argparse.Namespace) -> int:
     if args.embeddings is not None and args.preprocess != "auto":
         raise CliError(f"--preprocess {args.preprocess} applies to --model (how images are embedded); "
                        "--embeddings are scored as they are")
+    quiet = _quiet_libraries(args.model is not None) if args.quiet else contextlib.nullcontext()
     try:
-        with preprocessing(args.preprocess):  # reaches the model's embedding pass (fusionrs_hf.eval.embed)
+        with quiet, preprocessing(args.preprocess):  # reaches the model's embedding pass (fusionrs_hf.eval.embed)
             res = evaluate(args.repo, model=args.model, embeddings=args.embeddings, config=args.config,
                            split=args.split, protocol=args.protocol, ties=args.ties, text_field=args.text_field,
                            zero_shot=not args.no_zero_shot, batch_size=args.batch_size, num_workers=args.num_workers,
@@ -109,7 +177,13 @@ def run(args: argparse.Namespace) -> int:
                            progress=not args.quiet and sys.stderr.isatty(), save_embeddings=args.save_embeddings,
                            storage_options=options)
     except (ProtocolError, MissingSplitError) as e:
-        raise CliError(str(e)) from None
+        raise CliError(_without_prefix(str(e))) from None
+    except BrokenPipeError:
+        raise
+    except (OSError, DecodeError, ImageRefused) as e:
+        # a shard that is listed but gone (a 404), unreadable or corrupt, a store that stops answering, an image
+        # that does not decode: unusable input, exit 2 (not 1, which says the evaluation itself failed)
+        raise CliError(_input_error(e)) from None
     if args.json:
         print(json.dumps(res.to_dict(), indent=2))
     else:

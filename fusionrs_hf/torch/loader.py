@@ -129,8 +129,11 @@ def _stateful_class():
             if saved is not None and saved != self.num_workers:
                 raise ValueError(f"cannot resume: the state was saved with num_workers={saved}, this loader has "
                                  f"num_workers={self.num_workers}; resume with the same number of workers")
-            # here, before any worker starts, the same check the dataset makes (a Hub commit moved on)
-            self.dataset._check_data(_state_value(state_dict, "data"), _state_value(state_dict, "commit"))
+            # here, before any worker starts, every check the dataset makes (batch size, seed, config/split, a
+            # Hub commit that moved on, ...) and the slot's (world size, rank, workers), on each worker's state:
+            # torchdata restores them inside the workers, where a mismatch is a traceback at the first batch
+            for ds_state in _dataset_states(state_dict):
+                self.dataset.check_state(ds_state, who="this loader", num_workers=self.num_workers)
             super().load_state_dict(state_dict)
             # the restored state says the epoch: the next pass resumes it instead of advancing
             self.dataset._epoch_explicit = True
@@ -156,6 +159,17 @@ def _state_value(state, key: str):
             if got is not None:
                 return got
     return None
+
+
+def _dataset_states(state) -> list[dict]:
+    """Every dataset state (ours) inside a (loader) state dict: one per worker, or the one of a loader without."""
+    if isinstance(state, dict):
+        if state.get("format") == STATE_FORMAT:
+            return [state]
+        return [s for v in state.values() for s in _dataset_states(v)]
+    if isinstance(state, list | tuple):
+        return [s for v in state for s in _dataset_states(v)]
+    return []
 
 
 def _find_key(state, key: str, depth: int = 4):

@@ -11,6 +11,18 @@ WORKER_SLICES = "whole-batches"
 """How a rank's rows are cut into worker slices (:meth:`~fusionrs_hf.torch.epochs.EpochPlanning.worker_rows`);
 a state's position is only meaningful under the rule it was saved with."""
 
+_RESUME_HINTS = {
+    "seed": "resume with the same seed (the row order depends on it)",
+    "shuffle": "resume with the same shuffle (the row order depends on it)",
+    "shuffle_buffer": "resume with the same shuffle_buffer (the row order depends on it)",
+    "batch_size": "resume with the same batch_size (the saved position counts rows of whole batches per worker)",
+    "split_rows": "the split holds other rows now; resume on the data the state was saved from",
+    "world_size": "resume with the same number of processes (world_size), each rank loading the state it saved",
+    "rank": "each rank must load the state that rank saved",
+    "num_workers": "resume with the same number of workers",
+}
+"""What to do about each mismatch :meth:`Resumable.check_state` finds (one line with the two values)."""
+
 
 class Resumable:
     """``state_dict`` / ``load_state_dict`` of one copy of the dataset (a worker's, or the training process's)."""
@@ -43,26 +55,47 @@ class Resumable:
         return state
 
     def load_state_dict(self, state: dict) -> None:
-        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-            raise ValueError(f"not a FusionRS stream state (format {STATE_FORMAT!r} expected)")
-        # The row order is a pure function of these: any difference would skip the wrong rows.
-        # (shuffle_buffer and split_rows are absent from states saved by older versions.)
-        if self.source is None and "config" in state and (state["config"], state.get("split")) != (
-                self.config, self.split):
-            raise ValueError(f"cannot resume: the state was saved reading {state['config']}/{state.get('split')}; "
-                             f"this dataset reads {self.config}/{self.split}")
-        if state.get("worker_slices") != WORKER_SLICES and int(state.get("num_workers") or 1) > 1:
-            raise ValueError("cannot resume: the state was saved by an older fusionrs-hf, which cut worker slices "
-                             "by rows (now by whole batches); its position would name other rows")
-        mine = {"seed": self.seed, "shuffle": self.shuffle, "batch_size": self.batch_size,
-                "shuffle_buffer": self.shuffle_buffer, "split_rows": self._split_rows()}
-        for key, value in mine.items():
-            if key in state and state[key] != value:
-                raise ValueError(f"cannot resume: state has {key}={state[key]!r}, this dataset {value!r}")
-        self._check_data(state.get("data"), state.get("commit"))
+        self.check_state(state)
         self._resume = dict(state)
         self._epoch[0] = int(state["epoch"])
         self._epoch_explicit = True
+
+    def check_state(self, state: dict, *, who: str = "this dataset", num_workers: int | None = None) -> None:
+        """Refuse, as one ``ValueError`` line naming both values, a state that would name other rows here.
+
+        The row order is a pure function of what the state records (config/split, seed, shuffle, batch size,
+        shuffle buffer, the split's rows, the shards' digest, the worker-slice rule), so any difference would
+        silently skip the wrong rows. :meth:`load_state_dict` calls it; the stateful loader calls it too, with
+        ``num_workers`` (its own) and ``who="this loader"``, for every worker's state before any worker starts:
+        there it also checks the slot (rank, world_size, workers), which a dataset alone learns only once it
+        iterates, and a mismatch is one line instead of a worker's traceback.
+        (``shuffle_buffer``, ``split_rows`` and ``config``/``split`` are absent from states of older versions.)
+        """
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+            raise ValueError(f"not a FusionRS stream state (format {STATE_FORMAT!r} expected)")
+        if self.source is None and "config" in state and (state["config"], state.get("split")) != (
+                self.config, self.split):
+            raise ValueError(f"cannot resume: the state was saved reading {state['config']}/{state.get('split')}; "
+                             f"{who} reads {self.config}/{self.split}")
+        if state.get("worker_slices") != WORKER_SLICES and int(state.get("num_workers") or 1) > 1:
+            raise ValueError("cannot resume: the state was saved by an older fusionrs-hf, which cut worker slices "
+                             "by rows (now by whole batches); its position would name other rows")
+        if state.get("commit") and self.commit and state["commit"] != self.commit:
+            # a Hub branch that moved on: the refusal that names the commit reading the saved data comes first
+            # (its other row count would otherwise be the first difference seen)
+            self._check_data(state.get("data"), state.get("commit"))
+        mine: dict[str, object] = {"seed": self.seed, "shuffle": self.shuffle, "batch_size": self.batch_size,
+                                   "shuffle_buffer": self.shuffle_buffer, "split_rows": self._split_rows()}
+        if num_workers is not None:  # the loader's view: the slot this state was saved in
+            mine.update(world_size=self.world_size, rank=self.rank, num_workers=max(1, int(num_workers)))
+        for key, value in mine.items():
+            if key in state and state[key] != value:
+                saved, have = repr(state[key]), repr(value)
+                if key == "num_workers":  # a loader without workers reads in one slot, as one with a worker
+                    saved, have = ("0 or 1" if state[key] == 1 else str(state[key])), str(num_workers)
+                raise ValueError(f"cannot resume: the state was saved with {key}={saved}, {who} has {key}={have}; "
+                                 f"{_RESUME_HINTS[key]}")
+        self._check_data(state.get("data"), state.get("commit"))
 
     def _data_digest(self) -> str:
         """What the split's shards hold, as far as the store can tell without reading them: each shard's path,

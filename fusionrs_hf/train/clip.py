@@ -139,7 +139,7 @@ def get_recipe(name: str) -> Recipe:
     if key is None:
         key = next((k for k in RECIPES if k.lower() == name.lower()), None)
     if key is None:
-        raise ValueError(f"unknown recipe {name!r}; expected one of {', '.join(RECIPES)}")
+        raise PresetError(f"unknown recipe {name!r}; expected one of {', '.join(RECIPES)}")  # a ValueError
     return RECIPES[key]
 
 
@@ -447,7 +447,7 @@ def default_preprocess(spec: str) -> str:
     if path.is_dir():
         meta = path / "fusionrs_clip.json"
         if meta.is_file():
-            info = json.loads(meta.read_text())
+            info = _read_meta(meta)
             if info.get("kind") == "open_clip":
                 return "fast"
             return str(info.get("preprocess", "fast"))
@@ -480,7 +480,7 @@ def hf_clip(name_or_path: str) -> HFClip:
         proc = None
     meta = Path(name_or_path) / "fusionrs_clip.json"
     if meta.is_file():  # our checkpoint: its own statistics and pixels
-        info = json.loads(meta.read_text())
+        info = _read_meta(meta)
         mean, std = info.get("mean", mean), info.get("std", std)
         preprocess = str(info.get("preprocess", "fast"))
     else:
@@ -493,6 +493,11 @@ def hf_clip(name_or_path: str) -> HFClip:
 def open_clip_model(name: str, pretrained: str | None = None) -> OpenClip:
     """An ``open_clip`` model by ``create_model`` name; ``pretrained`` is an open_clip tag or file."""
     from ..storage import MissingExtraError
+
+    if pretrained and Path(pretrained).is_file():
+        # open_clip's own loader may call torch.load without weights_only (older releases, which we allow, do):
+        # a local file is opened here first with weights_only=True, so one that would run code never reaches it
+        _safe_load(Path(pretrained), torchscript_ok=True)
 
     try:
         import open_clip
@@ -514,6 +519,70 @@ def open_clip_model(name: str, pretrained: str | None = None) -> OpenClip:
     return OpenClip(model, open_clip.get_tokenizer(name), name, pretrained)
 
 
+class CheckpointError(UnusableInputError, ValueError):
+    """A checkpoint file that cannot be used: not plain weights (``torch.load(weights_only=True)`` refuses it),
+    truncated or unreadable, or its ``fusionrs_clip.json`` is not valid. The message names the file; exit 2."""
+
+
+def load_weights(path: str | os.PathLike) -> dict:
+    """A state dict from ``path`` with ``torch.load(weights_only=True)``: tensors and plain containers only.
+
+    Why explicit: before torch 2.6 (the project allows 2.4) ``torch.load`` unpickles anything by default, and
+    ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` turns the later default off again; a checkpoint folder handed to
+    ``fusionrs eval --model DIR`` could then run code. An explicit ``weights_only=True`` holds under both. A file
+    the restricted unpickler refuses, a truncated or foreign file, or one that holds no state dict raises
+    :class:`CheckpointError` naming it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing (a saved open_clip checkpoint keeps its weights there)")
+    state = _safe_load(path)
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path}: holds a {type(state).__name__}, not a state dict of tensors")
+    return state
+
+
+def _safe_load(path: Path, *, torchscript_ok: bool = False):
+    """``torch.load(path, weights_only=True)`` on the CPU, its refusals as one :class:`CheckpointError` line.
+
+    torch's own refusal message advises re-running with ``weights_only=False``: not repeated here (that is
+    what would run the file's code). ``torchscript_ok``: a TorchScript archive (which ``weights_only`` does not
+    take) is let through as None, for loaders that open it with ``torch.jit.load``.
+    """
+    import pickle
+    import warnings
+    import zipfile
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "looks like a TorchScript archive": judged below
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:  # weights_only refused a global: the file would run code when loaded
+        lines = str(exc).strip().splitlines()
+        hint = next((line.strip() for line in lines if "GLOBAL" in line or "Unsupported" in line), "")
+        hint = hint.split(" Please use", 1)[0].rstrip(".")  # not torch's advice on allowing the global
+        raise CheckpointError(f"{path}: not a plain weights file: torch.load(weights_only=True) refused it"
+                              f"{f' ({hint})' if hint else ''}, and it is not loaded any other way") from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
+        text = str(exc).strip()
+        if torchscript_ok and "TorchScript" in text:
+            return None
+        first = text.splitlines()[0] if text else type(exc).__name__
+        raise CheckpointError(f"{path}: not a readable torch weights file ({first[:200]})") from None
+
+
+def _read_meta(meta: Path) -> dict:
+    """A checkpoint's ``fusionrs_clip.json`` as a dict (a broken one is a :class:`CheckpointError` naming it)."""
+    try:
+        info = json.loads(meta.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"{meta}: not a readable JSON file ({why})") from None
+    if not isinstance(info, dict):
+        raise CheckpointError(f"{meta}: a JSON {type(info).__name__}, not an object")
+    return info
+
+
 def build_model(name: str, *, texts: Iterable[str] | None = None, image_size: int = 64,
                 pretrained: str | None = None, seed: int = 0) -> ClipAdapter:
     """Resolve a ``--model`` string to an adapter.
@@ -530,10 +599,18 @@ def build_model(name: str, *, texts: Iterable[str] | None = None, image_size: in
     path = Path(name)
     if path.is_dir():
         meta = path / "fusionrs_clip.json"
-        info = json.loads(meta.read_text()) if meta.is_file() else {}
+        info = _read_meta(meta) if meta.is_file() else {}
         if info.get("kind") == "open_clip":
+            if not isinstance(info.get("name"), str):
+                raise CheckpointError(f"{meta}: an open_clip checkpoint's fusionrs_clip.json names no model ('name')")
+            weights = path / "open_clip_model.pt"
+            state = load_weights(weights)  # before the model is built: a bad file fails in a second
             adapter = open_clip_model(info["name"], None)
-            adapter.model.load_state_dict(torch.load(path / "open_clip_model.pt", map_location="cpu"))
+            try:
+                adapter.model.load_state_dict(state)
+            except RuntimeError as exc:  # other keys or shapes: not this model's weights
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise CheckpointError(f"{weights}: not weights of open_clip model {info['name']!r} ({first})") from None
             adapter.pretrained = info.get("pretrained")
             return adapter
         if (path / "config.json").is_file():
@@ -593,7 +670,9 @@ def read_captions(repo: str, config: str, split: str = "train", limit: int = 50_
         if len(out) >= limit:
             break
     if not out:
-        raise ValueError(f"{repo}: config {config!r} split {split!r} has no captions to train a tokenizer on")
+        from .errors import NoTrainingDataError
+
+        raise NoTrainingDataError(f"{repo}: config {config!r} split {split!r} has no captions to train a tokenizer on")
     return out
 
 
@@ -992,6 +1071,10 @@ def train_clip(cfg: ClipTrainConfig, *, model: ClipAdapter | None = None,
     (``release``: ``checkpoint`` ``best`` or ``latest``, its epoch, step, validation loss and Mean R) and
     ``candidates`` (``release``) the two weights compared by validation Mean R.
 
+    One process: in one of several (torchrun's ``WORLD_SIZE > 1``, an initialised process group) it raises
+    :class:`fusionrs_hf.train.errors.DistributedRunError` before anything is read (no DDP here: each process
+    would train its own model on its share of the rows and score part of the split).
+
     Settings: :func:`resolve_config` (a bad preset/option combination raises :class:`PresetError`
     before anything is read). Missing splits (checked from the shard listing before anything is
     built or trained): the data config must have a train split. Evaluation runs on
@@ -1009,7 +1092,9 @@ def train_clip(cfg: ClipTrainConfig, *, model: ClipAdapter | None = None,
     from ..eval import DEFAULT_BATCH_SIZE, check_ties, evaluate_model, read_eval_rows, select
     from ..splits import MissingSplitError, repo_splits
     from ..storage import public_options
+    from .errors import refuse_distributed
 
+    refuse_distributed("train_clip")  # one process only: under torchrun each would train its own model
     cfg, overrides = resolve_config(cfg)
     recipe = get_recipe(cfg.recipe)
     config = cfg.config or recipe.config
@@ -1151,7 +1236,10 @@ def train_clip(cfg: ClipTrainConfig, *, model: ClipAdapter | None = None,
             if got_batch and epoch_end is not None and step < total:
                 epoch_end(epoch + 1)  # an epoch ended before the last step
         if not got_batch:
-            raise ValueError(f"{cfg.data}: config {config!r} train split gave no full batch of {cfg.batch_size}")
+            from .errors import NoTrainingDataError
+
+            raise NoTrainingDataError(f"{cfg.data}: config {config!r} train split gave no full batch of "
+                                      f"{cfg.batch_size}")
         epoch += 1
 
     result = None

@@ -609,9 +609,16 @@ def train_vlm(cfg: VLMTrainConfig, *, model=None, processor=None) -> dict:
     Other misses raise :class:`fusionrs_hf.splits.MissingSplitError`. An eval split that gives no
     sample for the setting/task (``default`` rows without an IR-aware caption give no B-iraware
     answer) is reported on stderr and leaves ``eval_samples`` 0, with no eval loss.
+
+    One process: in one of several (torchrun's ``WORLD_SIZE > 1``) it raises
+    :class:`fusionrs_hf.train.errors.DistributedRunError` before anything is read.
     """
     from ..storage import check_model, require
+    from .errors import refuse_distributed
 
+    # one process only: under torchrun on CPU every process trained the whole split on its own (the Trainer does
+    # not go distributed there) and all wrote the same adapter; a multi-process run is not tested here
+    refuse_distributed("train_vlm")
     for mod, why in (("transformers", "the Hugging Face Trainer"), ("peft", "LoRA"), ("accelerate", "the Trainer")):
         require(mod, extra="train", what=f"train_vlm ({why})", load=False)  # present? (imported below)
     from ..splits import repo_splits
@@ -685,7 +692,9 @@ def train_vlm(cfg: VLMTrainConfig, *, model=None, processor=None) -> dict:
     else:
         n = train_ds.count()
         if n == 0:
-            raise ValueError(f"{cfg.data}: config {cfg.config!r} gives no {cfg.setting} samples to train on")
+            from .errors import NoTrainingDataError
+
+            raise NoTrainingDataError(f"{cfg.data}: config {cfg.config!r} gives no {cfg.setting} samples to train on")
         max_steps = max(1, math.ceil(cfg.epochs * n / (per_step * world)))  # one step = per_step x world samples
     eval_samples: list[dict] = []
     if eval_config is not None:
