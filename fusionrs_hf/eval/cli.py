@@ -82,23 +82,12 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     add_storage_option_argument(p)
 
 
-PREFIX = "fusionrs eval: "
-"""What :func:`fusionrs_hf.cli.main` puts before every error line of this command (with ``error:``)."""
-
-
-def _without_prefix(message: str) -> str:
-    """``message`` without a leading ``fusionrs eval: ``: ``main`` adds the command's prefix to every error line,
-    and :func:`fusionrs_hf.eval.read_eval_rows` names the command in its missing-split message too
-    (``who="fusionrs eval"``), which printed it twice."""
-    return message[len(PREFIX):] if message.startswith(PREFIX) else message
-
-
 def _input_error(e: BaseException) -> str:
     """One line for an input the evaluation could not read: our own errors as they are (they name the sample,
     shard or repo), a library's with its type, which says what failed (``FileNotFoundError: ... PATH``)."""
     from ..train.errors import one_line
 
-    msg = _without_prefix(one_line(e))
+    msg = one_line(e)
     return msg if type(e).__module__.startswith("fusionrs_hf") else f"{type(e).__name__}: {msg}"
 
 
@@ -177,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
                            progress=not args.quiet and sys.stderr.isatty(), save_embeddings=args.save_embeddings,
                            storage_options=options)
     except (ProtocolError, MissingSplitError) as e:
-        raise CliError(_without_prefix(str(e))) from None
+        raise CliError(str(e)) from None
     except BrokenPipeError:
         raise
     except (OSError, DecodeError, ImageRefused) as e:

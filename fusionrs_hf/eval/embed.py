@@ -280,7 +280,8 @@ def embed_model(model, repo: str | os.PathLike, config: str, split: str, *, text
     image_processor = _image_processor(model)
     loader = make_dataloader(repo, config=config, split=split, batch_size=batch_size, num_workers=num_workers,
                              image_size=model.image_size, mean=tuple(model.mean), std=tuple(model.std),
-                             revision=revision, storage_options=storage_options, image_processor=image_processor)
+                             revision=revision, storage_options=storage_options, image_processor=image_processor,
+                             rank=0, world_size=1)  # the whole split, also when called inside a DDP job
     was_training = model.training
     model.eval()
     rgb, ir, text, ids = [], [], [], []

@@ -133,7 +133,7 @@ def read_eval_rows(repo: str | os.PathLike, config: str = "default", split: str 
     from ..torch import resolve_repo
 
     listing = repo_splits(repo, revision=revision, storage_options=storage_options)
-    listing.require(config, split, who="fusionrs eval")
+    listing.require(config, split)  # the CLI adds its own "fusionrs eval:" prefix
     fs, root = resolve_repo(repo, revision, storage_options)
     cols: dict[str, list] = {name: [] for name in ROW_COLUMNS}
     for rel in listing.files(config, split):
@@ -410,6 +410,8 @@ class EvalResult:
             for mod, v in zs["modalities"].items():
                 lines.append(f"{mod.upper():<8}" + "".join(f"{v[f'top{k}']:>9.2f}" for k in ks_zs)
                              + f"{v['mean_per_class_top1']:>23.2f}")
+            if zs.get("note"):
+                lines.append(f"note: {zs['note']}")
         for note in self.notes:
             lines.append(f"note: {note}")
         return "\n".join(lines)

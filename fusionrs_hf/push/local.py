@@ -23,6 +23,7 @@ from ..atomic import writer_alive
 from ..card import ShardInfo
 from ..card_assets import render_assets
 from ..layout import ShardName, list_shards
+from ..limits import refuse_big_row_groups
 from .plan import _CHUNK, _READ_TRIES, _TAIL, SNAPSHOT_ENV, LocalFile, LocalRepoError, logger
 
 
@@ -209,7 +210,10 @@ def rights_summary(files: Iterable[Path]) -> list[dict]:
     """Rows per (source, rights_code) over the given shards; reads only those two columns."""
     counts: Counter[tuple[str, str]] = Counter()
     for path in files:
-        t = pq.read_table(path, columns=["source", "rights_code"])
+        with open(path, "rb") as f:  # not read_table: the footer is judged first (a few KB can claim GBs)
+            pf = pq.ParquetFile(f, pre_buffer=False)
+            refuse_big_row_groups(pf.metadata, ["source", "rights_code"], str(path))
+            t = pf.read(columns=["source", "rights_code"], use_threads=False)
         for src, code in zip(t.column("source").to_pylist(), t.column("rights_code").to_pylist(), strict=True):
             counts[str(src), code if code is not None else "(none)"] += 1
     return [{"source": s, "rights_code": c, "rows": n} for (s, c), n in sorted(counts.items())]
