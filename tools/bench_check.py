@@ -142,7 +142,8 @@ absolute times are noisy; the ratios compare runs interleaved in one session).
   full / decode-once = {res['full_over_decode']:.2f}x. Full mode decodes each image once, in full, and derives
   size, channel spread and pHash from that decode: for RGB the release's own hash (a Lanczos resize of the
   full image to 32 px, about as costly as the decode itself), for IR the same recipe on the 64 px
-  reduction; it also SHA-256s the bytes and builds the leakage tables. (Until 2026-12-01 it hashed a
+  reduction; it also SHA-256s the bytes, builds the leakage tables and, for `pair_swapped`, a 32x32 edge
+  signature per image (~40 us) and one product of them per shard (1.26x without it). (Until 2026-12-01 it hashed a
   reduced-scale decode, 0.85x decode-once, but that hash differed from the release's by up to 4 bits,
   enough to report pairs at radius 4 that the authors did not group.)
 - full / fast = **{res['full_over_fast']:.1f}x** (target >= 10x: {ok1}). `--fast` reads footers and the small
