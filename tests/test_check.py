@@ -534,7 +534,7 @@ def test_two_ir_images_that_changed_places_are_found_by_their_edges(tmp_path):
 
 
 def test_edge_signatures_correlate_a_scene_with_its_infrared_rendering_only():
-    from fusionrs_hf.check import edge_signature, swapped_pairs
+    from fusionrs_hf.pairing import edge_signature, swapped_pairs
 
     rng = np.random.default_rng(0)
     scenes = [render_scene(rng, 64) for _ in range(6)]
