@@ -293,7 +293,7 @@ def _release_run(repo, tmp_path, monkeypatch, losses, mean_rs, **kw):
 
     monkeypatch.setattr(clip.Training, "val_loss", val_loss)
     monkeypatch.setattr(fusionrs_eval, "evaluate_model", evaluate_model)
-    monkeypatch.setattr(clip, "make_loader", make_loader)
+    monkeypatch.setattr(clip.loop, "make_loader", make_loader)  # where train_clip looks it up
     cfg = clip.ClipTrainConfig(data=str(repo), preset="rc4-release", config="default", model="tiny", image_size=32,
                                epochs=3, batch_size=8, val_batch_size=8, eval_split="test", out=str(tmp_path / "run"),
                                device="cpu", **kw)
