@@ -61,8 +61,10 @@ def test_remote_epoch_exactly_once_with_read_ahead(hub, sample_repo):
         if epoch == 0:  # the workers ask the Hub for nothing the plan knows: no repo info, no listing
             assert [r.path for r in hub.requests[planned:] if "/resolve/" not in r.path] == []
     stats = loader.dataset.read_stats()
-    # one range request per row group (its column chunks merged), nothing read outside them, no retries
-    assert stats["row_groups"] > 0 and stats["requests"] == stats["row_groups"]
+    # one range request per row group fetched (its column chunks merged), nothing read outside them, no
+    # retries; a row group the neighbouring worker had already fetched when this one wanted it is taken
+    # from it (``shared``, fusionrs_hf.torch.share) and costs no request: whether it was ready is timing
+    assert stats["row_groups"] > 0 and stats["requests"] == stats["row_groups"] - stats["shared"]
     assert stats["retries"] == 0 and stats["fallbacks"] == 0
     assert 1 <= stats["max_in_flight"] <= 2  # the default read_ahead
     ranged = [r for r in hub.requests if r.method == "GET" and "/resolve/" in r.path]
