@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import re
 
+from .errors import UnusableInputError
+
 DEFAULT_MAX_PIXELS = 50_000_000
 """Largest image (width x height) a build stores and a loader decodes: ~7,000² px, far above any FusionRS
 source. A header claiming more (a 65,535² JPEG is a few hundred bytes) is refused before any pixel is decoded:
@@ -67,14 +69,18 @@ EXTERNAL_DECODERS = ("EPS",)
 Ghostscript, which runs the PostScript it is given)."""
 
 
-def refuse_external_decoders() -> None:
+def refuse_external_decoders(worker_id: int | None = None) -> None:
     """Unregister PIL's openers of :data:`EXTERNAL_DECODERS` in this process (idempotent).
 
     Our own readers open images through :func:`open_image`, which names the formats it takes. Stock
     ``datasets`` decodes an ``Image`` feature with plain ``PIL.Image.open``, which tries every plugin PIL has:
     rows from ``fusionrs_hf.load`` or the loading script would run Ghostscript on EPS bytes stored as an image.
     Called by both before they hand out a dataset. The plugin module stays imported, so ``Image.init()`` does
-    not register it again; an application that wants EPS can ``Image.register_open`` it back."""
+    not register it again; an application that wants EPS can ``Image.register_open`` it back.
+
+    The change is this process's: a DataLoader worker started with ``spawn`` or ``forkserver`` (macOS, Windows,
+    Linux from Python 3.14) imports PIL afresh, so pass this function as ``worker_init_fn`` (it takes the
+    worker id DataLoader hands it)."""
     from PIL import EpsImagePlugin, Image  # noqa: F401 - imported first, so that init() finds it loaded
 
     for fmt in EXTERNAL_DECODERS:
@@ -168,8 +174,9 @@ def row_group_too_big(md, row_group: int, columns=None, limit: int | None = None
             f"{limit:,} (MAX_ROW_GROUP_BYTES); not read")
 
 
-class RowGroupTooBig(ValueError):
-    """A parquet file whose footer says a row group inflates past :data:`MAX_ROW_GROUP_BYTES` (one line, named)."""
+class RowGroupTooBig(UnusableInputError, ValueError):
+    """A parquet file whose footer says a row group inflates past :data:`MAX_ROW_GROUP_BYTES` (one line, named):
+    unusable input, exit 2 in every command."""
 
 
 def refuse_big_row_groups(md, columns=None, where: str = "parquet file") -> None:

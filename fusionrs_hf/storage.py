@@ -443,12 +443,18 @@ class Location:
                 kw["token"] = self.storage_options["token"]
             return (self.repo_id, config), kw
         data_files = self.shard_files(config, files, lay)
+        if not data_files:
+            from .errors import UnknownConfigError
+
+            raise UnknownConfigError(f"config {config!r} has no shards in {self.label}")
         if split is not None and split not in data_files:
             from .splits import MissingSplitError
 
             raise MissingSplitError(f"config {config!r} has no {split!r} split in {self.label} (its splits: "
                                     f"{', '.join(data_files) or 'none'})", repo=self.label, config=config,
                                     split=split, available=tuple(data_files))
+        if split is not None:  # only that split's shards: datasets would prepare (and read) every split given
+            data_files = {split: data_files[split]}
         kw = {"data_files": data_files}
         if self.storage_options:
             kw["storage_options"] = dict(self.storage_options)
@@ -557,23 +563,26 @@ def _userinfo_to_header(url: str, opts: dict) -> tuple[str, dict]:
     and the card and logs show it. Moved into a header, the password lives only in the options, which are
     registered as secrets and never written (see :mod:`fusionrs_hf.secrets`); the server sees the same request.
     """
-    scheme, rest = url.split("://", 1)
-    host_end = len(rest) if "/" not in rest else rest.index("/")
-    netloc = rest[:host_end]
-    if "@" not in netloc:
-        return url, opts
-    userinfo, host = netloc.rsplit("@", 1)
     import base64
+    from urllib.parse import urlsplit, urlunsplit
 
     from .secrets import register_secret
 
+    parts = urlsplit(url)  # the host ends at '/', '?' or '#': an '@' after it is no userinfo
+    if "@" not in parts.netloc:
+        return url, opts
+    userinfo, host = parts.netloc.rsplit("@", 1)
     user, _, password = userinfo.partition(":")
-    token = base64.b64encode(f"{unquote(user)}:{unquote(password)}".encode()).decode()
+    user, password = unquote(user), unquote(password)
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
     register_secret(token)
+    if password:  # a raw '@' in the password would otherwise cut register_url's mask short; a user name is no secret
+        for secret in (password, f"{user}:{password}", userinfo):
+            register_secret(secret)
     headers = dict(opts.get("headers") or {})
     if not any(k.lower() == "authorization" for k in headers):
         headers["Authorization"] = f"Basic {token}"
-    return f"{scheme}://{host}{rest[host_end:]}", {**opts, "headers": headers}
+    return urlunsplit(parts._replace(netloc=host)), {**opts, "headers": headers}
 
 
 def locate(repo_or_path, revision: str | None = None, storage_options: Mapping[str, Any] | None = None) -> Location:

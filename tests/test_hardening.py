@@ -463,8 +463,11 @@ def test_every_reader_of_a_shard_judges_its_row_groups_by_the_footer(sample_repo
     assert [f.shard for f in bad] == [rel] and "row group 0 is" in bad[0].message
     assert not [f for f in check_repo(str(repo), fast=True).findings if f.kind == "unreadable_shard"]  # no rgb read
     shard = _inflating_shard(repo, tmp_path, "sample_id")  # a column every one of them reads
-    with pytest.raises(limits.RowGroupTooBig, match=f"{rel}: row group 0 is"):
+    from fusionrs_hf.errors import UnusableInputError
+
+    with pytest.raises(limits.RowGroupTooBig, match=f"{rel}: row group 0 is") as e:
         read_eval_rows(str(repo), "nwpu", "train")
+    assert isinstance(e.value, UnusableInputError)  # exit 2 in every command
     import fsspec
 
     with pytest.raises(limits.RowGroupTooBig, match=f"{rel}: row group 0 is"):
@@ -622,6 +625,11 @@ def test_stock_decoding_never_hands_eps_to_ghostscript(script, sample_repo, tmp_
         for _ in ds:
             pass
     assert "Ghostscript" not in str(e.value)
+    Image.register_open("EPS", __import__("PIL.EpsImagePlugin").EpsImagePlugin.EpsImageFile)
+    from fusionrs_hf.limits import refuse_external_decoders
+
+    refuse_external_decoders(0)  # as a DataLoader worker_init_fn (a spawned worker imports PIL afresh)
+    assert "EPS" not in Image.OPEN
     b = script.FusionRS(config_name="nwpu", data_dir=str(repo), cache_dir=str(tmp_path / "cache"))
     with pytest.raises(ValueError, match=rf"{shard.name}: row 0 \(sample_id={sid!r}\) column 'rgb': not an image"):
         list(b.as_streaming_dataset("train"))

@@ -3,6 +3,7 @@ the installs (extras that never pull a torch; a missing optional package is one 
 
 from __future__ import annotations
 
+import base64
 import pickle
 import re
 import sys
@@ -248,8 +249,6 @@ def test_url_credentials_rule_and_scrubbing_edge_cases():
 def test_http_credentials_leave_the_url_for_a_header():
     """Every URL made from a location is written down by someone (datasets' download records for its Arrow
     cache, the card, logs): user:password in an http(s) URL becomes an Authorization header in the options."""
-    import base64
-
     from fusionrs_hf.secrets import scrub
 
     loc = locate("http://alice:s3cret%2FPW@127.0.0.1:8765/repo")
@@ -260,3 +259,26 @@ def test_http_credentials_leave_the_url_for_a_header():
     assert all("s3cret" not in f for v in loc.shard_files("iraware", files=["data/rs5m/train/iraware-main-00000.parquet"]).values() for f in v)
     mine = locate("https://bob:pw@host/x", storage_options={"headers": {"Authorization": "Bearer T", "X-A": "1"}})
     assert mine.url == "https://host/x" and mine.storage_options["headers"] == {"Authorization": "Bearer T", "X-A": "1"}
+    # the host ends at '/', '?' or '#': an '@' after it is no userinfo, and no header is sent anywhere else
+    assert locate("http://host?next=a@evil.example/x").url == "http://host?next=a@evil.example/x"
+    assert "headers" not in locate("http://host#a@evil.example").storage_options
+    raw = locate("http://alice:p@ss-word-12@[::1]:81/r")  # a raw '@' in the password, an IPv6 host
+    assert raw.url == "http://[::1]:81/r"
+    assert base64.b64decode(raw.storage_options["headers"]["Authorization"].split()[1]) == b"alice:p@ss-word-12"
+    assert "ss-word-12" not in scrub("http://alice:p@ss-word-12@[::1]:81/r and p@ss-word-12")
+
+
+def test_load_call_names_only_the_asked_split_and_a_config_without_shards_in_one_line(sample_repo, tmp_path):
+    """datasets prepares every split it is given (a non-streaming load of train read test too), and a config with
+    no shards at all would be its raw "Empty 'data_files'"."""
+    import shutil
+
+    from fusionrs_hf.errors import UnknownConfigError
+
+    _, kw = locate(sample_repo).load_call("rsicd", "train")
+    assert set(kw["data_files"]) == {"train"} and all("/train/" in f for f in kw["data_files"]["train"])
+    repo = tmp_path / "repo"
+    shutil.copytree(sample_repo, repo)
+    shutil.rmtree(repo / "data" / "rsicd")
+    with pytest.raises(UnknownConfigError, match=r"config 'rsicd' has no shards in"):
+        locate(repo).load_call("rsicd")
