@@ -659,7 +659,10 @@ def describe(target: str, storage_options: Mapping[str, Any] | None = None, revi
     if text.startswith("file://"):
         text = text[len("file://"):]
     elif "://" in text:
-        protocol, rest = text.split("://", 1)
+        protocol = text.split("://", 1)[0]
+        if protocol.lower() in ("http", "https"):  # a card's snippet never shows user:password
+            text, opts = _userinfo_to_header(text, opts)
+        rest = text.split("://", 1)[1]
         return Location("fsspec", text.rstrip("/"), rest.rstrip("/"), protocol, opts)
     if _HUB_ID_RE.match(text) and ".." not in text and not os.path.exists(text):
         return _hub(text, revision, opts)
