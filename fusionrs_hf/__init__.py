@@ -76,7 +76,10 @@ def _load(config: str, split: str | None, *, streaming: bool, repo: str | None, 
     if loc.kind != "fsspec":
         kw.setdefault("revision", revision)
     try:
-        return load_dataset(*args, split=split, streaming=streaming, **kw, **kwargs)
+        ds = load_dataset(*args, split=split, streaming=streaming, **kw, **kwargs)
+        if streaming and loc.kind == "local":
+            _split_sizes(ds, kw["data_files"], split)
+        return ds
     except ConnectionError as e:
         if not offline or isinstance(e, HubUnreachableError):
             raise
@@ -88,6 +91,20 @@ def _load(config: str, split: str | None, *, streaming: bool, repo: str | None, 
             f"set), so {hub_endpoint(loc.storage_options)} was not contacted; unset HF_HUB_OFFLINE, or use a local "
             "copy of the repo", repo=loc.repo_id or "", endpoint=hub_endpoint(loc.storage_options),
             offline=True) from None
+
+
+def _split_sizes(ds, data_files: dict[str, list[str]], split: str | None) -> None:
+    """``info.splits`` of a streamed local folder, from its shards' footers (a few KB each, local reads): the
+    ``parquet`` builder over named shards knows no sizes, and the card's ``dataset_info`` (which stock
+    ``load_dataset(folder)`` copies) is not read, since it may be older than the shards."""
+    import pyarrow.parquet as pq
+    from datasets import SplitDict, SplitInfo
+
+    sizes = SplitDict()
+    for name, files in data_files.items():
+        sizes.add(SplitInfo(name=name, num_examples=sum(pq.read_metadata(f).num_rows for f in files)))
+    for part in ([ds] if split is not None else list(ds.values())):
+        part.info.splits = sizes
 
 
 def _repo_configs(loc) -> tuple[str, ...]:

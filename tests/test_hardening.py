@@ -676,8 +676,10 @@ def test_load_reads_the_listed_shards_not_the_cards_patterns(sample_repo, tmp_pa
 
     outside_pats = [f for f in check_repo(str(repo), fast=True).findings if f.kind == "card_outside_repo"]
     assert {f.message.split("'")[1] for f in outside_pats} >= {"../outside/*.parquet", f"{outside}/*.parquet"}
-    ids = [r["sample_id"] for r in fusionrs_hf.load("default", "train", streaming=True, repo=str(repo))]
+    ds = fusionrs_hf.load("default", "train", streaming=True, repo=str(repo))
+    ids = [r["sample_id"] for r in ds]
     assert ids and not [i for i in ids if i.startswith("SECRET")]
+    assert ds.info.splits["train"].num_examples == len(ids)  # sizes from the shards, as the card would give them
     assert len(ids) == sum(pq.read_metadata(p).num_rows for p in (repo / "data").glob("*/train/*.parquet"))
     shard.unlink()
     shard.symlink_to(outside / "x.parquet")
