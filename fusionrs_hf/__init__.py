@@ -75,10 +75,12 @@ def _load(config: str, split: str | None, *, streaming: bool, repo: str | None, 
     args, kw = loc.load_call(config, split)
     if loc.kind != "fsspec":
         kw.setdefault("revision", revision)
+    sizes = _local_footers(loc.root, kw["data_files"]) if loc.kind == "local" else None
     try:
         ds = load_dataset(*args, split=split, streaming=streaming, **kw, **kwargs)
-        if streaming and loc.kind == "local":
-            _split_sizes(ds, kw["data_files"], split)
+        if streaming and sizes is not None:
+            for part in ([ds] if split is not None else list(ds.values())):
+                part.info.splits = sizes
         return ds
     except ConnectionError as e:
         if not offline or isinstance(e, HubUnreachableError):
@@ -93,18 +95,26 @@ def _load(config: str, split: str | None, *, streaming: bool, repo: str | None, 
             offline=True) from None
 
 
-def _split_sizes(ds, data_files: dict[str, list[str]], split: str | None) -> None:
-    """``info.splits`` of a streamed local folder, from its shards' footers (a few KB each, local reads): the
-    ``parquet`` builder over named shards knows no sizes, and the card's ``dataset_info`` (which stock
-    ``load_dataset(folder)`` copies) is not read, since it may be older than the shards."""
+def _local_footers(root: str, data_files: dict[str, list[str]]):
+    """One read of a local folder's shard footers (a few KB each) before `datasets` touches a page: every row
+    group is held to :data:`~fusionrs_hf.limits.MAX_ROW_GROUP_BYTES` (a non-streaming load inflates all of them
+    into its Arrow cache; a few KB of zstd can claim GBs), and the split sizes for ``info.splits`` of a streamed
+    load (the ``parquet`` builder over named shards knows none, and the card's ``dataset_info``, which stock
+    ``load_dataset(folder)`` copies, is not read, since it may be older than the shards)."""
     import pyarrow.parquet as pq
     from datasets import SplitDict, SplitInfo
 
+    from .limits import refuse_big_row_groups
+
     sizes = SplitDict()
     for name, files in data_files.items():
-        sizes.add(SplitInfo(name=name, num_examples=sum(pq.read_metadata(f).num_rows for f in files)))
-    for part in ([ds] if split is not None else list(ds.values())):
-        part.info.splits = sizes
+        rows = 0
+        for f in files:
+            md = pq.read_metadata(f)
+            refuse_big_row_groups(md, None, f"shard={os.path.relpath(f, root)}")
+            rows += md.num_rows
+        sizes.add(SplitInfo(name=name, num_examples=rows))
+    return sizes
 
 
 def _repo_configs(loc) -> tuple[str, ...]:

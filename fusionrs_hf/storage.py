@@ -462,29 +462,31 @@ class Location:
 
     def shard_files(self, config: str, files: Iterable[str] | None = None, lay=None) -> dict[str, list[str]]:
         """``{split: [shard path or URL, ...]}`` of a config here: each listed shard by name (see :meth:`load_call`)."""
-        from .layout import DEFAULT_LAYOUT, SPLITS, layout_for
+        from .layout import SPLITS
 
-        if lay is None:
-            lay = layout_for(self.fs(), self.root) if files is None else DEFAULT_LAYOUT
-        if files is None:
-            shards, _ = lay.list_shards(self.fs(), self.root)  # local: regular files inside the repo only
-            files = [s.path for s in shards]
-        files = list(files)
+        lay, files = self._listing(files, lay)
         base = self.root.rstrip("/") if self.kind == "local" else self.url.rstrip("/")
         out = {sp: [f"{base}/{p}" for p in lay.config_files(config, sp, files)] for sp in SPLITS}
         return {sp: v for sp, v in out.items() if v}
 
     def data_files(self, config: str, files: Iterable[str] | None = None, lay=None) -> dict[str, list[str]]:
         """``{split: [URL glob, ...]}`` of a config on this store (only patterns that match shards)."""
+        lay, files = self._listing(files, lay)
+        base = self.url.rstrip("/")
+        return {sp: [f"{base}/{p}" for p in pats] for sp, pats in lay.data_files(config, files).items()}
+
+    def _listing(self, files: Iterable[str] | None, lay) -> tuple:
+        """The layout and the repo-relative shard paths that :meth:`shard_files` and :meth:`data_files` work from:
+        as given (then nothing on the store is read), else from a listing (local: regular files inside the repo
+        only, see :meth:`fusionrs_hf.layout.Layout.list_shards`)."""
         from .layout import DEFAULT_LAYOUT, layout_for
 
-        if lay is None:  # with the files given, nothing on the store is read
+        if lay is None:
             lay = layout_for(self.fs(), self.root) if files is None else DEFAULT_LAYOUT
         if files is None:
             shards, _ = lay.list_shards(self.fs(), self.root)
             files = [s.path for s in shards]
-        base = self.url.rstrip("/")
-        return {sp: [f"{base}/{p}" for p in pats] for sp, pats in lay.data_files(config, list(files)).items()}
+        return lay, list(files)
 
     def load_snippet(self, config: str = "iraware", split: str = "train", *, files: Iterable[str] | None = None,
                      lay=None) -> str:

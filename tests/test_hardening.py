@@ -436,6 +436,10 @@ def test_a_row_group_that_inflates_past_the_limit_is_refused_from_its_footer(sam
     assert "more than the limit 33,554,432 (MAX_ROW_GROUP_BYTES)" in msg and size > 32 << 20
     with pytest.raises(DecodeError, match=f"shard=data/nwpu/train/{shard.name}: row group 0 is"):
         make_dataloader(str(repo), "nwpu", "train", batch_size=2, shuffle="global")  # before datasets' cache
+    import fusionrs_hf
+
+    with pytest.raises(limits.RowGroupTooBig, match=f"shard=data/nwpu/train/{shard.name}: row group 0 is"):
+        fusionrs_hf.load("nwpu", "train", repo=str(repo))  # the same rule for a stock non-streaming load
     monkeypatch.setattr(limits, "MAX_ROW_GROUP_BYTES", 1 << 30)
     assert sum(len(b["sample_id"]) for b in make_dataloader(str(repo), "nwpu", "train", batch_size=2)) > 0
 

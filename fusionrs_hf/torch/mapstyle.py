@@ -48,7 +48,7 @@ from ..decode import (
     decode_rgb,
     empty_images,
 )
-from ..limits import DEFAULT_MAX_PIXELS, ImageRefused, RowGroupTooBig, open_image, refuse_big_row_groups
+from ..limits import DEFAULT_MAX_PIXELS, ImageRefused, RowGroupTooBig, open_image
 from ..schema import IMAGE_FIELDS
 from ._common import ON_ERROR, logger
 from .batches import BatchAssembly, _image_value
@@ -171,9 +171,11 @@ class FusionRSMapDataset(Dataset):
         if dataset is None:
             from .. import load
 
-            _refuse_inflating_row_groups(repo_or_path, config, split, revision, storage_options)
-            dataset = load(config, split, streaming=False, repo=str(repo_or_path), revision=revision,
-                           storage_options=storage_options)
+            try:  # load() judges a local repo's footers before datasets prepares its Arrow cache
+                dataset = load(config, split, streaming=False, repo=str(repo_or_path), revision=revision,
+                               storage_options=storage_options)
+            except RowGroupTooBig as e:
+                raise DecodeError(str(e)) from None
         missing = [c for c in MAP_COLUMNS if c not in dataset.column_names]
         if missing:
             raise ValueError(f"not FusionRS rows: columns {', '.join(missing)} missing (has "
@@ -218,27 +220,6 @@ class FusionRSMapDataset(Dataset):
         """Every row's ``sample_id`` in index order (no image is read)."""
         ids = self.data.select_columns(["sample_id"]).with_format("arrow")[:]["sample_id"].to_pylist()
         return ids if self.positions is None else [ids[p] for p in self.positions]
-
-
-def _refuse_inflating_row_groups(repo, config: str, split: str, revision, storage_options) -> None:
-    """The streaming reader's row-group limit, before `datasets` prepares its Arrow cache from the shards (it
-    reads every column of every row group, and would inflate a few KB of zstd that claims GBs): a local repo's
-    footers are read here; a remote one is downloaded by `datasets` itself."""
-    import pyarrow.parquet as pq
-
-    from ..safepath import is_local_fs
-    from .plan import resolve_repo, split_files
-
-    fs, root = resolve_repo(repo, revision, storage_options)
-    if not is_local_fs(fs):
-        return
-    for rel in split_files(fs, root, config, split):  # the shards `load` will name (see Location.load_call)
-        with fs.open(f"{root}/{rel}", "rb") as f:
-            md = pq.ParquetFile(f).metadata
-        try:
-            refuse_big_row_groups(md, None, f"shard={rel}")
-        except RowGroupTooBig as e:
-            raise DecodeError(str(e)) from None
 
 
 def _row(r: dict) -> dict:
