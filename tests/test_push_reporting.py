@@ -152,6 +152,55 @@ def test_resume_reports_bytes_sent_apart_from_objects_the_remote_had(hub, env, s
     assert len(lines) == 2 and "already on the remote" in lines[0], second.stderr  # the re-sent batch
 
 
+def test_objects_uploaded_before_a_crash_are_not_offered_again(hub, sample_repo, tmp_path, monkeypatch):
+    """The re-run asks the LFS store which objects it holds and commits those as pointers: they are not
+    handed to ``preupload_lfs_files`` (no upload-mode request, no second batch request, no PUT). In process,
+    to see exactly what the real client is handed."""
+    from huggingface_hub import HfApi, HfFileSystem, constants
+
+    from fusionrs_hf.push import PushError, push_repo
+
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)  # the server offers LFS, not xet
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # tests run offline; this one talks to the server
+    monkeypatch.setenv("FUSIONRS_PUSH_TMPDIR", str(tmp_path))
+    repo = "me/offered"
+    offered: list[str] = []
+    real = HfApi.preupload_lfs_files
+
+    def spy(self, repo_id, additions, **kw):
+        additions = list(additions)
+        offered.extend(op.path_in_repo for op in additions if not op._is_uploaded)
+        return real(self, repo_id, additions=additions, **kw)
+
+    monkeypatch.setattr(HfApi, "preupload_lfs_files", spy)
+
+    def push():
+        return push_repo(sample_repo, repo, api=HfApi(endpoint=hub.url), max_files_per_commit=10,
+                         hub_fs=HfFileSystem(endpoint=hub.url, skip_instance_cache=True))
+
+    failed = hub.inject(500, method="POST", path=rf"^/api/datasets/{repo}/commit/", skip=1, times=1)
+    with pytest.raises(PushError) as crash:
+        push()
+    hub.clear_faults()
+    assert failed.hits == 1, crash.value
+    committed = {p for p in hub.files(repo) if p.endswith(".parquet")}
+    first = list(offered)
+    orphans = set(first[10:20])  # the second commit's files: uploaded, never committed
+    assert len(committed) == 10 and hub.lfs_objects(repo) == 20 and not orphans & committed
+
+    offered.clear()
+    hub.reset_log()
+    res = push()
+    assert res.ok and set(res.plan.unchanged) == committed
+    assert not orphans & set(offered), sorted(orphans & set(offered))
+    shards = {p for p in offered if p.endswith(".parquet")}
+    every = {p.relative_to(sample_repo).as_posix() for p in (sample_repo / "data").rglob("*.parquet")}
+    assert shards == every - committed - orphans and len(shards) == 7
+    assert len(_puts(hub, repo)) == 7 + 2  # the seven missing shards and the card's two pictures
+    remote = hub.files(repo)
+    assert all(remote[p] == (sample_repo / p).read_bytes() for p in orphans)  # committed, and the bytes right
+
+
 def test_a_double_that_cannot_tell_is_reported_as_committed(sample_repo, tmp_path, monkeypatch, capsys):
     from fusionrs_hf import push as push_mod
     from fusionrs_hf.cli import main

@@ -280,16 +280,26 @@ class _HubTarget:
                 snaps.append(f)
             sent = {f.relpath: (f.size, f.sha256, f.blob_id) for f in snaps}
             stored = self._stored(ops)  # before the upload: afterwards the store holds them all
-            for g in range(0, len(ops), UPLOAD_GROUP):
-                group = ops[g:g + UPLOAD_GROUP]
-                self.api.preupload_lfs_files(self.repo_id, additions=group, repo_type="dataset",
+            todo = []
+            for op, f in zip(ops, snaps, strict=True):
+                if stored.get(op.path_in_repo) and op.upload_info.size:
+                    _mark_on_store(op)  # an interrupted push's object: the commit only names its digest
+                    sender.snapshot.drop(f.path)
+                    done += 1
+                    bar.update(f.size)
+                else:
+                    todo.append((op, f))
+            for g in range(0, len(todo), UPLOAD_GROUP):
+                group = todo[g:g + UPLOAD_GROUP]
+                self.api.preupload_lfs_files(self.repo_id, additions=[op for op, _ in group], repo_type="dataset",
                                              revision=self.revision)
-                for op, f in zip(group, snaps[g:g + UPLOAD_GROUP], strict=True):
+                for op, f in group:
                     if getattr(op, "_upload_mode", None) == "lfs" and getattr(op, "_is_uploaded", False):
                         sender.snapshot.drop(f.path)  # on the LFS store: the commit only names its digest
                 done += len(group)
-                bar.update(sum(f.size for f in snaps[g:g + UPLOAD_GROUP]))
+                bar.update(sum(f.size for _, f in group))
                 bar.set_description(f"push {done}/{plan.upload_files} files")
+            bar.set_description(f"push {done}/{plan.upload_files} files")
             if last:
                 if plan.sources != "unchanged":  # the repo's own sources, declared beside the card
                     ops.append(CommitOperationAdd(path_in_repo=REGISTRY_FILE, path_or_fileobj=plan.sources_bytes))
@@ -331,6 +341,18 @@ class _HubTarget:
                 bar.update(len(plan.readme_bytes))
                 bar.set_description(f"push {done}/{plan.upload_files} files")
         return commits
+
+
+def _mark_on_store(op) -> None:
+    """Commit ``op`` as a pointer to an object the repo's LFS store already holds (:meth:`_HubTarget._stored`
+    said so, by its SHA-256 and size), without offering it to ``preupload_lfs_files`` again.
+
+    These are the fields ``preupload_lfs_files`` itself sets on an addition it has uploaded (huggingface_hub
+    has no public way to say "this one is on the store"); ``create_commit`` then names it as an ``lfsFile``
+    and the server refuses the commit if the object were missing, so a wrong answer cannot commit a gap."""
+    op._upload_mode = "lfs"
+    op._should_ignore = False
+    op._is_uploaded = True
 
 
 def _is_unreachable(e: BaseException) -> bool:
