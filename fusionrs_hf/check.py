@@ -224,15 +224,14 @@ class ImageStats:
     """:func:`~fusionrs_hf.pairing.edge_signature` of the image (its structure, for ``pair_swapped``)."""
 
 
-def inspect_image(data: bytes, exact_phash: bool = True) -> ImageStats:
+def inspect_image(data: bytes) -> ImageStats:
     """Decode once and derive size, channel spread and pHash from that one decode.
 
-    The decode is a full one, not libjpeg's reduced-scale one. With ``exact_phash`` (the RGB column) the
-    pHash is the authors' own (:mod:`fusionrs_hf.phash`), which resizes the full image: a hash of a reduced
-    decode moves by a few bits, enough to flag pairs at radius 4 that the release did not group. The
-    authors hash RGB only; the IR column's near-duplicate rule is ours, and its hash runs the same recipe
-    on the 64 px reduction the spread is measured on (IR hashes are only compared with IR hashes), which
-    spares a full-size Lanczos resize per row. Raises on undecodable bytes.
+    The decode is a full one, not libjpeg's reduced-scale one, and the pHash is the authors' own
+    (:mod:`fusionrs_hf.phash`), which resizes the full image: a hash of a reduced decode moves by a few bits,
+    enough to flag pairs at radius 4 that the release did not group. Both columns: the release's split
+    (``dataset/configs/split_v3.json``, ``joint_grouping``) groups RGB images and infrared-style images alike
+    by pHash64 within Hamming distance 4. Raises on undecodable bytes.
     """
     from PIL import Image
 
@@ -240,7 +239,7 @@ def inspect_image(data: bytes, exact_phash: bool = True) -> ImageStats:
     with im:
         size = im.size
         im.load()
-        ph = phash(im) if exact_phash else None
+        ph = phash(im)
         rgb = im if im.mode == "RGB" else im.convert("RGB")
         k = min(size) // STAT_SIZE
         if k > 1:  # box-average by an integer factor first: a fraction of the cost of a BOX resize
@@ -250,7 +249,7 @@ def inspect_image(data: bytes, exact_phash: bool = True) -> ImageStats:
     a = np.asarray(rgb)
     r, g, b = a[..., 0], a[..., 1], a[..., 2]
     spread = float(np.mean(np.maximum(np.maximum(r, g), b) - np.minimum(np.minimum(r, g), b)))
-    return ImageStats(size, spread, ph if ph is not None else phash(rgb), edge_signature(a))
+    return ImageStats(size, spread, ph, edge_signature(a))
 
 
 def _sha_parts(hexdigest: str) -> tuple[int, int]:
@@ -483,7 +482,7 @@ def _check_batch(batch: pa.RecordBatch, res: _ShardResult, task: _Task, add, col
                     add("sha256_mismatch", f"{col}_sha256 is {want[:12]}... but the bytes hash to {sha[:12]}...",
                         row, sid)
                 try:
-                    stats[col] = inspect_image(raw, exact_phash=col == "rgb")
+                    stats[col] = inspect_image(raw)
                 except Exception as e:  # noqa: BLE001 - PIL raises many types for bad data
                     add("undecodable_image", f"{col} does not decode: {type(e).__name__}: {str(e)[:200]}", row, sid)
                     continue

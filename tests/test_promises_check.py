@@ -329,8 +329,8 @@ def test_the_phash_of_a_large_jpeg_is_the_releases():
     """The release's phash64 (audit_fusionrs_dedup.py): the full decode, convert("L"), a Lanczos resize to
     32x32, the DCT's 8x8 corner, bits above the median of the 63 AC terms. Written here from that
     definition; a reduced-scale decode (libjpeg's 1/8) gives another hash, so the test can tell them apart.
-    The spread is measured on the full decode box-reduced to 64 px. (The IR column's hash, a rule of ours,
-    runs the same recipe on that reduction.)"""
+    The spread is measured on the full decode box-reduced to 64 px. The IR column is hashed the same way (the
+    release's split groups infrared-style images by pHash64 within radius 4 too, split_v3.json)."""
     from fusionrs_hf.scenes import render_scene
 
     def release_phash(im):
@@ -350,8 +350,6 @@ def test_the_phash_of_a_large_jpeg_is_the_releases():
             hashes[seed] = (want, release_phash(im))
         st = check_mod.inspect_image(data)
         assert st.phash == want, seed
-        small = Image.open(io.BytesIO(data)).convert("RGB").reduce(8)
-        assert check_mod.inspect_image(data, exact_phash=False).phash == release_phash(small)
         full = np.asarray(Image.open(io.BytesIO(data)).convert("RGB").reduce(8))  # 8x8 box means: 64 px
         assert st.size == (512, 512) and st.spread == float(np.mean(full.max(axis=2) - full.min(axis=2)))
     assert any(a != b for a, b in hashes.values())  # a reduced decode would have hashed differently
@@ -362,19 +360,34 @@ def test_the_phash_of_a_large_jpeg_is_the_releases():
     assert check_mod.inspect_image(_png(dot)).phash == release_phash(Image.fromarray(dot))
 
 
-def test_check_hashes_rgb_the_releases_way_and_ir_on_the_reduction(repo, monkeypatch):
-    """The full check asks for the exact (release) hash of every RGB image and the reduced one of every IR."""
-    calls = []
-    real = check_mod.inspect_image
+def test_check_hashes_both_columns_the_releases_way(tmp_path, monkeypatch):
+    """The release's split groups RGB and infrared-style images alike by pHash64 within radius 4
+    (split_v3.json ``joint_grouping``): the full check hashes every RGB and every IR image on its full decode
+    (the release's recipe), never on a reduction, which moves the hash by a few bits."""
+    sizes = []
+    real = check_mod.phash
 
-    def spy(data, exact_phash=True):
-        calls.append(exact_phash)
-        return real(data, exact_phash)
+    def spy(im):
+        sizes.append(im.size)
+        return real(im)
 
-    monkeypatch.setattr(check_mod, "inspect_image", spy)
+    repo = make_sample_repo(tmp_path / "r", counts={"train": 2, "validation": 1, "test": 1}, size=160)
+    monkeypatch.setattr(check_mod, "phash", spy)
     rep = check_repo(str(repo), workers=1)
-    assert rep.ok and calls and calls.count(True) == calls.count(False) == len(calls) // 2
-    assert calls[0::2] == [True] * (len(calls) // 2)  # rgb first in every row
+    full = _image_sizes(repo)
+    assert min(min(wh) for wh in full) > check_mod.STAT_SIZE  # larger than the spread's reduction
+    assert rep.ok and sorted(sizes) == sorted(full), (sorted(set(sizes)), sorted(set(full)))
+
+
+def _image_sizes(repo: Path) -> list[tuple[int, int]]:
+    out = []
+    for p in sorted((repo / "data").rglob("*.parquet")):
+        t = pq.read_table(p, columns=["rgb", "ir"])
+        for col in ("rgb", "ir"):
+            for b in t.column(col).combine_chunks().field("bytes").to_pylist():
+                with Image.open(io.BytesIO(b)) as im:
+                    out.append(im.size)
+    return out
 
 
 def test_cli_release_checks_and_max_print(leaky, capsys):
