@@ -51,21 +51,29 @@ class Source:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
 
+# Terms as the release's rights audit states them (``dataset/licenses/sources.json``, checked 2026-07-27,
+# "research_audit_not_legal_advice"): what was and was not located, never more.
 FUSIONRS_SOURCES: tuple[Source, ...] = (
     Source("RS5M", "RS5M (image–text pairs filtered from LAION2B-en, COYO-700M, DataComp and RS datasets)",
-           "Item-level rights are unconfirmed for web-crawled images; research use, check each item's origin.",
+           "Item-level rights are unconfirmed: the repository's MIT licence covers its software, not the collected "
+           "web images or captions; check each item's origin.",
            "rs5m-item-rights-unconfirmed", release="rc4-20260727"),
     Source("SkyScript", "SkyScript (Google Earth Engine imagery: NAIP, Sentinel-2, others; OSM-derived captions)",
-           "Rights depend on the imagery product (e.g. NAIP is public domain); see `rights_code`.",
+           "Image terms depend on the imagery product (e.g. NAIP public domain, SWISSIMAGE and Sentinel-2 with a "
+           "source notice, several CC BY 4.0; see `rights_code`); captions derive from OpenStreetMap tags under "
+           "ODbL 1.0 (attribution and share-alike).",
            release="rc4-20260727"),
     Source("NWPU", "NWPU-Captions over NWPU-RESISC45 (Google Earth imagery)",
-           "Academic research use under the upstream terms of NWPU-RESISC45 / NWPU-Captions.",
+           "Base images CC BY-NC 4.0 (non-commercial, with attribution and change marking); no licence was "
+           "located for the NWPU-Captions text.",
            "nwpu-captions-text-unlicensed", release="rc4-20260727"),
     Source("RSICD", "RSICD (Google Earth, Baidu Map, MapABC, Tianditu imagery)",
-           "Academic research use under the upstream RSICD terms.", "rsicd-redistribution-license-not-located",
+           "No explicit redistribution or derivative-work licence was located; the upstream README names "
+           "third-party imagery sources.", "rsicd-redistribution-license-not-located",
            release="rc4-20260727"),
-    Source("RSITMD", "RSITMD (fine-grained RS image–text matching)", "Academic research use under the upstream "
-           "RSITMD terms.", "rsitmd-redistribution-license-not-located", release="rc4-20260727"),
+    Source("RSITMD", "RSITMD (fine-grained RS image–text matching)", "Access and download are permitted; no "
+           "explicit redistribution or derivative-work licence was located.",
+           "rsitmd-redistribution-license-not-located", release="rc4-20260727"),
 )
 assert tuple(s.name for s in FUSIONRS_SOURCES) == SOURCES
 
