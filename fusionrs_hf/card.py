@@ -50,11 +50,17 @@ PAPER_COUNTS = {  # the paper's tables; the authors' release rc4 differs (fusion
 }
 """The paper's per-source figures, shown in the card for comparison only; counts always come from the shards."""
 
-CITATION = """@article{fusionrs2026,
-  title   = {FusionRS: A Large-Scale RGB--Infrared Remote Sensing Dataset for Dual-Modal
-             Vision--Language Foundation Models},
-  author  = {{FusionRS Authors}},
-  year    = {2026}
+# From the release's own CITATION.cff (frozy129/FusionRS: type dataset, version rc4, date-released
+# 2026-07-27, its eleven authors in its order); @misc, as the paper's venue is not stated there.
+CITATION = r"""@misc{fusionrs2026,
+  title        = {FusionRS: A Large-Scale RGB--Infrared Remote Sensing Dataset for Dual-Modal
+                  Vision--Language Foundation Models},
+  author       = {Han, Jiaju and Zhang, Ben and Sun, Xuemeng and Zhang, Qike and Dong, Yuxian and
+                  Lu, Dingyi and Hu, Chengyin and Yang, Luwei and Zhang, Fengyu and Wei, Yiwei and
+                  Guo, Jiujiang},
+  year         = {2026},
+  note         = {Dataset, release rc4 (2026-07-27)},
+  howpublished = {\url{https://github.com/frozy129/FusionRS}}
 }"""
 
 

@@ -267,11 +267,15 @@ REGISTRY = json.loads(
 )
 # END REGISTRY
 
-_CITATION = """@article{fusionrs2026,
-  title  = {FusionRS: A Large-Scale RGB--Infrared Remote Sensing Dataset for Dual-Modal
-            Vision--Language Foundation Models},
-  author = {{FusionRS Authors}},
-  year   = {2026}
+_CITATION = r"""@misc{fusionrs2026,
+  title        = {FusionRS: A Large-Scale RGB--Infrared Remote Sensing Dataset for Dual-Modal
+                  Vision--Language Foundation Models},
+  author       = {Han, Jiaju and Zhang, Ben and Sun, Xuemeng and Zhang, Qike and Dong, Yuxian and
+                  Lu, Dingyi and Hu, Chengyin and Yang, Luwei and Zhang, Fengyu and Wei, Yiwei and
+                  Guo, Jiujiang},
+  year         = {2026},
+  note         = {Dataset, release rc4 (2026-07-27)},
+  howpublished = {\url{https://github.com/frozy129/FusionRS}}
 }"""
 _DESCRIPTION = (
     "FusionRS: RGB remote-sensing images from RS5M, SkyScript, NWPU, RSICD and RSITMD paired with "

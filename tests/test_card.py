@@ -116,3 +116,22 @@ def test_card_cli_help_names_the_options():
     assert res.returncode == 0
     for word in ("--repo-id", "--sample", "--no-sample", "--storage-option", "assets/", "keep"):
         assert word in res.stdout, word
+
+
+def test_citation_is_the_releases_everywhere():
+    """README, the card and the standalone loading script cite the release as its CITATION.cff does (its
+    eleven authors in order, version rc4, 2026-07-27), with one text."""
+    import re
+    from pathlib import Path
+
+    from fusionrs_hf.card import CITATION
+
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    script = (root / "loading_script" / "fusionrs.py").read_text()
+    assert f"```bibtex\n{CITATION}\n```" in readme
+    assert f'_CITATION = r"""{CITATION}"""' in script
+    authors = re.split(r"\s+and\s+", re.search(r"author\s*=\s*\{(.*?)\},\n", CITATION, re.S)[1])
+    assert [a.split(",")[0].strip() for a in authors] == [
+        "Han", "Zhang", "Sun", "Zhang", "Dong", "Lu", "Hu", "Yang", "Zhang", "Wei", "Guo"]
+    assert "rc4 (2026-07-27)" in CITATION
