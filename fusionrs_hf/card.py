@@ -342,8 +342,8 @@ Every config has the splits `train`, `validation` and `test` where it has rows. 
 
 The authors publish a rights-cleared **index** (release `rc4-20260727`): ids, locators, splits, joint
 groups, evaluation and training flags and the DiffV2IR output key of each record. It holds no image
-bytes, no captions and no per-image hashes; users rebuild the triplets from their own copies of the
-sources. {release_note(report)}
+bytes, no source captions and no per-image hashes (the IR-aware captions come as a manifest of their own
+with the FusionRS-CLIP model release); users rebuild the triplets from their own copies of the sources. {release_note(report)}
 
 The release rc4-20260727 (600,000 records; 579,992 train rows with a usable caption; 9,538 / 9,553
 evaluation representatives in validation / test; IR-aware captions for train only):

@@ -9,13 +9,14 @@ cleaning, no class-name fallback; --caption-policy paper for the paper's rules) 
 caption, and writes the shard layout with its README card.
 
 Example:
-  fusionrs build --index fusionrs_index_rc4.jsonl.gz \\
+  fusionrs build --index fusionrs_public_index_v3_rc4_20260727.jsonl.gz \\
       --source-root NWPU=/data/NWPU-RESISC45 --source-root RSICD=/data/RSICD \\
       --source-root RSITMD=/data/RSITMD --source-root RS5M=/data/rs5m --source-root SkyScript=/data/skyscript \\
       --ir-root /data/diffv2ir_out \\
       --captions RSICD=/data/RSICD/dataset_rsicd.json RSITMD=/data/RSITMD/dataset_RSITMD.json \\
                  /data/NWPU-Captions/dataset_nwpu.json /data/rs5m_captions.parquet \\
-      --iraware /data/fusionrs_iraware_strict_v3.jsonl --out ./fusionrs --workers 8
+                 /data/skyscript_captions.parquet \\
+      --iraware iraware_strict_v3_45913.jsonl.gz --out ./fusionrs --workers 8
 
   fusionrs build --from-folder ./my_tiles --source SkyScript --out ./fusionrs   # your own images
 
