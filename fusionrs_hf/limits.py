@@ -17,25 +17,48 @@ MAX_JPEG_SCANS = 100
 """Most scans a progressive JPEG may have (a standard one has about 10). Each scan refines every pixel again,
 so a few KB of repeated scans in an ordinary-sized file cost minutes of decoding; more are refused unread."""
 
-_PROGRESSIVE_SOF = re.compile(rb"\xff[\xc2\xc6\xca\xce]")
+_SOF = frozenset((0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF))
+"""Frame header markers (SOF0-SOF15 less DHT C4, JPG C8 and DAC CC)."""
+_PROGRESSIVE = frozenset((0xC2, 0xC6, 0xCA, 0xCE))
 """Frame headers of the progressive JPEG processes (SOF2, SOF6, SOF10, SOF14)."""
 
 
 def jpeg_scans(data: bytes | memoryview) -> int:
     """Start-of-scan markers of a progressive JPEG (0 for a baseline one, which is decoded in one pass).
 
-    About 1 us for the common case: the frame header comes before the first scan, in the first KB or two;
-    only a progressive file is searched whole (entropy-coded data stuffs every 0xFF, so FF DA is always a
-    marker). A header longer than 2 KB (EXIF, ICC) is searched whole too."""
-    head = bytes(data[:2048])
-    first = head.find(b"\xff\xda")
-    if first < 0 and len(data) > len(head):
-        head = bytes(data)
-        first = head.find(b"\xff\xda")
-    if not _PROGRESSIVE_SOF.search(head, 0, first if first >= 0 else len(head)):
+    The header is walked segment by segment, by each segment's length, up to the first scan, as libjpeg
+    reads it (bytes between segments are skipped to the next 0xFF, as libjpeg skips them with a warning): a
+    comment or APP segment whose payload holds the bytes FF DA or FF C2 cannot pass for a scan or a frame
+    header. From the first scan on, every FF DA is counted; entropy-coded data stuffs every 0xFF, so each is
+    a real marker (one inside a later segment's payload only counts against the file). A few us for an
+    ordinary file: a handful of segments, then (baseline) no search at all."""
+    b = data if isinstance(data, bytes) else memoryview(data).cast("B")  # no copy of an Arrow cell
+    n = len(b)
+    if n < 4 or b[0] != 0xFF or b[1] != 0xD8:
         return 0
-    whole = head if len(head) == len(data) else bytes(data)
-    return whole.count(b"\xff\xda")
+    i, progressive = 2, False
+    while i + 1 < n:
+        if b[i] != 0xFF:  # not at a marker: libjpeg skips to the next one
+            b = b if isinstance(b, bytes) else bytes(b)  # rare: a copy is fine here
+            i = b.find(b"\xff", i)
+            if i < 0:
+                return 0
+            continue
+        marker = b[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker == 0xD8 or marker == 0x01 or 0xD0 <= marker <= 0xD7:  # no length field
+            i += 2
+            continue
+        if marker == 0xD9 or i + 3 >= n:  # the image ended before any scan
+            return 0
+        if marker in _SOF:
+            progressive = progressive or marker in _PROGRESSIVE
+        elif marker == 0xDA:
+            return bytes(b[i:]).count(b"\xff\xda") if progressive else 0
+        i += 2 + ((b[i + 2] << 8) | b[i + 3])
+    return 0
 
 
 def too_many_scans(scans: int) -> str:

@@ -320,11 +320,40 @@ def refuse_external_decoders() -> None:
             Image.ID.remove(fmt)
 
 
+def _jpeg_scans(b: bytes) -> int:
+    """``fusionrs_hf.limits.jpeg_scans`` restated: scans of a progressive JPEG (0 for baseline), its header
+    walked segment by segment as libjpeg reads it, so a comment holding FF DA cannot hide the frame header."""
+    n = len(b)
+    if n < 4 or b[0] != 0xFF or b[1] != 0xD8:
+        return 0
+    i, progressive = 2, False
+    while i + 1 < n:
+        if b[i] != 0xFF:
+            i = b.find(b"\xff", i)
+            if i < 0:
+                return 0
+            continue
+        marker = b[i + 1]
+        if marker == 0xFF:
+            i += 1
+            continue
+        if marker == 0xD8 or marker == 0x01 or 0xD0 <= marker <= 0xD7:
+            i += 2
+            continue
+        if marker == 0xD9 or i + 3 >= n:
+            return 0
+        if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
+            progressive = progressive or marker in (0xC2, 0xC6, 0xCA, 0xCE)
+        elif marker == 0xDA:
+            return b[i:].count(b"\xff\xda") if progressive else 0
+        i += 2 + ((b[i + 2] << 8) | b[i + 3])
+    return 0
+
+
 def image_problem(data) -> str | None:
     """Why ``fusionrs_hf.limits.open_image`` would refuse these image bytes (None: it would open them): the header
     only, no pixel decoded; ``jpeg_scans`` and the pixel rule restated (this file stands alone)."""
     import io
-    import re
     import warnings
 
     from PIL import Image
@@ -333,14 +362,9 @@ def image_problem(data) -> str | None:
         return None
     data = bytes(data)
     if data[:3] == b"\xff\xd8\xff":
-        head = data[:2048]
-        first = head.find(b"\xff\xda")
-        if first < 0 and len(data) > len(head):
-            head, first = data, data.find(b"\xff\xda")
-        if re.search(rb"\xff[\xc2\xc6\xca\xce]", head[: first if first >= 0 else len(head)]):
-            scans = data.count(b"\xff\xda")
-            if scans > LIMITS["max_jpeg_scans"]:
-                return f"progressive JPEG of {scans:,} scans, more than the limit {LIMITS['max_jpeg_scans']}"
+        scans = _jpeg_scans(data)
+        if scans > LIMITS["max_jpeg_scans"]:
+            return f"progressive JPEG of {scans:,} scans, more than the limit {LIMITS['max_jpeg_scans']}"
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)

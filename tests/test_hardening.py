@@ -689,3 +689,67 @@ def test_load_reads_the_listed_shards_not_the_cards_patterns(sample_repo, tmp_pa
     shard.symlink_to(outside / "x.parquet")
     with pytest.raises(Exception, match="outside the repo"):
         fusionrs_hf.load("rsicd", "train", streaming=True, repo=str(repo))
+
+
+def _progressive(size: int = 64) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (size, size), (90, 120, 60)).save(buf, format="JPEG", quality=90, progressive=True)
+    return buf.getvalue()
+
+
+def _hidden_scan_bombs() -> dict[str, bytes]:
+    """Progressive JPEGs of 160 scans whose header hides the frame: a comment or APP segment holding the bytes
+    FF DA (a scan marker to a byte search) before SOF2, garbage between segments (libjpeg skips it), fill
+    bytes before a marker."""
+    good = _progressive()
+    scan = good[good.rindex(b"\xff\xda"):-2]
+    body = good[2:-2] + scan * 150 + b"\xff\xd9"
+    com = b"\xff\xfe\x00\x06\xff\xda\xff\xda"
+    app = b"\xff\xe1\x00\x08\xff\xda\xff\xc0\x00\x00"
+    app0 = 2 + int.from_bytes(body[2:4], "big")  # the JFIF segment: garbage after it, which libjpeg skips
+    return {"comment": b"\xff\xd8" + com + body, "app": b"\xff\xd8" + app + body,
+            "garbage": b"\xff\xd8" + body[:app0] + b"\x00garbage\x01" + body[app0:], "fill": b"\xff\xd8\xff\xff\xff" + body[1:],
+            "plain": b"\xff\xd8" + body}
+
+
+@pytest.mark.parametrize("kind", ["comment", "app", "garbage", "fill", "plain"])
+def test_a_scan_bomb_cannot_hide_its_frame_header(kind, script):
+    """Before, the scan limit looked for a progressive frame header only before the first FF DA bytes, so a
+    comment holding them made a 2,000-scan file pass as baseline (20 s to decode 165 KB). The header is now
+    walked by segment lengths, as libjpeg reads it; the loading script's restated copy agrees."""
+    from fusionrs_hf.check import inspect_image
+    from fusionrs_hf.decode import DecodeError, decode_rgb
+    from fusionrs_hf.limits import MAX_JPEG_SCANS, jpeg_scans
+
+    bomb = _hidden_scan_bombs()[kind]
+    assert jpeg_scans(bomb) > MAX_JPEG_SCANS and jpeg_scans(memoryview(bomb)) == jpeg_scans(bomb)
+    for backend in ("auto", "pil"):
+        with pytest.raises(DecodeError, match="scans, more than the limit 100"):
+            decode_rgb(bomb, 64, backend=backend)
+    with pytest.raises(ValueError, match="scans, more than the limit 100"):
+        inspect_image(bomb)
+    assert "scans, more than the limit 100" in script.image_problem(bomb)
+
+
+def test_scan_counts_agree_between_the_library_and_the_loading_script(script):
+    """One rule, two copies (the loading script stands alone): the same count on ordinary, progressive,
+    truncated and odd files."""
+    import io
+
+    from PIL import Image
+
+    from fusionrs_hf.limits import jpeg_scans
+
+    good = _progressive()
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 32)).save(buf, format="JPEG", exif=b"Exif\x00\x00" + b"\xff\xda" * 600)  # long APP1
+    samples = [good, good[:40], good[:-200], buf.getvalue(), b"", b"\xff\xd8", b"\xff\xd8\xff\xc2\x00",
+               b"\xff\xd8" + b"\x00" * 50, *_hidden_scan_bombs().values()]
+    for data in samples:
+        assert script._jpeg_scans(data) == jpeg_scans(data), data[:16]
+    assert jpeg_scans(buf.getvalue()) == 0  # baseline, whatever its EXIF holds
+    assert 1 < jpeg_scans(good) <= 12
