@@ -50,12 +50,28 @@ _AUTH_RE = re.compile(r"\b((?i:bearer)(?:\s|%20|\+)+(?=[^\s,;'\"&)\]}]{6,})|"
 preprocessing" and "the bearer of" are prose, not credentials)."""
 _QUERY_RE = re.compile(
     r"(?i)((?:[?&;]|%3F|%26)(?:access_token|token|api_key|apikey|api-key|password|passwd|secret|client_secret|"
-    r"signature|sig|x-amz-signature|x-amz-credential|x-amz-security-token|x-goog-signature|sas|sv)(?:=|%3D))"
+    r"signature|sig|x-amz-signature|x-amz-credential|x-amz-security-token|x-goog-signature|sas|sv|"
+    r"accountkey|sharedaccesskey|sharedaccesssignature|passphrase)(?:=|%3D))"
     r"[^&\s'\"#<>;,)]+")
-_URL_CRED_RE = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)(?:[^/\s'\"<>?#@:]*:[^\s'\"<>?#@]*|[^/\s'\"<>?#@]*)@")
-"""``scheme://userinfo@``: a user without ``/``, and a password that may hold ``/`` (AWS secret keys do)."""
+_URL_CRED_RE = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)(?:[^/\s'\"<>?#@:]*:[^\s'\"<>@]*|[^/\s'\"<>?#@]*)@")
+"""``scheme://userinfo@``: a user without ``/``, and a password that may hold ``/`` (AWS secret keys do) and,
+unencoded, ``?`` or ``#`` (a URL with ``host:port/path?x=a@b`` is masked too: more than needed, never less)."""
 _URL_CRED_ENC_RE = re.compile(r"(?i)(%3A%2F%2F|%253A%252F%252F)(?:(?!%2F|%40|%252F|%2540)[^/\s'\"<>?#])+(%40|%2540)")
-_SECRET_KEYS = re.compile(r"(?i)token|secret|password|passwd|credential|auth|key|sig|cookie|session")
+_SECRET_KEYS = re.compile(r"(?i)token|secret|pass|credential|auth|key|sig|cookie|session|conn|sas|private|cert|bearer")
+"""Option keys whose values are secrets (``passphrase``, ``connection_string``, ``account_key``, ...): they are
+registered, so no message shows them. What may be *written down* is the allowlist below."""
+
+PUBLIC_OPTION_KEYS = frozenset((
+    "endpoint_url", "endpoint", "anon", "region_name", "region", "client_kwargs", "config_kwargs", "use_ssl",
+    "requester_pays", "default_block_size", "default_fill_cache", "default_cache_type", "version_aware",
+    "cache_regions", "skip_instance_cache", "use_listings_cache", "listings_expiry_time", "max_concurrency",
+    "project", "account_name", "use_emulator", "timeout", "block_size", "revision", "s3", "addressing_style",
+    "signature_version", "retries", "max_attempts", "mode", "consistency", "requests_timeout", "location",
+    "default_location", "protocol", "connect_timeout", "read_timeout", "asynchronous", "loop", "fixed_upload_size",
+))
+"""fsspec ``storage_options`` keys (at any depth) that are configuration, not credentials: the only ones a card,
+a log or ``metrics.json`` writes down (their values still pass :func:`scrub`). Any other key is left out, its name
+being no promise about its value (``connection_string`` holds an account key, ``passphrase`` a password)."""
 
 
 # --------------------------------------------------------------------------------------------- secrets
@@ -72,7 +88,7 @@ def register_url(url: str | None) -> None:
     """Register the credentials of a URL (``scheme://user:password@host/...``): the password and user:password."""
     if not isinstance(url, str) or "://" not in url:
         return
-    m = re.match(r"(?i)[a-z][a-z0-9+.-]*://([^/\s?#@:]*:[^\s?#@]*|[^/\s?#@]*)@", url)
+    m = re.match(r"(?i)[a-z][a-z0-9+.-]*://([^/\s?#@:]*:[^\s@]*|[^/\s?#@]*)@", url)
     if not m:
         return
     userinfo = m[1]

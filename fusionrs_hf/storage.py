@@ -169,12 +169,16 @@ def _is_secret_key(key: str) -> bool:
 
 
 def public_options(options: Mapping[str, Any] | None, _depth: int = 0) -> dict[str, Any]:
-    """The options that may be written down (a card, a log): every credential-like key left out, and every
-    value that holds a credential (``http://user:pass@proxy``, a token, a signed URL), whatever its key:
-    a masked value is of no use to a reader, and a key's name is no promise about its value."""
+    """The options that may be written down (a card, a log, ``metrics.json``): only keys known to be
+    configuration (:data:`~fusionrs_hf.secrets.PUBLIC_OPTION_KEYS`, e.g. ``endpoint_url``, ``anon``,
+    ``client_kwargs.region_name``), and of those only values that hold no credential
+    (``http://user:pass@proxy``, a token, a signed URL). A key we do not know is left out: its name is no
+    promise about its value, and a reader supplies such options (credentials above all) themselves."""
+    from .secrets import PUBLIC_OPTION_KEYS
+
     out: dict[str, Any] = {}
     for k, v in (options or {}).items():
-        if _is_secret_key(k):
+        if str(k) not in PUBLIC_OPTION_KEYS:
             continue
         if isinstance(v, Mapping):
             if _depth >= MAX_OPTION_DEPTH:
@@ -549,6 +553,27 @@ NO_URL_CREDENTIALS = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss",
 ``container@account`` has no ``:`` before the ``@``, and is a URL of its own.)"""
 
 
+def _refuse_url_parts(text: str) -> None:
+    """Refuse what a repo URL cannot carry safely, in one scrubbed line: ``user:password@`` outside http(s)
+    (object stores would read it as part of the bucket name; elsewhere it would travel into every shard URL
+    we and ``datasets`` write down), and a query string or fragment (``?token=...``: a repo root is a folder,
+    the shard paths go after it, and the URL is written into cards and caches). Credentials belong in
+    ``--storage-option`` or the store's environment variables."""
+    from .secrets import scrub
+
+    protocol, rest = text.split("://", 1)
+    if protocol.lower() not in ("http", "https") and _url_credentials(rest):
+        why = "the store would read them as part of the bucket name" if protocol.lower() in NO_URL_CREDENTIALS \
+            else "they would be written into every shard URL"
+        raise UnknownLocationError(scrub(
+            f"{text}: {protocol}:// takes no credentials in the URL ({why}); pass them with --storage-option "
+            "(key=..., secret=...) or the store's environment variables, and give the URL without them"))
+    if "?" in rest or "#" in rest:
+        raise UnknownLocationError(scrub(
+            f"a repo URL takes no query string or fragment ('?', '#'), got {text} (it names the repo's folder, and "
+            "shard paths go after it); pass credentials with --storage-option or the store's environment variables"))
+
+
 def _url_credentials(rest: str) -> bool:
     """``KEY:SECRET@`` at the start of what follows ``scheme://``: a ``:`` in the first path part, before the first
     ``@`` (the secret itself may hold ``/``, as AWS secret keys do; bucket names hold neither ``:`` nor ``@``)."""
@@ -620,13 +645,7 @@ def locate(repo_or_path, revision: str | None = None, storage_options: Mapping[s
         if revision:
             raise ValueError(f"revision applies to Hub repos, not to {text!r}")
         protocol = text.split("://", 1)[0]
-        if protocol.lower() in NO_URL_CREDENTIALS and _url_credentials(text.split("://", 1)[1]):
-            from .secrets import scrub
-
-            raise UnknownLocationError(scrub(
-                f"{text}: {protocol}:// takes no credentials in the URL (the store would read them as part of the "
-                "bucket name); pass them with --storage-option (key=..., secret=...) or the store's environment "
-                "variables, and give the URL without them"))
+        _refuse_url_parts(text)
         if protocol.lower() in ("http", "https"):
             text, opts = _userinfo_to_header(text, opts)
         if protocol in PROTOCOL_EXTRAS:
@@ -662,6 +681,7 @@ def describe(target: str, storage_options: Mapping[str, Any] | None = None, revi
         text = text[len("file://"):]
     elif "://" in text:
         protocol = text.split("://", 1)[0]
+        _refuse_url_parts(text)  # as locate() does: a card never shows what a URL must not carry
         if protocol.lower() in ("http", "https"):  # a card's snippet never shows user:password
             text, opts = _userinfo_to_header(text, opts)
         rest = text.split("://", 1)[1]

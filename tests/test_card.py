@@ -135,3 +135,20 @@ def test_citation_is_the_releases_everywhere():
     assert [a.split(",")[0].strip() for a in authors] == [
         "Han", "Zhang", "Sun", "Zhang", "Dong", "Lu", "Hu", "Yang", "Zhang", "Wei", "Guo"]
     assert "rc4 (2026-07-27)" in CITATION
+
+
+def test_no_credential_option_reaches_the_card_whatever_its_key(repo, capsys):
+    """Only storage options known to be configuration are written into the card (the location comment and the
+    Load snippet); ``connection_string`` (an Azure account key) or ``passphrase`` were written verbatim before,
+    their names matching no credential word."""
+    from fusionrs_hf.cli import main
+
+    conn = "DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=AZUREKEY0123456789abcdef=="
+    assert main(["card", str(repo), "--repo-id", "abfs://container/fusionrs", "--no-assets",
+                 "--storage-option", f"connection_string={conn}", "--storage-option", "passphrase=SSHkeyPASS42",
+                 "--storage-option", "account_name=acct"]) == 0
+    card = (repo / "README.md").read_text()
+    out = capsys.readouterr()
+    for secret in ("AZUREKEY0123456789", "SSHkeyPASS42"):
+        assert secret not in card and secret not in out.out + out.err
+    assert '"account_name": "acct"' in card and "abfs://container/fusionrs/data/" in card

@@ -220,7 +220,7 @@ def test_no_secret_in_any_output_when_the_server_echoes_it(echo_server, tiny_rep
         (_run("check", "me/fusionrs", "--fast", "--json", env=stored), 2),
         (_run("push", str(local), "me/fusionrs", "--quiet", env=hub), 1),
         (_run("check", creds, "--quiet"), 2),
-        (_run("push", str(local), creds, "--quiet", "--skip-check"), 0),
+        (_run("push", str(local), creds, "--quiet", "--skip-check"), 2),  # refused: no credentials in a URL
     ]
     for res, code in runs:
         shown = res.stdout + res.stderr
@@ -231,7 +231,7 @@ def test_no_secret_in_any_output_when_the_server_echoes_it(echo_server, tiny_rep
             errors = [line for line in res.stderr.splitlines() if ": error: " in line]
             assert len(errors) == 1 and res.stderr.strip() == errors[0], res.stderr  # one line
     assert "401" in runs[0][0].stderr and "me/fusionrs" in runs[0][0].stderr  # still says what failed
-    assert "memory://***@bucket" in runs[3][0].stderr and "memory://***@bucket" in runs[4][0].stdout
+    assert "memory://***@bucket" in runs[3][0].stderr and "memory://***@bucket" in runs[4][0].stderr
 
     api = _run_python(_API_SCRIPT, env=hub)
     assert "check raised CheckTargetError" in api.stdout and "loader raised" in api.stdout, api.stdout + api.stderr
