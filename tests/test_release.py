@@ -56,12 +56,23 @@ def _fixture_release(fx) -> known.Release:
     reps = Counter(r["split"] for r in fx.records if r["is_eval_representative"])
     ira = Counter(e.source for e in fx.expect.values() if e.ir_caption)
     rights = Counter(r["source_rights_code"] for r in fx.records if r["caption_supervision_available_upstream"])
+    per_source: dict = {}
+    for r in fx.records:
+        if r["is_eval_representative"]:
+            per_source.setdefault(r["source_dataset"], Counter())[r["split"]] += 1
+    protected = {r["joint_group_id"] for r in fx.records if r["vlm_train_identity"] or r["prior_reused_protected"]}
     return dataclasses.replace(
         RC4, name="rc4-fixture", index_sha256=file_sha256(fx.index_public), index_rows=len(fx.records),
         split_counts={s: dict(c) for s, c in split_counts.items()},
         train_usable=sum(c["train"] for c in split_counts.values()) - unusable,
         eval_representatives={"train": 0, **reps}, iraware_accepted=dict(ira), heldout_minimum_per_source=1,
-        rights_code_counts=dict(rights), vlm_train_identity_rows=sum(r["vlm_train_identity"] for r in fx.records))
+        rights_code_counts=dict(rights), vlm_train_identity_rows=sum(r["vlm_train_identity"] for r in fx.records),
+        eval_representatives_per_source={s: dict(c) for s, c in per_source.items()},
+        joint_components=len({r["joint_group_id"] for r in fx.records}),
+        prior_reused_protected_rows=sum(r["prior_reused_protected"] for r in fx.records),
+        protected_groups=len(protected),
+        protected_group_rows=sum(r["joint_group_id"] in protected for r in fx.records),
+        non_singleton_members=sum(not r["phash4_component_id"].startswith("singleton_") for r in fx.records))
 
 
 def test_rc4_fixture_builds_the_expected_rows_and_strict_accepts_release_drops(rc4_fx, rc4_built, tmp_path):
@@ -91,11 +102,16 @@ def test_check_release_rc4_reports_exactly_the_count_findings(rc4_fx, rc4_built)
     rep = check_repo(str(out), fast=True, release="rc4", index=str(rc4_fx.index_public))
     n_src = len(NATIVE_SIZE)
     # expected from the fixture's shape: 5 sources x 3 splits all below rc4's counts, 2 held-out splits
-    # per source below 500, IR-aware per source, one eval count per held-out split, digest + rows
+    # per source below 500, IR-aware per source, one eval count per held-out split and one per source and
+    # held-out split, digest + rows, joint groups in all and per held-out split, and one each for the
+    # split summary's protected counts (no prior_reused row; groups short, so rows held to an upper bound
+    # only) and the index summary's non-singleton members (none)
     assert _kinds(rep) == Counter({
         "release_split_counts": 3 * n_src, "release_heldout_minimum": 2 * n_src, "release_iraware": n_src,
         "release_eval_representatives": 2, "release_index_identity": 2, "release_records": 1,
         "release_train_usable": 1, "release_rights_codes": 1, "release_vlm_identity": 1,
+        "release_eval_representatives_per_source": 2 * n_src, "release_joint_groups": 3,
+        "release_prior_reused_rows": 1, "release_protected_groups": 1, "release_non_singleton_members": 1,
     })
     checks = {c["check"]: c["status"] for c in rep.stats["release"]["checks"]}
     assert checks["components_within_split"] == checks["caption_keys_within_split"] == "pass"
@@ -282,7 +298,10 @@ def test_protected_rows_vlm_flags_class_names_and_component_representatives_are_
     assert ("release_vlm_identity", ira["sample_id"]) in found
     assert ("release_class_names", rsicd["sample_id"]) in found
     assert any(k == "release_component_representatives" for k, _ in found)
+    # and the split summary's counts see the same edits: one more prior_reused_protected row, two rows in a
+    # multi-sample pHash component (the protected groups are unchanged: one gained, one lost its flag)
+    assert ("release_prior_reused_rows", None) in found and ("release_non_singleton_members", None) in found
     # (and no other release check: the rewritten shards' digests no longer match the card, which is not one)
     assert {k for k, _ in found if k.startswith("release_")} == {
         "release_protected_in_train", "release_vlm_identity", "release_component_representatives",
-        "release_class_names"}, found
+        "release_class_names", "release_prior_reused_rows", "release_non_singleton_members"}, found

@@ -11,7 +11,11 @@ measured it, and a train_clip checkpoint as it was trained.
 
 Protocols (--protocol): rc4 (default on repos whose rows carry the release flags) scores only the
 evaluation representatives and counts texts with the same normalised caption key as positives, as
-the authors' scorer does; all-rows scores every row with the same positive rules. Ties (--ties):
+the authors' scorer (score_retrieval_embeddings.py) does; all-rows scores every row with the same positive
+rules. The representatives of one source (a per-source config such as rsicd) are the release's per-source
+set (results/clip/retrieval/per_source). Text key (--text-key): caption (default, normalized_caption_key)
+or lowercase (eval_clip_retrieval.py's key: the caption lower-cased, whitespace collapsed, which the
+release's results/clip/retrieval figures use). Ties (--ties):
 pessimistic (ours: a wrong item tied with the best right one counts against the query) or topk
 (the authors': stable top-k, ties in gallery order). The output names both.
 
@@ -19,6 +23,7 @@ Examples:
   fusionrs eval ./fusionrs --model runs/clip/checkpoint --split test
   fusionrs eval ./fusionrs --model openai/clip-vit-base-patch32 --split test --json
   fusionrs eval ./fusionrs --embeddings mine_test.npz --ties topk
+  fusionrs eval ./fusionrs --config rsicd --embeddings mine_rsicd_test.npz --ties topk --text-key lowercase
   fusionrs eval ./fusionrs --model ViT-B-32:openai --protocol all-rows --save-embeddings vit_test.npz
 
 Exit codes: 0 scored, 2 usage or input problem (missing split, a protocol the rows cannot follow, an
@@ -36,7 +41,7 @@ from collections.abc import Iterator
 
 from ..layout import CONFIG_NAMES, SPLITS
 from .embed import DEFAULT_BATCH_SIZE, PRECISIONS, PREPROCESS_CHOICES
-from .protocol import PROTOCOL_CHOICES, TEXT_FIELDS
+from .protocol import PROTOCOL_CHOICES, TEXT_FIELDS, TEXT_KEYS
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
@@ -55,6 +60,10 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    help="tie rule: pessimistic (ours) or topk (the authors') (default: %(default)s)")
     p.add_argument("--text", dest="text_field", default="caption", choices=TEXT_FIELDS,
                    help="which text is the caption side (default: %(default)s)")
+    p.add_argument("--text-key", default="caption", choices=tuple(TEXT_KEYS),
+                   help="what texts share to be positives: caption = the release's normalized_caption_key, as "
+                        "score_retrieval_embeddings.py (default); lowercase = the text lower-cased with whitespace "
+                        "collapsed, as eval_clip_retrieval.py (the release's results/clip/retrieval figures)")
     p.add_argument("--pretrained", default=None, help="open_clip pretrained tag or file")
     p.add_argument("--preprocess", default="auto", choices=PREPROCESS_CHOICES,
                    help="pixels of a --model: auto (default) = the model's own: a train_clip checkpoint what it "
@@ -164,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
                            cache_dir=False if args.no_cache else args.cache_dir, limit=args.limit,
                            revision=args.revision, pretrained=args.pretrained,
                            progress=not args.quiet and sys.stderr.isatty(), save_embeddings=args.save_embeddings,
-                           storage_options=options)
+                           storage_options=options, text_key=args.text_key)
     except (ProtocolError, MissingSplitError) as e:
         raise CliError(str(e)) from None
     except BrokenPipeError:

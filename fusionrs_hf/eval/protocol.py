@@ -15,6 +15,19 @@ Two protocols (``--protocol``), both scored by :func:`fusionrs_hf.metrics.retrie
   a row carries none, e.g. a repo built without an official index). Rows without the chosen text
   field (``ir_caption`` outside the IR-aware subset) are left out.
 
+Per source: the release also scores the representatives of one source alone
+(``results/clip/retrieval/per_source/<source>/``: e.g. 707 RSICD test representatives). A selection whose
+scored representatives are all of one release source (a per-source config such as ``rsicd``, or a repo
+of one source) is that per-source set, expected to hold the release's count for the source; scoring all
+of them is complete, fewer a subset.
+
+Text key (``text_key``, ``--text-key``), what makes two texts one positive group: ``caption`` (the
+default, ``score_retrieval_embeddings.py``: the ``normalized_caption_key`` above) or ``lowercase``
+(``eval_clip_retrieval.py``'s ``normalized_text_key``, ``" ".join(text.lower().split())``: lower-cased,
+whitespace collapsed, punctuation and Unicode forms kept), the key behind the release's
+``results/clip/retrieval`` figures ("text_retrieval_protocol": "normalized-caption multi-positive"),
+per-source ones included.
+
 ``auto`` (the default) is ``rc4`` when the split's rows carry the release flags (an rc4 build: the
 flag is non-null) and ``all-rows`` otherwise. The gallery is in ``sample_id`` order, whatever order
 the repo or an embedding file has, so the ``topk`` tie rule (which depends on gallery order) gives
@@ -44,6 +57,14 @@ from ..text import caption_key
 
 PROTOCOL_CHOICES: tuple[str, ...] = ("auto", "rc4", "all-rows")
 TEXT_FIELDS: tuple[str, ...] = ("caption", "ir_caption")
+TEXT_KEYS: dict[str, str] = {
+    "caption": "normalized_caption_key",
+    "lowercase": "lowercase whitespace-collapsed text (eval_clip_retrieval.py normalized_text_key)",
+}
+"""``text_key`` -> what the image–text positives share. ``caption``: the release's ``normalized_caption_key``
+(``score_retrieval_embeddings.py``, ``--protocol rc4`` by default); ``lowercase``: ``eval_clip_retrieval.py``'s."""
+TEXT_KEY_SUFFIX: dict[str, str] = {"caption": "", "lowercase": "+lowercase-key"}
+"""Appended to the protocol id in ``authors_format``: only the ``caption`` key is the id's own positive rule."""
 ROW_COLUMNS: tuple[str, ...] = ("sample_id", "source", "caption", "ir_caption", "class_name",
                                 "is_eval_representative", "normalized_caption_key")
 """What the protocol reads from the shards (no image column)."""
@@ -78,6 +99,26 @@ PROTOCOLS: dict[str, Protocol] = {
                          "normalized_caption_key multi-positive (computed from the text where the row has none)",
                          "sample_id exact pair"),
 }
+
+
+def lowercase_key(text: str | None) -> str | None:
+    """``eval_clip_retrieval.py``'s ``normalized_text_key``: ``" ".join(str(text).lower().split())``; ``None``
+    when nothing is left (that script drops a sample whose caption is empty)."""
+    key = " ".join(str(text or "").lower().split())
+    return key or None
+
+
+def image_text_positives(protocol: str, text_key: str = "caption") -> str:
+    """The image–text positive rule of ``protocol`` with ``text_key``, in words."""
+    if text_key == "caption":
+        return PROTOCOLS[protocol].image_text
+    return f"{TEXT_KEYS[text_key]} multi-positive"
+
+
+def check_text_key(name: str) -> str:
+    if name not in TEXT_KEYS:
+        raise ProtocolError(f"unknown text key {name!r}; expected one of {', '.join(TEXT_KEYS)}")
+    return name
 
 
 # --------------------------------------------------------------------------- rows
@@ -184,19 +225,35 @@ class Selection:
     """Sorted class names of every row of the split (the zero-shot label set)."""
     n_other_sources: int = 0
     """``rc4``: representatives of a repo's own sources, left out (the protocol is the release's rows)."""
+    text_key: str = "caption"
+    """What the positive keys are (:data:`TEXT_KEYS`)."""
 
     def __len__(self) -> int:
         return len(self.sample_id)
+
+    @property
+    def single_source(self) -> str | None:
+        """The one release source of every scored row under ``rc4`` (the release's per-source query set, or
+        part of it), else None (several sources, or another protocol)."""
+        if self.protocol != "rc4":
+            return None
+        found = set(self.source)
+        if len(found) != 1:
+            return None
+        (src,) = found
+        return src if src in RC4.sources else None
 
     @property
     def n_keys(self) -> int:
         return len(set(self.key))
 
 
-def select(rows: EvalRows, protocol: str = "auto", text_field: str = "caption") -> Selection:
-    """Apply ``protocol`` to ``rows``: which rows are scored, and each one's positive key."""
+def select(rows: EvalRows, protocol: str = "auto", text_field: str = "caption",
+           text_key: str = "caption") -> Selection:
+    """Apply ``protocol`` to ``rows``: which rows are scored, and each one's positive key (``text_key``)."""
     if text_field not in TEXT_FIELDS:
         raise ProtocolError(f"unknown text field {text_field!r}; expected one of {', '.join(TEXT_FIELDS)}")
+    check_text_key(text_key)
     protocol = resolve_protocol(protocol, rows)
     sids = rows["sample_id"]
     seen: set[str] = set()
@@ -213,14 +270,16 @@ def select(rows: EvalRows, protocol: str = "auto", text_field: str = "caption") 
             other_sources += 1
             continue
         text = rows[text_field][i]
-        if text_field == "caption":
+        if text_key == "lowercase":
+            key = lowercase_key(text)
+        elif text_field == "caption":
             key = rows["normalized_caption_key"][i] or caption_key(text)
         else:
             key = caption_key(text)
         if not key:
             if protocol == "rc4":
                 raise ProtocolError(f"evaluation representative {sid!r} has no usable {text_field} "
-                                    f"(no normalized caption key)")
+                                    f"(no {'text' if text_key == 'lowercase' else 'normalized caption key'})")
             missing_text += 1
             continue
         picked.append((sid, key, text, rows["class_name"][i], rows["source"][i]))
@@ -230,12 +289,14 @@ def select(rows: EvalRows, protocol: str = "auto", text_field: str = "caption") 
     picked.sort(key=lambda p: p[0])
     classes = sorted({c for c in rows["class_name"] if c})
     return Selection(protocol, text_field, [p[0] for p in picked], [p[1] for p in picked], [p[2] for p in picked],
-                     [p[3] for p in picked], [p[4] for p in picked], len(rows), missing_text, classes, other_sources)
+                     [p[3] for p in picked], [p[4] for p in picked], len(rows), missing_text, classes, other_sources,
+                     text_key)
 
 
-def rc4_representatives(split: str) -> int | None:
-    """The release's evaluation representatives of a split (9,538 validation, 9,553 test), or None (train)."""
-    return RC4.eval_representatives.get(SPLIT_TO_INDEX.get(split, split)) or None
+def rc4_representatives(split: str, source: str | None = None) -> int | None:
+    """The release's evaluation representatives of a split (9,538 validation, 9,553 test), or of one ``source``
+    in it (its per-source query set: e.g. RSICD 700 / 707); None for train or a source it does not count."""
+    return RC4.representatives(split, source) or None
 
 
 def align(selection: Selection, sample_ids: Sequence[str], arrays: Mapping[str, np.ndarray | None],
@@ -326,12 +387,23 @@ class EvalResult:
     """What was embedded: ``{"model": ...}`` or ``{"embeddings": path}`` (and cache facts)."""
     notes: list[str] = field(default_factory=list)
     n_expected: int | None = None
-    """``rc4``: the release's representatives of the split; scoring fewer is not the authors' query set."""
+    """``rc4``: the release's representatives of the split (of ``per_source`` when set); scoring fewer is not
+    the authors' query set."""
+    per_source: str | None = None
+    """``rc4`` on the representatives of one release source: the source (the release's per-source protocol,
+    ``results/clip/retrieval/per_source/<source>``); None: the whole split."""
+    text_key: str = "caption"
+    """What the image–text positives share (:data:`TEXT_KEYS`)."""
 
     @property
     def complete(self) -> bool | None:
-        """Whether an ``rc4`` result scored exactly the release's representatives (None: other protocols)."""
+        """Whether an ``rc4`` result scored exactly the release's representatives, of the split or of its one
+        source (None: other protocols)."""
         return None if self.protocol != "rc4" else self.n_scored == self.n_expected
+
+    def positive_definitions(self) -> dict:
+        return {"image_text": image_text_positives(self.protocol, self.text_key),
+                "paired_view": PROTOCOLS[self.protocol].paired_view}
 
     def line(self, ks: Sequence[int] = KS) -> dict:
         """The one-line summary (rounded to 4 decimals) that ``train_clip`` prints last."""
@@ -342,6 +414,10 @@ class EvalResult:
                 if k.startswith("top"):
                     out[f"zeroshot_{mod}_{k}"] = round(float(v), 4)
         out.update(protocol=self.protocol, ties=self.ties, n_scored=self.n_scored)
+        if self.text_key != "caption":
+            out["text_key"] = self.text_key
+        if self.per_source:
+            out["per_source"] = self.per_source
         return out
 
     def directions(self, ks: Sequence[int] = KS) -> dict[str, dict[str, float]]:
@@ -352,13 +428,17 @@ class EvalResult:
         """The figures under the key names of the authors' ``score_retrieval_embeddings.py`` output."""
         dirs = self.directions()
         # the index's split names (``val``, not ``validation``), as the authors' --split takes them
-        # a subset of the release's representatives (a partial rebuild, one source's config, a row limit) is
-        # not what the authors' scorer scores, whose protocol id must not be claimed for it
-        pid = PROTOCOLS[self.protocol].id + ("" if self.complete is not False else "+subset")
+        # a subset of the release's representatives (a partial rebuild, some of its sources, a row limit) is
+        # not what the authors' scorer scores, whose protocol id must not be claimed for it; all of one source's
+        # is the release's per-source set (results/clip/retrieval/per_source/<source>), named by its source; and
+        # another text key than normalized_caption_key is not the id's positive rule
+        pid = PROTOCOLS[self.protocol].id + TEXT_KEY_SUFFIX[self.text_key]
+        pid += ("" if self.complete is not False else "+subset")
         out = {"protocol": pid, "split": SPLIT_TO_INDEX.get(self.split, self.split),
+               **({"source": self.per_source} if self.per_source else {}),
                "num_representatives": self.n_scored, "num_representatives_expected": self.n_expected,
                "ties": self.ties,
-               "positive_definitions": PROTOCOLS[self.protocol].to_dict()["positive_definitions"],
+               "positive_definitions": self.positive_definitions(),
                "directions": {AUTHORS_DIRECTIONS[d]: v for d, v in dirs.items() if d in AUTHORS_DIRECTIONS}}
         for ours, theirs in (("text_mean", "text_mean"), ("pair_mean", "pair_mean"), ("mean_r", "overall_mean")):
             if ours in self.metrics:
@@ -371,9 +451,12 @@ class EvalResult:
         return out
 
     def to_dict(self) -> dict:
+        protocol = PROTOCOLS[self.protocol].to_dict()
+        protocol["positive_definitions"] = self.positive_definitions()
         return {
-            "protocol": PROTOCOLS[self.protocol].to_dict(), "ties": self.ties, "repo": self.repo,
-            "config": self.config, "split": self.split, "text_field": self.text_field, "n_rows": self.n_rows,
+            "protocol": protocol, "ties": self.ties, "repo": self.repo,
+            "config": self.config, "split": self.split, "text_field": self.text_field, "text_key": self.text_key,
+            "n_rows": self.n_rows, "per_source": self.per_source,
             "n_scored": self.n_scored, "n_expected": self.n_expected, "complete": self.complete,
             "n_caption_keys": self.n_keys, "directions": self.directions(),
             "metrics": dict(self.metrics), "zero_shot": self.zero_shot, "authors_format": self.authors_format(),
@@ -388,10 +471,12 @@ class EvalResult:
         p = PROTOCOLS[self.protocol]
         what = self.source.get("model") or self.source.get("embeddings") or "embeddings"
         scored = "evaluation representatives" if self.protocol == "rc4" else "rows"
+        if self.per_source:
+            scored = f"{self.per_source} {scored}"  # the release's per-source set, or part of it (see the notes)
         lines = [
             f"FusionRS retrieval: {self.config}/{self.split} of {self.repo}",
-            f"protocol {self.protocol} ({p.id}): {p.rows}; image-text positives: {p.image_text}; "
-            f"RGB-IR positives: {p.paired_view}; ties: {self.ties}",
+            f"protocol {self.protocol} ({p.id}): {p.rows}; image-text positives: "
+            f"{image_text_positives(self.protocol, self.text_key)}; RGB-IR positives: {p.paired_view}; ties: {self.ties}",
             f"scored {self.n_scored:,} {scored} of {self.n_rows:,} rows; text: {self.text_field} "
             f"({self.n_keys:,} distinct caption keys); {what}",
             "",

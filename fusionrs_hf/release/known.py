@@ -1,7 +1,8 @@
 """The authors' known releases: what each index file is, and the counts its official checks expect.
 
 Numbers are the release's own (``dataset/CANONICAL_VERSION.json``, the index summary, the IR-aware
-summary and ``dataset/configs/split_v3.json`` of rc4-20260727), never the paper's: the paper reports
+summary, ``dataset/configs/split_v3.json`` and the per-source retrieval results of rc4-20260727, and
+FusionRS-CLIP's ``dataset/split_summary.json``), never the paper's: the paper reports
 an earlier state (e.g. IR-aware 49,068 / 416 / 10,000; rc4 has 45,913 accepted captions, all train).
 A build identifies its index by SHA-256 and row count; ``fusionrs check --release`` compares a built
 repo with these counts. A new release is one more :class:`Release` in :data:`RELEASES`.
@@ -30,6 +31,9 @@ class Release:
     """Index split -> unique evaluation representatives (``is_eval_representative``)."""
     iraware_accepted: dict[str, int]
     """source -> accepted IR-aware captions (all in train)."""
+    eval_representatives_per_source: dict[str, dict[str, int]] = field(default_factory=dict)
+    """source -> index split (``val``/``test``) -> evaluation representatives of that source: the query set of
+    the release's per-source retrieval results (empty: not stated)."""
     iraware_removed: dict[str, dict[str, int]] = field(default_factory=dict)
     """status -> source -> removed IR-aware captions (listed in the release, never used)."""
     iraware_accepted_status: str = "accepted_strict_v3"
@@ -40,6 +44,19 @@ class Release:
     and every accepted IR-aware caption is one of them."""
     blocked_fields: tuple[str, ...] = ()
     """Fields a public index line must not carry (rights-cleared release)."""
+    joint_components: int | None = None
+    """Joint groups (RGB pHash, IR pHash and caption components merged) over all records: distinct
+    ``joint_group_id`` (None: not stated)."""
+    prior_reused_protected_rows: int | None = None
+    """Rows flagged ``prior_reused_protected`` (None: not stated)."""
+    protected_groups: int | None = None
+    """Joint groups with at least one row flagged ``vlm_train_identity`` or ``prior_reused_protected``, all forced
+    into train (None: not stated)."""
+    protected_group_rows: int | None = None
+    """All rows of those groups, flagged or not (None: not stated)."""
+    non_singleton_members: int | None = None
+    """Rows in a pHash component of the cluster files, i.e. whose ``phash4_component_id`` is not
+    ``singleton_<sample_id>`` (None: not stated)."""
 
     @property
     def records(self) -> int:
@@ -51,6 +68,14 @@ class Release:
 
     def split_total(self, index_split: str) -> int:
         return sum(v.get(index_split, 0) for v in self.split_counts.values())
+
+    def representatives(self, split: str, source: str | None = None) -> int | None:
+        """Evaluation representatives of a ``datasets`` or index split, of one ``source`` or of all; None where
+        the release states no count (a source's count it does not publish, an unknown split)."""
+        index_split = SPLIT_TO_INDEX.get(split, split)
+        if source is None:
+            return self.eval_representatives.get(index_split)
+        return self.eval_representatives_per_source.get(source, {}).get(index_split)
 
     def expected_rows(self, source: str, split: str) -> int:
         """Rows a faithful rebuild writes for one source and `datasets` split (before any missing files)."""
@@ -71,6 +96,12 @@ RC4 = Release(
     },
     train_usable=579_992,
     eval_representatives={"train": 0, "val": 9_538, "test": 9_553},
+    # FusionRS results/clip/retrieval/per_source/<source>/{val_checkpoint_selection,test_580k_only_baseline}.json
+    # "num_samples" (each "dropped_samples": 0); they add up to the split totals above
+    eval_representatives_per_source={
+        "RS5M": {"val": 7_637, "test": 7_660}, "SkyScript": {"val": 557, "test": 553},
+        "NWPU": {"val": 551, "test": 536}, "RSICD": {"val": 700, "test": 707}, "RSITMD": {"val": 93, "test": 97},
+    },
     iraware_accepted={"RS5M": 38_411, "SkyScript": 4_593, "NWPU": 2_014, "RSICD": 642, "RSITMD": 253},
     iraware_removed={
         "removed_strict_v2": {"RS5M": 2_131, "SkyScript": 265, "NWPU": 173, "RSICD": 68, "RSITMD": 22},
@@ -89,6 +120,15 @@ RC4 = Release(
     # dataset/configs/caption_filtering.json "traceable_accepted_train" (45,913 + 2,659 + 44) agrees
     vlm_train_identity_rows=48_616,
     blocked_fields=("caption", "class_name", "image_bytes", "ir_path", "normalized_caption_key", "rgb_path"),
+    # FusionRS-CLIP dataset/split_summary.json: "grouping"."joint_components" (= "clusters"."total"), and
+    # "protected": "rows_flagged_prior_reused_protected", "clusters_forced_train", "rows_in_protected_clusters"
+    joint_components=440_623,
+    prior_reused_protected_rows=54_487,
+    protected_groups=47_628,
+    protected_group_rows=142_322,
+    # FusionRS-CLIP dataset/fusionrs_dataset_index_v3_rc4_20260726.jsonl.gz.summary.json "non_singleton_members":
+    # len(components) in build_release_manifest.py, the sample ids of the RGB and IR near-cluster files
+    non_singleton_members=84_980,
 )
 
 RC4_INTERNAL = replace(

@@ -3,11 +3,17 @@
 The checks are those of the release's verifiers (``verify_public_redacted_index.py``,
 ``verify_dataset_release.py``) and its canonical counts (``CANONICAL_VERSION.json``), moved from
 the index to the shards a rebuild wrote: record and split counts, usable train rows, unique
-evaluation representatives (none in train), the per-source held-out minimum, pHash components,
-joint groups and caption keys never crossing splits, rights codes present, the IR-aware subset's
-counts and statuses, protected rows in train only (``joint_split_audit.json``), the VLM training flags
+evaluation representatives (none in train) and per source (the query sets of the release's
+``results/clip/retrieval/per_source``), the per-source held-out minimum, pHash components, joint groups
+and caption keys never crossing splits, rights codes present, the IR-aware subset's counts and statuses,
+protected rows in train only (``joint_split_audit.json``), the VLM training flags
 (``build_vlm_caption_manifest.py``), pHash component representatives (``build_release_manifest.py``),
-and the index file's digest, row count and absent blocked fields.
+the split's own counts (FusionRS-CLIP ``dataset/split_summary.json``: joint groups, rows flagged
+``prior_reused_protected``, the protected joint groups forced into train and their rows; the index summary's
+``non_singleton_members``), and the index file's digest, row count and absent blocked fields.
+
+Counts over train allow for the release's rows without a usable caption (8 in rc4, all train), which a
+faithful rebuild does not write: a count may then be short by at most that many, never above the release's.
 
 A rebuild from a subset of the sources cannot match release-wide counts: such a check is reported
 ``not_applicable`` with the reason (which sources are missing), and the per-source checks still
@@ -38,6 +44,9 @@ CHECKS: dict[str, str] = {
     "split_counts": "rows per source and split equal the release's",
     "train_usable": "train rows equal the release's usable train captions",
     "eval_representatives": "unique evaluation representatives per split (none in train)",
+    "eval_representatives_per_source": "evaluation representatives per source and held-out split (the release's "
+                                       "per-source retrieval query sets)",
+    "joint_groups": "distinct joint groups in all, and one per evaluation representative in validation and test",
     "heldout_minimum": "every source has the minimum rows in validation and in test",
     "components_within_split": "no pHash component or joint group spans two splits",
     "caption_keys_within_split": "no normalized caption key spans two splits",
@@ -45,6 +54,9 @@ CHECKS: dict[str, str] = {
     "iraware": "IR-aware rows: train only, the release's status, counts per source",
     "protected_in_train": "rows flagged vlm_train_identity or prior_reused_protected are all train",
     "vlm_identity": "every IR-aware row is flagged vlm_train_identity; flagged rows equal the release's",
+    "prior_reused_rows": "rows flagged prior_reused_protected equal the release's",
+    "protected_groups": "joint groups with a protected row (forced into train) and their rows equal the release's",
+    "non_singleton_members": "rows in a multi-sample pHash component (not singleton_<sample_id>) equal the release's",
     "component_representatives": "each pHash component has one representative: its smallest sample_id",
     "class_names": "class_name only on NWPU rows (the release's record schema)",
 }
@@ -143,6 +155,8 @@ def verify(fs, root: str, release: Release, *, build_report: dict | None = None,
             c.findings.append((f"{split}: {len(reps.get(split, [])):,} evaluation representatives, "
                                f"release {release.name} has {want:,}", {"split": split}))
     out.append(_status(c, subset and f"uniqueness checked; counts not applicable: {subset}"))
+    out.append(_representatives_per_source(release, present, reps, subset))
+    out.append(_joint_groups(release, rows, subset, unusable))
 
     c = ReleaseCheck("heldout_minimum", "pass")
     for src in present:
@@ -215,6 +229,9 @@ def verify(fs, root: str, release: Release, *, build_report: dict | None = None,
         c.findings.append((f"{flagged:,} rows flagged vlm_train_identity, release {release.name} has "
                            f"{release.vlm_train_identity_rows:,}", {"split": "train"}))
     out.append(_status(c, detail))
+    out.append(_prior_reused_rows(release, rows, subset, unusable))
+    out.append(_protected_groups(release, rows, subset, unusable))
+    out.append(_non_singleton_members(release, rows, subset, unusable))
     out.append(_component_representatives(rows))
 
     c = ReleaseCheck("class_names", "pass")
@@ -224,6 +241,124 @@ def verify(fs, root: str, release: Release, *, build_report: dict | None = None,
                                "for NWPU only)", _loc(r)))
     out.append(_status(c))
     return out
+
+
+def _representatives_per_source(release: Release, present: list[str], reps: dict[str, list[dict]],
+                                subset: str) -> ReleaseCheck:
+    """The release's per-source retrieval results (``results/clip/retrieval/per_source/<source>/``) score the
+    evaluation representatives of one source: their ``num_samples`` per source and split. Checked for each
+    source that is there, also in a build of some sources only."""
+    name = "eval_representatives_per_source"
+    if not release.eval_representatives_per_source:
+        return ReleaseCheck(name, "not_applicable", f"{release.name} states no per-source representative counts")
+    c = ReleaseCheck(name, "pass")
+    for split in ("validation", "test"):
+        got = Counter(r["source"] for r in reps.get(split, []))
+        for src in present:
+            want = release.representatives(split, src)
+            if want is not None and got.get(src, 0) != want:
+                c.findings.append((f"{src} {split}: {got.get(src, 0):,} evaluation representatives, release "
+                                   f"{release.name} has {want:,} (its per-source retrieval query set)",
+                                   {"config": SOURCE_DIRS[src], "split": split}))
+    return _status(c, f"checked {', '.join(present)}" + (f"; {subset}" if subset else ""))
+
+
+def _joint_groups(release: Release, rows: list[dict], subset: str, unusable: int) -> ReleaseCheck:
+    """``split_summary.json`` ``grouping.joint_components``: the joint groups (``joint_group_id``) of all records;
+    a held-out split has one evaluation representative per joint group (``split_v3.json``
+    ``one_representative_per_joint_component``), so its groups are as many as its representatives. An unwritten
+    row (an unusable caption, all train) takes away at most its own group."""
+    name = "joint_groups"
+    if release.joint_components is None:
+        return ReleaseCheck(name, "not_applicable", f"{release.name} states no joint-group count")
+    if subset:  # one joint group may hold rows of several sources
+        return ReleaseCheck(name, "not_applicable", subset)
+    by_split: dict[str, set] = defaultdict(set)
+    for r in rows:
+        if r["joint_group_id"] is not None:
+            by_split[r["split"]].add(r["joint_group_id"])
+    got = len(set().union(*by_split.values()))
+    c = ReleaseCheck(name, "pass")
+    if not release.joint_components - unusable <= got <= release.joint_components:
+        c.findings.append((f"{got:,} joint groups, release {release.name} has {release.joint_components:,}", {}))
+    for split in ("validation", "test"):
+        want = release.representatives(split)
+        n = len(by_split.get(split, ()))
+        if want is not None and n != want:
+            c.findings.append((f"{split}: {n:,} joint groups, release {release.name} has {want:,} (one per "
+                               "evaluation representative)", {"split": split}))
+    return _status(c, f"{got:,} joint groups (" + ", ".join(f"{s} {len(by_split.get(s, ())):,}" for s in SPLITS)
+                   + ")")
+
+
+def _prior_reused_rows(release: Release, rows: list[dict], subset: str, unusable: int) -> ReleaseCheck:
+    """``split_summary.json`` ``protected.rows_flagged_prior_reused_protected``."""
+    name = "prior_reused_rows"
+    flagged = sum(1 for r in rows if r["prior_reused_protected"])
+    want = release.prior_reused_protected_rows
+    if subset or want is None:
+        return ReleaseCheck(name, "not_applicable",
+                            f"{flagged:,} flagged rows; count not applicable: {subset or 'not stated by the release'}")
+    c = ReleaseCheck(name, "pass", f"{flagged:,} flagged rows")
+    if not want - unusable <= flagged <= want:
+        c.findings.append((f"{flagged:,} rows flagged prior_reused_protected, release {release.name} has {want:,}",
+                           {"split": "train"}))
+    return _status(c, c.detail)
+
+
+def _protected_groups(release: Release, rows: list[dict], subset: str, unusable: int) -> ReleaseCheck:
+    """``split_summary.json`` ``protected``: ``clusters_forced_train``, the joint groups with a row flagged
+    ``VLM_train_used`` (our ``vlm_train_identity``) or ``prior_reused_protected``, and
+    ``rows_in_protected_clusters``, every row of those groups.
+
+    The release's unwritten rows make both counts at most the release's. A group is lost only when its every
+    flagged row is unwritten (at most one group per such row); while none is lost, the rows are short by at most
+    the unwritten rows. A lost group's other rows cannot be told from the rest of train, so once a group is
+    lost the rows are held to the release's count as an upper bound only (the detail says so)."""
+    name = "protected_groups"
+    want_g, want_r = release.protected_groups, release.protected_group_rows
+    if want_g is None or want_r is None:
+        return ReleaseCheck(name, "not_applicable", f"{release.name} states no protected-group count")
+    if subset:
+        return ReleaseCheck(name, "not_applicable", subset)
+    protected = {r["joint_group_id"] for r in rows
+                 if (r["vlm_train_identity"] or r["prior_reused_protected"]) and r["joint_group_id"] is not None}
+    n_rows = sum(1 for r in rows if r["joint_group_id"] in protected)
+    c = ReleaseCheck(name, "pass")
+    detail = f"{len(protected):,} protected joint groups, {n_rows:,} rows"
+    if not want_g - unusable <= len(protected) <= want_g:
+        c.findings.append((f"{len(protected):,} joint groups with a protected row, release {release.name} has "
+                           f"{want_g:,}", {"split": "train"}))
+    if n_rows > want_r or (len(protected) == want_g and n_rows < want_r - unusable):
+        c.findings.append((f"{n_rows:,} rows in joint groups with a protected row, release {release.name} has "
+                           f"{want_r:,}", {"split": "train"}))
+    elif len(protected) < want_g:
+        detail += (f"; rows held to at most {want_r:,} only: {want_g - len(protected):,} protected group(s) absent, "
+                   "whose other rows cannot be told from the rest of train")
+    return _status(c, detail)
+
+
+def _non_singleton_members(release: Release, rows: list[dict], subset: str, unusable: int) -> ReleaseCheck:
+    """The index summary's ``non_singleton_members``: ``build_release_manifest.py`` counts the sample ids of the
+    RGB and IR near-cluster files, each given a ``phash4_<hash>`` component id, every other row
+    ``singleton_<sample_id>``. The cluster files are the split's (``split_summary.json`` ``near_clusters``,
+    ``joint_split_audit.json`` ``image_cluster_files``), whose builder refuses a member absent from its manifest
+    (``build_fusionrs_balanced_group_split.py``), so every counted sample id is a record."""
+    name = "non_singleton_members"
+    want = release.non_singleton_members
+    ids = [r["phash4_component_id"] for r in rows]
+    if want is None:
+        return ReleaseCheck(name, "not_applicable", f"{release.name} states no non-singleton count")
+    if all(v is None for v in ids):
+        return ReleaseCheck(name, "not_applicable", "the shards carry no phash4_component_id")
+    got = sum(1 for v in ids if v is not None and not str(v).startswith("singleton_"))
+    if subset:
+        return ReleaseCheck(name, "not_applicable", f"{got:,} rows; count not applicable: {subset}")
+    c = ReleaseCheck(name, "pass", f"{got:,} rows in multi-sample pHash components")
+    if not want - unusable <= got <= want:
+        c.findings.append((f"{got:,} rows in a multi-sample pHash component, release {release.name} has {want:,}",
+                           {}))
+    return _status(c, c.detail)
 
 
 def _component_representatives(rows: list[dict]) -> ReleaseCheck:
