@@ -53,9 +53,24 @@ def resolve_under(root: str | os.PathLike, rel: str) -> Path:
 
 
 def is_inside(root: str | os.PathLike, path: str | os.PathLike) -> bool:
-    """True when ``path`` (symlinks resolved) lies inside ``root``: for walking a user's folder."""
-    base, target = Path(root).resolve(), Path(path).resolve()
+    """True when ``path`` (symlinks resolved) lies inside ``root``: for walking a user's folder.
+
+    A symlink loop on either path is :class:`NotAFileError` naming it (``Path.resolve`` raises a bare
+    ``RuntimeError`` for one)."""
+    try:
+        base, target = Path(root).resolve(), Path(path).resolve()
+    except (RuntimeError, OSError) as e:
+        where = path if _loops(path) else root
+        raise NotAFileError(f"{os.fspath(where)}: a symlink loop ({e}); it leads nowhere") from None
     return target == base or base in target.parents
+
+
+def _loops(path: str | os.PathLike) -> bool:
+    try:
+        Path(path).resolve()
+    except (RuntimeError, OSError):
+        return True
+    return False
 
 
 def is_local_fs(fs) -> bool:
@@ -105,6 +120,9 @@ def check_tree(root: str | os.PathLike, sub: str = "data") -> None:
     Why: a listing skips a folder it may not read, and does not enter a symlinked one, without a word; a card
     or check would then describe a repo with a split or a source silently missing."""
     top = os.path.join(os.fspath(root), sub)
+    if os.path.islink(top):
+        raise NotAFileError(f"{top}: a symlink to a folder ({os.path.realpath(top)}); a repo's {sub}/ must be a "
+                            "folder of its own (copy it or bind-mount it instead)")
     if not os.path.isdir(top):
         return
 

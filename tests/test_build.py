@@ -361,3 +361,27 @@ def test_class_name_hints_only_where_the_release_allows_a_class():
     assert _class_name(rec("NWPU", "airport/airport_001.jpg"), None) == "airport"
     assert _class_name(rec("NWPU", "airport/airport_001.jpg"), "harbor") == "harbor"
     assert _class_name(rec("MyOwn", "a/b.jpg"), "field") == "field"
+
+
+@pytest.mark.parametrize("link", ["data", "state", "below"])
+def test_a_build_never_writes_through_a_symlink_out_of_out(build_fx, tmp_path, link):
+    """``OUT/data``, ``OUT/.fusionrs-build`` or a folder below data/ being a symlink to another folder made the
+    build write its shards (or its plan, caption store and lock) there; it is refused in one line, and nothing
+    lands outside."""
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    out.mkdir()
+    (out / STATE_DIR).mkdir()
+    if link == "data":
+        (out / "data").symlink_to(elsewhere)
+    elif link == "state":
+        (out / STATE_DIR).rmdir()
+        (out / STATE_DIR).symlink_to(elsewhere)
+    else:
+        (out / "data").mkdir()
+        (out / "data" / "nwpu").symlink_to(elsewhere)
+    from fusionrs_hf.safepath import NotAFileError
+
+    with pytest.raises((BuildError, NotAFileError), match=r"symlink"):  # both: one line, exit 2
+        build(_opts(build_fx, out, workers=1))
+    assert list(elsewhere.iterdir()) == []

@@ -61,6 +61,22 @@ def _from_folder(path, out, *extra, timeout: int = 120) -> subprocess.CompletedP
                      "--workers", "1", *extra, timeout=timeout)
 
 
+def test_a_symlink_loop_is_one_line_naming_it(tmp_path, sample_repo):
+    """``loop.jpg -> loop.jpg`` in an images folder, or ``assets -> assets`` beside a card, ended in a bare
+    ``RuntimeError: Symlink loop`` (exit 1); now one line naming the path, exit 2."""
+    mine = _own_folder(tmp_path / "mine")
+    (mine / "rgb" / "a" / "loop.jpg").symlink_to(mine / "rgb" / "a" / "loop.jpg")
+    proc = _from_folder(mine, tmp_path / "out")
+    assert proc.returncode == 2 and "loop.jpg: a symlink loop" in _one_line(proc), proc.stderr
+    import shutil
+
+    repo = Path(shutil.copytree(sample_repo, tmp_path / "repo"))
+    shutil.rmtree(repo / "assets")
+    (repo / "assets").symlink_to(repo / "assets")
+    proc = _fusionrs("card", str(repo))
+    assert proc.returncode == 2 and "assets: a symlink loop" in _one_line(proc), proc.stderr
+
+
 @pytest.mark.parametrize("link", ["rgb", "ir"])
 def test_from_folder_refuses_rgb_or_ir_linked_out_of_path(link, tmp_path):
     mine = _own_folder(tmp_path / "mine")

@@ -48,6 +48,13 @@ def build(opts: BuildOptions, *, on_shard_done: Callable[[dict], None] | None = 
     _refuse_foreign_out(out)
     out.mkdir(parents=True, exist_ok=True)
     state = out / STATE_DIR
+    try:  # a state folder or data/ that is a symlink out of --out: nothing of the build goes there
+        for sub in (state, out / "data"):
+            if os.path.islink(sub):
+                raise safepath.NotAFileError(f"{sub}: a symlink to {os.path.realpath(sub)}; a build writes its "
+                                             f"shards and state inside --out {out} only")
+    except safepath.NotAFileError as e:
+        raise BuildError(str(e)) from None
     state.mkdir(exist_ok=True)
     with _build_lock(state):
         return _build_locked(opts, out, state, on_shard_done)

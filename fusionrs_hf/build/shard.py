@@ -9,9 +9,9 @@ from pathlib import Path
 from ..atomic import atomic_write
 from ..layout import SHARD_RE, ShardName
 from ..pairing import diffv2ir_size, sizes_pair
-from ..safepath import OutsideRootError, resolve_under
+from ..safepath import NotAFileError, OutsideRootError, check_write_under, resolve_under
 from .images import ImageDrop, load_image
-from .options import STATE_DIR
+from .options import STATE_DIR, BuildError
 
 # one shard (worker)
 
@@ -119,6 +119,10 @@ def build_shard(task: str, rel: str, ctx: dict) -> dict:
         })
         written.append(sid)
     file_bytes = 0
+    try:  # data/ or a folder below it turned into a symlink out of --out: no shard is written through it
+        check_write_under(out, target)
+    except NotAFileError as e:
+        raise BuildError(str(e)) from None
     if rows:
         file_bytes = write_rows(rows, target, sources=tuple(ctx["sources"])).file_bytes
     elif target.exists():
