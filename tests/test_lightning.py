@@ -151,3 +151,21 @@ def test_lightning_checkpoints_with_the_plain_loader(sample_repo, tmp_path):
         warnings.simplefilter("ignore")
         _trainer(max_epochs=1, callbacks=[ModelCheckpoint(dirpath=tmp_path)]).fit(model, train_dataloaders=loader)
     assert list(tmp_path.glob("*.ckpt")) and sorted(model.seen) == [0]
+
+
+@pytest.mark.parametrize("workers", [0, 1, 2])
+def test_a_state_saved_at_the_end_of_an_epoch_resumes_at_the_next_one(sample_repo, workers):
+    """Lightning's default checkpoint is taken when an epoch ends. Restoring it replayed that epoch (with
+    workers) or gave an empty pass (without); the next pass is the next epoch, from its start, exactly the
+    order of an uninterrupted run."""
+    import pickle
+
+    kw = {**KW, "num_workers": workers, "stateful": True}
+    ref = make_dataloader(sample_repo, **kw)
+    epochs = [_ids(ref) for _ in range(3)]
+    first = make_dataloader(sample_repo, **kw)
+    assert _ids(first) == epochs[0]
+    state = pickle.loads(pickle.dumps(first.state_dict()))
+    second = make_dataloader(sample_repo, **kw)
+    second.load_state_dict(state)
+    assert _ids(second) == epochs[1] and _ids(second) == epochs[2]

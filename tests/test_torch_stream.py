@@ -406,6 +406,48 @@ def test_ddp_gloo_two_ranks_disjoint_complete_equal_batches(tmp_path_factory):
     assert r0["steps"] == r1["steps"] == r0["len"] == r1["len"]
 
 
+def _late_group_worker(rank: int, world: int, port: int, repo: str, out_dir: str) -> None:
+    """As Lightning's own DDP launcher runs a script: the loader is made first (WORLD_SIZE set, RANK not: the
+    launcher sets LOCAL_RANK), the process group comes later, inside ``Trainer.fit``."""
+    import torch.distributed as dist
+
+    os.environ.pop("RANK", None)
+    os.environ.update(WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    loader = make_dataloader(repo, config="default", split="train", batch_size=4, num_workers=2, image_size=8,
+                             shuffle=True, seed=11, multiprocessing_context="fork")
+    try:
+        len(loader)
+        early = "no error"
+    except ValueError as e:  # before the group exists nothing says which rank this is: refused, not rank 0
+        early = str(e)
+    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=60))
+    try:
+        ids, steps = [], 0
+        for batch in loader:
+            ids += batch["sample_id"]
+            steps += 1
+            t = torch.ones(1)
+            dist.all_reduce(t)
+        with open(os.path.join(out_dir, f"rank{rank}.pkl"), "wb") as f:
+            pickle.dump({"ids": ids, "steps": steps, "len": len(loader), "early": early}, f)
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_a_loader_made_before_the_process_group_reads_its_own_share(tmp_path_factory):
+    """Before, the rank was read when the loader was made: every process of a Lightning-launched job read rank
+    0's rows (duplicates, and a rank with fewer batches hung the job). Now it is read when the pass begins."""
+    repo = make_sample_repo(tmp_path_factory.mktemp("ddp_late") / "repo", counts={"train": 11}, size=32, max_rows=3)
+    all_ids = set(_rows(repo, "data/*/train/*.parquet"))
+    out = tmp_path_factory.mktemp("ddp_late_out")
+    torch.multiprocessing.spawn(_late_group_worker, args=(2, _free_port(), str(repo), str(out)), nprocs=2, join=True)
+    r0, r1 = (pickle.loads((out / f"rank{r}.pkl").read_bytes()) for r in (0, 1))
+    assert not set(r0["ids"]) & set(r1["ids"]) and r0["steps"] == r1["steps"] == r0["len"] == r1["len"]
+    assert len(set(r0["ids"]) | set(r1["ids"])) == len(all_ids) - len(all_ids) % 2
+    assert all("WORLD_SIZE=2 is set but nothing says which rank" in r["early"] for r in (r0, r1)), r0["early"]
+
+
 def _drop_rows(repo: Path, n: int) -> Path:
     """Remove the last n rows of one shard so the split has an odd row count."""
     f = sorted(repo.glob("data/rs5m/train/base-*.parquet"))[0]
@@ -565,3 +607,37 @@ def test_after_a_resumed_pass_the_next_pass_is_the_next_epoch(stream_repo, num_w
     assert first + rest == _ids(ref)
     ref.set_epoch(1)
     assert _ids(b) == _ids(ref)  # the pass after the resumed one is epoch 1
+
+
+def test_worker_options_without_workers_are_refused_as_torch_does(stream_repo):
+    """persistent_workers=True or a prefetch_factor with num_workers=0 were dropped without a word; torch's own
+    DataLoader refuses both, and so do we (a configuration mistake should show)."""
+    base = dict(config="default", split="train", batch_size=4, image_size=8, num_workers=0)
+    with pytest.raises(ValueError, match="persistent_workers=True needs num_workers > 0"):
+        make_dataloader(stream_repo, persistent_workers=True, **base)
+    with pytest.raises(ValueError, match="prefetch_factor needs num_workers > 0"):
+        make_dataloader(stream_repo, prefetch_factor=4, **base)
+    assert len(list(make_dataloader(stream_repo, persistent_workers=False, **base))) > 0
+
+
+def test_a_transformers_tokenizer_is_padded_and_a_ragged_callable_is_one_line(stream_repo):
+    """A transformers tokenizer passed as is (built here from a word-level vocabulary: nothing downloaded)
+    returned ragged lists, which failed in a worker with a shape error; it is now called padded and
+    truncated. A plain callable whose output is ragged is refused when the loader is made, in one line."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"[PAD]": 0, "[UNK]": 1}
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="[PAD]", unk_token="[UNK]", model_max_length=16)
+    for workers in (0, 2):
+        loader = make_dataloader(stream_repo, config="default", split="train", batch_size=8, image_size=SIZE,
+                                 tokenizer=tok, num_workers=workers)
+        batch = next(iter(loader))
+        ids, mask = batch["caption"], batch["caption_attention_mask"]
+        assert ids.dtype == torch.long and ids.shape[0] == 8 and 1 < ids.shape[1] <= 16 and mask.shape == ids.shape
+        assert bool((mask.sum(1) < ids.shape[1]).any())  # padded to the longest caption of the batch
+    with pytest.raises(ValueError, match=r"tokenizer= returned token ids that do not form one tensor"):
+        make_dataloader(stream_repo, config="default", split="train", batch_size=8, image_size=SIZE,
+                        tokenizer=lambda texts: [t.split() and [1] * len(t.split()) for t in texts])

@@ -4,7 +4,8 @@ shared-memory slots (:mod:`.slots`); bad rows raise or are skipped and counted; 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -13,6 +14,34 @@ from ..decode import DecodeError, center_crop_resize, decode_rgb, pil_to_array
 from ..secrets import scrub
 from ._common import _MAX_COUNTER_SLOTS, logger
 from .slots import _SLOT_KEY, _SLOT_TENSOR_KEY, _shared_empty
+
+
+def prepare_tokenizer(tokenizer: Callable | None) -> Callable | None:
+    """The callable a batch's captions go through, checked once here, in the process that makes the dataset.
+
+    A transformers tokenizer (it has ``pad`` and ``model_max_length``) called on a list returns lists of
+    different lengths, which no tensor holds: it is called padded to the batch's longest caption, truncated
+    to its ``model_max_length``, as PyTorch tensors. Any other callable is taken as it is, and must return a
+    tensor, a (B, L) nested list, or a mapping with ``input_ids`` (and ``attention_mask``) of those; one whose
+    output for two captions of different lengths is ragged is refused now in one line, not in a worker."""
+    if tokenizer is None:
+        return None
+    if not callable(tokenizer):
+        raise TypeError(f"tokenizer must be callable (list of str -> token ids), got {type(tokenizer).__name__}")
+    if hasattr(tokenizer, "pad") and hasattr(tokenizer, "model_max_length") and not isinstance(
+            tokenizer, functools.partial):
+        tokenizer = functools.partial(tokenizer, padding="longest", truncation=True, return_tensors="pt")
+    probe = tokenizer(["a", "a river beside two roads and a bridge"])
+    ids = probe["input_ids"] if hasattr(probe, "keys") and "input_ids" in probe else probe
+    try:
+        t = ids if isinstance(ids, torch.Tensor) else torch.as_tensor(ids)
+    except (ValueError, TypeError, RuntimeError) as e:
+        raise ValueError(f"tokenizer= returned token ids that do not form one tensor for a batch ({e}); pass a "
+                         "callable that pads, e.g. functools.partial(tok, padding=True, truncation=True, "
+                         "return_tensors='pt')") from None
+    if t.ndim != 2 or t.shape[0] != 2:
+        raise ValueError(f"tokenizer= returned shape {tuple(t.shape)} for 2 captions; expected (2, L) token ids")
+    return tokenizer
 
 
 def _image_value(value, where: str):

@@ -23,7 +23,7 @@ from ..schema import FIELD_NAMES, IMAGE_FIELDS
 from ..secrets import register_url, scrub, scrubbing
 from ..storage import Location, locate
 from ._common import _MAX_COUNTER_SLOTS, ON_ERROR, logger
-from .batches import BatchAssembly, _image_value
+from .batches import BatchAssembly, _image_value, prepare_tokenizer
 from .epochs import EpochPlanning
 from .plan import (
     _buffer_order,
@@ -105,14 +105,18 @@ class FusionRSIterable(EpochPlanning, Resumable, BatchAssembly, RowGroupReading,
             raise ValueError(f"{type(self).__name__}.columns: not FusionRS fields: {unknown}")
         self.batch_size, self.image_size = batch_size, int(image_size)
         self.shuffle, self.seed, self.shuffle_buffer = bool(shuffle), int(seed), int(shuffle_buffer)
-        self.tokenizer, self.on_error, self.drop_last = tokenizer, on_error, bool(drop_last)
+        self.tokenizer, self.on_error, self.drop_last = prepare_tokenizer(tokenizer), on_error, bool(drop_last)
         self.normalizer = Normalizer(mean, std)
         self.decode_backend = decode_backend
         self.normalize = bool(normalize)
         """False: ``rgb``/``ir`` stay uint8 (crop + resize only), for :func:`normalize_batch` on the GPU."""
         self.channels_last = bool(channels_last)
         """``rgb``/``ir`` (B, 3, H, W) stored as (B, H, W, 3), torch's ``channels_last`` (see make_dataloader)."""
-        self.rank, self.world_size = _resolve_rank(rank, world_size)
+        self._rank_args = (rank, world_size)
+        if rank is not None and world_size is not None:
+            _resolve_rank(rank, world_size)  # explicit values: refused now if they cannot be
+        self._rank_pinned: tuple[int, int] | None = None
+        """(rank, world size) of this dataset's passes, fixed when the first pass begins (see :attr:`rank`)."""
         self.config, self.split = config, split
         self.source = source
         self.num_workers_hint = 0
@@ -173,10 +177,29 @@ class FusionRSIterable(EpochPlanning, Resumable, BatchAssembly, RowGroupReading,
         self._consumed = 0
         self._pass_epoch: int | None = None
         """Epoch of the pass ``_consumed`` counts in this process (None: no pass started here yet)."""
-        self._slot = (self.rank, self.world_size, 0, 1)
+        self._slot: tuple = (None, None, 0, 1)
+        """(rank, world size, worker, workers) of the pass running in this process (set when it starts)."""
         self._generic_ds = None
 
     # -- public bookkeeping ------------------------------------------------------------------
+
+    @property
+    def rank(self) -> int:
+        """This process's rank: ``rank=`` if given, else the initialized process group's, else torchrun's
+        ``RANK``, else 0; read when it is first needed, not when the dataset is made, so a loader made before
+        the process group (Lightning's own DDP launcher starts it inside ``Trainer.fit``) still reads its own
+        share. Fixed for good once a pass begins."""
+        return (self._rank_pinned or _resolve_rank(*self._rank_args))[0]
+
+    @property
+    def world_size(self) -> int:
+        """The number of ranks, read as :attr:`rank` is."""
+        return (self._rank_pinned or _resolve_rank(*self._rank_args))[1]
+
+    def _pin_rank(self) -> None:
+        if self._rank_pinned is None:
+            self._rank_pinned = _resolve_rank(*self._rank_args)
+
 
     @property
     def fs(self):

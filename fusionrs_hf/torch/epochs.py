@@ -93,6 +93,7 @@ class EpochPlanning:
         loader``) still gets a new shuffle order each epoch, as litdata and webdataset do; an explicit
         ``set_epoch`` always wins. The epoch lives in shared memory, so (persistent) workers follow.
         """
+        self._pin_rank()  # before this pass's workers take their copy
         if self._passes and not self._epoch_explicit:
             self._epoch[0] = self.epoch + 1
         self._passes += 1

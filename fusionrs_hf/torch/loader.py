@@ -134,10 +134,18 @@ def _stateful_class():
             # torchdata restores them inside the workers, where a mismatch is a traceback at the first batch
             for ds_state in _dataset_states(state_dict):
                 self.dataset.check_state(ds_state, who="this loader", num_workers=self.num_workers)
+            epoch = _state_value(state_dict, "epoch")
+            if _find_key(state_dict, "_iterator_finished") is True:
+                # saved once its epoch was read to the end (Lightning's end-of-epoch checkpoint): the next pass
+                # is the next epoch from its start, as it would have been without the restart; restoring the
+                # finished position would replay the epoch (workers) or read nothing (no workers)
+                self.dataset._epoch_explicit = True
+                if epoch is not None:
+                    self.dataset._epoch[0] = int(epoch) + 1
+                return
             super().load_state_dict(state_dict)
             # the restored state says the epoch: the next pass resumes it instead of advancing
             self.dataset._epoch_explicit = True
-            epoch = _state_value(state_dict, "epoch")
             if epoch is not None:
                 self.dataset._epoch[0] = int(epoch)
 
@@ -344,7 +352,12 @@ def loader_for(dataset: FusionRSIterable, *, num_workers: int = 0, stateful: boo
         dataset.ring_size = (kw.get("prefetch_factor") or 2) + 2
         dataset.send_slots_once = not kw.get("pin_memory", False)
     cls = _stateful_class() if stateful else FusionRSDataLoader
-    if num_workers == 0:
+    if num_workers == 0:  # what torch's DataLoader refuses, refused too: silently dropped, it hid a mistake
+        if kw.get("persistent_workers"):
+            raise ValueError("persistent_workers=True needs num_workers > 0 (there are no workers to keep)")
+        if kw.get("prefetch_factor") is not None:
+            raise ValueError("prefetch_factor needs num_workers > 0 (without workers nothing is prefetched); "
+                             "leave it out, or set num_workers")
         kw.pop("prefetch_factor", None)
         kw.pop("persistent_workers", None)
     else:
