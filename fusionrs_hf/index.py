@@ -31,6 +31,7 @@ import json
 import os
 import re
 import stat
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -363,7 +364,7 @@ def iter_index(path: str | os.PathLike, *, on_error: str = "raise",
                     yield BadLine(n, e)
         except TextLimitError as e:  # the line is not read at all: nothing after it can be found
             raise IndexFormatError(where, e.line, None, e.reason) from None
-        except (UnicodeDecodeError, EOFError, OSError) as e:  # not UTF-8, truncated gzip: the rest is unreadable
+        except (UnicodeDecodeError, EOFError, OSError, zlib.error) as e:  # not UTF-8, truncated or corrupt gzip
             # the decoder reads ahead, so the exact line is unknown: name the last good one
             raise IndexFormatError(where, None, None,
                                    f"unreadable after line {n} ({type(e).__name__}: {e})") from None

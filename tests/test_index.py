@@ -239,3 +239,16 @@ def test_truncated_gzip_and_bad_encoding_named(tmp_path):
     latin.write_bytes(json.dumps(recs[0]).encode() + b"\n\xff\xfe broken\n")
     with pytest.raises(IndexFormatError, match=r"latin.jsonl: unreadable after line [01] \(UnicodeDecodeError"):
         read_index(latin)
+
+
+def test_corrupt_deflate_data_is_named_too(tmp_path):
+    """Flipped bytes inside the gzip stream raise zlib.error (not OSError): it ended as a bare "Error -3 while
+    decompressing data" with exit 1; now it is the index file's one line, as a truncated file is."""
+    recs = [_pub(f"rsicd-{i:04d}") for i in range(200)]
+    raw = bytearray(write_jsonl(tmp_path / "full.jsonl.gz", recs, gz=True).read_bytes())
+    for i in range(40, len(raw) - 40, 7):
+        raw[i] ^= 0x5A
+    bad = tmp_path / "bad.jsonl.gz"
+    bad.write_bytes(bytes(raw))
+    with pytest.raises(IndexFormatError, match=r"bad.jsonl.gz: unreadable after line \d+ \((error|BadGzipFile)"):
+        read_index(bad)
