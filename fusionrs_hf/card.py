@@ -410,11 +410,10 @@ def write_card(root: str | os.PathLike, *, sample: bool | None = None, repo_id: 
     or store URL its Load snippet reads); otherwise the snippet reads this folder (where it is now). ``repo_id`` may be a Hub id, an
     fsspec URL (with ``storage_options``, credentials never written) or a path.
     """
-    import json
 
     from .atomic import atomic_write
     from .card_assets import render_assets
-    from .layout import REPORT_NAME
+    from .layout import REPORT_NAME, parse_build_report
     from .safepath import check_repo_file, check_write_under
     from .storage import describe
 
@@ -439,8 +438,8 @@ def write_card(root: str | os.PathLike, *, sample: bool | None = None, repo_id: 
     check_repo_file(root, rp)  # its figures go into the card: only the repo's own regular file
     if rp.is_file():
         try:
-            report = json.loads(rp.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            report = parse_build_report(rp.read_bytes())
+        except OSError:
             report = None
     pictures = render_assets(fs, str(root.resolve()), shards, lay) if assets else {}
     for rel, data in pictures.items():

@@ -857,7 +857,7 @@ def _check_repo(target: str, *, fast: bool, revision: str | None, workers: int |
 
 def _release_checks(fs, root: str, release: str | None, index: str | None, findings: list) -> dict | None:
     """Run the release checks when asked (or, with ``"auto"``, when the build report names the release)."""
-    from .layout import REPORT_NAME
+    from .layout import REPORT_NAME, parse_build_report
     from .release.known import get_release
     from .release.verify import verify
 
@@ -867,10 +867,10 @@ def _release_checks(fs, root: str, release: str | None, index: str | None, findi
         if fs.exists(path):
             if is_local_fs(fs):
                 check_repo_file(root, path)  # a FIFO would hang the read, a symlink read outside the repo
-            report = json.loads(fs.cat_file(path).decode("utf-8"))
+            report = parse_build_report(fs.cat_file(path))
     except NotAFileError:
         raise
-    except (OSError, ValueError):
+    except OSError:
         report = None
     if release == "auto":
         release = (report or {}).get("release", {}).get("release")

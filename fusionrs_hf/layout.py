@@ -33,6 +33,41 @@ GROUPS: tuple[str, ...] = ("iraware", "base")
 DEFAULT_BATCH = "main"
 REPORT_NAME = "build_report.json"
 """The build report at a repo's root: what was written and why the rest was not, and which release."""
+_REPORT_SHAPE: dict = {
+    "release": {"release": (str, type(None)), "sha256": str, "rows": int, "note": (str, type(None)),
+                "sources_built": list},
+    "captions": {"policy": (str, type(None)), "iraware_policy": (str, type(None))},
+    "rc4_comparison": {"counts": {"*": {"*": {"index": int}}}},
+    "written": {"by_source_split_group": {"*": {"*": {"*": int}}}},
+}
+"""The parts of a build report that the card and ``check --release`` read, and their types (``"*"``: any key)."""
+
+
+def parse_build_report(raw: bytes | str) -> dict | None:
+    """A repo's build report, or None when it is not one we can use (not JSON, nested too deeply, not an
+    object, or a part the card or the release checks read of another type): treated as absent, as an unreadable
+    one is, never a crash naming a Python type. The report is data of the repo, not of this process."""
+    import json
+
+    try:
+        obj = json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
+    except (ValueError, RecursionError, UnicodeDecodeError):
+        return None
+    return obj if isinstance(obj, dict) and _shaped(obj, _REPORT_SHAPE) else None
+
+
+def _shaped(value, shape) -> bool:
+    if isinstance(shape, dict):
+        if not isinstance(value, dict):
+            return False
+        if "*" in shape:
+            return all(_shaped(v, shape["*"]) for v in value.values())
+        return all(k not in value or _shaped(value[k], sub) for k, sub in shape.items())
+    if shape is int or shape == (int,):
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, shape)
+
+
 BUILD_STATE_DIR = ".fusionrs-build"
 """Where ``fusionrs build`` keeps the state that lets an interrupted build resume (inside its ``--out``)."""
 

@@ -152,3 +152,21 @@ def test_no_credential_option_reaches_the_card_whatever_its_key(repo, capsys):
     for secret in ("AZUREKEY0123456789", "SSHkeyPASS42"):
         assert secret not in card and secret not in out.out + out.err
     assert '"account_name": "acct"' in card and "abfs://container/fusionrs/data/" in card
+
+
+@pytest.mark.parametrize("report", ['[1]', '{"release": "x"}', "[" * 100_000 + "]" * 100_000,
+                                    '{"release": {"release": "rc4-20260727", "rows": "many", "sha256": "ab"}}',
+                                    '{"written": {"by_source_split_group": {"NWPU": {"train": {"base": "7"}}}}}'])
+def test_a_malformed_build_report_is_taken_as_absent(repo, report):
+    """The build report is the repo's data: one of another shape (a list, a string where an object belongs, a
+    deeply nested one, rows that are text) crashed `fusionrs card` and `check` with AttributeError,
+    RecursionError or a format error; it is now treated as absent, as an unreadable one is."""
+    import subprocess
+    import sys
+
+    (repo / "build_report.json").write_text(report)
+    for args in (["card", str(repo), "--no-assets"], ["check", str(repo), "--fast", "--quiet"]):
+        proc = subprocess.run([sys.executable, "-m", "fusionrs_hf.cli", *args], capture_output=True, text=True,
+                              timeout=120)
+        assert proc.returncode in (0, 1) and "Traceback" not in proc.stderr, proc.stderr[-800:]
+    assert "No build report in this repo" in (repo / "README.md").read_text()
