@@ -168,5 +168,5 @@ def test_a_malformed_build_report_is_taken_as_absent(repo, report):
     for args in (["card", str(repo), "--no-assets"], ["check", str(repo), "--fast", "--quiet"]):
         proc = subprocess.run([sys.executable, "-m", "fusionrs_hf.cli", *args], capture_output=True, text=True,
                               timeout=120)
-        assert proc.returncode in (0, 1) and "Traceback" not in proc.stderr, proc.stderr[-800:]
+        assert proc.returncode == 0 and "Traceback" not in proc.stderr, (args, proc.stderr[-800:])  # 1: a bug
     assert "No build report in this repo" in (repo / "README.md").read_text()
