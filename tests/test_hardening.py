@@ -514,6 +514,77 @@ def test_an_npz_zip_bomb_is_refused_before_numpy_inflates_it(tmp_path):
         load_embeddings(path)
 
 
+def _bad_embedding_files(tmp_path) -> dict:
+    import io
+    import zipfile
+
+    import pyarrow as pa
+
+    ids = np.array(["a", "b"])
+    vec = np.ones((2, 4), np.float32)
+    out = {}
+
+    def npz(name, **arrays):
+        p = tmp_path / f"{name}.npz"
+        np.savez(p, **arrays)
+        out[name] = p
+
+    npz("objects", sample_id=ids, rgb=np.array([{"x": 1}, None], dtype=object), ir=vec)
+    npz("strings", sample_id=ids, rgb=np.array([["1", "2"], ["3", "4"]]), ir=vec)
+    npz("bad_meta", sample_id=ids, rgb=vec, ir=vec, meta=np.asarray("{not json"))
+    npz("list_meta", sample_id=ids, rgb=vec, ir=vec, meta=np.asarray("[1, 2]"))
+    npz("deep_meta", sample_id=ids, rgb=vec, ir=vec, meta=np.asarray("[" * 100_000 + "]" * 100_000))
+    trunc = tmp_path / "truncated.npz"  # a member whose data stops short of its header's shape
+    buf = io.BytesIO()
+    np.save(buf, np.ones((1000, 64), np.float32))
+    with zipfile.ZipFile(trunc, "w") as zf:
+        zf.writestr("sample_id.npy", _npy(ids))
+        zf.writestr("rgb.npy", buf.getvalue()[:5000])
+        zf.writestr("ir.npy", _npy(vec))
+    out["truncated"] = trunc
+    huge = tmp_path / "huge.npz"  # a header claiming 2**40 float32 rows in a few hundred bytes
+    header = _npy(vec)
+    claim = header.replace(b"(2, 4)", b"(1099511627776, 4)")
+    with zipfile.ZipFile(huge, "w") as zf:
+        zf.writestr("sample_id.npy", _npy(ids))
+        zf.writestr("rgb.npy", claim)
+        zf.writestr("ir.npy", header)
+    out["huge_header"] = huge
+    scalar = tmp_path / "scalar.parquet"
+    pq.write_table(pa.table({"sample_id": ["a", "b"], "rgb": [1.0, 2.0], "ir": [[1.0], [2.0]]}), scalar)
+    out["scalar_column"] = scalar
+    text = tmp_path / "text.parquet"
+    pq.write_table(pa.table({"sample_id": ["a", "b"], "rgb": [["x"], ["y"]], "ir": [[1.0], [2.0]]}), text)
+    out["string_column"] = text
+    notpq = tmp_path / "junk.parquet"
+    notpq.write_bytes(b"PAR1 this is not parquet")
+    out["not_parquet"] = notpq
+    return out
+
+
+def _npy(a) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, a)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("kind", ["objects", "strings", "bad_meta", "list_meta", "deep_meta", "truncated",
+                                  "huge_header", "scalar_column", "string_column", "not_parquet"])
+def test_a_bad_embedding_file_is_one_line_naming_it(kind, tmp_path):
+    """Object or text arrays, a truncated member, a header claiming terabytes, meta that is not a JSON object,
+    scalar or text parquet columns, a file that is not parquet: each ended as numpy's or pyarrow's own error
+    (exit 1, often without the file name, a header's claim allocated first); now one ProtocolError naming the
+    file, which `fusionrs eval` reports with exit 2."""
+    from fusionrs_hf.eval import ProtocolError, load_embeddings
+
+    path = _bad_embedding_files(tmp_path)[kind]
+    with pytest.raises(ProtocolError) as got:
+        load_embeddings(path)
+    assert str(path) in str(got.value) and "\n" not in str(got.value)
+
+
 # --------------------------------------------------------------------------- 7. push
 
 def test_the_documented_prune_flow_pushes_with_the_card_push_renders(sample_repo, tmp_path):

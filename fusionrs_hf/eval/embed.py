@@ -152,6 +152,29 @@ def _refuse_inflating_members(path: Path) -> None:
         if m.file_size > max(64 << 20, NPZ_MAX_RATIO * m.compress_size):
             raise ProtocolError(f"{path}: member {m.filename!r} inflates {m.compress_size:,} stored bytes to "
                                 f"{m.file_size:,} (more than {NPZ_MAX_RATIO}x); not read")
+    with zipfile.ZipFile(path) as zf:
+        for m in members:
+            _check_member_header(zf, m, path)
+
+
+def _check_member_header(zf, member, path: Path) -> None:
+    """An array's ``.npy`` header, read before the array: numeric (or text ids) only, never objects, and no
+    larger than the bytes the member holds (``np.load`` allocates what the header claims, terabytes if it
+    says so, before it finds the data missing)."""
+    if not member.filename.endswith(".npy"):
+        return
+    name = member.filename[:-4]
+    with zf.open(member) as fh:
+        version = np.lib.format.read_magic(fh)
+        shape, _fortran, dtype = (np.lib.format.read_array_header_1_0(fh) if version == (1, 0)
+                                  else np.lib.format.read_array_header_2_0(fh))
+    if dtype.hasobject:
+        raise ProtocolError(f"{path}: array {name!r} holds Python objects (dtype {dtype}); embeddings are numbers "
+                            "and sample ids text, and objects would need pickle, which is never loaded")
+    need = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize if shape else dtype.itemsize
+    if need > member.file_size:
+        raise ProtocolError(f"{path}: array {name!r} claims shape {tuple(shape)} ({need:,} bytes) but its member "
+                            f"holds {member.file_size:,}; not read")
 
 
 def load_embeddings(path: str | os.PathLike) -> Embeddings:
@@ -159,6 +182,24 @@ def load_embeddings(path: str | os.PathLike) -> Embeddings:
     path = Path(path)
     if not path.is_file():
         raise ProtocolError(f"embeddings file {path} does not exist")
+    import pyarrow as pa
+
+    try:
+        emb = _read_embeddings(path)
+    except ProtocolError:
+        raise
+    except (ValueError, TypeError, KeyError, OSError, EOFError, MemoryError, RecursionError, NotImplementedError,
+            pa.ArrowException) as e:
+        # numpy's and pyarrow's own errors (ArrowInvalid is a ValueError; a truncated .npy an EOFError): the
+        # file's one line, exit 2, never a traceback of theirs
+        raise ProtocolError(f"{path}: not a readable embedding file ({type(e).__name__}: {str(e)[:200]})") from None
+    for m, a in [*emb.arrays().items(), *emb.class_text.items()]:
+        if a is not None and not np.issubdtype(a.dtype, np.number):
+            raise ProtocolError(f"{path}: {m!r} vectors are {a.dtype}, not numbers")
+    return emb
+
+
+def _read_embeddings(path: Path) -> Embeddings:
     if path.suffix == ".npz":
         _refuse_inflating_members(path)
         with np.load(path, allow_pickle=False) as z:
@@ -173,6 +214,8 @@ def load_embeddings(path: str | os.PathLike) -> Embeddings:
                 for m in ("rgb", "ir"):
                     ctext.setdefault(m, np.asarray(z["class_text"]))
             meta = json.loads(str(z["meta"])) if "meta" in keys else {}
+            if not isinstance(meta, dict):
+                raise ProtocolError(f"{path}: 'meta' is not a JSON object")
     elif path.suffix in (".parquet", ".pq"):
         import pyarrow.parquet as pq
 
