@@ -420,7 +420,7 @@ def write_card(root: str | os.PathLike, *, sample: bool | None = None, repo_id: 
     root = Path(root)
     path = root / CARD_NAME
     check_repo_file(root, path)  # a FIFO would hang the read; a symlink out of the repo is not ours to read
-    old = card_says(path.read_text(encoding="utf-8", errors="replace") if path.is_file() else None)
+    old = card_says(_head(path) if path.is_file() else None)
     if sample is None:
         sample = bool(old.get("sample"))
     location = describe(str(root.resolve()))  # a local card reads the folder it is in (also after a move)
@@ -474,14 +474,31 @@ def read_card_yaml(text: str) -> dict:
     return copy.deepcopy(_parse_front_matter(text))
 
 
+def _head(path: Path) -> str:
+    """The first :data:`~fusionrs_hf.limits.MAX_CARD_BYTES` of a card (what a re-render keeps is at its top)."""
+    from .limits import MAX_CARD_BYTES
+
+    with open(path, "rb") as f:
+        return f.read(MAX_CARD_BYTES).decode("utf-8", errors="replace")
+
+
 def card_configs(text: str) -> dict[str, dict[str, list[str]]]:
-    """``{config: {split: [patterns]}}`` from a card's YAML."""
+    """``{config: {split: [patterns]}}`` from a card's YAML; ValueError past the limits of
+    :mod:`fusionrs_hf.limits` (bytes, patterns), before matching any pattern against any file."""
+    from .limits import MAX_CARD_BYTES, MAX_CARD_PATTERNS
+
+    if len(text) > MAX_CARD_BYTES:
+        raise ValueError(f"the card is {len(text):,} characters, more than the limit {MAX_CARD_BYTES:,}")
     out: dict[str, dict[str, list[str]]] = {}
+    n = 0
     for c in read_card_yaml(text).get("configs", []) or []:
         splits: dict[str, list[str]] = {}
         for df in c.get("data_files", []):
             p = df["path"]
             splits[df["split"]] = [p] if isinstance(p, str) else list(p)
+            n += len(splits[df["split"]])
+        if n > MAX_CARD_PATTERNS:
+            raise ValueError(f"the card lists more than {MAX_CARD_PATTERNS:,} data_files patterns")
         out[c["config_name"]] = splits
     return out
 

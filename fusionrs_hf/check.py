@@ -87,7 +87,7 @@ from .layout import (
     layout_for,
     source_dir,
 )
-from .limits import DEFAULT_MAX_PIXELS, open_image, refuse_big_row_groups
+from .limits import DEFAULT_MAX_PIXELS, MAX_CARD_BYTES, open_image, refuse_big_row_groups
 from .pairing import diffv2ir_size, edge_signature, sizes_pair, swapped_pairs
 from .phash import DEFAULT_RADIUS, near_pairs, phash
 from .safepath import NotAFileError, check_repo_file, is_local_fs
@@ -551,7 +551,7 @@ def _outside_data(pattern: str) -> bool:
 
 
 def _card_findings(lay: Layout, card_text: str | None, shards: list[ShardName], orphans: list[str],
-                   infos: list, unreadable: set[str]) -> list[Finding]:
+                   infos: list, unreadable: set[str], card_problem: str | None = None) -> list[Finding]:
     from .card import card_configs, card_split_sizes, expected_stats
 
     out: list[Finding] = []
@@ -560,6 +560,9 @@ def _card_findings(lay: Layout, card_text: str | None, shards: list[ShardName], 
                            "no registry config includes it", shard=rel))
     if card_text is None:
         out.append(Finding("missing_card", "README.md not found: configs and dataset_info cannot be checked"))
+        return out
+    if card_problem:
+        out.append(Finding("bad_card", card_problem))
         return out
     try:
         cfgs = card_configs(card_text)
@@ -793,7 +796,13 @@ def _check_repo(target: str, *, fast: bool, revision: str | None, workers: int |
         card_path = f"{root}/README.md"
         if fs.exists(card_path) and is_local_fs(fs):
             check_repo_file(root, card_path)  # a FIFO would hang the read
-        card_text = fs.cat_file(card_path).decode("utf-8") if fs.exists(card_path) else None
+        card_text = card_problem = None
+        if fs.exists(card_path):  # read no more than a card may be
+            with fs.open(card_path, "rb") as fh:
+                raw = fh.read(MAX_CARD_BYTES + 1)
+            card_text = raw.decode("utf-8", errors="replace")
+            if len(raw) > MAX_CARD_BYTES:
+                card_problem = f"README.md is larger than the limit of {MAX_CARD_BYTES:,} bytes for a card; not parsed"
     except NotAFileError:
         raise
     except Exception as e:  # noqa: BLE001
@@ -821,7 +830,7 @@ def _check_repo(target: str, *, fast: bool, revision: str | None, workers: int |
             unreadable.add(shards[res.index].path)
     findings.extend(_card_findings(lay, card_text, shards, orphans,
                                    [i for i, s in zip(infos, shards, strict=True)
-                                    if i is not None and s.path not in unreadable], unreadable))
+                                    if i is not None and s.path not in unreadable], unreadable, card_problem))
 
     rows = _concat_rows(per_shard, shards)
     pending = _joins(rows, fast) if rows["split"].size else []

@@ -16,6 +16,7 @@ derive their paths from this module. A shard path is::
 from __future__ import annotations
 
 import fnmatch
+import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -274,8 +275,14 @@ def parse_shard_path(relpath: str) -> ShardName | None:
 
 def glob_match(pattern: str, relpath: str) -> bool:
     """Segment-wise glob match (``*`` never crosses ``/``), as the Hub and fsspec resolve YAML globs."""
-    p, r = pattern.split("/"), relpath.split("/")
-    return len(p) == len(r) and all(fnmatch.fnmatchcase(a, b) for b, a in zip(p, r, strict=True))
+    p, r = _segment_regexes(pattern), relpath.split("/")
+    return len(p) == len(r) and all(rx.match(a) for rx, a in zip(p, r, strict=True))
+
+
+@functools.lru_cache(maxsize=8192)
+def _segment_regexes(pattern: str) -> tuple:
+    """A pattern's segments, each compiled once (fnmatch's own cache is per segment and recompiles past 32k)."""
+    return tuple(re.compile(fnmatch.translate(seg)) for seg in pattern.split("/"))
 
 
 def config_files(config: ConfigSpec | str, split: str, files: Iterable[str]) -> list[str]:

@@ -17,6 +17,13 @@ MAX_JPEG_SCANS = 100
 """Most scans a progressive JPEG may have (a standard one has about 10). Each scan refines every pixel again,
 so a few KB of repeated scans in an ordinary-sized file cost minutes of decoding; more are refused unread."""
 
+MAX_CARD_BYTES = 4 << 20
+"""Largest README.md (a dataset card) that is parsed: the full FusionRS card is well under 100 KB, and every
+reader of a card (``check``, ``card``) would otherwise spend minutes on a few megabytes of patterns."""
+
+MAX_CARD_PATTERNS = 4096
+"""Most ``data_files`` patterns a card may list over all its configs and splits (ours: a few per split)."""
+
 _SOF = frozenset((0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF))
 """Frame header markers (SOF0-SOF15 less DHT C4, JPG C8 and DAC CC)."""
 _PROGRESSIVE = frozenset((0xC2, 0xC6, 0xCA, 0xCE))

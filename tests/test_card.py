@@ -170,3 +170,25 @@ def test_a_malformed_build_report_is_taken_as_absent(repo, report):
                               timeout=120)
         assert proc.returncode == 0 and "Traceback" not in proc.stderr, (args, proc.stderr[-800:])  # 1: a bug
     assert "No build report in this repo" in (repo / "README.md").read_text()
+
+
+def test_a_card_past_the_limits_is_one_finding_and_quick(repo):
+    """A README of 300,000 data_files patterns made `check --fast` match each against every shard (3.5 min on
+    the demo); a card past the limits (bytes, patterns) is one `bad_card` finding, before any matching."""
+    import time
+
+    from fusionrs_hf.check import check_repo
+    from fusionrs_hf.limits import MAX_CARD_BYTES, MAX_CARD_PATTERNS
+
+    card = (repo / "README.md").read_text()
+    many = "".join(f"    - data/x{i}/*.parquet\n" for i in range(MAX_CARD_PATTERNS + 10))
+    head, rest = card.split("configs:\n", 1)
+    huge = "configs:\n- config_name: huge\n  data_files:\n  - split: train\n    path:\n" + many
+    (repo / "README.md").write_text(head + huge + rest)  # the repo's own configs follow the huge one
+    t0 = time.perf_counter()
+    found = [f for f in check_repo(str(repo), fast=True).findings if f.kind == "bad_card"]
+    assert len(found) == 1 and f"more than {MAX_CARD_PATTERNS:,} data_files patterns" in found[0].message
+    assert time.perf_counter() - t0 < 30
+    (repo / "README.md").write_text(card + "\n" + "x" * MAX_CARD_BYTES)
+    found = [f for f in check_repo(str(repo), fast=True).findings if f.kind == "bad_card"]
+    assert len(found) == 1 and "larger than the limit" in found[0].message
