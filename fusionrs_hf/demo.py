@@ -1,8 +1,15 @@
 """The embedded sample: a small, complete FusionRS-format repo made from procedural scenes.
 
-It exercises every part of the layout the real data has: all five sources, all three splits,
-both groups, sources without IR-aware validation rows (as SkyScript, RSICD and RSITMD in the
-paper), and an IR-aware test split that is the whole test split (as in the paper).
+It has the layout a build of the authors' release rc4-20260727 has: all five sources, all three
+splits, both groups, the release's rights codes, ``source_record_id`` equal to ``sample_id``, and
+IR-aware rows in train only (rc4 publishes IR-aware captions for train only), so the ``iraware``
+config has a train split and nothing else, while ``default`` and the per-source configs have
+train, validation and test.
+
+``layout="paper"`` (:data:`LAYOUTS`) groups the same rows as the paper did instead, for code that
+needs IR-aware evaluation rows: IR-aware validation rows for RS5M and NWPU only (none for SkyScript,
+RSICD and RSITMD) and an IR-aware test split that is the whole test split. Only the grouping
+differs; images and captions are the same for a seed.
 """
 
 from __future__ import annotations
@@ -22,22 +29,36 @@ from .text import normalize_caption
 DEFAULT_COUNTS = {"train": 44, "validation": 8, "test": 10}
 """Rows per source and split: 5 x 62 = 310 triplets."""
 IRAWARE_VALIDATION_SOURCES = ("RS5M", "NWPU")
+"""Sources with IR-aware validation rows in the ``paper`` layout (``rc4`` has none anywhere but train)."""
 RIGHTS = {
     "RS5M": "rs5m-item-rights-unconfirmed", "SkyScript": "skyscript-naip-public-domain",
-    "NWPU": "nwpu-research-only", "RSICD": "rsicd-research-only", "RSITMD": "rsitmd-research-only",
+    "NWPU": "nwpu-captions-text-unlicensed", "RSICD": "rsicd-redistribution-license-not-located",
+    "RSITMD": "rsitmd-redistribution-license-not-located",
 }
+"""The release's ``source_rights_code`` per source (the authors' ``build_public_redacted_index.py``, as
+:mod:`fusionrs_hf.release.rights` has them); the sample's SkyScript rows count as NAIP (``_US_``) tiles."""
 
 
-def is_iraware(source: str, split: str, i: int) -> bool:
-    """The sample's IR-aware membership rule (deterministic in the row position)."""
+LAYOUTS = ("rc4", "paper")
+"""Where the sample's IR-aware rows are: ``rc4`` (the release: train only) or ``paper`` (the paper's layout:
+also part of validation and the whole of test)."""
+
+
+def is_iraware(source: str, split: str, i: int, layout: str = "rc4") -> bool:
+    """The sample's IR-aware membership rule (deterministic in the row position and the layout)."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
+    if split == "train":
+        return i % 3 == 0
+    if layout == "rc4":
+        return False
     if split == "test":
         return True
-    if split == "validation":
-        return source in IRAWARE_VALIDATION_SOURCES and i % 2 == 0
-    return i % 3 == 0
+    return source in IRAWARE_VALIDATION_SOURCES and i % 2 == 0
 
 
-def sample_rows(seed: int = 0, counts: dict[str, int] | None = None, size: int = 256, quality: int = 90):
+def sample_rows(seed: int = 0, counts: dict[str, int] | None = None, size: int = 256, quality: int = 90,
+                layout: str = "rc4"):
     """Yield ``(source, split, group, row)`` for the sample, deterministically for a seed."""
     counts = counts or DEFAULT_COUNTS
     first_split: dict[str, str] = {}
@@ -49,11 +70,11 @@ def sample_rows(seed: int = 0, counts: dict[str, int] | None = None, size: int =
                 cap, ir_cap = captions(scene, rng)
                 sid = f"{source.lower()}-{split[:3]}-{i:05d}"
                 cap = _split_unique_caption(cap, split, sid, first_split)
-                group = "iraware" if is_iraware(source, split, i) else "base"
+                group = "iraware" if is_iraware(source, split, i, layout) else "base"
                 row = {
                     "sample_id": sid,
                     "source": source,
-                    "source_record_id": f"{source}/{i:06d}",
+                    "source_record_id": sid,  # rc4: the record id is the sample id
                     "rgb": {"bytes": jpeg_bytes(scene.rgb, quality)},
                     "ir": {"bytes": jpeg_bytes(scene.ir, quality)},
                     "caption": cap,
@@ -93,15 +114,16 @@ def make_sample_repo(
     max_rows: int = 32,
     batch: str = "main",
     repo_id: str | None = None,
+    layout: str = "rc4",
 ) -> Path:
     """Write the sample repo (shards + card) to ``out`` and return its path.
 
     ``max_rows`` is small on purpose: it gives several shards per split, which the worker and
-    DDP tests need.
+    DDP tests need. ``layout``: ``rc4`` (IR-aware rows in train only, as the release) or ``paper``.
     """
     out = Path(out)
     sinks: dict[tuple[str, str, str], ShardSink] = {}
-    for source, split, group, row in sample_rows(seed, counts, size, quality):
+    for source, split, group, row in sample_rows(seed, counts, size, quality, layout):
         key = (source, split, group)
         if key not in sinks:
             sinks[key] = ShardSink(out, source, split, group, batch=batch, max_rows=max_rows)

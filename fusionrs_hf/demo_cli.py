@@ -1,11 +1,14 @@
-"""Write the embedded synthetic sample (all sources, splits and groups; real JPEG bytes), load it back
-through stock `datasets.load_dataset(path, "iraware", streaming=True)`, print counts per config and
-split and one decoded triplet, and name the card's contact sheet PNG (RGB | IR | caption | IR caption).
+"""Write the embedded synthetic sample (all sources, splits and groups; real JPEG bytes), laid out as a build
+of release rc4 is (IR-aware rows in train only, so `iraware` has a train split alone), load it back through
+stock `datasets.load_dataset(path, "iraware", streaming=True)`, print counts per config and split and one
+decoded triplet, and name the card's contact sheet PNG (RGB | IR | caption | IR caption).
 
 With --sources DIR it writes what `fusionrs build` reads instead, all made up: native-layout trees of the five
-sources (NWPU-RESISC45 class folders, RSICD/RSITMD images with their Karpathy-style JSON, an RS5M CSV and a
-SkyScript JSONL caption table), a DiffV2IR output folder, an IR-aware file and an index (public variant,
-gzipped), and prints the build command for them: a maintainer's dry run before the real sources are at hand.
+sources (NWPU-RESISC45 class folders, RSICD/RSITMD images with their Karpathy-style JSON, an RS5M CSV caption
+table keyed by source_dataset + source_locator and a SkyScript JSONL one keyed by sample_id), a DiffV2IR output
+folder (a PNG at each record's translation.output_key, `<source>/<sample_id>.png`), an IR-aware file and an
+index (public variant, gzipped; source_record_id = sample_id, as in rc4), and prints the build command for
+them: a maintainer's dry run before the real sources are at hand.
 
 Example:
   fusionrs demo --out ./fusionrs-demo
@@ -82,7 +85,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"FusionRS synthetic sample written to {res['repo']}\n")
     print(f"{'config':<10} " + " ".join(f"{s:>10}" for s in ("train", "validation", "test")))
     for cfg, splits in res["counts"].items():
-        print(f"{cfg:<10} " + " ".join(f"{splits.get(s, 0):>10}" for s in ("train", "validation", "test")))
+        print(f"{cfg:<10} " + " ".join(f"{splits.get(s, '-'):>10}" for s in ("train", "validation", "test")))
+    if set(res["counts"].get("iraware", {})) == {"train"}:
+        print("(- : no such split; as in release rc4, IR-aware captions are in train only)")
     t = res["triplet"]
     print(f"\nfirst iraware/train triplet (streamed): {t['sample_id']} [{t['source']}]")
     print(f"  rgb: {t['rgb']}   ir: {t['ir']}")

@@ -16,6 +16,9 @@ os.environ.setdefault("HF_DATASETS_CACHE", os.path.join(_CACHE, "datasets"))
 os.environ.setdefault("HF_HOME", os.path.join(_CACHE, "home"))
 
 SMALL_COUNTS = {"train": 9, "validation": 4, "test": 4}
+SAMPLE_SHARDS = 25
+"""Shards of ``sample_repo`` (rc4 layout, 4 rows a shard): per source, train 3 IR-aware rows (1 shard) + 6 base
+(2), validation 4 base (1), test 4 base (1); 5 x 5."""
 
 
 @pytest.fixture(scope="session")

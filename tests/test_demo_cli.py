@@ -22,7 +22,8 @@ def test_demo_writes_complete_sample_and_streams_it(tmp_path):
     counts = res["counts"]
     assert set(counts) == {"default", "iraware", "rs5m", "skyscript", "nwpu", "rsicd", "rsitmd"}
     assert sum(counts["default"].values()) >= 300
-    assert all(set(v) == {"train", "validation", "test"} for v in counts.values())
+    assert all(set(v) == {"train", "validation", "test"} for c, v in counts.items() if c != "iraware")
+    assert set(counts["iraware"]) == {"train"}  # as rc4: IR-aware captions for train only
     assert res["triplet"]["ir_caption"]
     assert (out / "assets" / "contact_sheet.png").stat().st_size > 10_000 and res["contact_sheet"].endswith(
         "assets/contact_sheet.png")
@@ -93,3 +94,37 @@ def test_demo_sources_build_end_to_end_with_the_printed_command(tmp_path):
         b["count"] for b in report["dropped"]["by_reason"].values())
     check = subprocess.run([*cli, "check", str(tmp_path / "src-built")], capture_output=True, text=True, timeout=300)
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_sample_and_source_trees_follow_the_release_formats(tmp_path):
+    """rc4's formats, from the authors' scripts: ``source_record_id`` is the sample id and the IR output key
+    ``{dataset}/{sample_id}.png`` (build_release_manifest.py), the rights codes are the redaction's
+    (build_public_redacted_index.py), IR-aware rows are train only; caption tables meet the index by
+    ``source_dataset`` + ``source_locator`` or by ``sample_id``, never by an upstream id."""
+    import csv
+
+    from fusionrs_hf.demo import sample_rows
+    from fusionrs_hf.release.rights import rights_code
+    from fusionrs_hf.testing.sources import make_fixture
+
+    rows = list(sample_rows(0, {"train": 3, "validation": 2, "test": 2}, 16))
+    assert all(r["source_record_id"] == r["sample_id"] for *_, r in rows)
+    assert {(s, r["rights_code"]) for s, *_, r in rows} == {
+        (s, rights_code(s, "images/x_US_1.jpg")) for s in {s for s, *_ in rows}}  # SkyScript rows: NAIP tiles
+    assert {g for _, split, g, _ in rows if split != "train"} == {"base"}
+    assert {g for _, split, g, _ in rows if split == "train"} == {"base", "iraware"}
+
+    fx = make_fixture(tmp_path, size=16)
+    by_locator = {(r["source_dataset"], r["source_locator"]): r for r in fx.records}
+    for r in fx.records:
+        key = r["translation"]["output_key"]
+        assert r["source_record_id"] == r["sample_id"] and key == f"{r['source_dataset']}/{r['sample_id']}.png"
+        assert (fx.ir_root / key).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert r["source_rights_code"] == rights_code(r["source_dataset"], r["source_locator"])
+    table = next(p for p in fx.caption_files if p.suffix == ".csv")
+    with open(table, newline="", encoding="utf-8") as f:
+        keys = {(row["source_dataset"], row["source_locator"]) for row in csv.DictReader(f)}
+    assert keys and keys <= set(by_locator)
+    sky = next(p for p in fx.caption_files if p.name.endswith(".jsonl"))
+    assert {json.loads(line)["sample_id"] for line in sky.read_text().splitlines()} <= {
+        r["sample_id"] for r in fx.records}

@@ -37,10 +37,11 @@ def _card(repo):
     return (repo / "README.md").read_text()
 
 
-def test_exactly_seven_configs_each_with_three_splits(sample_repo):
+def test_exactly_seven_configs_with_the_rc4_splits(sample_repo):
     assert set(get_dataset_config_names(str(sample_repo))) == CONFIGS
-    for cfg in CONFIGS:
+    for cfg in CONFIGS - {"iraware"}:
         assert get_dataset_split_names(str(sample_repo), cfg) == ["train", "validation", "test"], cfg
+    assert get_dataset_split_names(str(sample_repo), "iraware") == ["train"]  # rc4: IR-aware captions for train only
 
 
 def test_split_sizes_equal_card_dataset_info(sample_repo):
@@ -55,7 +56,9 @@ def test_split_sizes_equal_card_dataset_info(sample_repo):
 
 @pytest.mark.parametrize("cfg", ["iraware", "nwpu"])
 def test_streaming_and_non_streaming_give_same_rows(sample_repo, cfg):
-    for split in layout.SPLITS:
+    splits = get_dataset_split_names(str(sample_repo), cfg)
+    assert splits == (["train"] if cfg == "iraware" else list(layout.SPLITS))
+    for split in splits:
         eager = _raw(load_dataset(str(sample_repo), cfg, split=split))
         stream = _raw(load_dataset(str(sample_repo), cfg, split=split, streaming=True))
         assert list(stream) == list(eager)
@@ -86,12 +89,15 @@ def test_groups_and_ir_caption_nullness(sample_repo):
             assert col.null_count == len(col)
 
 
-def test_iraware_validation_holds_only_sources_that_have_rows(sample_repo):
-    val = load_dataset(str(sample_repo), "iraware", split="validation").remove_columns(["rgb", "ir"])
+def test_iraware_validation_holds_only_sources_that_have_rows(tmp_path):
+    # the paper's layout (rc4 has no IR-aware validation rows at all): IR-aware validation rows of some sources
+    repo = make_sample_repo(tmp_path / "paper", counts=SMALL_COUNTS, size=32, layout="paper")
+    assert get_dataset_split_names(str(repo), "iraware") == ["train", "validation", "test"]
+    val = load_dataset(str(repo), "iraware", split="validation").remove_columns(["rgb", "ir"])
     assert set(val["source"]) == {"RS5M", "NWPU"}  # SkyScript, RSICD, RSITMD have none (as in the paper)
     # the per-source configs of those sources still have a validation split (from base shards)
     for cfg in ("skyscript", "rsicd", "rsitmd"):
-        assert len(load_dataset(str(sample_repo), cfg, split="validation")) == SMALL_COUNTS["validation"]
+        assert len(load_dataset(str(repo), cfg, split="validation")) == SMALL_COUNTS["validation"]
 
 
 def test_per_source_configs_partition_default(sample_repo):
@@ -193,9 +199,10 @@ def test_appending_a_batch_needs_no_renaming(tmp_path, sample_repo):
 
 def test_a_split_without_any_rows_is_left_out_not_broken(tmp_path):
     repo = make_sample_repo(tmp_path / "r", counts={"train": 2, "test": 1}, size=32)
-    assert get_dataset_split_names(str(repo), "iraware") == ["train", "test"]
+    assert get_dataset_split_names(str(repo), "default") == ["train", "test"]
+    assert get_dataset_split_names(str(repo), "iraware") == ["train"]  # rc4: no IR-aware test rows either
     assert "validation" not in card_configs(_card(repo))["default"]
-    assert len(load_dataset(str(repo), "iraware", split="test")) == len(SOURCES)
+    assert len(load_dataset(str(repo), "default", split="test")) == len(SOURCES)
 
 
 def test_shard_paths_round_trip_and_reject_bad_parts():

@@ -22,6 +22,8 @@ import pytest
 from fusionrs_hf.card_assets import ASSET_PATHS
 from fusionrs_hf.testing.hub_server import HubServer
 
+from .conftest import SAMPLE_SHARDS
+
 TOKEN = "hf_HubServerTestToken0123456789"
 REPO = "tester/fusionrs"
 
@@ -68,7 +70,7 @@ def test_push_over_http_then_repush_sends_nothing(hub, client_env, sample_repo, 
     remote = hub.files(REPO)
     local = _local_files(sample_repo)
     assert {k: v for k, v in remote.items() if k in local} == local and "README.md" in remote
-    assert pushed["uploaded_files"] == len(local) + 1 and len(pushed["commits"]) == 3  # 27 shards + 3, by 10
+    assert pushed["uploaded_files"] == len(local) + 1 and len(pushed["commits"]) == 3  # 25 shards + 3, by 10
     assert hub.history(REPO)[0].startswith("fusionrs push") and hub.history(REPO)[0].endswith("[3/3]")
     assert hub.lfs_objects(REPO) == len(local)  # shards and pictures went to LFS; the card went inline
     assert hub.count("POST", r"^/api/validate-yaml$") >= 1 and hub.count("PUT", r"^/lfs/") == len(local)
@@ -93,7 +95,7 @@ def test_interrupted_push_resumes_over_http(hub, client_env, sample_repo):
     assert len(errors) == 1 and "re-run the same command to resume" in errors[0], first.stderr
     assert TOKEN not in first.stderr
     after_crash = hub.files(repo)
-    assert "README.md" not in after_crash and 0 < sum(k.endswith(".parquet") for k in after_crash) < 27
+    assert "README.md" not in after_crash and 0 < sum(k.endswith(".parquet") for k in after_crash) < SAMPLE_SHARDS
     stored = hub.lfs_objects(repo)  # what reached the LFS store before the crash is not sent again
 
     hub.clear_faults()

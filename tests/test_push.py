@@ -25,10 +25,11 @@ from fusionrs_hf.layout import glob_match, shard_path
 from fusionrs_hf.push import CheckFailed, PushError, push_repo
 from fusionrs_hf.shards import write_rows
 
+from .conftest import SAMPLE_SHARDS
 from .hub_double import HubDouble, InjectedFailure
 
 REPO = "me/fusionrs"
-MAX_FILES = 8  # small commits, so that the sample (27 shards) needs several
+MAX_FILES = 8  # small commits, so that the sample (SAMPLE_SHARDS shards) needs several
 CARD_FILES = 1 + len(ASSET_PATHS)  # README.md and the pictures it shows, pushed together
 
 
@@ -120,7 +121,7 @@ def test_first_push_uploads_all_then_repush_uploads_nothing(push_local, tmp_path
     hub = HubDouble()
     local = _local_shards(push_local)
     res = _push(push_local, hub)
-    assert res.ok and len(res.plan.upload) == len(local) == 27 and res.plan.readme == "new"
+    assert res.ok and len(res.plan.upload) == len(local) == SAMPLE_SHARDS and res.plan.readme == "new"
     assert hub.repos[REPO].private is True  # private by default
     remote = hub.files(REPO)
     assert {k: v for k, v in remote.items() if k.endswith(".parquet")} == local
@@ -142,7 +143,7 @@ def test_first_push_uploads_all_then_repush_uploads_nothing(push_local, tmp_path
     hub.calls.clear()
     again = _push(push_local, hub)
     assert again.plan.empty and again.plan.upload_bytes == 0 and again.commits == []
-    assert len(again.plan.unchanged) == 27 and again.plan.readme == "unchanged"
+    assert len(again.plan.unchanged) == SAMPLE_SHARDS and again.plan.readme == "unchanged"
     assert len(hub.history(REPO)) == n_commits and hub.uploaded_bytes == sent
     assert "create_commit" not in hub.calls and "preupload_lfs_files" not in hub.calls
 
@@ -167,7 +168,7 @@ def test_adding_one_shard_uploads_it_and_the_readme_in_one_commit(push_local, tm
 def test_changed_shard_is_reuploaded(push_local):
     hub = HubDouble()
     _push(push_local, hub)
-    rel = "data/nwpu/test/iraware-main-00000.parquet"
+    rel = "data/nwpu/test/base-main-00000.parquet"
     rows = pq.read_table(push_local / rel).to_pylist()
     rows[0]["caption"] = "a fixed caption"
     write_rows(rows, push_local / rel)
@@ -230,8 +231,8 @@ def test_remote_only_shards_are_counted_in_the_new_card(push_local, tmp_path):
     (only_new / "data").mkdir(parents=True)
     rel = _add_shard(only_new)
     res = _push(only_new, hub)
-    assert [f.relpath for f, _ in res.plan.upload] == [rel] and len(res.plan.keep_remote_only) == 27
-    assert len(hub.files(REPO)) == 27 + 1 + 2 + len(ASSET_PATHS)  # + README + .gitattributes + pictures
+    assert [f.relpath for f, _ in res.plan.upload] == [rel] and len(res.plan.keep_remote_only) == SAMPLE_SHARDS
+    assert len(hub.files(REPO)) == SAMPLE_SHARDS + 1 + 2 + len(ASSET_PATHS)  # + README + .gitattributes + pictures
     _assert_card_matches_tree(hub.files(REPO), tmp_path / "m")
 
 
@@ -255,7 +256,7 @@ def test_dry_run_prints_plan_and_rights_and_writes_nothing(push_local, monkeypat
     rc = main(["push", str(push_local), REPO, "--dry-run", "--json"])
     out = json.loads(capsys.readouterr().out)
     assert rc == 0 and out["dry_run"] and not out["plan"]["repo_exists"]
-    assert len(out["plan"]["upload"]) == 27 and out["plan"]["readme"] == "new"
+    assert len(out["plan"]["upload"]) == SAMPLE_SHARDS and out["plan"]["readme"] == "new"
     card = render_card(scan_repo(str(push_local))[0], sample=True, repo_id=REPO, assets=ASSET_PATHS).encode()
     pictures = sum((push_local / a).stat().st_size for a in ASSET_PATHS)  # as `fusionrs card` wrote them
     assert out["plan"]["assets"] == {a: "new" for a in ASSET_PATHS}
@@ -358,7 +359,7 @@ def test_file_url_push_then_stock_load_dataset(push_local, tmp_path):
     target = tmp_path / "mirror"
     url = f"file://{target}"
     res = push_repo(push_local, url)
-    assert res.ok and len(res.plan.upload) == 27 and res.plan.readme == "new"
+    assert res.ok and len(res.plan.upload) == SAMPLE_SHARDS and res.plan.readme == "new"
     assert _local_shards(target) == _local_shards(push_local)
     assert not list(target.rglob("*.fusionrs-tmp"))
     want = _rows(str(push_local))
@@ -371,7 +372,7 @@ def test_file_url_push_then_stock_load_dataset(push_local, tmp_path):
     assert {p: p.stat().st_mtime_ns for p in target.rglob("*") if p.is_file()} == mtimes
 
     rel = _add_shard(push_local)
-    gone = "data/nwpu/test/iraware-main-00000.parquet"
+    gone = "data/nwpu/test/base-main-00000.parquet"
     (push_local / gone).unlink()
     write_card(push_local, sample=True)
     kept = push_repo(push_local, url)
@@ -408,13 +409,13 @@ def test_object_store_url_push(push_local):
     fs = fsspec.filesystem("memory")
     try:
         res = push_repo(push_local, url, skip_check=True)
-        assert len(res.plan.upload) == 27
+        assert len(res.plan.upload) == SAMPLE_SHARDS
         for rel, data in _local_shards(push_local).items():
             assert fs.cat_file(f"/fusionrs-push-test/{rel}") == data
         manifest = json.loads(fs.cat_file("/fusionrs-push-test/.fusionrs-push.json"))["files"]
-        assert len(manifest) == 27 + len(ASSET_PATHS)
+        assert len(manifest) == SAMPLE_SHARDS + len(ASSET_PATHS)
         assert not [p for p in fs.find("/fusionrs-push-test") if p.endswith(".fusionrs-tmp")]
         again = push_repo(push_local, url, skip_check=True)
-        assert again.plan.empty and len(again.plan.unchanged) == 27
+        assert again.plan.empty and len(again.plan.unchanged) == SAMPLE_SHARDS
     finally:
         fs.rm("/fusionrs-push-test", recursive=True)

@@ -25,11 +25,16 @@ from pathlib import Path
 
 import pytest
 
+from fusionrs_hf.card_assets import ASSET_PATHS
 from fusionrs_hf.push.local import SNAPSHOT_PREFIX, _host_tag, sweep_stale_snapshots
 from fusionrs_hf.push.plan import _fmt_bytes
 from fusionrs_hf.testing.hub_server import HubServer
 
+from .conftest import SAMPLE_SHARDS
 from .hub_double import HubDouble
+
+FILES = SAMPLE_SHARDS + 1 + len(ASSET_PATHS)
+"""What a first push of the sample commits: its shards, the card and the card's pictures (28)."""
 
 
 @pytest.fixture(scope="module")
@@ -104,17 +109,18 @@ def test_without_a_terminal_each_commit_is_a_line_and_json_stays_one_object(hub,
     assert text.returncode == 0, text.stderr[-2000:]
     commits = [line for line in text.stderr.splitlines() if line.startswith("push: commit ")]
     assert [c.split(" ")[2] for c in commits] == ["1/3", "2/3", "3/3"], text.stderr
-    assert all(re.search(r": 10 file\(s\), [0-9.]+ KB sent", c) for c in commits), commits
+    sizes = [int(m[1]) for c in commits if (m := re.search(r": ([0-9]+) file\(s\), [0-9.]+ KB sent", c))]
+    assert sizes == [10, 10, FILES - 20], commits
     assert commits[-1].endswith("(with README.md)")
-    m = re.fullmatch(r"done: 30 file\(s\), (\S+ \S+) committed in 3 commit\(s\); (\S+ \S+) sent",
+    m = re.fullmatch(rf"done: {FILES} file\(s\), (\S+ \S+) committed in 3 commit\(s\); (\S+ \S+) sent",
                      text.stdout.splitlines()[-1])
     assert m and m[1] == m[2], text.stdout  # a first push sends everything it commits
 
     js = _push(env, str(sample_repo), "me/json", "--json", "--max-files-per-commit", "10")
     assert js.returncode == 0, js.stderr[-2000:]
     res = json.loads(js.stdout)  # stdout is the one JSON object, nothing else
-    assert res["ok"] and len(res["commits"]) == 3 and res["uploaded_files"] == 30
-    assert res["sent_files"] == 30 and res["sent_bytes"] == res["uploaded_bytes"]  # a first push sends it all
+    assert res["ok"] and len(res["commits"]) == 3 and res["uploaded_files"] == FILES
+    assert res["sent_files"] == FILES and res["sent_bytes"] == res["uploaded_bytes"]  # a first push sends it all
     assert res["already_remote_files"] == 0 and res["already_remote_bytes"] == 0
     assert "push for hf://datasets/me/json (will be created):" in js.stderr  # the plan, for the person watching
     assert "rights summary of the rows to upload" in js.stderr
@@ -142,11 +148,11 @@ def test_resume_reports_bytes_sent_apart_from_objects_the_remote_had(hub, env, s
     second = _push(env, str(sample_repo), repo, "--max-files-per-commit", "10")
     assert second.returncode == 0, second.stderr[-2000:]
     remote = hub.files(repo)
-    total = sum(len(v) for p, v in remote.items() if p not in before)  # 17 shards, 2 pictures, the card
+    total = sum(len(v) for p, v in remote.items() if p not in before)  # 15 shards, 2 pictures, the card
     sent = sum(r.bytes_in for r in _puts(hub, repo)) + len(remote["README.md"])  # LFS bodies + the inline card
-    assert len(_puts(hub, repo)) == 17 + 2 - orphans  # only the missing objects went up
+    assert len(_puts(hub, repo)) == SAMPLE_SHARDS - committed + len(ASSET_PATHS) - orphans  # only missing objects
     assert second.stdout.splitlines()[-1] == (
-        f"done: 20 file(s), {_fmt_bytes(total)} committed in 2 commit(s); {_fmt_bytes(sent)} sent, "
+        f"done: {FILES - committed} file(s), {_fmt_bytes(total)} committed in 2 commit(s); {_fmt_bytes(sent)} sent, "
         f"{orphans} file(s), {_fmt_bytes(total - sent)} already on the remote (from an earlier push)")
     lines = [line for line in second.stderr.splitlines() if line.startswith("push: commit ")]
     assert len(lines) == 2 and "already on the remote" in lines[0], second.stderr  # the re-sent batch
@@ -195,8 +201,8 @@ def test_objects_uploaded_before_a_crash_are_not_offered_again(hub, sample_repo,
     assert not orphans & set(offered), sorted(orphans & set(offered))
     shards = {p for p in offered if p.endswith(".parquet")}
     every = {p.relative_to(sample_repo).as_posix() for p in (sample_repo / "data").rglob("*.parquet")}
-    assert shards == every - committed - orphans and len(shards) == 7
-    assert len(_puts(hub, repo)) == 7 + 2  # the seven missing shards and the card's two pictures
+    assert shards == every - committed - orphans and len(shards) == SAMPLE_SHARDS - 20
+    assert len(_puts(hub, repo)) == len(shards) + 2  # the five missing shards and the card's two pictures
     remote = hub.files(repo)
     assert all(remote[p] == (sample_repo / p).read_bytes() for p in orphans)  # committed, and the bytes right
 
@@ -211,7 +217,7 @@ def test_a_double_that_cannot_tell_is_reported_as_committed(sample_repo, tmp_pat
     monkeypatch.setenv("HF_TOKEN", "hf_dummy")
     assert main(["push", str(local), "me/double", "--quiet"]) == 0
     last = capsys.readouterr().out.splitlines()[-1]
-    assert re.fullmatch(r"done: 30 file\(s\), [0-9.]+ MB committed in 1 commit\(s\)", last), last  # no "sent"
+    assert re.fullmatch(rf"done: {FILES} file\(s\), [0-9.]+ MB committed in 1 commit\(s\)", last), last  # no "sent"
 
 
 # ----------------------------------------------------------------------------- 3. stale snapshot folders
@@ -298,7 +304,7 @@ def test_hub_server_command_line_and_a_push_without_token(tmp_path, sample_repo)
         t0 = time.monotonic()
         res = _push(env, str(sample_repo), "me/demo", "--quiet", "--json")
         assert res.returncode == 0, res.stderr[-2000:]
-        assert json.loads(res.stdout)["uploaded_files"] == 30 and time.monotonic() - t0 > 1.0  # 100 ms a request
+        assert json.loads(res.stdout)["uploaded_files"] == FILES and time.monotonic() - t0 > 1.0  # 100 ms a request
         import urllib.request
 
         url = f"{exports['HF_ENDPOINT']}/datasets/me/demo/resolve/main/README.md"

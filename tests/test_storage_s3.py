@@ -22,6 +22,8 @@ pytest.importorskip("moto")
 
 from fusionrs_hf.testing.s3_server import S3Server  # noqa: E402
 
+from .conftest import SAMPLE_SHARDS  # noqa: E402
+
 BUCKET = "fusionrs-bucket"
 
 
@@ -43,7 +45,7 @@ def pushed(s3, sample_repo):
 
     url = f"s3://{BUCKET}/repo"
     res = push_repo(sample_repo, url, storage_options={"endpoint_url": s3.url})
-    assert res.ok and len(res.plan.upload) == 27
+    assert res.ok and len(res.plan.upload) == SAMPLE_SHARDS
     return url
 
 
@@ -75,7 +77,7 @@ def test_cli_push_with_storage_option_then_nothing_to_do(s3, sample_repo, tmp_pa
     first = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
     assert first.returncode == 0, first.stderr
     puts = s3.count("PUT", f"/{BUCKET}/cli/")
-    assert puts >= 27 + 1  # every shard and the card
+    assert puts >= SAMPLE_SHARDS + 1  # every shard and the card
     second = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
     assert second.returncode == 0 and "nothing to do" in second.stdout, second.stdout + second.stderr
     assert s3.count("PUT", f"/{BUCKET}/cli/") == puts

@@ -239,12 +239,16 @@ def test_checkpoint_reloads_as_a_transformers_clip(clip_run, clip_repo):
     assert res.metrics["n_images"] == 20 and "mean_r" in res.metrics
 
 
-def test_eval_on_ir_aware_captions_keeps_only_rows_that_have_one(clip_run, clip_repo):
+def test_eval_on_ir_aware_captions_keeps_only_rows_that_have_one(clip_run, tmp_path):
     _, out = clip_run
+    from fusionrs_hf.demo import make_sample_repo
     from fusionrs_hf.eval import embed_model
 
+    # IR-aware validation rows exist only in the paper's layout (rc4, the demo's default, has none): the same
+    # rows as clip_repo, grouped as in the paper
+    paper = make_sample_repo(tmp_path / "paper", counts=CLIP_COUNTS, size=64, max_rows=16, layout="paper")
     model = clip.build_model(str(out / "checkpoint"))
-    e = embed_model(model, str(clip_repo), "default", "validation", text_field="ir_caption", batch_size=16)
+    e = embed_model(model, str(paper), "default", "validation", text_field="ir_caption", batch_size=16)
     # validation IR-aware rows: RS5M and NWPU only, every other row (see fusionrs_hf.demo)
     assert len(e.sample_id) == 2 * (CLIP_COUNTS["validation"] // 2)
     assert all(s.startswith(("rs5m", "nwpu")) for s in e.sample_id)

@@ -139,11 +139,15 @@ def test_stream_counts_setting_samples(vlm_repo):
     assert first["messages"][-1]["role"] == "assistant" and isinstance(first["images"][0], Image.Image)
 
 
-def test_few_steps_change_only_the_adapters(vlm_repo, tmp_path):
-    texts = vlm._texts_for_tokenizer(str(vlm_repo), "iraware")
+def test_few_steps_change_only_the_adapters(tmp_path):
+    from fusionrs_hf.demo import make_sample_repo
+
+    # the paper's layout: IR-aware validation rows to evaluate B-iraware on (rc4, the demo's default, has none)
+    paper = make_sample_repo(tmp_path / "paper", counts=VLM_COUNTS, size=64, max_rows=8, layout="paper")
+    texts = vlm._texts_for_tokenizer(str(paper), "iraware")
     model, processor = vlm.tiny_vlm(texts)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    cfg = vlm.VLMTrainConfig(data=str(vlm_repo), steps=2, out=str(tmp_path / "run"), eval_split="validation",
+    cfg = vlm.VLMTrainConfig(data=str(paper), steps=2, out=str(tmp_path / "run"), eval_split="validation",
                              eval_limit=2)
     run = vlm.train_vlm(cfg, model=model, processor=processor)
     peft_model, m = run["model"], run["metrics"]

@@ -9,11 +9,19 @@ the real readers:
 - NWPU:      NWPU-RESISC45/<class>/<class>_NNN.jpg + NWPU-Captions ``dataset_nwpu.json`` (per-class lists)
 - RSICD:     RSICD_images/<name>.jpg + ``dataset_rsicd.json`` (``images[].filename/sentences[].raw/split``)
 - RSITMD:    images/<name>.tif + ``dataset_RSITMD.json`` (same format as RSICD)
-- RS5M:      <subset>/<id>.jpg + a CSV caption table keyed by source_dataset + source_record_id
+- RS5M:      <subset>/<id>.jpg + a CSV caption table keyed by source_dataset + source_locator
 - SkyScript: images/<id>.jpg + a JSONL caption table keyed by sample_id
 
-plus an IR folder (``<source>/<sample_id>.jpg``, one PNG), an IR-aware JSONL file and the index
-in both record variants (public gzip, internal plain).
+plus an IR folder (``<source>/<sample_id>.png``: DiffV2IR's PNG outputs, at the release's
+``translation.output_key``), an IR-aware JSONL file and the index in both record variants (public
+gzip, internal plain).
+
+Ids are the release's: ``source_record_id`` is the FusionRS ``sample_id`` itself (the authors'
+``build_release_manifest.py`` writes ``"source_record_id": sample_id``), and the IR output key is
+``f"{dataset}/{sample_id}.png"``. An upstream id (``laion-000000``, ``airport_001``) appears only in
+the image's file name, so in ``source_locator``; that is why the caption tables are keyed the two
+ways a user's own table can meet the real index: by ``source_dataset`` + ``source_locator`` (the
+image's path in the user's copy of the source) or by ``sample_id``.
 """
 
 from __future__ import annotations
@@ -205,7 +213,6 @@ def make_fixture(root: Path, size: int | None = None, seed: int = 0) -> Fixture:
                 if all_caps:
                     entry.update({("raw" if j == 0 else f"raw_{j}"): c for j, c in enumerate(all_caps)})
                     nwpu_json[cls].append(entry)
-                rec_id = f"{cls}_{i + 1:03d}"
             elif source in ("RSICD", "RSITMD"):
                 name = f"{scene.scene_class}_{i + 1}"
                 if source == "RSICD":
@@ -217,29 +224,27 @@ def make_fixture(root: Path, size: int | None = None, seed: int = 0) -> Fixture:
                     "filename": fname, "imgid": i, "split": split,
                     "sentences": [{"raw": c, "tokens": c.lower().split(), "imgid": i, "sentid": 5 * i + j}
                                   for j, c in enumerate(all_caps)]})
-                rec_id = str(i)
             elif source == "RS5M":
-                rec_id = f"laion-{i:06d}"
-                locator, data = f"rs5m_part0/{rec_id}.jpg", jpeg_bytes(rgb_arr)
+                # the upstream (LAION) id lives in the file name only; the user's table knows the image by it
+                locator, data = f"rs5m_part0/laion-{i:06d}.jpg", jpeg_bytes(rgb_arr)
                 if i == 4:  # only a stock-photo caption and no class name: rc4 keeps it, paper drops the row
                     all_caps = ["Aerial stock photo of a city, Shutterstock royalty free image"]
                 for c in all_caps:
-                    rs5m_rows.append({"source_dataset": "RS5M", "source_record_id": rec_id, "caption": c})
+                    rs5m_rows.append({"source_dataset": "RS5M", "source_locator": locator, "caption": c})
             else:
-                rec_id = f"sky_US_{i:05d}"  # a NAIP tile: the _US_ tag gives its rights code
-                locator, data = f"images/{rec_id}.jpg", jpeg_bytes(rgb_arr)
+                # a NAIP tile: the _US_ tag in the file name gives its rights code
+                locator, data = f"images/sky_US_{i:05d}.jpg", jpeg_bytes(rgb_arr)
                 sky_rows.append({"sample_id": sid, "captions": all_caps})
 
             rgb_path = sroot / locator
             rgb_path.parent.mkdir(parents=True, exist_ok=True)
             rgb_path.write_bytes(data)
-            ir_ext = "png" if (source == "SkyScript" and i == 0) else "jpg"
-            ir_key = f"{source}/{sid}.{ir_ext}"
+            ir_key = f"{source}/{sid}.png"  # the release's output key; DiffV2IR writes PNG
             ir_path = ir_root / ir_key
             ir_path.parent.mkdir(parents=True, exist_ok=True)
-            ir_path.write_bytes(png_bytes(scene.ir) if ir_ext == "png" else jpeg_bytes(scene.ir))
+            ir_path.write_bytes(png_bytes(scene.ir))
 
-            pub = public_record(sid, source, rec_id, locator, split, ir_key, usable=usable_upstream)
+            pub = public_record(sid, source, sid, locator, split, ir_key, usable=usable_upstream)  # record id = sid
             records.append(pub)
             rc4_cap = all_caps[0] if all_caps else None
             paper_usable = [c for c in all_caps if not c.startswith(("Stock", "Aerial stock")) and c != "airport"]
@@ -270,7 +275,7 @@ def make_fixture(root: Path, size: int | None = None, seed: int = 0) -> Fixture:
     rsitmd = write_json(roots["RSITMD"] / "dataset_RSITMD.json", karpathy["RSITMD"])
     rs5m_csv = root / "rs5m_captions.csv"
     with open(rs5m_csv, "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=["source_dataset", "source_record_id", "caption"])
+        w = csv.DictWriter(f, fieldnames=["source_dataset", "source_locator", "caption"])
         w.writeheader()
         w.writerows(rs5m_rows)
     sky = write_jsonl(root / "skyscript_captions.jsonl", sky_rows)
