@@ -217,8 +217,11 @@ def test_iraware_without_validation_evaluates_on_default(train_only_repo, tmp_pa
     none_there = (f"train_vlm: no B-iraware ir_caption eval sample in 'default'/validation of {train_only_repo} "
                   "(no row there has an IR-aware caption); no eval loss")
     assert notes == ([fallback, none_there] if eval_samples == 0 else [fallback])
+    assert len(out.strip().splitlines()) == 1  # stdout is the one JSON line; the Trainer's logs go to stderr
     final = json.loads(out.strip().splitlines()[-1])
     assert final["steps"] == 1 and final["train_loss"] > 0  # trained on iraware/train
+    logs = [json.loads(line) for line in err.splitlines() if line.startswith('{"step"')]
+    assert logs and all("step" in r for r in logs)
     assert final["eval_config"] == "default" and final["eval_split"] == "validation"
     assert final["eval_samples"] == eval_samples  # C-mixed: the A (original caption) sample of each row
     assert ("eval_answer_loss" in final) == (eval_samples > 0)

@@ -527,6 +527,23 @@ def prompt_overrides(cfg: VLMTrainConfig) -> dict[str, str]:
     return {"B-iraware": RELEASE_PROMPTS[cfg.task]}
 
 
+def _logs_to_stderr(trainer) -> None:
+    """The Trainer's log records as JSON lines on stderr, as ``train_clip`` writes its own: with its progress bar
+    off, transformers' ``PrinterCallback`` prints them to stdout as Python dicts, and stdout is kept for the one
+    final JSON line (``| jq`` and line-by-line JSON readers take it)."""
+    import json
+
+    from transformers import PrinterCallback, TrainerCallback
+
+    class _JsonLogs(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if state.is_world_process_zero and logs:
+                print(json.dumps({"step": state.global_step, **logs}, default=str), file=sys.stderr, flush=True)
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(_JsonLogs())
+
+
 def _training_args(cfg: VLMTrainConfig, max_steps: int):
     from transformers import TrainingArguments
 
@@ -714,6 +731,7 @@ def train_vlm(cfg: VLMTrainConfig, *, model=None, processor=None) -> dict:
     total = sum(p.numel() for p in model.parameters())
     trainer = Trainer(model=model, args=_training_args(cfg, max_steps), train_dataset=train_ds,
                       data_collator=collator)
+    _logs_to_stderr(trainer)
     result = trainer.train()
     out = Path(cfg.out)
     model.save_pretrained(out / "adapter")
