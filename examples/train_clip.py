@@ -3,6 +3,8 @@
     python examples/train_clip.py --data ./fusionrs --preset rc4-release --model openai/clip-vit-base-patch32
     python examples/train_clip.py --data fusionrs/fusionrs --config iraware --model ViT-B-32:openai --steps 2000
     python examples/train_clip.py --data ./sample --model tiny --steps 200          # offline, CPU, seconds
+    torchrun --nproc_per_node 8 examples/train_clip.py --data ./fusionrs --preset rc4-release \\
+        --batch-size 16 --model openai/clip-vit-base-patch32          # 8 GPUs: global batch 8 x 16 = 128
 
 One image encoder serves RGB and IR; the loss combines symmetric InfoNCE terms (one learnable
 temperature) over the pairs of --recipe: the authors' ablations rgb_text, ir_text, dual_text,
@@ -41,6 +43,17 @@ Progress goes to stderr (one JSON record per logged step; also --out/train_log.j
 checkpoint is written to --out/checkpoint (with --select best-val-recall or release the selected
 one; when that is not the last weights, those also go to --out/last_checkpoint); metrics.json
 records the selection (per-epoch validation losses, the candidates and what was kept).
+
+Several processes: under torchrun (WORLD_SIZE > 1) the run is data-parallel (DistributedDataParallel; nccl
+on CUDA with cuda:LOCAL_RANK, gloo on the CPU). Each process reads its share of the train rows and
+--batch-size is PER PROCESS: the contrastive loss sees the global batch of world size x --batch-size rows
+(every process's embeddings gathered with their gradients), as one process with that batch would. The
+authors' run used batch 128 in one process, so --preset rc4-release on 8 GPUs matches it with
+--batch-size 16. Rank 0 alone evaluates, selects, saves, writes train_log.jsonl and metrics.json (its
+"distributed" record: world size, batch sizes, each process's weights digest) and prints the last line;
+--select release's validation loss is the one-process value (its batches are shared out, not its rows). An
+unusable input found before training, or a training batch that cannot be read, is one error line and exit 2
+on every process.
 
 Missing splits: the evaluation config is --eval-config, else the data config (--config or the
 recipe's). An implied config without --eval-split (the rc4 release ships IR-aware captions for
@@ -90,7 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pretrained", default=None, help="open_clip pretrained tag or file")
     p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: --epochs over the train split)")
     p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="rows per step and per process (under torchrun the loss sees world size x this; default 32, "
+                        "the rc4-release preset's 128)")
     p.add_argument("--lr", type=float, default=None, help="default 2e-3 for tiny (from scratch), 1e-5 for pretrained models")
     p.add_argument("--weight-decay", type=float, default=None)
     p.add_argument("--weight-decay-on", default=None, choices=DECAY_ON, help="matrices (ours) or all parameters (the release)")
@@ -155,13 +170,16 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         run = train_clip(cfg)
-        line = {**run["line"], "preset": a.preset, "eval_config": run["eval_config"], "eval_split": run["eval_split"]}
-        print(json.dumps(line), flush=True)
+        if run.get("rank", 0) == 0:  # under torchrun, one line for the run: rank 0's
+            line = {**run["line"], "preset": a.preset, "eval_config": run["eval_config"],
+                    "eval_split": run["eval_split"]}
+            print(json.dumps(line), flush=True)
         return 0
 
     # every error is one scrubbed line: exit 2 for unusable input ("train_clip: config ... has no ... split in
     # REPO (its splits: ...)", a bad preset option, an unreachable Hub or store, a shard that is gone, an image
-    # that does not decode, a missing extra, torchrun), exit 1 for anything else (FUSIONRS_TRACEBACK=1: where)
+    # that does not decode, a missing extra, a process group that does not start), exit 1 for anything else
+    # (FUSIONRS_TRACEBACK=1: where); under torchrun every process exits with the same code
     return run_main("train_clip", body)
 
 

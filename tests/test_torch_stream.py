@@ -6,7 +6,6 @@ import datetime
 import io
 import os
 import pickle
-import socket
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -359,17 +358,12 @@ def test_resume_rejects_other_layout(stream_repo):
 # --- DDP (gloo, 2 CPU processes) ----------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _ddp_worker(rank: int, world: int, port: int, repo: str, out_dir: str) -> None:
+def _ddp_worker(rank: int, world: int, repo: str, out_dir: str) -> None:
     import torch.distributed as dist
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=60))
+    # the rendezvous is a file: env:// would start a TCP store listening on every interface
+    dist.init_process_group("gloo", init_method=f"file://{out_dir}/store", rank=rank, world_size=world,
+                            timeout=datetime.timedelta(seconds=60))
     try:
         loader = make_dataloader(repo, config="default", split="train", batch_size=4, num_workers=2,
                                  image_size=8, shuffle=True, seed=11,  # rank/world from the process group
@@ -397,7 +391,7 @@ def test_ddp_gloo_two_ranks_disjoint_complete_equal_batches(tmp_path_factory):
     all_ids = set(_rows(repo, "data/*/train/*.parquet"))
     assert len(all_ids) == 53
     out = tmp_path_factory.mktemp("ddp_out")
-    torch.multiprocessing.spawn(_ddp_worker, args=(2, _free_port(), str(repo), str(out)), nprocs=2, join=True)
+    torch.multiprocessing.spawn(_ddp_worker, args=(2, str(repo), str(out)), nprocs=2, join=True)
     r0, r1 = (pickle.loads((out / f"rank{r}.pkl").read_bytes()) for r in (0, 1))
     assert not set(r0["ids"]) & set(r1["ids"])  # disjoint
     assert len(r0["ids"]) == len(r1["ids"]) == 26
@@ -406,13 +400,13 @@ def test_ddp_gloo_two_ranks_disjoint_complete_equal_batches(tmp_path_factory):
     assert r0["steps"] == r1["steps"] == r0["len"] == r1["len"]
 
 
-def _late_group_worker(rank: int, world: int, port: int, repo: str, out_dir: str) -> None:
+def _late_group_worker(rank: int, world: int, repo: str, out_dir: str) -> None:
     """As Lightning's own DDP launcher runs a script: the loader is made first (WORLD_SIZE set, RANK not: the
     launcher sets LOCAL_RANK), the process group comes later, inside ``Trainer.fit``."""
     import torch.distributed as dist
 
     os.environ.pop("RANK", None)
-    os.environ.update(WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    os.environ.update(WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     loader = make_dataloader(repo, config="default", split="train", batch_size=4, num_workers=2, image_size=8,
                              shuffle=True, seed=11, multiprocessing_context="fork")
     try:
@@ -420,7 +414,8 @@ def _late_group_worker(rank: int, world: int, port: int, repo: str, out_dir: str
         early = "no error"
     except ValueError as e:  # before the group exists nothing says which rank this is: refused, not rank 0
         early = str(e)
-    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=60))
+    dist.init_process_group("gloo", init_method=f"file://{out_dir}/store", rank=rank, world_size=world,
+                            timeout=datetime.timedelta(seconds=60))
     try:
         ids, steps = [], 0
         for batch in loader:
@@ -441,7 +436,7 @@ def test_ddp_a_loader_made_before_the_process_group_reads_its_own_share(tmp_path
     repo = make_sample_repo(tmp_path_factory.mktemp("ddp_late") / "repo", counts={"train": 11}, size=32, max_rows=3)
     all_ids = set(_rows(repo, "data/*/train/*.parquet"))
     out = tmp_path_factory.mktemp("ddp_late_out")
-    torch.multiprocessing.spawn(_late_group_worker, args=(2, _free_port(), str(repo), str(out)), nprocs=2, join=True)
+    torch.multiprocessing.spawn(_late_group_worker, args=(2, str(repo), str(out)), nprocs=2, join=True)
     r0, r1 = (pickle.loads((out / f"rank{r}.pkl").read_bytes()) for r in (0, 1))
     assert not set(r0["ids"]) & set(r1["ids"]) and r0["steps"] == r1["steps"] == r0["len"] == r1["len"]
     assert len(set(r0["ids"]) | set(r1["ids"])) == len(all_ids) - len(all_ids) % 2

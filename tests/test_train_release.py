@@ -278,7 +278,8 @@ def _release_run(repo, tmp_path, monkeypatch, losses, mean_rs, **kw):
     def evaluate_model(model, repo_, **ekw):
         res = real_eval(model, repo_, **ekw)
         if ekw["split"] == "validation":
-            assert ekw["ties"] == "topk"  # the release's selection scores with torch.topk
+            # the release's selection is eval_clip_retrieval.py's: torch.topk, lowercase-whitespace text key
+            assert ekw["ties"] == "topk" and ekw["text_key"] == "lowercase"
             weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
             epoch = next(i + 1 for i, s in enumerate(states) if all(torch.equal(s[k], weights[k]) for k in s))
             evals.append(epoch)
@@ -329,7 +330,8 @@ def test_release_selection_keeps_best_by_val_loss_or_latest_by_mean_r(repo, tmp_
     assert [c["name"] for c in run["candidates"]] == ["best", "latest"]
     assert [c["epoch"] for c in run["candidates"]] == [best_epoch, 3]
     assert run["selected"] == {"checkpoint": winner, "epoch": epoch, "step": epoch * steps_per_epoch,
-                               "val_loss": losses[epoch - 1], "select_mean_r": mean_rs[epoch], "select_ties": "topk"}
+                               "val_loss": losses[epoch - 1], "select_mean_r": mean_rs[epoch], "select_ties": "topk",
+                               "select_text_key": "lowercase"}
     out = tmp_path / "run"
     assert _same(_saved(out / "checkpoint"), states[epoch - 1])
     assert (out / "last_checkpoint").exists() == (epoch != 3)

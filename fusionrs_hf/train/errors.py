@@ -35,8 +35,19 @@ _WORKER_RE = re.compile(r"^Caught (\w+) in DataLoader worker process (\d+)\.")
 
 
 class DistributedRunError(UnusableInputError, ValueError):
-    """The trainer was started under torchrun (or inside an initialised process group of several processes),
-    which it does not support: each process would train its own model on its share of the rows."""
+    """A run of several processes that cannot go on: ``train_vlm`` under torchrun (or inside an initialised
+    process group of several processes), which it does not support (each process would train its own model on
+    its share of the rows); ``train_clip``'s process group that did not start, or ranks that disagree on the data."""
+
+
+class PeerFailedError(RuntimeError):
+    """Another process of a multi-process ``train_clip`` run failed, so this one stops too (rather than wait for
+    it in a collective). The message names that process and carries its error line; :attr:`code` is its exit
+    code (2 for unusable input, 1 for a bug), which :func:`exit_code` gives for this error too."""
+
+    def __init__(self, message: str, *, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = int(code)
 
 
 class NoTrainingDataError(UnusableInputError, ValueError):
@@ -115,6 +126,8 @@ def exit_code(exc: BaseException) -> int:
     e: BaseException | None = exc
     while e is not None and id(e) not in seen:
         seen.add(id(e))
+        if isinstance(e, PeerFailedError):  # another process's error: its exit code
+            return e.code
         if isinstance(e, kinds):
             return EXIT_USAGE
         m = _WORKER_RE.match(str(e))  # torch re-raises a worker's error as RuntimeError when it cannot rebuild it
@@ -128,6 +141,8 @@ def error_line(prog: str, exc: BaseException) -> str:
     """``PROG: message`` for unusable input (the prefix once, also when the message already has it) and
     ``PROG: unexpected TYPE: message`` for anything else; always scrubbed."""
     msg = one_line(exc)
+    if isinstance(exc, PeerFailedError):  # says what the other process said, with the prefix already
+        return msg if msg.startswith(f"{prog}:") else f"{prog}: {msg}"
     worker = _WORKER_RE.match(str(exc))
     name = worker.group(1) if worker else type(exc).__name__  # a worker's error that torch could not rebuild
     if exit_code(exc) == EXIT_USAGE:
@@ -163,11 +178,12 @@ def run_main(prog: str, body: Callable[[], int]) -> int:
 
 def refuse_distributed(prog: str) -> None:
     """Raise :class:`DistributedRunError` when this process is one of several (torchrun's ``WORLD_SIZE``, or an
-    initialised process group): the trainers run in one process.
+    initialised process group): ``train_vlm`` runs in one process (``train_clip`` runs under torchrun, see
+    :mod:`fusionrs_hf.train.clip.ddp`, and does not call this).
 
-    Why refuse: :func:`fusionrs_hf.torch.make_dataloader` reads torchrun's rank and splits the rows, but the
-    trainer does not set up ``DistributedDataParallel``, and its evaluation reads through the same loader; so
-    each process would train its own model on part of the data and then score only part of the split. The
+    Why refuse: :func:`fusionrs_hf.torch.make_dataloader` reads torchrun's rank and splits the rows, but the VLM
+    trainer (the Hugging Face ``Trainer`` on our data) is neither set up nor tested for several processes (under
+    torchrun on the CPU each process trained the whole split on its own and all wrote the same adapter). The
     message says how to train under DDP with the loader in one's own loop.
     """
     import torch
@@ -184,7 +200,7 @@ def refuse_distributed(prog: str) -> None:
     raise DistributedRunError(
         f"{prog}: {where} says {world} processes, but {prog} trains in one process (no DistributedDataParallel: "
         f"each process would train its own model on 1/{world} of the rows and score part of the split); run it "
-        "without torchrun, or write your own DDP loop: make_dataloader(repo, config, 'train', drop_last=True) gives "
-        "each rank its share by itself (rank and world size from the process group or RANK/WORLD_SIZE), wrap the "
-        "model in DistributedDataParallel, save on rank 0, and score the checkpoint with `fusionrs eval` in one "
-        "process")
+        "without torchrun (examples/train_clip.py is the trainer that runs under torchrun), or write your own DDP "
+        "loop: make_dataloader(repo, config, 'train', drop_last=True) gives each rank its share by itself (rank and "
+        "world size from the process group or RANK/WORLD_SIZE), wrap the model in DistributedDataParallel, save on "
+        "rank 0, and score the checkpoint with `fusionrs eval` in one process")

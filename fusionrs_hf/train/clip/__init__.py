@@ -66,6 +66,12 @@ Three model families plug in through a small adapter (:class:`ClipAdapter`):
 - an ``open_clip`` model: any ``open_clip.create_model`` name, e.g. ``ViT-B-32``, optionally
   ``ViT-B-32:laion2b_s34b_b79k`` for pretrained weights (needs the ``[train]`` extra).
 
+Several processes (``torchrun --nproc_per_node W examples/train_clip.py ...``): data-parallel with
+``DistributedDataParallel`` (:mod:`.ddp`); ``batch_size`` is per process and the loss sees the global batch of
+``W * batch_size`` rows (embeddings gathered with gradients, the one-process loss and gradient on the
+concatenated batch); rank 0 alone evaluates, selects, saves and writes the logs, the other ranks take the same
+decisions from its broadcast results; the release's validation loss is the one-process value.
+
 The trainer is deliberately thin: the data comes from :func:`fusionrs_hf.torch.make_dataloader`
 unchanged (streamed, or map-style for the global shuffle), so the same loop works for a local folder or
 a Hub repo.

@@ -54,6 +54,12 @@ PRESETS: dict[str, Preset] = {
                  "(the paper states no optimiser settings: those are ours)",
         {"recipe": "trimodal", "loss_reduction": "sum", "rgb_ir_weight": 1.0},
         frozenset(RUN_SIZE | ABLATIONS)),
+    # batch_size 128 is the authors' GLOBAL batch: their train_clip_triplet_ablation.py (frozy129/FusionRS,
+    # code/clip/) is one process on one device (no process group, no DDP), and FusionRS-CLIP's
+    # training_config.json records batch_size 128, 579,992 rows used, 3 epochs and optimizer_steps 13,593 =
+    # 3 x floor(579,992 / 128): 128 rows per optimizer step. Ours is per process: under torchrun with W
+    # processes, --batch-size 128 / W gives the release's 128 rows per step (the row order then differs: see
+    # fusionrs_hf.torch.mapstyle).
     "rc4-release": Preset(
         "rc4-release", "the authors' released run (train_clip_triplet_ablation.py, FusionRS-CLIP training_config.json)",
         {"recipe": "trimodal", "loss_reduction": "mean", "rgb_ir_weight": 1.0, "epochs": 3, "batch_size": 128,
@@ -86,6 +92,8 @@ class ClipTrainConfig:
     steps: int | None = None
     epochs: int | None = None
     batch_size: int | None = None
+    """Rows per optimizer step PER PROCESS: under torchrun with W processes the loss sees the global batch of
+    ``W * batch_size`` rows (see :mod:`fusionrs_hf.train.clip.ddp`). The release's 128 was one process's."""
     lr: float | None = None
     weight_decay: float | None = None
     weight_decay_on: str | None = None
@@ -115,7 +123,8 @@ class ClipTrainConfig:
     """``fast`` (ours) or ``processor`` (the model's image processor on PIL images; see :data:`PREPROCESSES`);
     used for training, every evaluation, and recorded in the checkpoint for ``fusionrs eval``."""
     val_batch_size: int | None = None
-    """Batch size of the validation-loss pass of ``select="release"`` (None: ``batch_size``; the release: 128)."""
+    """Batch size of the validation-loss pass of ``select="release"`` (None: ``batch_size``; the release: 128).
+    Not per process: several processes share out these batches, so the validation loss is the one-process one."""
     image_size: int = 64
     eval_split: str = "validation"
     eval_config: str | None = None

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from .config import IR_VIEWS, ClipTrainConfig
+from .ddp import Dist, Encoders
 from .loss import MAX_LOGIT_SCALE, same_text, trimodal_loss
 from .models import ClipAdapter
 from .recipes import get_recipe
@@ -83,11 +84,18 @@ class Training:
     ``optimizer``, ``scheduler``, ``scaler`` (a ``torch.amp.GradScaler``, enabled for fp16 on
     CUDA), ``amp_dtype``, ``grad_clip`` (None: no clipping), ``clamp_temperature``, and
     :meth:`loss` / :meth:`step` / :meth:`val_loss`.
+
+    ``dist`` (a :class:`~fusionrs_hf.train.clip.ddp.Dist` of several processes; call on every rank): the
+    model is wrapped in ``DistributedDataParallel`` (``ddp``) and :meth:`step` computes the loss of the global
+    batch (:meth:`global_forward`); :meth:`val_loss` takes the batch indices of this rank's share.
     """
 
     def __init__(self, cfg: ClipTrainConfig, model: ClipAdapter, total_steps: int, *, lr: float,
-                 device: torch.device | None = None):
+                 device: torch.device | None = None, dist: Dist | None = None):
         self.cfg, self.model, self.total_steps, self.lr = cfg, model, int(total_steps), float(lr)
+        self.dist = dist if dist is not None and dist.active else None
+        # rank 0's weights go to every rank here (a collective: every rank builds its Training at the same point)
+        self.ddp = self.dist.wrap(Encoders(model)) if self.dist is not None else None
         self.recipe = get_recipe(cfg.recipe)
         self.device = device or model.device
         self.optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay, cfg.weight_decay_on), lr=lr,
@@ -143,26 +151,82 @@ class Training:
                 rows["ir_caption"] = torch.tensor(have, dtype=torch.long, device=device)
         return self.loss({k: v.float() for k, v in emb.items()}, rows, positives, min_rows=min_rows)
 
-    def val_loss(self, loader: Iterable[dict]) -> dict:
+    def global_forward(self, batch: dict, *, min_rows: int = 2) -> tuple[torch.Tensor, dict[str, float]]:
+        """:meth:`forward` on the global batch of a multi-process run (every rank at once): this rank's
+        embeddings go through the DDP-wrapped model, every rank's are gathered with gradients in rank order,
+        and the loss is what one process computes on the concatenated batch (the same rows with an IR-aware
+        caption, the same same-caption positives). A rank without an IR-aware caption in its batch encodes an
+        empty placeholder so that its text encoder takes part in the backward as on the other ranks (its rows
+        enter the loss with no row; its gradient is zero)."""
+        d, model, cfg, device = self.dist, self.model, self.cfg, self.device
+        rgb, ir = batch["rgb"].to(device, non_blocking=True), batch["ir"].to(device, non_blocking=True)
+        ir = ir_view_transform(rgb, ir, cfg.ir_view, model.mean, model.std)
+        needed = {m for t in self.recipe.terms for m in t}
+        ir_texts = list(batch["ir_caption"]) if "ir_caption" in needed else []
+        have = [i for i, t in enumerate(ir_texts) if t]
+        counts = d.ints(len(rgb), len(have))
+        sizes, haves = [c[0] for c in counts], [c[1] for c in counts]
+        texts: dict[str, list[str]] = {}
+        if "caption" in needed:
+            texts["caption"] = list(batch["caption"])
+        with_ir = "ir_caption" in needed and sum(haves) >= max(1, min_rows)  # as one process: the global count
+        if with_ir:
+            texts["ir_caption"] = [ir_texts[i] for i in have] or [""]
+        img, txt = self.ddp(torch.cat([rgb, ir]), texts)
+        local = {"rgb": img[: len(rgb)], "ir": img[len(rgb):]}
+        if "caption" in txt:
+            local["caption"] = txt["caption"]
+        emb = {k: d.rows(v.float(), sizes) for k, v in local.items() if k in needed}
+        rows, positives = {}, {}
+        if with_ir:
+            emb["ir_caption"] = d.rows(txt["ir_caption"][: len(have)].float(), haves)
+            mask = torch.zeros(len(rgb), dtype=torch.int64, device=d.comm_device)
+            mask[have] = 1
+            rows["ir_caption"] = d.rows(mask, sizes).nonzero().flatten().to(device)
+        if cfg.dedupe_captions:
+            every = d.objects((list(batch["caption"]) if "caption" in needed else [], ir_texts))
+            if "caption" in needed:
+                positives["caption"] = same_text([t for c, _ in every for t in c], device)
+            if "ir_caption" in needed:
+                positives["ir_caption"] = same_text([t for _, c in every for t in c], device)
+        return self.loss(emb, rows, positives, min_rows=min_rows)
+
+    def val_loss(self, loader: Iterable[dict], *, batch_ids: Sequence[int] | None = None) -> dict:
         """The release's validation loss: the same combined loss on every batch of ``loader`` (eval mode,
         no gradients, the training autocast), averaged over batches, each batch's value counting once
         (a short last batch too; a one-row term is 0, as the release computes it). Returns ``loss``,
-        ``components`` (each term's mean over the batches that had it) and ``batches``."""
-        was = self.model.training
-        self.model.eval()
+        ``components`` (each term's mean over the batches that had it) and ``batches``.
+
+        Several processes (call on every rank): ``loader`` holds this rank's share of the one-process batches
+        and ``batch_ids`` their indices (:meth:`~fusionrs_hf.train.clip.ddp.Dist.share_batches`); every rank's
+        per-batch values are gathered and averaged in batch order, so the result is the one-process one and the
+        same on every rank."""
+        def run() -> list[tuple[int, float, dict[str, float]]]:
+            was = self.model.training
+            self.model.eval()
+            done: list[tuple[int, float, dict[str, float]]] = []
+            try:
+                with torch.inference_mode(), self.autocast():
+                    for j, batch in enumerate(loader):
+                        if not batch["sample_id"]:
+                            continue  # every row of the batch was skipped for an unreadable image
+                        loss, parts = self.forward(batch, min_rows=1)
+                        done.append((j if batch_ids is None else batch_ids[j], float(loss),
+                                     {k: float(v) for k, v in parts.items()}))
+            finally:
+                self.model.train(was)
+            return done
+
+        if self.dist is None:
+            done = run()
+        else:
+            done = sorted((r for share in self.dist.together(run) for r in share), key=lambda r: r[0])
         losses: list[float] = []
         parts_seen: dict[str, list[float]] = {}
-        try:
-            with torch.inference_mode(), self.autocast():
-                for batch in loader:
-                    if not batch["sample_id"]:
-                        continue  # every row of the batch was skipped for an unreadable image
-                    loss, parts = self.forward(batch, min_rows=1)
-                    losses.append(float(loss))
-                    for k, v in parts.items():
-                        parts_seen.setdefault(k, []).append(float(v))
-        finally:
-            self.model.train(was)
+        for _, loss, parts in done:
+            losses.append(loss)
+            for k, v in parts.items():
+                parts_seen.setdefault(k, []).append(v)
         if not losses:
             raise ValueError("the validation-loss pass got no batch")
         return {"loss": sum(losses) / len(losses), "batches": len(losses),
@@ -173,7 +237,7 @@ class Training:
         model = self.model
         self.optimizer.zero_grad(set_to_none=True)
         with self.autocast():
-            loss, parts = self.forward(batch)
+            loss, parts = self.forward(batch) if self.ddp is None else self.global_forward(batch)
         self.scaler.scale(loss).backward()
         if self.grad_clip is not None:
             self.scaler.unscale_(self.optimizer)
