@@ -55,6 +55,9 @@ def jpeg_scans(data: bytes | memoryview) -> int:
         if marker == 0xFF:  # fill byte
             i += 1
             continue
+        if marker == 0x00:  # FF 00 outside entropy-coded data: libjpeg and PIL skip it as extra bytes
+            i += 2
+            continue
         if marker == 0xD8 or marker == 0x01 or 0xD0 <= marker <= 0xD7:  # no length field
             i += 2
             continue

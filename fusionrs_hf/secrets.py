@@ -68,10 +68,13 @@ PUBLIC_OPTION_KEYS = frozenset((
     "project", "account_name", "use_emulator", "timeout", "block_size", "revision", "s3", "addressing_style",
     "signature_version", "retries", "max_attempts", "mode", "consistency", "requests_timeout", "location",
     "default_location", "protocol", "connect_timeout", "read_timeout", "asynchronous", "loop", "fixed_upload_size",
+    "account_host", "verify", "encoded", "headers", "use_fabric_endpoint", "client_options",
 ))
 """fsspec ``storage_options`` keys (at any depth) that are configuration, not credentials: the only ones a card,
-a log or ``metrics.json`` writes down (their values still pass :func:`scrub`). Any other key is left out, its name
-being no promise about its value (``connection_string`` holds an account key, ``passphrase`` a password)."""
+a log or ``metrics.json`` writes down (their values still pass :func:`scrub`; ``headers`` keeps the headers whose
+name names no credential). Any other key is left out, its name being no promise about its value
+(``connection_string`` holds an account key, ``passphrase`` a password). Their values are never registered as
+secrets (``signature_version="s3v4"`` is configuration, though its name holds "sig")."""
 
 
 # --------------------------------------------------------------------------------------------- secrets
@@ -109,7 +112,8 @@ def register_options(options: dict | None, _depth: int = 0) -> None:
     if not isinstance(options, dict) or _depth > MAX_OPTION_DEPTH:
         return
     for key, value in options.items():
-        _register_value(value, bool(_SECRET_KEYS.search(str(key))), _depth + 1)
+        secret = bool(_SECRET_KEYS.search(str(key))) and str(key) not in PUBLIC_OPTION_KEYS
+        _register_value(value, secret, _depth + 1)
 
 
 def _register_value(value, secret_key: bool, depth: int = 0) -> None:

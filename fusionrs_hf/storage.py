@@ -180,7 +180,11 @@ def public_options(options: Mapping[str, Any] | None, _depth: int = 0) -> dict[s
     for k, v in (options or {}).items():
         if str(k) not in PUBLIC_OPTION_KEYS:
             continue
-        if isinstance(v, Mapping):
+        if isinstance(v, Mapping) and str(k) == "headers":  # HTTP header names are the client's own words
+            v = {h: x for h, x in v.items() if not _is_secret_key(h) and not _holds_secret(x, _depth + 1)}
+            if not v:
+                continue
+        elif isinstance(v, Mapping):
             if _depth >= MAX_OPTION_DEPTH:
                 continue  # deeper than any real option (or a structure that contains itself): not written
             v = public_options(v, _depth + 1)
@@ -554,24 +558,47 @@ NO_URL_CREDENTIALS = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss",
 
 
 def _refuse_url_parts(text: str) -> None:
-    """Refuse what a repo URL cannot carry safely, in one scrubbed line: ``user:password@`` outside http(s)
-    (object stores would read it as part of the bucket name; elsewhere it would travel into every shard URL
-    we and ``datasets`` write down), and a query string or fragment (``?token=...``: a repo root is a folder,
-    the shard paths go after it, and the URL is written into cards and caches). Credentials belong in
-    ``--storage-option`` or the store's environment variables."""
+    """Refuse what a repo URL cannot carry safely, in one line that shows the URL only up to its query:
+
+    * ``user:password@`` outside http(s) (where it becomes a header): object stores would read it as part of
+      the bucket name; other stores (hdfs, sftp, ...) would carry it into every shard URL we and ``datasets``
+      write down. Looked for in the URL's host part only (``hdfs://nn:8020/data@rc4`` is a path);
+    * a query string or fragment on an http(s) URL (``?token=...``): a repo root is a folder, shard paths go
+      after it, and the URL is written into cards and caches. (In object-store keys ``?`` and ``#`` are plain
+      characters.)
+
+    Credentials belong in ``--storage-option`` or the store's environment variables."""
+    from urllib.parse import urlsplit
+
     from .secrets import scrub
 
     protocol, rest = text.split("://", 1)
-    if protocol.lower() not in ("http", "https") and _url_credentials(rest):
-        why = "the store would read them as part of the bucket name" if protocol.lower() in NO_URL_CREDENTIALS \
+    proto = protocol.lower()
+    shown = rest
+    if _url_credentials(rest):  # user:password before the host (a raw '?' or '#' may sit inside the password)
+        shown = "***@" + rest.rsplit("@", 1)[1]
+    cut = min((i for i in (shown.find("?"), shown.find("#")) if i >= 0), default=-1)
+    shown = f"{protocol}://" + (shown if cut < 0 else shown[:cut] + "?...")
+    if proto in NO_URL_CREDENTIALS:
+        creds = _url_credentials(rest)
+    elif proto in ("http", "https"):
+        creds = False
+    else:
+        try:
+            creds = "@" in urlsplit(text).netloc
+        except ValueError:
+            creds = "@" in rest.split("/", 1)[0]
+    if creds:
+        why = "the store would read them as part of the bucket name" if proto in NO_URL_CREDENTIALS \
             else "they would be written into every shard URL"
         raise UnknownLocationError(scrub(
-            f"{text}: {protocol}:// takes no credentials in the URL ({why}); pass them with --storage-option "
+            f"{shown}: {protocol}:// takes no credentials in the URL ({why}); pass them with --storage-option "
             "(key=..., secret=...) or the store's environment variables, and give the URL without them"))
-    if "?" in rest or "#" in rest:
+    if proto in ("http", "https") and ("?" in rest or "#" in rest):
         raise UnknownLocationError(scrub(
-            f"a repo URL takes no query string or fragment ('?', '#'), got {text} (it names the repo's folder, and "
-            "shard paths go after it); pass credentials with --storage-option or the store's environment variables"))
+            f"a repo URL takes no query string or fragment ('?', '#'), got {shown} (it names the repo's folder, "
+            "and shard paths go after it); pass credentials with --storage-option or the store's environment "
+            "variables"))
 
 
 def _url_credentials(rest: str) -> bool:

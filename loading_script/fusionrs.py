@@ -337,6 +337,9 @@ def _jpeg_scans(b: bytes) -> int:
         if marker == 0xFF:
             i += 1
             continue
+        if marker == 0x00:
+            i += 2
+            continue
         if marker == 0xD8 or marker == 0x01 or 0xD0 <= marker <= 0xD7:
             i += 2
             continue

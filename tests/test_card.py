@@ -146,10 +146,10 @@ def test_no_credential_option_reaches_the_card_whatever_its_key(repo, capsys):
     conn = "DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=AZUREKEY0123456789abcdef=="
     assert main(["card", str(repo), "--repo-id", "abfs://container/fusionrs", "--no-assets",
                  "--storage-option", f"connection_string={conn}", "--storage-option", "passphrase=SSHkeyPASS42",
-                 "--storage-option", "account_name=acct"]) == 0
+                 "--storage-option", "account_name=acct", "--storage-option", "blob_extra=ZZSECRETZZ12345"]) == 0
     card = (repo / "README.md").read_text()
     out = capsys.readouterr()
-    for secret in ("AZUREKEY0123456789", "SSHkeyPASS42"):
+    for secret in ("AZUREKEY0123456789", "SSHkeyPASS42", "ZZSECRETZZ12345"):  # the last under a key named nothing
         assert secret not in card and secret not in out.out + out.err
     assert '"account_name": "acct"' in card and "abfs://container/fusionrs/data/" in card
 

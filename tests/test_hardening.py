@@ -802,10 +802,13 @@ def _hidden_scan_bombs() -> dict[str, bytes]:
     app0 = 2 + int.from_bytes(body[2:4], "big")  # the JFIF segment: garbage after it, which libjpeg skips
     return {"comment": b"\xff\xd8" + com + body, "app": b"\xff\xd8" + app + body,
             "garbage": b"\xff\xd8" + body[:app0] + b"\x00garbage\x01" + body[app0:], "fill": b"\xff\xd8\xff\xff\xff" + body[1:],
-            "plain": b"\xff\xd8" + body}
+            "plain": b"\xff\xd8" + body,
+            # FF 00 LL LL before the frame: skipped by libjpeg as two extra bytes, not a segment of LLLL bytes
+            "ff00": b"\xff\xd8" + body[:app0] + b"\xff\x00" + (len(body) - app0 - 2).to_bytes(2, "big")[:2]
+                    + body[app0:]}
 
 
-@pytest.mark.parametrize("kind", ["comment", "app", "garbage", "fill", "plain"])
+@pytest.mark.parametrize("kind", ["comment", "app", "garbage", "fill", "plain", "ff00"])
 def test_a_scan_bomb_cannot_hide_its_frame_header(kind, script):
     """Before, the scan limit looked for a progressive frame header only before the first FF DA bytes, so a
     comment holding them made a 2,000-scan file pass as baseline (20 s to decode 165 KB). The header is now

@@ -409,8 +409,9 @@ def _late_group_worker(rank: int, world: int, repo: str, out_dir: str) -> None:
     os.environ.update(WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     loader = make_dataloader(repo, config="default", split="train", batch_size=4, num_workers=2, image_size=8,
                              shuffle=True, seed=11, multiprocessing_context="fork")
+    early_len = len(loader)  # a batch count needs the world size only, which the launcher's WORLD_SIZE says
     try:
-        len(loader)
+        _ = loader.dataset.rank
         early = "no error"
     except ValueError as e:  # before the group exists nothing says which rank this is: refused, not rank 0
         early = str(e)
@@ -423,8 +424,18 @@ def _late_group_worker(rank: int, world: int, repo: str, out_dir: str) -> None:
             steps += 1
             t = torch.ones(1)
             dist.all_reduce(t)
+        # a DataLoader of the user's own over the dataset, spawn-started workers (macOS's default, forkserver is
+        # Linux's from Python 3.14): the copy each worker gets carries this process's rank
+        from torch.utils.data import DataLoader
+
+        from fusionrs_hf.torch import FusionRSIterable
+
+        own = DataLoader(FusionRSIterable(repo, "default", "train", batch_size=4, image_size=8, shuffle=False),
+                         batch_size=None, num_workers=1, multiprocessing_context="spawn")
+        own_ids = [s for b in own for s in b["sample_id"]]
         with open(os.path.join(out_dir, f"rank{rank}.pkl"), "wb") as f:
-            pickle.dump({"ids": ids, "steps": steps, "len": len(loader), "early": early}, f)
+            pickle.dump({"ids": ids, "steps": steps, "len": len(loader), "early": early, "early_len": early_len,
+                         "own": own_ids}, f)
         dist.barrier()
     finally:
         dist.destroy_process_group()
@@ -441,6 +452,9 @@ def test_ddp_a_loader_made_before_the_process_group_reads_its_own_share(tmp_path
     assert not set(r0["ids"]) & set(r1["ids"]) and r0["steps"] == r1["steps"] == r0["len"] == r1["len"]
     assert len(set(r0["ids"]) | set(r1["ids"])) == len(all_ids) - len(all_ids) % 2
     assert all("WORLD_SIZE=2 is set but nothing says which rank" in r["early"] for r in (r0, r1)), r0["early"]
+    assert r0["early_len"] == r0["len"]
+    assert r0["own"] and not set(r0["own"]) & set(r1["own"])  # spawned workers: each rank its own share
+    assert len(set(r0["own"]) | set(r1["own"])) == len(all_ids) - len(all_ids) % 2
 
 
 def _drop_rows(repo: Path, n: int) -> Path:

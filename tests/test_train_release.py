@@ -400,3 +400,30 @@ def test_map_style_with_the_streaming_shuffle_is_refused(repo):
     for shuffle in (True, "stream"):
         with pytest.raises(ValueError, match="streaming reader's order"):
             make_dataloader(repo, config="default", split="train", map_style=True, shuffle=shuffle)
+
+
+def test_the_global_shuffle_reads_its_rank_when_a_pass_begins(repo, monkeypatch):
+    """As the streaming loader: a map-style loader made where WORLD_SIZE says 2 but nothing yet says the rank
+    (a Lightning-launched process before its process group) is made, and knows its length; the rank is read
+    when the pass begins, and a pass with nothing to say it is refused in one line rather than read as 0."""
+    from fusionrs_hf.torch.plan import RankEnvError
+
+    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    kw = dict(config="default", split="train", batch_size=4, shuffle="global", seed=3, image_size=32)
+    loader = make_dataloader(repo, **kw)
+    n = len(loader)
+    with pytest.raises(RankEnvError, match="nothing says which rank"):
+        next(iter(loader))
+    shares = []
+    for rank in (0, 1):
+        monkeypatch.setenv("RANK", str(1 - rank))
+        late = make_dataloader(repo, **kw)  # made while the variable says the other rank ...
+        monkeypatch.setenv("RANK", str(rank))  # ... read when the pass begins
+        shares.append([s for b in late for s in b["sample_id"]])
+        assert len(late) == n
+        monkeypatch.delenv("RANK")
+        monkeypatch.delenv("WORLD_SIZE")
+        assert shares[-1] == [s for b in make_dataloader(repo, rank=rank, world_size=2, **kw) for s in b["sample_id"]]
+        monkeypatch.setenv("WORLD_SIZE", "2")
+    assert shares[0] and not set(shares[0]) & set(shares[1])

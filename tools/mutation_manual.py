@@ -121,7 +121,7 @@ MUTANTS: list[tuple[str, str, str, str, list[str]]] = [
      "        i += 2 + ((b[i + 2] << 8) | b[i + 3])\n    return 0", "        i += 2\n    return 0",
      ["tests/test_hardening.py::-k scan"]),
     ("secrets: storage options written by denylist only", "fusionrs_hf/storage.py",
-     "        if str(k) not in PUBLIC_OPTION_KEYS:", "        if False:",
+     "        if str(k) not in PUBLIC_OPTION_KEYS:", "        if _is_secret_key(k):",
      ["tests/test_card.py::-k credential", "tests/test_storage.py"]),
     ("torch: WORLD_SIZE without a rank read as rank 0", "fusionrs_hf/torch/plan.py",
      'if rank is None and w > 1 and _env_int("RANK", -1) < 0:', "if False:",

@@ -26,8 +26,10 @@ from ._common import _MAX_COUNTER_SLOTS, ON_ERROR, logger
 from .batches import BatchAssembly, _image_value, prepare_tokenizer
 from .epochs import EpochPlanning
 from .plan import (
+    RankEnvError,
     _buffer_order,
     _resolve_rank,
+    _resolve_world,
     _slot_pieces,
 )
 from .reader import DEFAULT_READ_AHEAD, DEFAULT_REQUEST_SIZE, Footer, ReadStats, RowGroupReading
@@ -193,12 +195,24 @@ class FusionRSIterable(EpochPlanning, Resumable, BatchAssembly, RowGroupReading,
 
     @property
     def world_size(self) -> int:
-        """The number of ranks, read as :attr:`rank` is."""
-        return (self._rank_pinned or _resolve_rank(*self._rank_args))[1]
+        """The number of ranks, read as :attr:`rank` is (but without needing the rank: ``len()`` of a loader
+        in a Lightning-launched process, whose ``RANK`` comes with its process group, works early)."""
+        return self._rank_pinned[1] if self._rank_pinned else _resolve_world(self._rank_args[1])
 
     def _pin_rank(self) -> None:
         if self._rank_pinned is None:
             self._rank_pinned = _resolve_rank(*self._rank_args)
+
+    def __getstate__(self) -> dict:
+        """A copy for a worker (spawn, forkserver) is made in this process: it takes the rank from here, where
+        the process group or torchrun's variables say it, not from a worker that has neither (it would read
+        rank 0's rows). Not pinned when nothing can say it yet (a copy made before the process group)."""
+        if self._rank_pinned is None:
+            try:
+                self._pin_rank()
+            except RankEnvError:
+                pass
+        return self.__dict__.copy()
 
 
     @property

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 from ..decode import CLIP_MEAN, CLIP_STD, Normalizer
 from ..schema import IMAGE_FIELDS
 from ..storage import require
-from ._common import STATE_FORMAT
+from ._common import STATE_FORMAT, refuse_worker_options
 from .dataset import FusionRSIterable
 from .mapstyle import ProcessorPixels, make_map_dataloader, pixel_batch
 from .slots import _SlotReceiver
@@ -352,12 +352,8 @@ def loader_for(dataset: FusionRSIterable, *, num_workers: int = 0, stateful: boo
         dataset.ring_size = (kw.get("prefetch_factor") or 2) + 2
         dataset.send_slots_once = not kw.get("pin_memory", False)
     cls = _stateful_class() if stateful else FusionRSDataLoader
-    if num_workers == 0:  # what torch's DataLoader refuses, refused too: silently dropped, it hid a mistake
-        if kw.get("persistent_workers"):
-            raise ValueError("persistent_workers=True needs num_workers > 0 (there are no workers to keep)")
-        if kw.get("prefetch_factor") is not None:
-            raise ValueError("prefetch_factor needs num_workers > 0 (without workers nothing is prefetched); "
-                             "leave it out, or set num_workers")
+    refuse_worker_options(num_workers, kw)
+    if num_workers == 0:
         kw.pop("prefetch_factor", None)
         kw.pop("persistent_workers", None)
     else:

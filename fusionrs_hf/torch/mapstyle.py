@@ -50,9 +50,9 @@ from ..decode import (
 )
 from ..limits import DEFAULT_MAX_PIXELS, ImageRefused, RowGroupTooBig, open_image
 from ..schema import IMAGE_FIELDS
-from ._common import ON_ERROR, logger
+from ._common import ON_ERROR, logger, refuse_worker_options
 from .batches import BatchAssembly, _image_value
-from .plan import _resolve_rank
+from .plan import _resolve_rank, _resolve_world
 
 __all__ = ["FusionRSMapDataset", "FusionRSMapDataLoader", "MapCollate", "FastPixels", "ProcessorPixels",
            "make_map_dataloader", "MAP_COLUMNS"]
@@ -334,28 +334,36 @@ class FusionRSMapDataLoader(DataLoader):
             raise ValueError("persistent_workers=True is not supported by the map-style loader (it would change "
                              "the sequence of epoch orders); leave it off")
         kw.pop("persistent_workers", None)
+        refuse_worker_options(num_workers, kw)
         if num_workers == 0:
             kw.pop("prefetch_factor", None)
-        rank, world_size = _resolve_rank(rank, world_size)
+        world_size = _resolve_world(world_size)
         # a generator of its own in every case: the worker base seed never comes from torch's global RNG
         generator = torch.Generator()
         generator.manual_seed(int(seed))
         if world_size > 1:
             # drop_last=True on the sampler whatever the batches' drop_last: every rank gets N // world_size
             # rows of one permutation, none twice (its default pads the last share with repeated rows), as
-            # the streaming loader gives
-            sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=int(seed),
-                                         drop_last=True)
+            # the streaming loader gives; the rank is read when a pass begins (see _LateRankSampler)
+            sampler = _LateRankSampler(dataset, rank, world_size, shuffle=shuffle, seed=int(seed))
             super().__init__(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last,
                              generator=generator, collate_fn=collate_fn, num_workers=num_workers, **kw)
         else:
             super().__init__(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
                              generator=generator, collate_fn=collate_fn, num_workers=num_workers, **kw)
-        self.seed, self.shuffle, self.rank, self.world_size = int(seed), bool(shuffle), rank, world_size
+        self.seed, self.shuffle, self.world_size = int(seed), bool(shuffle), world_size
+        self._rank_arg = rank
         self._next_epoch = 0
         """The epoch the next pass is (set_epoch sets it; each pass started advances it)."""
         self._generator_at: int | None = 0
         """The epoch whose order the generator gives next; None when a pass was cut short."""
+
+    @property
+    def rank(self) -> int:
+        """This process's rank (read as the streaming loader reads it: when first needed, from ``rank=``, the
+        process group or torchrun's ``RANK``)."""
+        return self.sampler.rank if isinstance(self.sampler, _LateRankSampler) else _resolve_rank(
+            self._rank_arg, self.world_size)[0]
 
     @property
     def epoch(self) -> int:
@@ -395,6 +403,27 @@ class FusionRSMapDataLoader(DataLoader):
     def skipped(self) -> int:
         """Rows left out of their batch for an unreadable image (``on_error="skip"``), all workers."""
         return int(getattr(self.collate_fn, "skipped", 0))
+
+
+class _LateRankSampler(DistributedSampler):
+    """``DistributedSampler`` (``drop_last=True``) whose rank is read when a pass begins, not when the loader is
+    made: a loader made before the process group (Lightning's own DDP launcher starts it inside
+    ``Trainer.fit``) still reads its own share. ``len()`` needs only the world size."""
+
+    def __init__(self, dataset, rank: int | None, world_size: int, *, shuffle: bool, seed: int) -> None:
+        super().__init__(dataset, num_replicas=world_size, rank=0, shuffle=shuffle, seed=seed, drop_last=True)
+        self._rank_arg = rank
+        self._pinned: int | None = None if rank is None else _resolve_rank(rank, world_size)[0]
+
+    @property
+    def rank(self) -> int:
+        if self._pinned is None:
+            self._pinned = _resolve_rank(self._rank_arg, self.num_replicas)[0]
+        return self._pinned
+
+    @rank.setter
+    def rank(self, value: int) -> None:  # DistributedSampler.__init__ assigns it: the placeholder is ignored
+        pass
 
 
 def make_map_dataloader(

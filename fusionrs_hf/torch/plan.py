@@ -232,6 +232,18 @@ def _env_int(name: str, default: int) -> int:
                            "WORLD_SIZE; fix or unset it, or pass rank= and world_size=)") from None
 
 
+def _resolve_world(world_size: int | None) -> int:
+    """``world_size`` if given, else the initialized process group's, else torchrun's ``WORLD_SIZE``, else 1:
+    what a batch count needs (no rank: a Lightning-launched process knows its world size before its rank)."""
+    if world_size is None:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return int(torch.distributed.get_world_size())
+        world_size = _env_int("WORLD_SIZE", 1)
+    if world_size < 1:
+        raise ValueError(f"invalid world_size {world_size}")
+    return int(world_size)
+
+
 def _resolve_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:
     """Explicit values, else the initialized process group, else torchrun's env vars, else (0, 1)."""
     if rank is None or world_size is None:
