@@ -21,7 +21,7 @@ import numpy as np
 
 from .card import write_card
 from .layout import SPLITS
-from .scenes import captions, jpeg_bytes, render_scene
+from .scenes import captions, jpeg_bytes, png_bytes, render_scene
 from .schema import SOURCES, joint_group_id_for
 from .shards import ShardSink
 from .text import normalize_caption
@@ -58,8 +58,14 @@ def is_iraware(source: str, split: str, i: int, layout: str = "rc4") -> bool:
 
 
 def sample_rows(seed: int = 0, counts: dict[str, int] | None = None, size: int = 256, quality: int = 90,
-                layout: str = "rc4"):
-    """Yield ``(source, split, group, row)`` for the sample, deterministically for a seed."""
+                layout: str = "rc4", ir_format: str = "jpeg"):
+    """Yield ``(source, split, group, row)`` for the sample, deterministically for a seed.
+
+    ``ir_format``: ``jpeg`` (the default, small and fast) or ``png``, the format DiffV2IR writes and a faithful
+    rebuild therefore stores (lossless, several times the bytes and the decode time: see BENCHMARKS.md)."""
+    if ir_format not in ("jpeg", "png"):
+        raise ValueError(f"ir_format must be 'jpeg' or 'png', got {ir_format!r}")
+    encode_ir = (lambda a: jpeg_bytes(a, quality)) if ir_format == "jpeg" else png_bytes
     counts = counts or DEFAULT_COUNTS
     first_split: dict[str, str] = {}
     for s_idx, source in enumerate(SOURCES):
@@ -76,7 +82,7 @@ def sample_rows(seed: int = 0, counts: dict[str, int] | None = None, size: int =
                     "source": source,
                     "source_record_id": sid,  # rc4: the record id is the sample id
                     "rgb": {"bytes": jpeg_bytes(scene.rgb, quality)},
-                    "ir": {"bytes": jpeg_bytes(scene.ir, quality)},
+                    "ir": {"bytes": encode_ir(scene.ir)},
                     "caption": cap,
                     "all_captions": None,
                     "caption_origin": "source",
@@ -115,6 +121,7 @@ def make_sample_repo(
     batch: str = "main",
     repo_id: str | None = None,
     layout: str = "rc4",
+    ir_format: str = "jpeg",
 ) -> Path:
     """Write the sample repo (shards + card) to ``out`` and return its path.
 
@@ -123,7 +130,7 @@ def make_sample_repo(
     """
     out = Path(out)
     sinks: dict[tuple[str, str, str], ShardSink] = {}
-    for source, split, group, row in sample_rows(seed, counts, size, quality, layout):
+    for source, split, group, row in sample_rows(seed, counts, size, quality, layout, ir_format):
         key = (source, split, group)
         if key not in sinks:
             sinks[key] = ShardSink(out, source, split, group, batch=batch, max_rows=max_rows)

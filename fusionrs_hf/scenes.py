@@ -174,6 +174,13 @@ def jpeg_bytes(arr: np.ndarray, quality: int = 90) -> bytes:
     return buf.getvalue()
 
 
+def png_bytes(arr: np.ndarray) -> bytes:
+    """Lossless PNG, as DiffV2IR writes its outputs."""
+    buf = io.BytesIO()
+    Image.fromarray(arr, "RGB").save(buf, format="PNG")
+    return buf.getvalue()
+
+
 _NOUN = {
     "farmland": "a farmland", "river": "a river landscape", "residential": "a residential area",
     "highway": "a highway corridor", "forest": "a forest", "industrial": "an industrial area",

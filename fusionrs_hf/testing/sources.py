@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fusionrs_hf.scenes import captions, jpeg_bytes, render_scene
+from fusionrs_hf.scenes import captions, jpeg_bytes, png_bytes, render_scene
 
 SPLIT_PLAN = ("train", "train", "train", "val", "test")
 """Index splits of the records of each source (5 per source, 25 in all)."""
@@ -103,12 +103,6 @@ class Fixture:
 def tiff_bytes(arr: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(arr, "RGB").save(buf, format="TIFF")
-    return buf.getvalue()
-
-
-def png_bytes(arr: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(arr, "RGB").save(buf, format="PNG")
     return buf.getvalue()
 
 
