@@ -128,3 +128,26 @@ def test_sample_and_source_trees_follow_the_release_formats(tmp_path):
     sky = next(p for p in fx.caption_files if p.name.endswith(".jsonl"))
     assert {json.loads(line)["sample_id"] for line in sky.read_text().splitlines()} <= {
         r["sample_id"] for r in fx.records}
+
+
+def test_the_sample_can_store_ir_as_diffv2ir_does(tmp_path):
+    """``ir_format="png"``: the IR column holds PNG, what DiffV2IR writes and a faithful rebuild keeps (the
+    benchmark of its cost reads such a repo); the RGB stays JPEG, and the images are the same scenes."""
+    import io
+
+    import numpy as np
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    from fusionrs_hf.demo import make_sample_repo
+
+    counts = {"train": 2}
+    jp = make_sample_repo(tmp_path / "jpeg", counts=counts, size=64)
+    pn = make_sample_repo(tmp_path / "png", counts=counts, size=64, ir_format="png")
+    a = pq.read_table(sorted((jp / "data").rglob("*.parquet"))[0]).to_pylist()[0]
+    b = pq.read_table(sorted((pn / "data").rglob("*.parquet"))[0]).to_pylist()[0]
+    assert b["ir"]["bytes"][:8] == b"\x89PNG\r\n\x1a\n" and b["rgb"]["bytes"] == a["rgb"]["bytes"]
+    ir_j, ir_p = (np.asarray(Image.open(io.BytesIO(r["ir"]["bytes"])), dtype=np.float64) for r in (a, b))
+    assert np.abs(ir_j - ir_p).mean() < 3  # the same scene, JPEG's loss aside
+    with pytest.raises(ValueError, match="ir_format"):
+        make_sample_repo(tmp_path / "bad", counts=counts, size=64, ir_format="webp")
