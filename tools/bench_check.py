@@ -141,12 +141,12 @@ absolute times are noisy; the ratios compare runs interleaved in one session).
 
 - full / (decode-once + the release's pHash of both columns) = **{res['full_over_decode_phash']:.2f}x** (target <= 1.5x: {ok2});
   full / decode-once = {res['full_over_decode']:.2f}x. Full mode decodes each image once, in full, and derives
-  size, channel spread and pHash from that decode: for RGB the release's own hash (a Lanczos resize of the
-  full image to 32 px, about as costly as the decode itself), for IR the same recipe on the 64 px
-  reduction; it also SHA-256s the bytes, builds the leakage tables and, for `pair_swapped`, a 32x32 edge
-  signature per image (~40 us) and one product of them per shard (1.26x without it). (Until 2026-12-01 it hashed a
-  reduced-scale decode, 0.85x decode-once, but that hash differed from the release's by up to 4 bits,
-  enough to report pairs at radius 4 that the authors did not group.)
+  size, channel spread and pHash from that decode: the release's own hash for RGB and IR alike (a Lanczos
+  resize of the full image to 32 px, about as costly as the decode itself; the release's split groups both); it also SHA-256s the bytes, builds the leakage tables and, for
+  `pair_swapped`, a 32x32 edge signature per image (~40 us) and one product of them per shard. (Earlier it
+  hashed a reduced-scale decode, 0.85x decode-once, but that hash differed from the release's by up to 4 bits,
+  enough to report pairs at radius 4 that the authors did not group; until this stop IR was hashed on the
+  64 px reduction, 1.33-1.41x of decode + the RGB pHash.)
 - full / fast = **{res['full_over_fast']:.1f}x** (target >= 10x: {ok1}). `--fast` reads footers and the small
   columns only, with threads.
 {END}"""
