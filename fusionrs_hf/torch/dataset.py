@@ -214,7 +214,6 @@ class FusionRSIterable(EpochPlanning, Resumable, BatchAssembly, RowGroupReading,
                 pass
         return self.__dict__.copy()
 
-
     @property
     def fs(self):
         """This process's filesystem for the shards (None for a ``source=`` dataset).

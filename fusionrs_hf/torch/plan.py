@@ -246,20 +246,20 @@ def _resolve_world(world_size: int | None) -> int:
 
 def _resolve_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:
     """Explicit values, else the initialized process group, else torchrun's env vars, else (0, 1)."""
-    if rank is None or world_size is None:
+    if world_size is not None and world_size < 1:
+        raise ValueError(f"invalid rank {rank} for world_size {world_size}")
+    world_size = _resolve_world(world_size)
+    if rank is None:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
-            r, w = torch.distributed.get_rank(), torch.distributed.get_world_size()
+            rank = torch.distributed.get_rank()
+        elif world_size > 1 and _env_int("RANK", -1) < 0:
+            raise RankEnvError(
+                f"WORLD_SIZE={world_size} is set but nothing says which rank this process is (no RANK, no "
+                "initialized process group): read before the process group exists, every process would read "
+                "rank 0's rows. Iterate after init_process_group (Lightning's DDP launcher: pass the loader to "
+                "Trainer.fit, or make it in train_dataloader()), set RANK, or pass rank= and world_size=")
         else:
-            w = _env_int("WORLD_SIZE", 1) if world_size is None else world_size
-            if rank is None and w > 1 and _env_int("RANK", -1) < 0:
-                raise RankEnvError(
-                    f"WORLD_SIZE={w} is set but nothing says which rank this process is (no RANK, no initialized "
-                    "process group): read before the process group exists, every process would read rank 0's "
-                    "rows. Iterate after init_process_group (Lightning's DDP launcher: pass the loader to "
-                    "Trainer.fit, or make it in train_dataloader()), set RANK, or pass rank= and world_size=")
-            r = _env_int("RANK", 0) if rank is None else rank
-        rank = r if rank is None else rank
-        world_size = w if world_size is None else world_size
-    if world_size < 1 or not 0 <= rank < world_size:
+            rank = _env_int("RANK", 0)
+    if not 0 <= rank < world_size:
         raise ValueError(f"invalid rank {rank} for world_size {world_size}")
     return int(rank), int(world_size)
