@@ -24,17 +24,12 @@ START, END = "<!-- bench:irformat:start -->", "<!-- bench:irformat:end -->"
 
 
 def _pass(repo: Path, workers: int, batch: int) -> float:
-    from fusionrs_hf.torch import make_dataloader
+    """One full pass of ours, timed as `fusionrs bench` times it (its loader and its clock)."""
+    from fusionrs_hf.bench.measure import time_pass
+    from fusionrs_hf.bench.pipelines import loader_ours
 
-    loader = make_dataloader(repo, config="default", split="train", batch_size=batch, num_workers=workers,
-                             image_size=224)
-    it = iter(loader)
-    first = next(it)
-    n, t0 = 0, time.perf_counter()
-    for b in it:
-        n += len(b["sample_id"])
-    del first
-    return n / (time.perf_counter() - t0)
+    args = argparse.Namespace(batch_size=batch, workers=workers, image_size=224)
+    return time_pass(loader_ours(repo, args))["samples_per_s"]
 
 
 def _decode_ms(repo: Path, limit: int = 40) -> tuple[float, float]:
