@@ -7,6 +7,7 @@ real ``lightning.Trainer`` (CPU, 2 loader workers, torchdata's ``StatefulDataLoa
 
 from __future__ import annotations
 
+import sys
 import warnings
 
 import pytest
@@ -169,3 +170,74 @@ def test_a_state_saved_at_the_end_of_an_epoch_resumes_at_the_next_one(sample_rep
     second = make_dataloader(sample_repo, **kw)
     second.load_state_dict(state)
     assert _ids(second) == epochs[1] and _ids(second) == epochs[2]
+
+
+_DDP_DRIVER = """
+import json, sys, warnings
+import lightning, torch
+from fusionrs_hf.torch import make_dataloader
+
+repo, store, rank = sys.argv[1], sys.argv[2], int(sys.argv[3])
+kw = json.loads(sys.argv[4])
+loaders = {"global": make_dataloader(repo, shuffle="global", **kw),  # both made before the process group
+           "stream": make_dataloader(repo, shuffle=True, num_workers=2, shuffle_buffer=8, **kw)}
+torch.distributed.init_process_group("gloo", init_method=store, rank=rank, world_size=2)
+
+
+class Recorder(lightning.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+        self.seen = {}
+
+    def training_step(self, batch, batch_idx):
+        self.seen.setdefault(self.current_epoch, []).extend(batch["sample_id"])
+        return (self.w * batch["rgb"].float().mean()).sum() + self.w.pow(2).sum()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+seen = {}
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    for name, loader in loaders.items():
+        model = Recorder()
+        lightning.Trainer(accelerator="cpu", devices=2, strategy="ddp", max_epochs=2, logger=False,
+                          enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+                          num_sanity_val_steps=0).fit(model, train_dataloaders=loader)
+        seen[name] = model.seen
+print(json.dumps(seen))
+"""
+"""Lightning's ``strategy="ddp"`` in a group its caller made (``LOCAL_RANK`` set: Lightning launches nothing and
+keeps the group), the loaders made before it, as a script that builds them at the top does."""
+
+
+@needs_lightning
+def test_lightning_ddp_gives_each_rank_its_own_share_of_every_epoch(sample_repo, tmp_path):
+    """Two processes under ``Trainer(strategy="ddp", devices=2)``. The map-style loader (``shuffle="global"``)
+    was re-made by Lightning with its own ``DistributedSampler`` and failed ("multiple values for keyword
+    argument 'generator'"); it now keeps that sampler's world and rank with its own seed, so each rank reads
+    what ``make_dataloader(world_size=2, rank=r)`` gives. The streaming loader reads its rank when a pass
+    begins. Either way: each row once per epoch on one rank, a new order each epoch."""
+    import json
+
+    from .ddp_launch import ddp_env, run_ranks
+
+    kw = dict(config="default", split="train", batch_size=4, image_size=8, seed=3)
+    store = f"file://{tmp_path}/store"
+    got = run_ranks(lambda r: [sys.executable, "-c", _DDP_DRIVER, str(sample_repo), store, str(r), json.dumps(kw)],
+                    env=lambda r: ddp_env(LOCAL_RANK=str(r)))
+    assert [rc for rc, _, _ in got] == [0, 0], [err[-3000:] for _, _, err in got]
+    seen = [json.loads(out.strip().splitlines()[-1]) for _, out, _ in got]
+    for name, make in (("global", dict(shuffle="global")),
+                       ("stream", dict(shuffle=True, num_workers=2, shuffle_buffer=8))):
+        epochs = [[seen[r][name][str(e)] for r in (0, 1)] for e in (0, 1)]
+        n = len(_ids(make_dataloader(sample_repo, **make, **kw)))  # rows in one pass of one process
+        for e, (a, b) in enumerate(epochs):
+            assert not set(a) & set(b) and len(a) == len(b) == n // 2, (name, e)
+            for r, ids in enumerate((a, b)):
+                ref = make_dataloader(sample_repo, world_size=2, rank=r, **make, **kw)
+                ref.set_epoch(e)
+                assert _ids(ref) == ids, (name, e, r)
+        assert epochs[0][0] != epochs[1][0]

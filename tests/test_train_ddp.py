@@ -15,11 +15,9 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -29,39 +27,19 @@ if not torch.distributed.is_available():  # pragma: no cover - every torch wheel
 
 from fusionrs_hf.train.clip.models import ClipAdapter  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-TIMEOUT_S = 150
-"""A run that hangs fails the test instead of hanging it."""
-
-
-def _env() -> dict[str, str]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(ROOT)}
-    env.pop("FUSIONRS_TRACEBACK", None)
-    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(name, None)
-    if sys.platform.startswith("linux"):
-        env["GLOO_SOCKET_IFNAME"] = "lo"  # gloo's connections between the ranks stay on the loopback device
-    return env
-
+from .ddp_launch import ROOT, TIMEOUT_S, ddp_env, run_ranks  # noqa: E402
 
 # ------------------------------------------------------------------------ (a) a two-process run
 
 
 def _two_processes(args: list[str], tmp_path) -> subprocess.CompletedProcess:
     """``examples/train_clip.py`` as two processes of one gloo group, as torchrun would start them, but meeting
-    through a file (:data:`_DRIVER`): torchrun's own rendezvous store listens on every interface, and a test's
-    servers listen on 127.0.0.1 only. Returns both processes' output together (rank 0 first)."""
+    through a file (:data:`_DRIVER`). Returns both processes' output together (rank 0 first)."""
     store = f"file://{tmp_path}/store"
-    procs = [subprocess.Popen([sys.executable, "-c", _DRIVER, store, str(r), *args], cwd=ROOT,
-                              env={**_env(), "LOCAL_RANK": str(r)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for r in (0, 1)]
-    try:
-        got = [p.communicate(timeout=TIMEOUT_S) for p in procs]
-    finally:
-        for p in procs:
-            p.kill()
-    return subprocess.CompletedProcess(args, max(p.returncode for p in procs), "".join(o for o, _ in got),
-                                       "".join(e for _, e in got))
+    got = run_ranks(lambda r: [sys.executable, "-c", _DRIVER, store, str(r), *args],
+                    env=lambda r: ddp_env(LOCAL_RANK=str(r)))
+    return subprocess.CompletedProcess(args, max(rc for rc, _, _ in got), "".join(o for _, o, _ in got),
+                                       "".join(e for _, _, e in got))
 
 
 @pytest.fixture(scope="module")
@@ -230,7 +208,7 @@ def _errors_on_one_rank(d) -> dict:
 def test_gathered_loss_and_gradients_equal_one_process_on_the_concatenated_batch(tmp_path, monkeypatch):
     import torch.multiprocessing as mp
 
-    for name, value in _env().items():
+    for name, value in ddp_env().items():
         if name in ("GLOO_SOCKET_IFNAME", "OMP_NUM_THREADS"):
             monkeypatch.setenv(name, value)
     procs = mp.spawn(_gather_worker, args=(2, str(tmp_path)), nprocs=2, join=False)
@@ -290,21 +268,14 @@ def test_an_input_error_exits_2_on_every_rank_with_one_line(who, no_train_repo, 
     pytest.importorskip("transformers")
     store = f"file://{tmp_path}/store"
     data = [str(no_train_repo) if who == "both" or r == 1 else str(sample_repo) for r in (0, 1)]
-    procs = [subprocess.Popen([sys.executable, "-c", _DRIVER, store, str(r), "--data", data[r], "--model", "tiny",
+    got = run_ranks(lambda r: [sys.executable, "-c", _DRIVER, store, str(r), "--data", data[r], "--model", "tiny",
                                "--image-size", "32", "--batch-size", "4", "--steps", "2", "--device", "cpu",
-                               "--out", str(tmp_path / "run")],
-                              cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for r in (0, 1)]
-    try:
-        got = [p.communicate(timeout=TIMEOUT_S) for p in procs]
-    finally:
-        for p in procs:
-            p.kill()
+                               "--out", str(tmp_path / "run")])
     missing = (f"train_clip: config 'default' has no 'train' split in {no_train_repo} (its splits: validation, "
                "test)")
-    lines = [err.strip().splitlines() for _, err in got]
-    assert [p.returncode for p in procs] == [2, 2], lines
-    assert [out for out, _ in got] == ["", ""]
+    lines = [err.strip().splitlines() for _, _, err in got]
+    assert [rc for rc, _, _ in got] == [2, 2], lines
+    assert [out for _, out, _ in got] == ["", ""]
     assert lines[1] == [missing]
     assert lines[0] == ([missing] if who == "both" else
                         [f"train_clip: process 1 of 2 failed, so every process stops: {missing[len('train_clip: '):]}"])

@@ -323,7 +323,9 @@ class FusionRSMapDataLoader(DataLoader):
     is not where epoch ``e`` starts (a pass broken off, another epoch asked for) it is replayed from the seed
     with an identical loader over ``range(n)`` that reads nothing (a randperm per epoch). Several processes
     (``world_size > 1``): ``DistributedSampler(shuffle=shuffle, seed=seed, drop_last=True)`` (each rank
-    ``N // world_size`` rows, no row on two ranks) and its ``set_epoch``. ``persistent_workers`` is refused: torch then draws no new base seed per pass, so the
+    ``N // world_size`` rows, no row on two ranks) and its ``set_epoch``; a framework that re-makes the loader
+    with a ``DistributedSampler`` of its own (Lightning's ``use_distributed_sampler``) gets this one, with that
+    sampler's world size and rank. ``persistent_workers`` is refused: torch then draws no new base seed per pass, so the
     orders would leave the release's sequence.
     """
 
@@ -337,9 +339,20 @@ class FusionRSMapDataLoader(DataLoader):
         refuse_worker_options(num_workers, kw)
         if num_workers == 0:
             kw.pop("prefetch_factor", None)
+        sampler = kw.pop("sampler", None)
+        if type(sampler) in (DistributedSampler, _LateRankSampler):
+            # a framework re-made this loader with a DistributedSampler of its own (Lightning's
+            # use_distributed_sampler, when the loader was made before the process group): keep its world
+            # and rank, and this loader's seed and drop_last=True, so a rank's share is the one
+            # make_dataloader(world_size=..., rank=...) gives (its default pads with repeated rows)
+            world_size, shuffle = sampler.num_replicas, sampler.shuffle
+            rank = sampler._rank_arg if isinstance(sampler, _LateRankSampler) else sampler.rank
+        elif sampler is not None:
+            kw["sampler"] = sampler  # the caller's own sampler, as DataLoader takes it
         world_size = _resolve_world(world_size)
-        # a generator of its own in every case: the worker base seed never comes from torch's global RNG
-        generator = torch.Generator()
+        # a generator of its own in every case: the worker base seed never comes from torch's global RNG; one
+        # passed in (a framework re-making the loader passes the old one) is re-seeded, as the orders are seed's
+        generator = kw.pop("generator", None) or torch.Generator()
         generator.manual_seed(int(seed))
         if world_size > 1:
             # drop_last=True on the sampler whatever the batches' drop_last: every rank gets N // world_size
