@@ -29,6 +29,7 @@ from PIL import Image
 from fusionrs_hf import check as check_mod
 from fusionrs_hf.card import write_card
 from fusionrs_hf.check import check_repo
+from fusionrs_hf.check import images as check_images
 from fusionrs_hf.demo import make_sample_repo
 from fusionrs_hf.scenes import jpeg_bytes
 from fusionrs_hf.shards import rows_to_table, write_table
@@ -172,14 +173,14 @@ def _popcount(x: int) -> int:
 
 def _wrap_phash(monkeypatch, target: np.ndarray, mask: int) -> None:
     """check's pHash, except that the image whose pixels equal ``target`` gets its hash XOR ``mask``."""
-    real = check_mod.phash
+    real = check_images.phash
 
     def fake(img):
         h = real(img)
         a = np.asarray(img.convert("RGB"))
         return h ^ mask if a.shape == target.shape and np.array_equal(a, target) else h
 
-    monkeypatch.setattr(check_mod, "phash", fake)
+    monkeypatch.setattr(check_images, "phash", fake)
 
 
 @pytest.mark.parametrize("column", ["rgb", "ir"])
@@ -365,14 +366,14 @@ def test_check_hashes_both_columns_the_releases_way(tmp_path, monkeypatch):
     (split_v3.json ``joint_grouping``): the full check hashes every RGB and every IR image on its full decode
     (the release's recipe), never on a reduction, which moves the hash by a few bits."""
     sizes = []
-    real = check_mod.phash
+    real = check_images.phash
 
     def spy(im):
         sizes.append(im.size)
         return real(im)
 
     repo = make_sample_repo(tmp_path / "r", counts={"train": 2, "validation": 1, "test": 1}, size=160)
-    monkeypatch.setattr(check_mod, "phash", spy)
+    monkeypatch.setattr(check_images, "phash", spy)
     rep = check_repo(str(repo), workers=1)
     full = _image_sizes(repo)
     assert min(min(wh) for wh in full) > check_mod.STAT_SIZE  # larger than the spread's reduction

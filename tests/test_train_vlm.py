@@ -314,9 +314,9 @@ def test_rc4_release_loads_the_processor_with_the_released_pixel_budget(vlm_repo
         calls.append((model_id, {k: v for k, v in kw.items() if k != "dtype"}))
         return vlm.tiny_vlm(texts)
 
-    monkeypatch.setattr(vlm, "load_vlm", fake_load)
-    monkeypatch.setattr(vlm, "load_quantized", fake_load)
-    monkeypatch.setattr(vlm, "quantization_missing", lambda: [])
+    monkeypatch.setattr(vlm.loop, "load_vlm", fake_load)  # where train_vlm looks them up
+    monkeypatch.setattr(vlm.loop, "load_quantized", fake_load)
+    monkeypatch.setattr(vlm.loop, "quantization_missing", lambda: [])
     folder = tmp_path / "qwen"  # a local folder: no Hub is asked for it
     folder.mkdir()
     cfg = vlm.VLMTrainConfig(data=str(vlm_repo), preset="rc4-release", model=str(folder), steps=1,

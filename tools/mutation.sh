@@ -40,7 +40,7 @@ module_files() {
     captions) echo "fusionrs_hf/captions/policies.py fusionrs_hf/captions/rules.py fusionrs_hf/captions/irfilter.py" ;;
     shards)   echo "fusionrs_hf/shards.py" ;;
     plan)     echo "fusionrs_hf/torch/plan.py fusionrs_hf/torch/dataset.py fusionrs_hf/torch/epochs.py" ;;
-    check)    echo "fusionrs_hf/check.py" ;;
+    check)    echo "fusionrs_hf/check/keys.py fusionrs_hf/check/images.py fusionrs_hf/check/target.py fusionrs_hf/check/shards.py fusionrs_hf/check/card.py fusionrs_hf/check/joins.py fusionrs_hf/check/repo.py fusionrs_hf/check/cli.py" ;;
     push)     echo "fusionrs_hf/push/plan.py fusionrs_hf/push/local.py fusionrs_hf/push/sender.py fusionrs_hf/push/hub.py fusionrs_hf/push/store.py fusionrs_hf/push/flow.py" ;;
     *) echo "unknown module $1" >&2; return 1 ;;
   esac
@@ -63,9 +63,9 @@ module_patterns() {
       done; echo ;;
     check)
       d=${MUT_DIGITS_CHECK:-05}
-      for f in x_caption_key x_inspect_image x__check_batch x__joins x__runs x__earliest_first \
-               x__card_findings x__schema_problems x_resolve_target x__check_repo x__concat_rows x_run \
-               x__executor_kind x__resolve_sample_ids; do
+      for f in keys.x_caption_key images.x_inspect_image shards.x__check_batch joins.x__joins joins.x__runs \
+               joins.x__earliest_first card.x__card_findings shards.x__schema_problems target.x_resolve_target \
+               repo.x__check_repo repo.x__concat_rows cli.x_run shards.x__executor_kind joins.x__resolve_sample_ids; do
         printf 'fusionrs_hf.check.%s__mutmut_*[%s] ' "$f" "$d"
       done; echo ;;
     push)     # planning: what is uploaded, in which commits, after which check
