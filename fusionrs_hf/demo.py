@@ -67,6 +67,10 @@ def sample_rows(seed: int = 0, counts: dict[str, int] | None = None, size: int =
         raise ValueError(f"ir_format must be 'jpeg' or 'png', got {ir_format!r}")
     encode_ir = (lambda a: jpeg_bytes(a, quality)) if ir_format == "jpeg" else png_bytes
     counts = counts or DEFAULT_COUNTS
+    unknown = sorted(set(counts) - set(SPLITS))
+    if unknown or any(not isinstance(n, int) or n < 0 for n in counts.values()):
+        raise ValueError(f"counts maps a split ({', '.join(SPLITS)}) to a number of rows >= 0 per source, got "
+                         f"{counts!r}")
     first_split: dict[str, str] = {}
     for s_idx, source in enumerate(SOURCES):
         for sp_idx, split in enumerate(SPLITS):
@@ -135,6 +139,8 @@ def make_sample_repo(
         if key not in sinks:
             sinks[key] = ShardSink(out, source, split, group, batch=batch, max_rows=max_rows)
         sinks[key].add(row)
+    if not sinks:
+        raise ValueError(f"counts={counts!r} give no rows: nothing to write to {out}")
     for sink in sinks.values():
         sink.close()
     write_card(out, sample=True, repo_id=repo_id or str(out.resolve()))

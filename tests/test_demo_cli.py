@@ -35,6 +35,15 @@ def test_demo_writes_complete_sample_and_streams_it(tmp_path):
     assert again.returncode == 2 and "--overwrite" in again.stderr
 
 
+@pytest.mark.parametrize("counts", [{"rs5m": 3}, {"train": -1}, {"train": 0}])
+def test_counts_that_name_no_split_or_give_no_rows_are_refused(tmp_path, counts):
+    """Keys are splits: a source name as a key wrote nothing and then failed writing the card (FileNotFoundError
+    for a temporary file), as did counts that give no rows."""
+    with pytest.raises(ValueError, match="counts"):
+        make_sample_repo(tmp_path / "r", counts=counts, size=32)
+    assert not (tmp_path / "r").exists()
+
+
 def test_sample_is_deterministic_for_a_seed(tmp_path):
     a = make_sample_repo(tmp_path / "a", seed=5, counts={"train": 2, "test": 1}, size=32)
     b = make_sample_repo(tmp_path / "b", seed=5, counts={"train": 2, "test": 1}, size=32)

@@ -10,6 +10,7 @@ release scaled to the fixture passes every check; a subset build says which chec
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import io
 import json
 import subprocess
@@ -28,6 +29,7 @@ from fusionrs_hf.check import check_repo
 from fusionrs_hf.release import known
 from fusionrs_hf.release.known import RC4, file_sha256, identify_index
 from fusionrs_hf.shards import write_rows
+from fusionrs_hf.text import caption_key
 
 from .build_fixtures import NATIVE_SIZE, build_options, make_fixture, write_jsonl
 
@@ -61,6 +63,7 @@ def _fixture_release(fx) -> known.Release:
         if r["is_eval_representative"]:
             per_source.setdefault(r["source_dataset"], Counter())[r["split"]] += 1
     protected = {r["joint_group_id"] for r in fx.records if r["vlm_train_identity"] or r["prior_reused_protected"]}
+    keys = Counter(caption_key(e.caption) for e in fx.expect.values() if e.caption)  # the captions rc4 writes
     return dataclasses.replace(
         RC4, name="rc4-fixture", index_sha256=file_sha256(fx.index_public), index_rows=len(fx.records),
         split_counts={s: dict(c) for s, c in split_counts.items()},
@@ -72,7 +75,9 @@ def _fixture_release(fx) -> known.Release:
         prior_reused_protected_rows=sum(r["prior_reused_protected"] for r in fx.records),
         protected_groups=len(protected),
         protected_group_rows=sum(r["joint_group_id"] in protected for r in fx.records),
-        non_singleton_members=sum(not r["phash4_component_id"].startswith("singleton_") for r in fx.records))
+        non_singleton_members=sum(not r["phash4_component_id"].startswith("singleton_") for r in fx.records),
+        caption_keys=len(keys), caption_shared_keys=sum(n > 1 for n in keys.values()),
+        iraware_sha256=file_sha256(fx.iraware))
 
 
 def test_rc4_fixture_builds_the_expected_rows_and_strict_accepts_release_drops(rc4_fx, rc4_built, tmp_path):
@@ -112,12 +117,39 @@ def test_check_release_rc4_reports_exactly_the_count_findings(rc4_fx, rc4_built)
         "release_train_usable": 1, "release_rights_codes": 1, "release_vlm_identity": 1,
         "release_eval_representatives_per_source": 2 * n_src, "release_joint_groups": 3,
         "release_prior_reused_rows": 1, "release_protected_groups": 1, "release_non_singleton_members": 1,
+        "release_caption_keys": 1, "release_iraware_file": 1,
     })
     checks = {c["check"]: c["status"] for c in rep.stats["release"]["checks"]}
     assert checks["components_within_split"] == checks["caption_keys_within_split"] == "pass"
     assert checks["index_blocked_fields"] == "pass"
     msgs = [f.message for f in rep.findings if f.kind == "release_records"]
     assert msgs == [f"{len(rc4_fx.records) - 1:,} rows, the release has 599,992"]
+    msgs = [f.message for f in rep.findings if f.kind == "release_caption_keys"]
+    assert len(msgs) == 1 and "release rc4-20260727 has 477,966 and 29,158" in msgs[0]
+    msgs = [f.message for f in rep.findings if f.kind == "release_iraware_file"]
+    assert msgs == ["the build read no copy of rc4-20260727's iraware_strict_v3_45913.jsonl.gz (sha256 "
+                    "6017e681db7ed9fba75791e10569248c5d05c0c9a937cba8a86fbf0d5acb54a3; a decompressed or edited copy "
+                    "has another): its IR-aware captions are not the release's"]
+
+
+def test_another_caption_choice_or_iraware_file_fails_the_release_checks(rc4_fx, tmp_path, monkeypatch):
+    """The index has no caption: a rebuild that picks another of a source's sentences, or reads an edited
+    IR-aware file, passed every release check. The release's caption-key counts and the IR-aware file's
+    digest (in the build report) now tell."""
+    mini = _fixture_release(rc4_fx)
+    monkeypatch.setitem(known.RELEASES, mini.name, mini)
+    assert sum(len(set(e.all_captions or [])) > 1 for e in rc4_fx.expect.values()) >= 3  # choices that differ
+    out = tmp_path / "last"
+    build(_opts(rc4_fx, out, caption_choice="random"))
+    edited = tmp_path / "iraware.jsonl"  # the same records, decompressed: other bytes
+    edited.write_bytes(gzip.decompress(rc4_fx.iraware.read_bytes()))
+    build(_opts(rc4_fx, tmp_path / "edited", iraware=[str(edited)]))
+    got = {}
+    for name in ("last", "edited"):
+        rep = check_repo(str(tmp_path / name), fast=True, release="rc4-fixture")
+        got[name] = {c["check"]: c["status"] for c in rep.stats["release"]["checks"]}
+        assert {k for k, v in got[name].items() if v == "fail"} == {"last": {"caption_keys"},
+                                                                   "edited": {"iraware_file"}}[name], name
 
 
 def test_a_release_at_the_fixture_scale_passes_every_check_and_auto_detects(rc4_fx, tmp_path, monkeypatch):

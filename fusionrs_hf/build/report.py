@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict
+from pathlib import Path
 
 from .. import __version__
 from ..captions import (
@@ -12,7 +13,7 @@ from ..index import (
     DIFFV2IR_SETTINGS,
 )
 from ..layout import GROUPS, SPLITS
-from ..release.known import RELEASES
+from ..release.known import RELEASES, file_sha256
 from ..schema import SOURCES
 from .options import BUILDER_VERSION, EXAMPLES, RELEASE_DROPS, BuildOptions
 from .plan import Plan
@@ -77,6 +78,7 @@ def make_report(opts: BuildOptions, plan: Plan, results: list[dict]) -> dict:
             "choice": opts.caption_choice,
             "policy": opts.caption_policy,
             "iraware_policy": opts.iraware_policy,
+            "iraware_files": [{"name": Path(f).name, "sha256": file_sha256(f)} for f in opts.iraware],
             "iraware_status": dict(sorted(plan.iraware_status.items())),
             "release_unusable": {"count": plan.release_unusable.count.get("no_usable_caption", 0),
                                  "examples": plan.release_unusable.examples.get("no_usable_caption", [])},

@@ -57,6 +57,15 @@ class Release:
     non_singleton_members: int | None = None
     """Rows in a pHash component of the cluster files, i.e. whose ``phash4_component_id`` is not
     ``singleton_<sample_id>`` (None: not stated)."""
+    caption_keys: int | None = None
+    """Distinct ``normalized_caption_key`` values over the records with a usable caption (None: not stated).
+    The public index carries no caption, so this count and :attr:`caption_shared_keys` are what tells a rebuild
+    whether its captions (the caption files, the choice among a source's sentences) are the authors'."""
+    caption_shared_keys: int | None = None
+    """Of those, the keys that more than one record has (None: not stated)."""
+    iraware_file: str | None = None
+    iraware_sha256: str | None = None
+    """The release's IR-aware caption file and its SHA-256: the only caption strings the release ships."""
 
     @property
     def records(self) -> int:
@@ -129,6 +138,14 @@ RC4 = Release(
     # FusionRS-CLIP dataset/fusionrs_dataset_index_v3_rc4_20260726.jsonl.gz.summary.json "non_singleton_members":
     # len(components) in build_release_manifest.py, the sample ids of the RGB and IR near-cluster files
     non_singleton_members=84_980,
+    # FusionRS-CLIP dataset/split_summary.json "grouping": "caption_rows" 599,992 (the usable captions),
+    # "caption_unique_keys" (distinct keys: the reading its "caption_unions" 108,693 allows, at most rows - keys =
+    # 122,026 unions), "caption_duplicate_keys"
+    caption_keys=477_966,
+    caption_shared_keys=29_158,
+    # FusionRS-CLIP SHA256SUMS and dataset/iraware_summary.json
+    iraware_file="iraware_strict_v3_45913.jsonl.gz",
+    iraware_sha256="6017e681db7ed9fba75791e10569248c5d05c0c9a937cba8a86fbf0d5acb54a3",
 )
 
 RC4_INTERNAL = replace(

@@ -50,6 +50,9 @@ CHECKS: dict[str, str] = {
     "heldout_minimum": "every source has the minimum rows in validation and in test",
     "components_within_split": "no pHash component or joint group spans two splits",
     "caption_keys_within_split": "no normalized caption key spans two splits",
+    "caption_keys": "distinct normalized caption keys, and keys on several rows, equal the release's (the captions "
+                    "are the authors' choice among each source's sentences)",
+    "iraware_file": "the IR-aware caption file the build read is the release's (its SHA-256)",
     "rights_codes": "every row has a rights code; counts per code match the release",
     "iraware": "IR-aware rows: train only, the release's status, counts per source",
     "protected_in_train": "rows flagged vlm_train_identity or prior_reused_protected are all train",
@@ -80,7 +83,7 @@ def _read(fs, root: str):
     rows = []
     for name in shards:
         with fs.open(f"{root}/{name.path}", "rb") as f:
-            pf = pq.ParquetFile(f, pre_buffer=False)  # no IO threads outliving the read (see check.py)
+            pf = pq.ParquetFile(f, pre_buffer=False)  # no IO threads outliving the read (see check/joins.py)
             cols = [c for c in COLUMNS if c in pf.schema_arrow.names]
             refuse_big_row_groups(pf.metadata, cols, name.path)
             t = pf.read(columns=cols, use_threads=False).to_pydict()
@@ -170,6 +173,8 @@ def verify(fs, root: str, release: Release, *, build_report: dict | None = None,
     # --- nothing crosses splits
     out.append(_within_split("components_within_split", rows, ("phash4_component_id", "joint_group_id")))
     out.append(_within_split("caption_keys_within_split", rows, ("normalized_caption_key",)))
+    out.append(_caption_keys(release, rows, subset))
+    out.append(_iraware_file(release, build_report))
 
     # --- rights
     c = ReleaseCheck("rights_codes", "pass")
@@ -393,6 +398,49 @@ def _component_representatives(rows: list[dict]) -> ReleaseCheck:
                 c.findings.append((f"is_canonical_component_representative is {r['is_canonical_component_representative']} "
                                    f"but the component's representative is {rep!r}", _loc(r)))
     return _status(c, f"{len(by_cid):,} components")
+
+
+def _caption_keys(release: Release, rows: list[dict], subset: str) -> ReleaseCheck:
+    """``split_summary.json`` ``grouping``: ``caption_unique_keys`` and ``caption_duplicate_keys`` over the
+    ``caption_rows`` (every usable caption, all of which a faithful rebuild writes). The index has no caption
+    and no key: these counts are the release's only word on which caption each record has, so a rebuild whose
+    caption files or ``--caption-choice`` differ from the authors' passes every other check and fails this."""
+    name = "caption_keys"
+    if release.caption_keys is None or release.caption_shared_keys is None:
+        return ReleaseCheck(name, "not_applicable", f"{release.name} states no caption-key counts")
+    per_key = Counter(r["normalized_caption_key"] for r in rows if r["normalized_caption_key"])
+    shared = sum(1 for n in per_key.values() if n > 1)
+    by_source: dict[str, set] = defaultdict(set)
+    for r in rows:
+        if r["normalized_caption_key"]:
+            by_source[r["source"]].add(r["normalized_caption_key"])
+    detail = (f"{len(per_key):,} distinct keys, {shared:,} on several rows (per source: "
+              + ", ".join(f"{s} {len(k):,}" for s, k in sorted(by_source.items())) + ")")
+    if subset:
+        return ReleaseCheck(name, "not_applicable", f"{detail}; counts not applicable: {subset}")
+    c = ReleaseCheck(name, "pass", detail)
+    if (len(per_key), shared) != (release.caption_keys, release.caption_shared_keys):
+        c.findings.append((f"{len(per_key):,} distinct normalized caption keys, {shared:,} of them on several rows; "
+                           f"release {release.name} has {release.caption_keys:,} and {release.caption_shared_keys:,}: "
+                           "the captions are not the release's (other caption files, or another --caption-choice "
+                           "among a source's sentences)", {}))
+    return _status(c, detail)
+
+
+def _iraware_file(release: Release, report: dict | None) -> ReleaseCheck:
+    name = "iraware_file"
+    if release.iraware_sha256 is None:
+        return ReleaseCheck(name, "not_applicable", f"{release.name} states no IR-aware caption file")
+    files = ((report or {}).get("captions") or {}).get("iraware_files")
+    if not isinstance(files, list) or not files:
+        return ReleaseCheck(name, "not_applicable", "no IR-aware caption file in the build report")
+    c = ReleaseCheck(name, "pass", ", ".join(f"{f.get('name')}: sha256 {str(f.get('sha256'))[:12]}…" for f in files
+                                            if isinstance(f, dict)))
+    if not any(isinstance(f, dict) and f.get("sha256") == release.iraware_sha256 for f in files):
+        c.findings.append((f"the build read no copy of {release.name}'s {release.iraware_file} (sha256 "
+                           f"{release.iraware_sha256}; a decompressed or edited copy has another): its IR-aware captions are "
+                           "not the release's", {}))
+    return _status(c, c.detail)
 
 
 def _drops_by_source(report: dict | None) -> dict[str, str]:
