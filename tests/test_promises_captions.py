@@ -113,6 +113,18 @@ def test_authors_strict_v3_filter():
     assert irfilter.FILTERED_STATUS == "filtered_strict_v3"
 
 
+@pytest.mark.parametrize("policy", ["rc4", "strict"])
+def test_the_strict_v3_filter_reads_the_caption_as_the_authors_did(policy):
+    """refine_iraware_strict_v3.py searches the raw caption: "thermal  signature" (two spaces) or split by a line
+    break is not a match there, and was rejected here, where the filter read whitespace-collapsed text."""
+    from fusionrs_hf.captions.policies import IR_POLICIES
+
+    for text in ("bright roofs with a thermal  signature", "bright roofs with a thermal\nsignature"):
+        assert irfilter.strict_v3_reasons(text) == []
+        assert "ir_v3_thermal_signature" not in IR_POLICIES[policy].decide(text)[2]
+    assert "ir_v3_thermal_signature" in IR_POLICIES[policy].decide("bright roofs with a thermal signature")[2]
+
+
 # ----------------------------------------------------------------------------------------- choice
 
 

@@ -10,10 +10,10 @@ caption, and writes the shard layout with its README card.
 
 Example:
   fusionrs build --index fusionrs_public_index_v3_rc4_20260727.jsonl.gz \\
-      --source-root NWPU=/data/NWPU-RESISC45 --source-root RSICD=/data/RSICD \\
-      --source-root RSITMD=/data/RSITMD --source-root RS5M=/data/rs5m --source-root SkyScript=/data/skyscript \\
-      --ir-root /data/diffv2ir_out \\
-      --captions RSICD=/data/RSICD/dataset_rsicd.json RSITMD=/data/RSITMD/dataset_RSITMD.json \\
+      --source-root NWPU=/data/NWPU-Caption --source-root RSICD=/data/RSICD_unpacked \\
+      --source-root RSITMD=/data/RSITMD --source-root RS5M=/data/RS5M_sample_500k_clean --source-root SkyScript=/data/skyscript_extracted \\
+      --ir-root /data/workspace/ir \\
+      --captions RSICD=/data/RSICD_unpacked/dataset_rsicd.json RSITMD=/data/RSITMD/dataset_RSITMD.json \\
                  /data/NWPU-Captions/dataset_nwpu.json /data/rs5m_captions.parquet \\
                  /data/skyscript_captions.parquet \\
       --iraware iraware_strict_v3_45913.jsonl.gz --out ./fusionrs --workers 8

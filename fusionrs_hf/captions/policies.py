@@ -137,7 +137,9 @@ class IRPolicy:
         if status is not None and status not in ACCEPTED_STATUSES:
             return None, None, [f"status_{status}"]
         flat = normalize(t)
-        bad = [] if status in ACCEPTED_STATUSES else violations(flat, "ir_filter", skip)
+        # the authors' strict-v3 filter searched the caption as it is (refine_iraware_strict_v3.py), so a
+        # phrase split by two spaces or a line break is not theirs to reject; our own rules read tidied text
+        bad = [] if status in ACCEPTED_STATUSES else violations(str(text), "ir_filter", skip)
         if self.extra_rules:
             bad += violations(flat, "ir_caption", skip)
         if bad:
