@@ -56,7 +56,8 @@ PRESETS: dict[str, Preset] = {
         frozenset(RUN_SIZE | ABLATIONS)),
     # batch_size 128 is the authors' GLOBAL batch: their train_clip_triplet_ablation.py (frozy129/FusionRS,
     # code/clip/) is one process on one device (no process group, no DDP), and FusionRS-CLIP's
-    # training_config.json records batch_size 128, 579,992 rows used, 3 epochs and optimizer_steps 13,593 =
+    # training_config.json ("release": "FusionRS-CLIP-v1.0.0-rc4"; the later v1.0.0 one says 579,993 rows, 7
+    # filtered) records batch_size 128, 579,992 rows used, 3 epochs and optimizer_steps 13,593 =
     # 3 x floor(579,992 / 128): 128 rows per optimizer step. Ours is per process: under torchrun with W
     # processes, --batch-size 128 / W gives the release's 128 rows per step (the row order then differs: see
     # fusionrs_hf.torch.mapstyle).
