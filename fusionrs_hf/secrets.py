@@ -68,13 +68,18 @@ PUBLIC_OPTION_KEYS = frozenset((
     "project", "account_name", "use_emulator", "timeout", "block_size", "revision", "s3", "addressing_style",
     "signature_version", "retries", "max_attempts", "mode", "consistency", "requests_timeout", "location",
     "default_location", "protocol", "connect_timeout", "read_timeout", "asynchronous", "loop", "fixed_upload_size",
-    "account_host", "verify", "encoded", "headers", "use_fabric_endpoint", "client_options",
+    "account_host", "verify", "encoded", "use_fabric_endpoint", "client_options",
 ))
 """fsspec ``storage_options`` keys (at any depth) that are configuration, not credentials: the only ones a card,
-a log or ``metrics.json`` writes down (their values still pass :func:`scrub`; ``headers`` keeps the headers whose
-name names no credential). Any other key is left out, its name being no promise about its value
-(``connection_string`` holds an account key, ``passphrase`` a password). Their values are never registered as
-secrets (``signature_version="s3v4"`` is configuration, though its name holds "sig")."""
+a log or ``metrics.json`` writes down (their values still pass :func:`scrub`). Any other key is left out, its
+name being no promise about its value (``connection_string`` holds an account key, ``passphrase`` a password,
+and ``headers`` whatever a server takes as a credential: ``X-JFrog-Art-Api``). Their values are never registered
+as secrets (``signature_version="s3v4"`` is configuration, though its name holds "sig")."""
+
+PUBLIC_HEADER_NAMES = frozenset(("accept", "accept-encoding", "accept-language", "user-agent", "content-type",
+                                 "cache-control", "connection", "range"))
+"""HTTP headers that carry no credential: the value of any other header in ``headers`` is a secret, whatever
+the header is called."""
 
 
 # --------------------------------------------------------------------------------------------- secrets
@@ -112,8 +117,12 @@ def register_options(options: dict | None, _depth: int = 0) -> None:
     if not isinstance(options, dict) or _depth > MAX_OPTION_DEPTH:
         return
     for key, value in options.items():
+        if str(key).lower() == "headers" and isinstance(value, dict):
+            for name, v in value.items():
+                _register_value(v, str(name).lower() not in PUBLIC_HEADER_NAMES, _depth + 2)
+            continue
         secret = bool(_SECRET_KEYS.search(str(key))) and str(key) not in PUBLIC_OPTION_KEYS
-        _register_value(value, secret, _depth + 1)
+        _register_value(value, secret or str(key).lower() == "headers", _depth + 1)
 
 
 def _register_value(value, secret_key: bool, depth: int = 0) -> None:

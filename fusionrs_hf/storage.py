@@ -128,17 +128,19 @@ def parse_storage_options(items: Iterable[str] | None) -> dict[str, Any]:
     value, anything else a string. Raises ``ValueError`` for an item without ``=``.
     """
     out: dict[str, Any] = {}
-    for item in items or ():
+    for n, item in enumerate(items or (), 1):
         key, sep, raw = item.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise ValueError(f"--storage-option {item!r}: expected KEY=VALUE (e.g. endpoint_url=http://127.0.0.1:9000)")
+            # the item is not shown: a mistyped KEY:VALUE is most often a credential
+            raise ValueError(f"--storage-option number {n} ({len(item)} characters, not shown): expected KEY=VALUE "
+                             "(e.g. endpoint_url=http://127.0.0.1:9000)")
         node = out
         parts = key.split(".")
         for p in parts[:-1]:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
-                raise ValueError(f"--storage-option {item!r}: {p!r} is already a value, not a group")
+                raise ValueError(f"--storage-option {key!r}: {p!r} is already a value, not a group")
         node[parts[-1]] = _value(raw)
     return out
 
@@ -180,11 +182,7 @@ def public_options(options: Mapping[str, Any] | None, _depth: int = 0) -> dict[s
     for k, v in (options or {}).items():
         if str(k) not in PUBLIC_OPTION_KEYS:
             continue
-        if isinstance(v, Mapping) and str(k) == "headers":  # HTTP header names are the client's own words
-            v = {h: x for h, x in v.items() if not _is_secret_key(h) and not _holds_secret(x, _depth + 1)}
-            if not v:
-                continue
-        elif isinstance(v, Mapping):
+        if isinstance(v, Mapping):
             if _depth >= MAX_OPTION_DEPTH:
                 continue  # deeper than any real option (or a structure that contains itself): not written
             v = public_options(v, _depth + 1)
@@ -375,7 +373,7 @@ class Location:
     url: str
     root: str
     protocol: str
-    storage_options: dict = field(default_factory=dict)
+    storage_options: dict = field(default_factory=dict, repr=False)  # credentials, often: never in a repr
     repo_id: str | None = None
     revision: str | None = None
     _fs: Any = field(default=None, repr=False)
@@ -394,6 +392,14 @@ class Location:
         state = dict(self.__dict__)
         state["_fs"] = state["_pid"] = None  # a copy in another process opens its own
         return state
+
+    def __setstate__(self, state: dict) -> None:
+        from .secrets import register_options
+
+        self.__dict__.update(state)
+        # a spawn-started worker is a new process: what the parent registered as secret is registered again,
+        # so the worker's own error messages are scrubbed of them too
+        register_options(self.storage_options)
 
     @property
     def label(self) -> str:

@@ -78,16 +78,17 @@ def test_storage_options_from_the_command_line():
                            "config_kwargs": {"proxies": {"https": "http://proxyuser:PROXYPASS77@10.0.0.1:3128"},
                                              "retries": {"max_attempts": 3}},
                            "headers": {"Cookie": "sid=abc", "Accept": "x"}}) == {
-        "anon": False, "config_kwargs": {"retries": {"max_attempts": 3}}, "headers": {"Accept": "x"}}
+        "anon": False, "config_kwargs": {"retries": {"max_attempts": 3}}}
     # only keys known to be configuration are written: a key's name is no promise about its value
     assert public_options({"headers_list": [("X-Api", "http://u:pw77@h")], "cfg": [{"password": "hunter22"}],
                            "ok": [("a", "b")], "connection_string": "AccountName=a;AccountKey=AZK==",
                            "passphrase": "SSHkeyPASS42", "config_kwargs": {"signature_version": "s3v4"},
                            "blob_extra": "ZZSECRETZZ12345"}) == {"config_kwargs": {"signature_version": "s3v4"}}
-    # what readers need is kept: a sovereign-cloud host, a self-signed endpoint, HTTP headers without credentials
-    kept = {"account_host": "acct.blob.core.usgovcloudapi.net", "client_kwargs": {"verify": False},
-            "headers": {"Accept": "x"}, "encoded": True}
+    # what readers need is kept: a sovereign-cloud host, a self-signed endpoint; HTTP headers never (a server
+    # may take any header as its credential: X-JFrog-Art-Api names none)
+    kept = {"account_host": "acct.blob.core.usgovcloudapi.net", "client_kwargs": {"verify": False}, "encoded": True}
     assert public_options({**kept, "headers": {"Accept": "x", "Authorization": "Bearer abcdefgh12"}}) == kept
+    assert public_options({"headers": {"X-JFrog-Art-Api": "AKCp8jQ8secretvalue"}}) == {}
     from fusionrs_hf.secrets import register_options as _reg
     from fusionrs_hf.secrets import scrub as _scrub
 
@@ -317,3 +318,32 @@ def test_load_call_names_only_the_asked_split_and_a_config_without_shards_in_one
     shutil.rmtree(repo / "data" / "rsicd")
     with pytest.raises(UnknownConfigError, match=r"config 'rsicd' has no shards in"):
         locate(repo).load_call("rsicd")
+
+
+def test_header_values_are_secrets_never_written_and_never_in_a_repr(tmp_path):
+    """A server may take any header as its credential (``X-JFrog-Art-Api`` names none): it was written into the
+    card by ``public_options`` and shown by ``repr(Location)``. Header values are now secrets (but a few headers
+    known to carry none), ``headers`` is never written down, and a Location's repr leaves its options out."""
+    import subprocess
+
+    from fusionrs_hf.secrets import register_options, scrub
+
+    key = "AKCp8jQ8ZZheaderSECRET42"
+    register_options({"headers": {"X-JFrog-Art-Api": key, "Accept": "application/x-parquet"}})
+    assert key not in scrub(f"GET failed, headers {{'X-JFrog-Art-Api': '{key}'}}")
+    assert scrub("Accept: application/x-parquet") == "Accept: application/x-parquet"
+    loc = locate("https://artifacts.example/fusionrs", storage_options={"headers": {"X-Other": "ZZotherSECRET77"}})
+    assert "ZZotherSECRET77" not in repr(loc) and "ZZotherSECRET77" not in scrub("echo ZZotherSECRET77")
+    assert public_options(loc.storage_options) == {}
+
+    # a spawn-started worker unpickles the Location in a new process: its secrets are registered there too
+    code = ("import pickle, sys; from fusionrs_hf.secrets import scrub; loc = pickle.loads(sys.stdin.buffer.read()); "
+            "print(scrub('worker saw ZZotherSECRET77'))")
+    out = subprocess.run([sys.executable, "-c", code], input=pickle.dumps(loc), capture_output=True, timeout=60)
+    assert out.returncode == 0, out.stderr.decode()[-2000:]
+    assert out.stdout.decode().strip() == "worker saw ***"
+
+    # a mistyped option (KEY:VALUE) is not echoed: it is most often the credential itself
+    with pytest.raises(ValueError) as e:
+        parse_storage_options(["endpoint_url=http://h:9000", "secret:wJalrXUtnFEMIK7MDENGbPxRfiCYEXAMPLE"])
+    assert "wJalr" not in str(e.value) and "number 2" in str(e.value)
