@@ -458,6 +458,13 @@ def _parse_front_matter(text: str) -> dict:
     m = _FRONT_MATTER.match(text)
     if not m:
         return {}
+    # aliases (&a ... *a) are refused before anything is built: a card never needs them, and one node shared
+    # by thousands of aliases makes every walk of the header (the split sizes, the configs) quadratic
+    for event in yaml.parse(m[1], Loader=_YAML_LOADER):
+        if isinstance(event, yaml.AliasEvent):
+            mark = event.start_mark
+            raise ValueError(f"the card's YAML header uses an alias (*{event.anchor}, line {mark.line + 2})"
+                             if mark else f"the card's YAML header uses an alias (*{event.anchor})")
     data = yaml.load(m[1], Loader=_YAML_LOADER)  # safe loader: a card never constructs objects
     if not isinstance(data, dict):
         raise ValueError("the card's YAML header is not a mapping")

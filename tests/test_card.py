@@ -192,3 +192,22 @@ def test_a_card_past_the_limits_is_one_finding_and_quick(repo):
     (repo / "README.md").write_text(card + "\n" + "x" * MAX_CARD_BYTES)
     found = [f for f in check_repo(str(repo), fast=True).findings if f.kind == "bad_card"]
     assert len(found) == 1 and "larger than the limit" in found[0].message
+
+
+def test_a_card_yaml_with_aliases_is_one_bad_card_finding(repo):
+    """Aliases share one node: a 200 KB card of 20,000 aliases to one 400-entry split list took 77 s in
+    `check --fast` (every walk of the header visits each alias in full). A card never needs one: refused."""
+    from fusionrs_hf.card import read_card_yaml
+    from fusionrs_hf.check import check_repo
+
+    card = (repo / "README.md").read_text()
+    head, rest = card.split("configs:\n", 1)
+    splits = "".join(f"  - {{name: s{i}, num_bytes: 1, num_examples: 1}}\n" for i in range(40))
+    aliased = ("x_shared: &big\n" + splits + "x_many:\n" + "".join("- *big\n" for _ in range(200)))
+    (repo / "README.md").write_text(head + aliased + "configs:\n" + rest)
+    found = [f for f in check_repo(str(repo), fast=True).findings if f.kind == "bad_card"]
+    assert len(found) == 1 and "uses an alias (*big" in found[0].message, [f.message for f in found]
+    with pytest.raises(ValueError, match=r"alias \(\*big"):
+        read_card_yaml((repo / "README.md").read_text())
+    (repo / "README.md").write_text(card)  # an anchor-free card, '*' in its globs: read as before
+    assert read_card_yaml(card)["configs"]
