@@ -20,6 +20,7 @@ import sys
 from .errors import CliError, UnusableInputError
 from .secrets import install_log_filter, scrub
 from .storage import HubUnreachableError, MissingExtraError
+from .terminal import printable
 
 __all__ = ["CliError", "main", "build_parser", "COMMANDS"]
 
@@ -85,7 +86,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 def _one_line(e: BaseException) -> str:
     """An error message as one scrubbed line (a server's multi-line error body joined with '; ')."""
     text = scrub(str(e))
-    return "; ".join(line.strip() for line in text.splitlines() if line.strip()) or type(e).__name__
+    return printable("; ".join(line.strip() for line in text.splitlines() if line.strip())) or type(e).__name__
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,6 +6,7 @@ import argparse
 import json
 
 from ..secrets import scrub
+from ..terminal import printable
 from .findings import KINDS, CheckReport, CheckTargetError
 from .images import IR_SPREAD_THRESHOLD
 from .repo import check_repo
@@ -69,6 +70,6 @@ def summary(report: CheckReport, max_print: int = 50) -> str:
         lines.append(f"  {kind:<28} {n:>6}  {KINDS.get(kind, '')}")
     shown = report.findings[:max(0, max_print)]
     lines.append(f"findings (showing {len(shown)} of {len(report.findings)}):")
-    lines.extend(f"  [{f.kind}] {f.location()}: {f.message}" for f in shown)
+    lines.extend(printable(f"  [{f.kind}] {f.location()}: {f.message}") for f in shown)  # ids from data: one line
     lines.append(f"FAILED: {len(report.findings)} finding(s)")
     return "\n".join(lines)

@@ -22,6 +22,7 @@ from ..limits import DEFAULT_MAX_PIXELS
 from ..schema import FIELD_NAMES, IMAGE_FIELDS
 from ..secrets import register_url, scrub, scrubbing
 from ..storage import Location, locate
+from ..terminal import printable
 from ._common import _MAX_COUNTER_SLOTS, ON_ERROR, logger
 from .batches import BatchAssembly, _image_value, prepare_tokenizer
 from .epochs import EpochPlanning
@@ -294,8 +295,9 @@ class FusionRSIterable(EpochPlanning, Resumable, BatchAssembly, RowGroupReading,
         finally:
             if self._skipped_ids:
                 ids = ", ".join(self._skipped_ids[:10]) + (" ..." if len(self._skipped_ids) > 10 else "")
-                msg = scrub(f"fusionrs: worker {worker} of rank {self.rank} skipped {len(self._skipped_ids)} "
-                            f"row(s) with unreadable data in epoch {self.epoch}: {ids}")
+                msg = printable(scrub(f"fusionrs: worker {worker} of rank {self.rank} skipped "
+                                      f"{len(self._skipped_ids)} row(s) with unreadable data in epoch {self.epoch}: "
+                                      f"{ids}"))
                 logger.warning(msg)
                 warnings.warn(msg, RuntimeWarning, stacklevel=2)
 
