@@ -364,10 +364,38 @@ def iter_index(path: str | os.PathLike, *, on_error: str = "raise",
                     yield BadLine(n, e)
         except TextLimitError as e:  # the line is not read at all: nothing after it can be found
             raise IndexFormatError(where, e.line, None, e.reason) from None
-        except (UnicodeDecodeError, EOFError, OSError, zlib.error) as e:  # not UTF-8, truncated or corrupt gzip
-            # the decoder reads ahead, so the exact line is unknown: name the last good one
+        except UnicodeDecodeError as e:
+            # the decoder reads ahead, so the line it failed in is found again, reading bytes line by line
+            bad = _first_undecodable_line(path)
+            if bad is not None:
+                raise IndexFormatError(where, bad[0], None, f"not UTF-8 (byte 0x{bad[1]:02x} at column "
+                                                            f"{bad[2]})") from None
+            raise IndexFormatError(where, None, None, f"unreadable after line {n} (UnicodeDecodeError: {e})") from None
+        except (EOFError, OSError, zlib.error) as e:  # truncated or corrupt gzip
             raise IndexFormatError(where, None, None,
                                    f"unreadable after line {n} ({type(e).__name__}: {e})") from None
+
+
+def _first_undecodable_line(path: str | os.PathLike) -> tuple[int, int, int] | None:
+    """(line, byte, 1-based column) of the first line that is not UTF-8, or None (another failure)."""
+    try:
+        raw = open_regular(path)
+        with raw:
+            magic = raw.read(2)
+            raw.seek(0)
+            stream = gzip.GzipFile(fileobj=raw, mode="rb") if magic == b"\x1f\x8b" else raw
+            n = 0
+            while line := stream.readline(4 * MAX_LINE_CHARS + 1):  # UTF-8: 4 bytes a character at most
+                n += 1
+                if len(line) > 4 * MAX_LINE_CHARS:
+                    return None  # a line past the limit is refused by the text reader before its bytes matter
+                try:
+                    line.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    return n, line[e.start], e.start + 1
+    except (OSError, EOFError, zlib.error):
+        return None
+    return None
 
 
 def read_index(path: str | os.PathLike) -> list[IndexRecord]:

@@ -385,3 +385,29 @@ def test_a_build_never_writes_through_a_symlink_out_of_out(build_fx, tmp_path, l
     with pytest.raises((BuildError, NotAFileError), match=r"symlink"):  # both: one line, exit 2
         build(_opts(build_fx, out, workers=1))
     assert list(elsewhere.iterdir()) == []
+
+
+@pytest.mark.parametrize("case", ["out_is_a_file", "batch", "workers", "empty_index"])
+def test_unusable_build_options_are_one_line_exit_2_and_write_nothing(build_fx, tmp_path, capsys, case):
+    """Each exited 1 with a bare FileExistsError / ValueError, or (an empty index) 0 with an empty out folder."""
+    out = tmp_path / "out"
+    args = _cli_args(build_fx, out)
+    if case == "out_is_a_file":
+        out.write_text("x")
+        want = "a file, not a folder"
+    elif case == "batch":
+        args += ["--batch", "../x"]
+        want = "--batch '../x': a batch tag must match"
+    elif case == "workers":
+        args += ["--workers", "0"]
+        want = "--workers 0: must be at least 1"
+    else:
+        empty = tmp_path / "empty.jsonl"
+        empty.write_text("\n\n")
+        args[args.index("--index") + 1] = str(empty)
+        want = "no records"
+    capsys.readouterr()
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and want in err[0], err
+    assert not out.is_dir()  # nothing written

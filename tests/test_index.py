@@ -235,10 +235,13 @@ def test_truncated_gzip_and_bad_encoding_named(tmp_path):
     cut.write_bytes(full[: len(full) // 2])
     with pytest.raises(IndexFormatError, match=r"cut.jsonl.gz: unreadable after line \d+"):
         read_index(cut)
-    latin = tmp_path / "latin.jsonl"
-    latin.write_bytes(json.dumps(recs[0]).encode() + b"\n\xff\xfe broken\n")
-    with pytest.raises(IndexFormatError, match=r"latin.jsonl: unreadable after line [01] \(UnicodeDecodeError"):
-        read_index(latin)
+    # not UTF-8 on line 4: the decoder reads ahead and failed "after line 0"; the line is found again, also in gzip
+    lines = b"".join(json.dumps(r).encode() + b"\n" for r in recs[:3]) + b'{"caption": "caf\xe9"}\n'
+    for name, data in (("latin.jsonl", lines), ("latin.jsonl.gz", gzip.compress(lines))):
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(IndexFormatError) as e:
+            read_index(tmp_path / name)
+        assert f"{name} line 4: " in str(e.value) and "not UTF-8 (byte 0xe9 at column 17)" in str(e.value), str(e.value)
 
 
 def test_corrupt_deflate_data_is_named_too(tmp_path):

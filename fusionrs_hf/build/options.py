@@ -129,9 +129,23 @@ def _missing(path) -> str:
     return "not a regular file (a folder, FIFO, socket or device)" if Path(path).exists() else "no such file"
 
 
+def _no_records(index: str) -> bool:
+    """Whether the index holds no line at all but blank ones (read up to its first record only). An index the
+    reader cannot read is not "empty": the planner names its file and line."""
+    from ..index import open_text
+
+    try:
+        with open_text(index) as fh:
+            return not any(line.strip() for line in fh)
+    except Exception:  # noqa: BLE001 - unreadable: reported, with its line, where the records are read
+        return False
+
+
 def _check_inputs(opts: BuildOptions) -> None:
     if not Path(opts.index).is_file():
         raise BuildError(f"index {opts.index}: {_missing(opts.index)}")
+    if _no_records(opts.index):
+        raise BuildError(f"index {opts.index}: no records (the file is empty or blank); nothing to build")
     names = opts.registry().names
     for src, root in opts.source_roots.items():
         if src not in names:
@@ -157,3 +171,12 @@ def _check_inputs(opts: BuildOptions) -> None:
         raise BuildError(f"--caption-choice {opts.caption_choice}: expected one of {', '.join(CHOICES)}")
     if opts.rows_per_shard < 1:
         raise BuildError("--rows-per-shard must be at least 1")
+    if opts.workers < 1:
+        raise BuildError(f"--workers {opts.workers}: must be at least 1")
+    from ..layout import BATCH_RE
+
+    if not BATCH_RE.match(opts.batch):
+        raise BuildError(f"--batch {opts.batch!r}: a batch tag must match {BATCH_RE.pattern} (it is part of every "
+                         "shard's file name)")
+    if Path(opts.out).exists() and not Path(opts.out).is_dir():
+        raise BuildError(f"--out {opts.out}: a file, not a folder")
