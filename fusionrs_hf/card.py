@@ -453,6 +453,11 @@ def write_card(root: str | os.PathLike, *, sample: bool | None = None, repo_id: 
     return path
 
 
+def has_front_matter(text: str) -> bool:
+    """Whether a card starts with a YAML header (``---`` lines around it), as the Hub and ``datasets`` read it."""
+    return bool(_FRONT_MATTER.match(text))
+
+
 @functools.lru_cache(maxsize=8)
 def _parse_front_matter(text: str) -> dict:
     m = _FRONT_MATTER.match(text)

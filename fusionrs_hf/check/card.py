@@ -26,6 +26,12 @@ def _card_findings(lay: Layout, card_text: str | None, shards: list[ShardName], 
     if card_problem:
         out.append(Finding("bad_card", card_problem))
         return out
+    from ..card import has_front_matter
+
+    if not has_front_matter(card_text):  # one finding, not one per config and split the card then "lacks"
+        out.append(Finding("bad_card", "README.md has no YAML header (a first line '---', the header, a line "
+                           "'---'): configs and dataset_info cannot be checked; re-render it with fusionrs card"))
+        return out
     try:
         cfgs = card_configs(card_text)
         sizes = card_split_sizes(card_text)

@@ -32,11 +32,27 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        return _run(args)
+    except Exception as e:
+        if args.json:  # a script reading stdout gets one JSON object on every path, as from push
+            print(json.dumps({"ok": False, "error": printable(scrub(str(e))) or type(e).__name__}))
+        raise  # the one stderr line and the exit code, as for every sub-command
+
+
+def _run(args: argparse.Namespace) -> int:
+    import sys
+    from pathlib import Path
+
     from ..cli import EXIT_FINDINGS, EXIT_OK, CliError
     from ..storage import parse_storage_options
 
     if args.workers is not None and args.workers < 1:
         raise CliError("--workers must be >= 1")
+    if not 0 <= args.ir_threshold <= 255:
+        raise CliError(f"--ir-threshold {args.ir_threshold}: a channel spread in levels, 0 to 255")
+    if args.index and not Path(args.index).is_file():
+        raise CliError(f"--index {args.index}: no such file")
     try:
         options = parse_storage_options(getattr(args, "storage_options", None))
     except ValueError as e:
@@ -48,6 +64,9 @@ def run(args: argparse.Namespace) -> int:
                             storage_options=options)
     except CheckTargetError as e:
         raise CliError(scrub(str(e))) from None
+    if args.index and "release" not in report.stats:
+        print(f"fusionrs check: warning: --index {args.index} was not read: no release checks ran (name the "
+              "release with --release rc4)", file=sys.stderr)
     text = json.dumps(report.to_dict(), indent=2) if args.json else summary(report, max_print=args.max_print)
     print(scrub(text))  # a finding quoting a server's error text must not print a token either
     return EXIT_OK if report.ok else EXIT_FINDINGS
