@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import fsspec
+import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 from datasets.info import DatasetInfo, DatasetInfosDict
@@ -24,6 +25,7 @@ from datasets.splits import SplitDict, SplitInfo
 from datasets.utils.metadata import MetadataConfigs
 from huggingface_hub import DatasetCardData
 
+from .errors import UnusableInputError
 from .layout import DEFAULT_LAYOUT, GROUPS, SPLITS, Layout, ShardName, layout_for, list_shards
 from .schema import FEATURES, SOURCES, field_docs_markdown
 
@@ -73,11 +75,19 @@ class ShardInfo:
     file_bytes: int
 
 
+class UnreadableShardError(UnusableInputError, ValueError):
+    """A shard whose footer cannot be read (truncated, not parquet): unusable input, named, exit 2."""
+
+
 def shard_info(fs, root: str, name: ShardName) -> ShardInfo:
     """Counts from a shard's footer only (no data pages read)."""
     path = f"{root.rstrip('/')}/{name.path}"
     with fs.open(path, "rb") as f:
-        md = pq.ParquetFile(f).metadata
+        try:
+            md = pq.ParquetFile(f).metadata
+        except (pa.ArrowException, OSError) as e:  # ArrowInvalid: "Parquet magic bytes not found", no file named
+            raise UnreadableShardError(f"shard {name.path}: not a readable parquet file ({type(e).__name__}: "
+                                       f"{str(e).splitlines()[0] if str(e) else ''})") from None
         size = fs.size(path)
     nbytes = sum(md.row_group(i).total_byte_size for i in range(md.num_row_groups))
     return ShardInfo(name, md.num_rows, nbytes, size)

@@ -211,3 +211,19 @@ def test_a_card_yaml_with_aliases_is_one_bad_card_finding(repo):
         read_card_yaml((repo / "README.md").read_text())
     (repo / "README.md").write_text(card)  # an anchor-free card, '*' in its globs: read as before
     assert read_card_yaml(card)["configs"]
+
+
+def test_card_on_a_truncated_shard_is_one_line_naming_it(repo):
+    """It exited 1 with pyarrow's bare "Parquet magic bytes not found", no file named."""
+    import subprocess
+    import sys
+
+    shard = sorted((repo / "data").rglob("*.parquet"))[0]
+    shard.write_bytes(shard.read_bytes()[:500])
+    proc = subprocess.run([sys.executable, "-m", "fusionrs_hf.cli", "card", str(repo)], capture_output=True, text=True,
+                          timeout=120)
+    rel = shard.relative_to(repo).as_posix()
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"fusionrs card: error: shard {rel}: not a readable parquet file (ArrowInvalid: Parquet magic bytes not "
+        "found in footer. Either the file is corrupted or this is not a parquet file.)"]
