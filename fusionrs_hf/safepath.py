@@ -98,7 +98,8 @@ def check_repo_file(root: str | os.PathLike, path: str | os.PathLike) -> None:
     except FileNotFoundError:
         return  # gone: the caller's own error names it
     if not stat.S_ISREG(st.st_mode):
-        raise NotAFileError(f"{p}: not a regular file (a FIFO, socket or device); a repo holds files only")
+        what = "a folder" if stat.S_ISDIR(st.st_mode) else "a FIFO, socket or device"
+        raise NotAFileError(f"{p}: not a regular file ({what}); a repo holds files only")
     if not is_inside(root, p):
         raise NotAFileError(f"{p}: a symlink to {os.path.realpath(p)}, outside the repo {os.fspath(root)}")
 

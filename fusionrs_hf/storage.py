@@ -552,8 +552,13 @@ def _open_fs(protocol: str, options: Mapping[str, Any]):
     if protocol in PROTOCOL_EXTRAS:
         pkg, extra = PROTOCOL_EXTRAS[protocol]
         require(pkg, extra=extra or None, what=f"reading {protocol}:// URLs")
+    options = dict(options)
+    if protocol != "hf":
+        # stock load_dataset(..., storage_options=opts) adds its own "hf" entry to the caller's dict; handed on
+        # to s3fs it failed as "AioSession.__init__() got an unexpected keyword argument 'hf'"
+        options.pop("hf", None)
     try:
-        return fsspec.filesystem(protocol, **dict(options))
+        return fsspec.filesystem(protocol, **options)
     except ImportError as e:  # fsspec's own "Install s3fs to access S3" and friends
         raise MissingExtraError(f"{protocol}:// URLs need an fsspec implementation that is not installed: {e}") from None
 

@@ -184,3 +184,21 @@ def test_the_eval_cache_key_sees_an_s3_shard_rewritten_at_the_same_size(s3, push
         assert after["shards"][0][0] == shard and after != before
     finally:
         fs.pipe_file(path, data)
+
+
+def test_options_a_stock_load_dataset_call_added_to_still_open_the_store(s3, pushed, sample_repo):
+    """The card's snippet passes ``storage_options=opts`` to stock ``load_dataset``, which adds an ``"hf"`` entry to
+    that very dict; handed on to ``make_dataloader`` it reached s3fs and failed ("unexpected keyword argument
+    'hf'"). A non-Hub store now ignores it."""
+    from datasets import load_dataset
+
+    from fusionrs_hf.torch import make_dataloader
+
+    opts = _opts(s3)
+    next(iter(load_dataset("parquet", data_files={"train": f"{pushed}/data/*/train/*.parquet"}, split="train",
+                           streaming=True, storage_options=opts)))
+    assert "hf" in opts  # what stock datasets does to a caller's dict (if it stops, this test has no case left)
+    loader = make_dataloader(pushed, config="default", split="train", batch_size=4, image_size=16,
+                             storage_options=opts)
+    got = [sid for batch in loader for sid in batch["sample_id"]]
+    assert sorted(got) == _ids(sample_repo, "data/*/train/*.parquet")
