@@ -27,8 +27,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
-__all__ = ["TMP_SUFFIX", "atomic_open", "atomic_write", "fsync_dir", "is_tmp_for", "tmp_path", "tmp_target",
-           "writer_alive"]
+__all__ = ["TMP_SUFFIX", "atomic_dir", "atomic_open", "atomic_write", "fsync_dir", "is_tmp_for", "tmp_path",
+           "tmp_target", "writer_alive"]
 
 TMP_SUFFIX = ".fusionrs-tmp"
 _TMP_RE = re.compile(r"^\.(?P<name>.+)\.(?P<unique>[0-9]+-[0-9a-f]{12})" + re.escape(TMP_SUFFIX) + r"\Z")
@@ -134,3 +134,38 @@ def atomic_write(path: str | os.PathLike, data: bytes | bytearray | memoryview |
 def _unlink(p: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(p)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """A folder written whole or not at all (a checkpoint: weights, config, tokenizer files that belong together).
+
+    Yields a fresh temporary folder beside ``path``; when the block ends without an error it takes ``path``'s
+    place (an old ``path`` is moved aside first, then removed), else it is removed and ``path`` is as it was.
+    A process killed in between leaves either the old folder or the new one at ``path``, and temporary
+    folders (``.{name}.{pid}-{random}.fusionrs-tmp``) that a later save of the same folder removes."""
+    import shutil
+
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for stale in target.parent.glob(f".{target.name}.*{TMP_SUFFIX}"):  # left by a save that was killed
+        got = tmp_target(stale.name)
+        if got and got[0] == target.name and not writer_alive(got[1]) and stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
+    tmp = tmp_path(target)
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = tmp_path(target) if target.exists() or target.is_symlink() else None
+    if old is not None:
+        os.replace(target, old)
+    os.replace(tmp, target)
+    fsync_dir(target.parent)
+    if old is not None:
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink(missing_ok=True)

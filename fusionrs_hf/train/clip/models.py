@@ -48,6 +48,15 @@ class ClipAdapter(nn.Module):
         raise NotImplementedError
 
     def save(self, out: str | os.PathLike) -> Path:
+        """Write the checkpoint folder whole or not at all: a run killed while saving left new weights beside the
+        old ``fusionrs_clip.json``; now ``out`` holds the previous checkpoint or the new one."""
+        from ...atomic import atomic_dir
+
+        with atomic_dir(out) as tmp:
+            self._write(tmp)
+        return Path(out)
+
+    def _write(self, out: Path) -> None:
         raise NotImplementedError
 
     @property
@@ -85,15 +94,13 @@ class HFClip(ClipAdapter):
     def logit_scale(self) -> torch.Tensor:
         return self.model.logit_scale
 
-    def save(self, out: str | os.PathLike) -> Path:
-        out = Path(out)
+    def _write(self, out: Path) -> None:
         self.model.save_pretrained(out)
         self.tokenizer.save_pretrained(out)
         if self.image_processor is not None:  # preprocessor_config.json: what `processor` pixels are made with
             self.image_processor.save_pretrained(out)
         (out / "fusionrs_clip.json").write_text(json.dumps({"kind": self.kind, "mean": self.mean, "std": self.std,
                                                             "preprocess": self.preprocess}))
-        return out
 
 
 class OpenClip(ClipAdapter):
@@ -119,13 +126,10 @@ class OpenClip(ClipAdapter):
     def logit_scale(self) -> torch.Tensor:
         return self.model.logit_scale
 
-    def save(self, out: str | os.PathLike) -> Path:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
+    def _write(self, out: Path) -> None:
         torch.save(self.model.state_dict(), out / "open_clip_model.pt")
         (out / "fusionrs_clip.json").write_text(json.dumps(
             {"kind": self.kind, "name": self.name, "pretrained": self.pretrained}))
-        return out
 
 
 def tiny_clip(texts: Iterable[str], *, image_size: int = 64, patch_size: int = 8, width: int = 64,

@@ -199,8 +199,11 @@ def train_vlm(cfg: VLMTrainConfig, *, model=None, processor=None) -> dict:
     _logs_to_stderr(trainer)
     result = trainer.train()
     out = Path(cfg.out)
-    model.save_pretrained(out / "adapter")
-    processor.save_pretrained(out / "adapter")
+    from ...atomic import atomic_dir
+
+    with atomic_dir(out / "adapter") as tmp:  # adapter weights and processor files whole, or the old ones
+        model.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
     metrics = {"train_loss": float(result.training_loss), "steps": int(result.global_step),
                "samples_seen": int(result.global_step) * per_step * world, "trainable_params": trainable,
                "total_params": total, "eval_config": eval_config,
