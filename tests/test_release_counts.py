@@ -110,8 +110,18 @@ def test_all_of_one_sources_representatives_are_the_release_per_source_protocol(
     d = res.to_dict()
     assert d["per_source"] == "RSITMD" and d["complete"] is True and "RSITMD evaluation representatives" in res.table()
 
+    # what the numbers compare with, and how this run's rules differ from the published figures' scorer
+    assert d["compare_with"] == {
+        "target": "FusionRS results/clip/retrieval/per_source/RSITMD/test_580k_only_baseline.json (the release's "
+                  "per-source test figures)",
+        "caveats": ["text positives by normalized_caption_key: the per-source figures' scorer, eval_clip_retrieval.py, "
+                    "uses lower-cased captions (--text-key lowercase)"]}
+    assert "compare with: FusionRS results/clip/retrieval/per_source/RSITMD/" in res.table()
+
     val = _evaluate(_records("RSITMD", "validation", 93), split="validation")
     assert val.complete is True and val.authors_format()["split"] == "val" and val.n_expected == 93
+    assert val.comparison()["target"].endswith("RSITMD/val_checkpoint_selection.json (the release's per-source val "
+                                               "figures)")
 
 
 def test_part_of_one_source_or_several_sources_stay_a_subset():
@@ -120,6 +130,7 @@ def test_part_of_one_source_or_several_sources_stay_a_subset():
     theirs = part.authors_format()
     assert theirs["protocol"] == "fusionrs-rc4-retrieval-v1+subset" and theirs["source"] == "RSITMD"
     assert any("scored 96 of the release's 97 RSITMD test evaluation representatives" in n for n in part.notes)
+    assert part.comparison()["target"] is None and "compare with: no published figures" in part.table()
 
     two = _evaluate(_records("RSITMD", "test", 97) + _records("NWPU", "test", 536))
     assert two.per_source is None and two.n_expected == 9_553 and two.complete is False

@@ -181,7 +181,7 @@ def read_eval_rows(repo: str | os.PathLike, config: str = "default", split: str 
         with fs.open(f"{root}/{rel}", "rb") as f:
             pf = pq.ParquetFile(f, pre_buffer=False)  # no IO threads outliving the read
             have = [c for c in ROW_COLUMNS if c in pf.schema_arrow.names]
-            refuse_big_row_groups(pf.metadata, have, rel)
+            refuse_big_row_groups(pf.metadata, have, rel, f, shard=True)
             t = pf.read(columns=have, use_threads=False).to_pydict()
         n = len(t["sample_id"])
         for name in ROW_COLUMNS:
@@ -401,6 +401,34 @@ class EvalResult:
         source (None: other protocols)."""
         return None if self.protocol != "rc4" else self.n_scored == self.n_expected
 
+    def comparison(self) -> dict:
+        """What published figures these numbers compare with (``target``; None: none), and how this run's rules
+        differ from the scorer that made them (``caveats``). Only the release's own query sets have published
+        figures: the paper's Table 4 came from an earlier split state (README, "What to compare with")."""
+        if self.protocol != "rc4":
+            return {"target": None, "caveats": [f"protocol {self.protocol}: the release publishes no figures for "
+                                                "it; --protocol rc4 on an rc4 rebuild scores its query sets"]}
+        if not self.complete:
+            return {"target": None, "caveats": ["not all of the release's evaluation representatives were scored "
+                                                "(+subset): no published figures are for this set"]}
+        caveats = []
+        if self.per_source:
+            stem = "test_580k_only_baseline" if self.split == "test" else "val_checkpoint_selection"
+            target = (f"FusionRS results/clip/retrieval/per_source/{self.per_source}/{stem}.json (the release's "
+                      f"per-source {SPLIT_TO_INDEX.get(self.split, self.split)} figures)")
+            if self.text_key != "lowercase":
+                caveats.append("text positives by normalized_caption_key: the per-source figures' scorer, "
+                               "eval_clip_retrieval.py, uses lower-cased captions (--text-key lowercase)")
+        elif self.split == "test":
+            target = ("FusionRS-CLIP dataset/eval_summary.json (the released checkpoint on the rc4 test split: R@1 "
+                      "per direction and Mean R)")
+        else:
+            return {"target": None, "caveats": ["the release publishes validation figures per source only "
+                                                "(--config <source>)"]}
+        if self.ties != "topk":
+            caveats.append(f"ties {self.ties}: the release's scorers rank ties in index order (--ties topk)")
+        return {"target": target, "caveats": caveats}
+
     def positive_definitions(self) -> dict:
         return {"image_text": image_text_positives(self.protocol, self.text_key),
                 "paired_view": PROTOCOLS[self.protocol].paired_view}
@@ -460,7 +488,7 @@ class EvalResult:
             "n_scored": self.n_scored, "n_expected": self.n_expected, "complete": self.complete,
             "n_caption_keys": self.n_keys, "directions": self.directions(),
             "metrics": dict(self.metrics), "zero_shot": self.zero_shot, "authors_format": self.authors_format(),
-            "source": self.source, "notes": self.notes,
+            "compare_with": self.comparison(), "source": self.source, "notes": self.notes,
         }
 
     def to_json(self) -> str:
@@ -481,7 +509,10 @@ class EvalResult:
             f"({self.n_keys:,} distinct caption keys); {what}",
             "",
         ]
-        lines += _block("Table 4", [d for d in PAPER_DIRECTIONS], self.metrics, ks, "Mean R", "mean_r")
+        cmp = self.comparison()
+        lines.insert(-1, "compare with: " + (cmp["target"] or "no published figures") + "".join(
+            f"; {c}" for c in cmp["caveats"]))
+        lines += _block("Retrieval", [d for d in PAPER_DIRECTIONS], self.metrics, ks, "Mean R", "mean_r")
         rest = [d for d in DIRECTIONS if d not in PAPER_DIRECTIONS]
         if all(f"{d}_r{k}" in self.metrics for d in rest for k in ks):
             lines.append("")
