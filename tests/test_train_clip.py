@@ -224,6 +224,10 @@ def test_final_line_has_every_direction_and_the_means(clip_run):
     assert "mean_r_all6" in final
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["recipe"] == "580K-only" and saved["steps"] == CLIP_STEPS and saved["lr"] == 2e-3
+    # what the run did, beside what it was asked: --steps (not the config's 1 epoch) bounded the passes
+    ran = saved["ran"]
+    assert ran["device"] == "cpu" and ran["precision"] == "fp32" and ran["loss_scaling"] is False
+    assert ran["epochs"] == pytest.approx(CLIP_STEPS / ran["batches_per_epoch"], abs=1e-4) and ran["epochs"] > 1
 
 
 def test_checkpoint_reloads_as_a_transformers_clip(clip_run, clip_repo):

@@ -312,6 +312,16 @@ def _train(cfg: ClipTrainConfig, ddp: Dist, model: ClipAdapter | None,
             print(f"train_clip: warning: the {ddp.world} processes ended with different weights (digests "
                   f"{', '.join(d[:12] for d in digests)}); the checkpoint holds rank 0's", file=sys.stderr, flush=True)
 
+    def ran_as() -> dict:
+        """What the run did, beside what it was asked (config, settings): a preset's fp16 is fp32 off CUDA, and
+        --steps, not --epochs, bounds the passes when given."""
+        dtype = training.amp_dtype
+        per_epoch = len(train_loader)
+        return {"device": training.device.type,
+                "precision": "fp32" if dtype is None else str(dtype).replace("torch.", "").replace("float", "fp"),
+                "loss_scaling": bool(training.scaler.is_enabled()),
+                "batches_per_epoch": per_epoch, "epochs": round(step / per_epoch, 4) if per_epoch else None}
+
     def finish() -> str:
         log_file.write(json.dumps({"step": step, "eval": line}) + "\n")
         log_file.close()
@@ -319,7 +329,8 @@ def _train(cfg: ClipTrainConfig, ddp: Dist, model: ClipAdapter | None,
         run = {"config": {**asdict(cfg), "storage_options": public_options(so)}, "preset": cfg.preset, "settings": settings, "overrides": overrides,
                "recipe": recipe.name, "data_config": config, "eval_config": eval_config, "eval_split": cfg.eval_split,
                "lr": lr, "steps": step, "selected": selected, "selection": selection, "candidates": candidates,
-               "val_losses": val_losses, "metrics": result.metrics, "line": line, "eval": result.to_dict()}
+               "val_losses": val_losses, "metrics": result.metrics, "line": line, "eval": result.to_dict(),
+               "ran": ran_as()}
         if distributed is not None:
             run["distributed"] = distributed
         from ...atomic import atomic_write
