@@ -362,3 +362,19 @@ def test_rc4_leaves_out_the_repos_own_sources(rc4_repo):
     rows.columns["source"][first] = "MyOwn"
     sel = select(rows, "rc4")
     assert sel.n_other_sources == 1 and base.sample_id[0] not in sel.sample_id and len(sel) == len(base) - 1
+
+
+def test_the_final_line_leaves_out_a_top_k_that_is_100_by_construction():
+    """Three classes: a top-3 is 100% whatever the model; the line scripts parse no longer carries it (the
+    table and metrics.json still show it, with the note)."""
+    from fusionrs_hf.eval.protocol import EvalResult
+
+    zs = {"n_images": 9, "n_classes": 3, "ks": [1, 3], "note": "top3 here, 100% by construction",
+          "modalities": {"rgb": {"top1": 44.4, "top3": 100.0, "mean_per_class_top1": 44.4},
+                         "ir": {"top1": 33.3, "top3": 100.0, "mean_per_class_top1": 33.3}}}
+    res = EvalResult("all-rows", "pessimistic", "r", "default", "validation", "caption", 9, 9, 9,
+                     {"ir2text_r1": 10.0}, zero_shot=zs)
+    line = res.line()
+    assert line["zeroshot_rgb_top1"] == 44.4 and line["zeroshot_ir_top1"] == 33.3
+    assert "zeroshot_rgb_top3" not in line and "zeroshot_ir_top3" not in line
+    assert "100.00" in res.table() and "by construction" in res.table()

@@ -437,9 +437,11 @@ class EvalResult:
         """The one-line summary (rounded to 4 decimals) that ``train_clip`` prints last."""
         out: dict = {k: round(float(v), 4) for k, v in self.metrics.items()
                      if k.endswith(tuple(f"_r{x}" for x in ks)) or k in LINE_EXTRA}
+        n_classes = (self.zero_shot or {}).get("n_classes") or 0
         for mod, zs in (self.zero_shot or {}).get("modalities", {}).items():
             for k, v in zs.items():
-                if k.startswith("top"):
+                # a top-k over k classes or fewer is 100% by construction: no figure for a script to read
+                if k.startswith("top") and k[3:].isdigit() and int(k[3:]) < n_classes:
                     out[f"zeroshot_{mod}_{k}"] = round(float(v), 4)
         out.update(protocol=self.protocol, ties=self.ties, n_scored=self.n_scored)
         if self.text_key != "caption":
