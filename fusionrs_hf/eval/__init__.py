@@ -80,7 +80,7 @@ def evaluate_embeddings(emb: Embeddings, rows: EvalRows, *, protocol: str = "aut
         sel = _subset(sel, have)
         notes.append(f"limited: scored the {len(sel):,} protocol rows among the first embedded rows")
     if sel.n_without_text:
-        notes.append(f"{sel.n_without_text:,} rows without a {text_field} were left out")
+        notes.append(f"{sel.n_without_text:,} rows without {'an' if text_field[:1] in 'aeiou' else 'a'} {text_field} were left out")
     if sel.n_other_sources:
         notes.append(f"{sel.n_other_sources:,} evaluation rows of the repo's own sources were left out (protocol "
                      "rc4 scores the release's representatives; --protocol all-rows or their own config scores them)")

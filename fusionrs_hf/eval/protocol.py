@@ -284,7 +284,7 @@ def select(rows: EvalRows, protocol: str = "auto", text_field: str = "caption",
             continue
         picked.append((sid, key, text, rows["class_name"][i], rows["source"][i]))
     if not picked:
-        what = "evaluation representative" if protocol == "rc4" else f"row with a {text_field}"
+        what = "evaluation representative" if protocol == "rc4" else f"row with {'an' if text_field[:1] in 'aeiou' else 'a'} {text_field}"
         raise ProtocolError(f"no {what} in {rows.config!r}/{rows.split} of {rows.repo or 'these rows'}")
     picked.sort(key=lambda p: p[0])
     classes = sorted({c for c in rows["class_name"] if c})
