@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .captions.irfilter import FILTERED_STATUS
 from .card import write_card
 from .layout import SPLITS
 from .scenes import captions, jpeg_bytes, png_bytes, render_scene
@@ -91,6 +92,8 @@ def sample_rows(seed: int = 0, counts: dict[str, int] | None = None, size: int =
                     "all_captions": None,
                     "caption_origin": "source",
                     "ir_caption": ir_cap if group == "iraware" else None,
+                    # as a build gives a caption of a file without statuses that passes the authors' filter
+                    "ir_caption_status": FILTERED_STATUS if group == "iraware" else None,
                     "class_name": scene.scene_class if source == "NWPU" else None,
                     "joint_group_id": joint_group_id_for(sid),
                     "rights_code": RIGHTS[source],

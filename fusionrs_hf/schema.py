@@ -127,8 +127,9 @@ FIELDS: tuple[Field, ...] = (
           "SHA-256 of the caption under the authors' normalisation; equal keys are the same caption "
           "for leakage checks and are positives for each other in the rc4 retrieval protocol."),
     Field("ir_caption_status", "string", True,
-          "Status of the IR-aware caption in its file (e.g. `accepted_strict_v3`; `unreviewed` for a file "
-          "without statuses); null when `ir_caption` is null."),
+          "Status of the IR-aware caption in its file (e.g. `accepted_strict_v3`), or `filtered_strict_v3` for "
+          "a caption of a file without statuses that passed the authors' strict-v3 filter; null when `ir_caption` "
+          "is null."),
     Field("rgb_sha256", "string", False, "SHA-256 (hex) of the stored `rgb` bytes."),
     Field("ir_sha256", "string", False, "SHA-256 (hex) of the stored `ir` bytes."),
 )
