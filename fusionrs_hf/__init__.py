@@ -44,15 +44,22 @@ def load(config: str = "default", split: str | None = None, *, streaming: bool =
     else one (Iterable)Dataset. Extra keyword arguments go to ``load_dataset`` unchanged.
     Raises :class:`~fusionrs_hf.storage.HubUnreachableError` (one line: repo and endpoint) within a few
     seconds when the Hub is offline (``HF_HUB_OFFLINE``) or does not answer.
+
+    The rows' images are decoded by stock ``datasets``, with every PIL plugin, so first PIL's EPS opener is
+    unregistered (no Ghostscript from data) and every ``datasets`` image decode of the process is held to the
+    limits of :mod:`fusionrs_hf.limits` (:mod:`fusionrs_hf.pil_guard`): an image past them raises
+    :class:`~fusionrs_hf.pil_guard.ImageRefusedOnDecode` unread, naming the row's image. The dataset carries
+    the guard into the processes it is pickled to (DataLoader workers started with ``spawn``, ``forkserver``).
     """
-    from .limits import refuse_external_decoders
+    from .pil_guard import follow
+    from .pil_guard import install as guard_image_decoding
     from .secrets import register_options, scrubbing
 
-    refuse_external_decoders()  # the rows' images are decoded by stock datasets, with every PIL plugin
+    guard_image_decoding()  # before any row can be decoded: EPS unregistered, scan and pixel limits on datasets
     register_options(storage_options)
     with scrubbing():  # a server or store echoing a credential in its error must not put it in ours
-        return _load(config, split, streaming=streaming, repo=repo, revision=revision,
-                     storage_options=storage_options, **kwargs)
+        return follow(_load(config, split, streaming=streaming, repo=repo, revision=revision,
+                            storage_options=storage_options, **kwargs))
 
 
 def _load(config: str, split: str | None, *, streaming: bool, repo: str | None, revision: str | None,
@@ -96,9 +103,11 @@ def _load(config: str, split: str | None, *, streaming: bool, repo: str | None, 
 
 
 def _local_footers(root: str, data_files: dict[str, list[str]]):
-    """One read of a local folder's shard footers (a few KB each) before `datasets` touches a page: every row
-    group is held to :data:`~fusionrs_hf.limits.MAX_ROW_GROUP_BYTES` (a non-streaming load inflates all of them
-    into its Arrow cache; a few KB of zstd can claim GBs), and the split sizes for ``info.splits`` of a streamed
+    """One read of a local folder's shard footers (a few KB each) and page headers (a small read a page) before
+    `datasets` touches a page: every row group is held to :data:`~fusionrs_hf.limits.MAX_ROW_GROUP_BYTES` by
+    what its page headers say Arrow will allocate (a non-streaming load inflates all of them into its Arrow
+    cache; a few KB of zstd can claim GBs, and a footer can understate them), every shard to
+    :data:`~fusionrs_hf.limits.MIN_BYTES_PER_ROW`; and the split sizes for ``info.splits`` of a streamed
     load (the ``parquet`` builder over named shards knows none, and the card's ``dataset_info``, which stock
     ``load_dataset(folder)`` copies, is not read, since it may be older than the shards)."""
     import pyarrow.parquet as pq
@@ -110,8 +119,9 @@ def _local_footers(root: str, data_files: dict[str, list[str]]):
     for name, files in data_files.items():
         rows = 0
         for f in files:
-            md = pq.read_metadata(f)
-            refuse_big_row_groups(md, None, f"shard={os.path.relpath(f, root)}")
+            with open(f, "rb") as fh:
+                md = pq.ParquetFile(fh).metadata
+                refuse_big_row_groups(md, None, f"shard={os.path.relpath(f, root)}", fh, shard=True)
             rows += md.num_rows
         sizes.add(SplitInfo(name=name, num_examples=rows))
     return sizes

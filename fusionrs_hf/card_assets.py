@@ -61,7 +61,7 @@ def _first_rows(fs, root: str, name: ShardName, n: int) -> list[dict]:
     cols = ["sample_id", "source", "rgb", "ir", "caption", "ir_caption"]
     with fs.open(f"{root.rstrip('/')}/{name.path}", "rb") as f:
         pf = pq.ParquetFile(f, pre_buffer=False)
-        refuse_big_row_groups(pf.metadata, cols, name.path)
+        refuse_big_row_groups(pf.metadata, cols, name.path, f, shard=True)
         for batch in pf.iter_batches(batch_size=n, columns=cols, use_threads=False):
             out = batch.to_pylist()[:n]
             for r in out:

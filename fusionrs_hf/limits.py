@@ -176,11 +176,20 @@ MAX_JSON_CHARS = 256 << 20
 caption files are tens of MB); a larger one is refused naming the file."""
 
 MAX_ROW_GROUP_BYTES = 1 << 30
-"""Largest row group (1 GiB of the columns read, uncompressed, as its footer says) a loader reads: about ten times
-the row-group target of a build (``fusionrs_hf.shards.DEFAULT_ROW_GROUP_BYTES``, 100 MB), so an ordinary row
-group with a few big images passes; a 735 KB shard whose zstd row group inflates to 1.8 GB is refused, naming
-shard and row group, before anything is decompressed. The footer's sizes are the writer's word: a file that
-understates them is caught only by Arrow's own page checks (a cap on page sizes would be the next step)."""
+"""Largest row group (1 GiB of the columns read, uncompressed) a loader reads: about ten times the row-group
+target of a build (``fusionrs_hf.shards.DEFAULT_ROW_GROUP_BYTES``, 100 MB), so an ordinary row group with a few
+big images passes; a 735 KB shard whose zstd row group inflates to 1.8 GB is refused, naming shard and row group,
+before anything is decompressed. The footer's sizes are the writer's word, and Arrow never reads them back: it
+allocates what each page header says. So every reader that holds the file (:func:`refuse_big_row_groups` with
+``source``) judges the row group by its page headers (:mod:`fusionrs_hf.parquet_pages`), and refuses a footer
+that claims less than its pages (a 65 KB shard whose footer calls a 1.2 GB page 40 KB)."""
+
+MIN_BYTES_PER_ROW = 64
+"""Fewest stored bytes a shard's row may take: a FusionRS row holds two encoded images (hundreds of bytes even at
+8 px) and two SHA-256 digests (64 bytes of entropy), so no real shard comes near it (the test repos' 8-64 px
+rows take over a kilobyte). Without it a 200 KB shard of 2,000,000 identical rows passes every size rule
+honestly, and then costs gigabytes in per-row work; a shard holding more rows than its bytes allow is refused
+from its footer, naming it. Caption tables and embedding files are not shards and are not held to it."""
 
 
 def _read_chunks(md, row_group: int, columns):
@@ -194,28 +203,92 @@ def _read_chunks(md, row_group: int, columns):
             yield c
 
 
-def row_group_too_big(md, row_group: int, columns=None, limit: int | None = None) -> str | None:
-    """Why ``row_group`` of a parquet footer ``md`` is not read (the columns read, None: all, inflate past ``limit``,
-    default :data:`MAX_ROW_GROUP_BYTES`, by the footer's uncompressed sizes), or ``None``."""
+def too_many_rows(md, row_group: int | None = None, file_size: int | None = None) -> str | None:
+    """Why a shard's footer ``md`` holds more rows than its bytes allow (:data:`MIN_BYTES_PER_ROW`), or ``None``:
+    ``row_group`` (None: every one) by its column chunks' stored sizes, and the whole file by ``file_size``
+    when it is known (the footer's sizes are the writer's word; the file's size is not)."""
+    groups = range(md.num_row_groups) if row_group is None else (row_group,)
+    for i in groups:
+        rg = md.row_group(i)
+        stored = sum(rg.column(j).total_compressed_size for j in range(rg.num_columns))
+        if rg.num_rows * MIN_BYTES_PER_ROW > stored:
+            return (f"row group {i} holds {rg.num_rows:,} rows in {stored:,} stored bytes, fewer than "
+                    f"{MIN_BYTES_PER_ROW} a row (MIN_BYTES_PER_ROW: a row holds two encoded images); not read")
+    if file_size is not None and md.num_rows * MIN_BYTES_PER_ROW > file_size:
+        return (f"the file holds {md.num_rows:,} rows in {file_size:,} bytes, fewer than {MIN_BYTES_PER_ROW} a "
+                "row (MIN_BYTES_PER_ROW: a row holds two encoded images); not read")
+    return None
+
+
+def row_group_too_big(md, row_group: int, columns=None, limit: int | None = None, source=None,
+                      shard: bool = False) -> str | None:
+    """Why ``row_group`` of a parquet footer ``md`` is not read, or ``None``: the columns read (None: all)
+    inflate past ``limit`` (default :data:`MAX_ROW_GROUP_BYTES`).
+
+    Without ``source`` the footer's uncompressed sizes are taken at their word. With it (the file: its bytes,
+    or a seekable binary file object, or a :class:`~fusionrs_hf.parquet_pages.ByteSource`), each column chunk's
+    page headers are walked (:func:`~fusionrs_hf.parquet_pages.walk_chunk`, a bounded read per page, nothing
+    inflated): the row group is held to the limit by what Arrow will allocate, and a chunk whose footer
+    claims less than its pages, or whose pages cannot be walked, is refused naming the column. ``shard``: the
+    file is a FusionRS shard, also held to :data:`MIN_BYTES_PER_ROW` (:func:`too_many_rows`)."""
     limit = MAX_ROW_GROUP_BYTES if limit is None else limit
+    src = None
+    if source is not None:
+        from .parquet_pages import ByteSource
+
+        src = source if isinstance(source, ByteSource) else ByteSource(source)
+    if shard:
+        why = too_many_rows(md, row_group, src.size if src is not None else None)
+        if why:
+            return why
     chunks = list(_read_chunks(md, row_group, columns))
-    size = sum(c.total_uncompressed_size for c in chunks)
+    claimed = sum(c.total_uncompressed_size for c in chunks)
+    packed = sum(c.total_compressed_size for c in chunks)
+    size = claimed
+    if claimed <= limit and src is not None:
+        from .parquet_pages import PageHeaderError, walk_chunk
+
+        pages = 0
+        for c in chunks:
+            try:
+                got = walk_chunk(src, c).uncompressed
+            except PageHeaderError as e:
+                return f"row group {row_group} column {c.path_in_schema!r}: {e}; not read"
+            if got > c.total_uncompressed_size:
+                return (f"row group {row_group} column {c.path_in_schema!r}: its pages inflate to {got:,} bytes "
+                        f"but its footer claims {c.total_uncompressed_size:,}; a footer that understates its pages "
+                        "is not read")
+            pages += got
+            if pages > limit:  # no need to walk the rest
+                break
+        size = max(claimed, pages)
     if size <= limit:
         return None
-    packed = sum(c.total_compressed_size for c in chunks)
     return (f"row group {row_group} is {size:,} bytes uncompressed ({packed:,} stored), more than the limit "
             f"{limit:,} (MAX_ROW_GROUP_BYTES); not read")
 
 
 class RowGroupTooBig(UnusableInputError, ValueError):
-    """A parquet file whose footer says a row group inflates past :data:`MAX_ROW_GROUP_BYTES` (one line, named):
-    unusable input, exit 2 in every command."""
+    """A parquet file with a row group that is not read: it inflates past :data:`MAX_ROW_GROUP_BYTES`, its
+    footer understates its pages, its pages cannot be walked, or (a shard) it holds more rows than its bytes
+    allow. One line, named: unusable input, exit 2 in every command."""
 
 
-def refuse_big_row_groups(md, columns=None, where: str = "parquet file") -> None:
+def refuse_big_row_groups(md, columns=None, where: str = "parquet file", source=None, *, shard: bool = False) -> None:
     """:func:`row_group_too_big` for every row group of a footer, raised as :class:`RowGroupTooBig` naming
-    ``where``: what each reader of a shard, caption table or embedding file calls before it reads a row."""
+    ``where``: what each reader of a shard, caption table or embedding file calls before it reads a row.
+    ``source`` (the file, as the reader opened it) holds the row groups to their page headers, not the
+    footer's word; ``shard``: a FusionRS shard, held to :data:`MIN_BYTES_PER_ROW` too."""
+    src = None
+    if source is not None:
+        from .parquet_pages import ByteSource
+
+        src = ByteSource(source)
+    if shard:
+        why = too_many_rows(md, None, src.size if src is not None else None)
+        if why:
+            raise RowGroupTooBig(f"{where}: {why}")
     for i in range(md.num_row_groups):
-        why = row_group_too_big(md, i, columns)
+        why = row_group_too_big(md, i, columns, source=src)
         if why:
             raise RowGroupTooBig(f"{where}: {why}")

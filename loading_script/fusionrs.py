@@ -18,8 +18,10 @@ needs ``datasets`` and ``pyarrow`` so it also works where ``fusionrs_hf`` is not
 Images are held to the limits every reader of ``fusionrs_hf`` applies (``fusionrs_hf.limits``, carried in the
 registry): a row whose image is not in one of the readable formats, claims more pixels than the limit or is a
 progressive JPEG of too many scans is refused naming file and row, before ``datasets`` decodes it; a row group
-that inflates past the limit by its footer is refused unread; and PIL's openers that hand the bytes to another
-program (EPS: Ghostscript) are unregistered in the process, since ``datasets`` decodes with every PIL plugin.
+that inflates past the limit by its page headers (what Arrow allocates, whatever the footer claims), a footer
+that understates its pages, or a shard holding more rows than its bytes allow is refused unread, naming the
+file; and PIL's openers that hand the bytes to another program (EPS: Ghostscript) are unregistered in the
+process, since ``datasets`` decodes with every PIL plugin.
 
 A local ``data_dir`` is read by the rule ``fusionrs check`` applies (``fusionrs_hf.safepath``, restated here
 because this file must stand alone): every shard read is a regular file inside ``data_dir`` (a symlink out of
@@ -353,6 +355,206 @@ def _jpeg_scans(b: bytes) -> int:
     return 0
 
 
+MAX_PAGE_HEADER_BYTES = 64 << 10
+"""``fusionrs_hf.parquet_pages.MAX_PAGE_HEADER_BYTES``: the largest parquet page header read."""
+MAX_PAGES_PER_CHUNK = 200_000
+"""``fusionrs_hf.parquet_pages.MAX_PAGES_PER_CHUNK``: most pages one column chunk may have."""
+MIN_BYTES_PER_ROW = 64
+"""``fusionrs_hf.limits.MIN_BYTES_PER_ROW``: fewest stored bytes a shard's row may take (two encoded images)."""
+
+
+class _Short(Exception):
+    """A page header runs past the bytes read for it."""
+
+
+def _page_header(b: bytes) -> tuple[int, int, int, int]:
+    """``fusionrs_hf.parquet_pages.parse_page_header`` restated: (type, uncompressed_page_size,
+    compressed_page_size, header bytes) of the Thrift compact ``PageHeader`` at the start of ``b``; every other
+    field skipped by its type, nesting bounded. Raises ``ValueError`` (malformed) or ``_Short`` (truncated)."""
+    n = len(b)
+
+    def varint(i):
+        out = shift = 0
+        while True:
+            if i >= n:
+                raise _Short
+            c = b[i]
+            i += 1
+            out |= (c & 0x7F) << shift
+            if not c & 0x80:
+                return out, i
+            shift += 7
+            if shift > 63:
+                raise ValueError("malformed page header (a varint longer than 10 bytes)")
+
+    def skip(i, t, depth):
+        if depth > 16:
+            raise ValueError("malformed page header (nested deeper than 16)")
+        if t in (1, 2, 3):  # bool (as an element), byte
+            if i >= n:
+                raise _Short
+            return i + 1
+        if t in (4, 5, 6):  # i16, i32, i64
+            return varint(i)[1]
+        if t == 7:  # double
+            if i + 8 > n:
+                raise _Short
+            return i + 8
+        if t == 8:  # binary
+            k, i = varint(i)
+            if i + k > n:
+                raise _Short
+            return i + k
+        if t in (9, 10):  # list, set
+            if i >= n:
+                raise _Short
+            k, et = b[i] >> 4, b[i] & 0x0F
+            i += 1
+            if k == 15:
+                k, i = varint(i)
+            if k > n - i:
+                raise _Short
+            for _ in range(k):
+                i = skip(i, et, depth + 1)
+            return i
+        if t == 11:  # map
+            k, i = varint(i)
+            if not k:
+                return i
+            if i >= n:
+                raise _Short
+            kt, vt = b[i] >> 4, b[i] & 0x0F
+            i += 1
+            if 2 * k > n - i:
+                raise _Short
+            for _ in range(k):
+                i = skip(skip(i, kt, depth + 1), vt, depth + 1)
+            return i
+        if t == 12:  # struct
+            return fields(i, depth + 1, None)
+        raise ValueError(f"malformed page header (unknown Thrift type {t})")
+
+    def fields(i, depth, got):
+        last = 0
+        while True:
+            if i >= n:
+                raise _Short
+            head = b[i]
+            i += 1
+            if head == 0:
+                return i
+            t, delta = head & 0x0F, head >> 4
+            if delta:
+                last += delta
+            else:
+                fid, i = varint(i)
+                last = (fid >> 1) ^ -(fid & 1)
+            if got is not None and last in (1, 2, 3):
+                if t != 5:
+                    raise ValueError(f"malformed page header (field {last} has Thrift type {t}, not i32)")
+                v, i = varint(i)
+                v = (v >> 1) ^ -(v & 1)
+                if not -(1 << 31) <= v < (1 << 31):
+                    raise ValueError(f"malformed page header (field {last} is not an i32)")
+                got[last] = v
+            elif t not in (1, 2):  # a bool field's value is its type
+                i = skip(i, t, depth)
+
+    got: dict = {}
+    end = fields(0, 1, got)
+    missing = [name for fid, name in ((1, "type"), (2, "uncompressed_page_size"), (3, "compressed_page_size"))
+               if fid not in got]
+    if missing:
+        raise ValueError(f"malformed page header (no {', '.join(missing)})")
+    if got[2] < 0 or got[3] < 0:
+        raise ValueError(f"page header with a negative size (uncompressed {got[2]:,}, compressed {got[3]:,})")
+    return got[1], got[2], got[3], end
+
+
+def _chunk_pages(f, column, size: int) -> tuple[int, int, int, int]:
+    """``fusionrs_hf.parquet_pages.walk_chunk`` restated: (pages, sum of uncompressed_page_size, sum of
+    compressed_page_size, header bytes) of one column chunk of the seekable file ``f`` of ``size`` bytes, its
+    pages walked header by header (a bounded read each; the page bytes skipped). Arrow allocates what the page
+    headers say, whatever the footer claims. Raises ``ValueError`` for a chunk outside the file, a malformed or
+    oversized header, a negative size, a page running past the chunk, or too many pages."""
+    start = column.data_page_offset
+    dpo = column.dictionary_page_offset if column.has_dictionary_page else None
+    if dpo is not None and 0 < dpo < start:
+        start = dpo
+    end = start + column.total_compressed_size
+    if start < 0 or end < start:
+        raise ValueError(f"column chunk at {start:,} of {end - start:,} bytes: not a range of the file")
+    if end > size:
+        raise ValueError(f"column chunk {start:,}-{end:,} runs past the end of the file ({size:,} bytes)")
+    pos, pages, unc, comp, heads = start, 0, 0, 0, 0
+    while pos < end:
+        if pages >= MAX_PAGES_PER_CHUNK:
+            raise ValueError(f"column chunk of more than {MAX_PAGES_PER_CHUNK:,} pages")
+        left = end - pos
+        window = min(left, 512)
+        while True:
+            f.seek(pos)
+            try:
+                _, u, c, h = _page_header(bytes(f.read(window)))
+                break
+            except _Short:
+                if window >= min(left, MAX_PAGE_HEADER_BYTES):
+                    if left > MAX_PAGE_HEADER_BYTES:
+                        raise ValueError(f"page header at {pos:,} larger than {MAX_PAGE_HEADER_BYTES:,} "
+                                         "bytes") from None
+                    raise ValueError(f"page header at {pos:,} runs past the column chunk (ends at {end:,})") from None
+                window = min(left, MAX_PAGE_HEADER_BYTES)
+        if pos + h + c > end:
+            raise ValueError(f"page at {pos:,} ({h + c:,} bytes) runs past the column chunk (ends at {end:,})")
+        pages, unc, comp, heads, pos = pages + 1, unc + u, comp + c, heads + h, pos + h + c
+    return pages, unc, comp, heads
+
+
+def row_groups_problem(md, f) -> str | None:
+    """Why the shard of footer ``md`` (its file ``f``, seekable) is not read, or None: the rules of
+    ``fusionrs_hf.limits.refuse_big_row_groups(..., shard=True)`` restated. More rows than its bytes allow
+    (``MIN_BYTES_PER_ROW``), a row group inflating past the limit by its page headers (what Arrow allocates; a
+    few KB of zstd can claim GBs), or a footer claiming less than its pages. Nothing is inflated."""
+    here = f.tell()
+    size = f.seek(0, 2)
+    size = f.tell() if size is None else size
+    try:
+        limit = LIMITS["max_row_group_bytes"]
+        for i in range(md.num_row_groups):
+            rg = md.row_group(i)
+            stored = sum(rg.column(j).total_compressed_size for j in range(rg.num_columns))
+            if rg.num_rows * MIN_BYTES_PER_ROW > stored:
+                return (f"row group {i} holds {rg.num_rows:,} rows in {stored:,} stored bytes, fewer than "
+                        f"{MIN_BYTES_PER_ROW} a row (a row holds two encoded images); not read")
+        if md.num_rows * MIN_BYTES_PER_ROW > size:
+            return (f"the file holds {md.num_rows:,} rows in {size:,} bytes, fewer than {MIN_BYTES_PER_ROW} a row "
+                    "(a row holds two encoded images); not read")
+        for i in range(md.num_row_groups):
+            rg = md.row_group(i)
+            claimed = sum(rg.column(j).total_uncompressed_size for j in range(rg.num_columns))
+            real = 0
+            if claimed <= limit:
+                for j in range(rg.num_columns):
+                    c = rg.column(j)
+                    try:
+                        got = _chunk_pages(f, c, size)[1]
+                    except ValueError as e:
+                        return f"row group {i} column {c.path_in_schema!r}: {e}; not read"
+                    if got > c.total_uncompressed_size:
+                        return (f"row group {i} column {c.path_in_schema!r}: its pages inflate to {got:,} bytes but "
+                                f"its footer claims {c.total_uncompressed_size:,}; a footer that understates its "
+                                "pages is not read")
+                    real += got
+                    if real > limit:
+                        break
+            if max(claimed, real) > limit:
+                return (f"row group {i} is {max(claimed, real):,} bytes uncompressed, more than the limit "
+                        f"{limit:,}; not read")
+        return None
+    finally:
+        f.seek(here)
+
+
 def image_problem(data) -> str | None:
     """Why ``fusionrs_hf.limits.open_image`` would refuse these image bytes (None: it would open them): the header
     only, no pixel decoded; ``jpeg_scans`` and the pixel rule restated (this file stands alone)."""
@@ -486,11 +688,9 @@ class FusionRS(datasets.ArrowBasedBuilder):
             with _xopen(file, "rb") as f:
                 pf = pq.ParquetFile(f)
                 md = pf.metadata
-                for i in range(md.num_row_groups):  # a few KB of zstd can claim GBs: judged before inflating
-                    size = md.row_group(i).total_byte_size
-                    if size > LIMITS["max_row_group_bytes"]:
-                        raise ValueError(f"FusionRS: {file}: row group {i} is {size:,} bytes uncompressed, more "
-                                         f"than the limit {LIMITS['max_row_group_bytes']:,}; not read")
+                why = row_groups_problem(md, f)  # by the page headers, before a page is inflated
+                if why:
+                    raise ValueError(f"FusionRS: {file}: {why}")
                 row = 0
                 for batch_idx, batch in enumerate(pf.iter_batches(batch_size=256, columns=schema.names)):
                     table = pa.Table.from_batches([batch]).select(schema.names).cast(schema)

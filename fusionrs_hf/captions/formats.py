@@ -75,7 +75,7 @@ def _table_rows(path: Path) -> Iterator[tuple[int, dict]]:
         with open_regular(path) as fh:  # a FIFO named x.parquet is refused, not waited on
             pf = pq.ParquetFile(fh)
             try:
-                refuse_big_row_groups(pf.metadata, None, str(path))
+                refuse_big_row_groups(pf.metadata, None, str(path), fh)
             except RowGroupTooBig as e:
                 raise CaptionFileError(str(e)) from None
             for batch in pf.iter_batches(batch_size=4096):

@@ -3,6 +3,7 @@ splits, and leaks across splits (identical bytes, near-duplicate pHash, identica
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -13,6 +14,7 @@ from ..layout import ShardName
 from ..limits import refuse_big_row_groups
 from ..phash import DEFAULT_RADIUS, near_pairs
 from ..schema import IMAGE_FIELDS
+from . import findings as _findings
 
 PHASH_RADIUS = DEFAULT_RADIUS
 
@@ -56,20 +58,44 @@ def _earliest_first(idx: np.ndarray, split: np.ndarray) -> tuple[int, np.ndarray
     return first, idx[sp != sp.min()]
 
 
-def _joins(rows: dict[str, np.ndarray], fast: bool) -> list[_Pending]:
+class _Budget:
+    """At most ``cap`` pending findings of each kind (:data:`~.findings.MAX_FINDINGS_PER_KIND`), the rest only
+    counted into ``omitted``: 2,000,000 copies of one sample_id are one run here, and must not become
+    2,000,000 objects (check_repo lists the first of each kind and one summary finding for the rest)."""
+
+    def __init__(self, omitted: Counter | None, cap: int | None) -> None:
+        self.cap = _findings.MAX_FINDINGS_PER_KIND if cap is None else cap
+        self.omitted = omitted if omitted is not None else Counter()
+        self.used: Counter[str] = Counter()
+
+    def take(self, kind: str, idx: np.ndarray) -> np.ndarray:
+        room = max(0, self.cap - self.used[kind])
+        got = idx[:room]
+        self.used[kind] += len(got)
+        if len(idx) > len(got):
+            self.omitted[kind] += len(idx) - len(got)
+        return got
+
+
+def _joins(rows: dict[str, np.ndarray], fast: bool, omitted: Counter | None = None,
+           cap: int | None = None) -> list[_Pending]:
+    """The cross-row findings, at most ``cap`` of each kind; how many more of each there were is added to
+    ``omitted``."""
     split = rows["split"]
     out: list[_Pending] = []
+    budget = _Budget(omitted, cap)
     ok = np.flatnonzero(rows["sid_ok"])
     for run in _runs([rows["sid"][ok]], split[ok], cross_split=False):
         idx = ok[run]
-        for j in idx[1:]:
+        for j in budget.take("duplicate_sample_id", idx[1:]):
             out.append(_Pending("duplicate_sample_id", int(j), int(idx[0]),
                                 "sample_id also used by the row in {other_split} at {other_where}"))
     ok = np.flatnonzero(rows["gid_ok"])
     for run in _runs([rows["gid"][ok]], split[ok], cross_split=True):
         first, later = _earliest_first(ok[run], split)
         out.extend(_Pending("joint_group_spans_splits", int(j), first,
-                            "joint_group_id also used in {other_split} by sample_id={other_sid}") for j in later)
+                            "joint_group_id also used in {other_split} by sample_id={other_sid}")
+                   for j in budget.take("joint_group_spans_splits", later))
     if fast:
         return out
     ok = np.flatnonzero(rows["cap_ok"])
@@ -77,7 +103,7 @@ def _joins(rows: dict[str, np.ndarray], fast: bool) -> list[_Pending]:
         first, later = _earliest_first(ok[run], split)
         out.extend(_Pending("leak_caption", int(j), first,
                             "caption equals (after normalization) the caption of {other_split} "
-                            "sample_id={other_sid}") for j in later)
+                            "sample_id={other_sid}") for j in budget.take("leak_caption", later))
     # identical bytes over both image columns (an rgb reused as another row's ir leaks too)
     n = split.shape[0]
     col_of = np.repeat(np.arange(len(IMAGE_FIELDS)), n)
@@ -86,13 +112,14 @@ def _joins(rows: dict[str, np.ndarray], fast: bool) -> list[_Pending]:
     s0 = np.concatenate([rows[f"{c}_sha0"] for c in IMAGE_FIELDS])
     s1 = np.concatenate([rows[f"{c}_sha1"] for c in IMAGE_FIELDS])
     sel = np.flatnonzero(okc)
-    flagged: set[tuple[int, int]] = set()
+    flagged = np.zeros((len(IMAGE_FIELDS), n), bool)  # (column, row) already a leak by identical bytes
     for run in _runs([s0[sel], s1[sel]], np.tile(split, len(IMAGE_FIELDS))[sel], cross_split=True):
         ent = sel[run]
         esp = split[row_of[ent]]
         first = ent[np.flatnonzero(esp == esp.min())[0]]
-        for e in ent[esp != esp.min()]:
-            flagged.add((int(row_of[e]), int(col_of[e])))
+        later = ent[esp != esp.min()]
+        flagged[col_of[later], row_of[later]] = True
+        for e in budget.take("leak_identical_bytes", later):
             out.append(_Pending("leak_identical_bytes", int(row_of[e]), int(row_of[first]),
                                 f"{IMAGE_FIELDS[col_of[e]]} bytes are identical to the "
                                 f"{IMAGE_FIELDS[col_of[first]]} of {{other_split}} sample_id={{other_sid}}"))
@@ -115,10 +142,10 @@ def _joins(rows: dict[str, np.ndarray], fast: bool) -> list[_Pending]:
         best = np.full(len(combos), -1, np.int64)
         best[late[keep]] = keep
         first_pos = np.unique(inverse, return_index=True)[1]  # first row of each combo
-        for pos in np.flatnonzero(best[inverse] >= 0):
+        hits = np.flatnonzero(best[inverse] >= 0)
+        hits = hits[~flagged[c_i, ok[hits]]]
+        for pos in budget.take("leak_near_duplicate", hits):
             r = int(ok[pos])
-            if (r, c_i) in flagged:
-                continue
             k = best[inverse[pos]]
             out.append(_Pending("leak_near_duplicate", r, int(ok[first_pos[early[k]]]),
                                 f"{col} is a near-duplicate (pHash Hamming distance {dist[k]} <= {PHASH_RADIUS}) "
@@ -138,7 +165,7 @@ def _resolve_sample_ids(fs, root: str, names: list[ShardName], wanted: dict[int,
                 # aborts with "terminate called without an active exception", exit 134). A ParquetFile
                 # read without pre-buffering or threads finishes every read before it returns.
                 pf = pq.ParquetFile(fh, pre_buffer=False)
-                refuse_big_row_groups(pf.metadata, ["sample_id"], names[sidx].path)
+                refuse_big_row_groups(pf.metadata, ["sample_id"], names[sidx].path, fh, shard=True)
                 col = pf.read(columns=["sample_id"], use_threads=False).column("sample_id")
             for r in rws:
                 out[sidx, r] = col[r].as_py() if r < len(col) else None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 import numpy as np
 
@@ -13,7 +13,7 @@ from ..limits import MAX_CARD_BYTES
 from ..safepath import NotAFileError, check_repo_file, is_local_fs
 from ..secrets import scrub, scrubbing
 from .card import _card_findings
-from .findings import CheckReport, CheckTargetError, Finding
+from .findings import CheckReport, CheckTargetError, Finding, FindingLog, sort_key
 from .images import IR_SPREAD_THRESHOLD
 from .joins import PHASH_RADIUS, _joins, _resolve_sample_ids
 from .shards import _ROW_DTYPES, _ROW_FIELDS, _executor_kind, _run_shards, _Task
@@ -74,26 +74,28 @@ def _check_repo(target: str, *, fast: bool, revision: str | None, workers: int |
     workers = max(1, workers or os.cpu_count() or 1)
     tasks = [_Task(i, s, fast, ir_threshold) for i, s in enumerate(shards)]
 
-    findings: list[Finding] = []
+    log = FindingLog()  # at most MAX_FINDINGS_PER_KIND of each kind held, the rest counted
     infos: list = [None] * len(shards)
     per_shard: list[dict[str, np.ndarray] | None] = [None] * len(shards)
     unreadable: set[str] = set()
     rows_read = images = 0
     kind = _executor_kind(fast, workers, fs)
     for res in _run_shards(fs, root, tasks, kind, workers, progress):
-        findings.extend(res.findings)
+        log.extend(res.findings, res.omitted)
         infos[res.index] = res.info
         per_shard[res.index] = res.rows
         rows_read += res.rows_read
         images += res.images
         if res.unreadable:
             unreadable.add(shards[res.index].path)
-    findings.extend(_card_findings(lay, card_text, shards, orphans,
-                                   [i for i, s in zip(infos, shards, strict=True)
-                                    if i is not None and s.path not in unreadable], unreadable, card_problem))
+    log.extend(_card_findings(lay, card_text, shards, orphans,
+                              [i for i, s in zip(infos, shards, strict=True)
+                               if i is not None and s.path not in unreadable], unreadable, card_problem))
 
     rows = _concat_rows(per_shard, shards)
-    pending = _joins(rows, fast) if rows["split"].size else []
+    left_out: Counter[str] = Counter()
+    pending = _joins(rows, fast, left_out) if rows["split"].size else []
+    log.omitted.update(left_out)
     wanted: dict[int, set[int]] = defaultdict(set)
     for p in pending:
         for i in (p.idx, p.other):
@@ -105,26 +107,28 @@ def _check_repo(target: str, *, fast: bool, revision: str | None, workers: int |
         name, other = shards[s_i], shards[s_o]
         msg = p.text.format(other_sid=sids.get((s_o, r_o)), other_split=other.split,
                             other_where=f"{other.path}#{r_o}")
-        findings.append(Finding(p.kind, msg, source_dir(name.source), name.split, name.path, r_i,
-                                sids.get((s_i, r_i))))
+        log.add(Finding(p.kind, msg, source_dir(name.source), name.split, name.path, r_i, sids.get((s_i, r_i))))
 
-    release_checks = _release_checks(fs, root, release, index, findings)
+    release_checks = _release_checks(fs, root, release, index, log)
+    findings = log.findings()
     findings.sort(key=_sort_key)
-    report = CheckReport(scrub(url), "fast" if fast else "full", findings)
+    report = CheckReport(scrub(url), "fast" if fast else "full", findings,
+                         omitted={k: n for k, n in sorted(log.omitted.items()) if n})
+    counts = report.counts_by_kind()
     report.stats = {
         "shards": len(shards), "unreadable_shards": len(unreadable), "other_parquet_files": len(orphans),
         "rows": rows_read, "images_decoded": images, "workers": workers,
         "executor": kind,
         "ir_threshold": ir_threshold, "phash_radius": PHASH_RADIUS,
-        "seconds": round(time.perf_counter() - t0, 3), "findings": len(findings),
-        "findings_by_kind": report.counts_by_kind(),
+        "seconds": round(time.perf_counter() - t0, 3), "findings": sum(counts.values()),
+        "findings_by_kind": counts,
     }
     if release_checks is not None:
         report.stats["release"] = release_checks
     return report
 
 
-def _release_checks(fs, root: str, release: str | None, index: str | None, findings: list) -> dict | None:
+def _release_checks(fs, root: str, release: str | None, index: str | None, findings: FindingLog) -> dict | None:
     """Run the release checks when asked (or, with ``"auto"``, when the build report names the release)."""
     from ..layout import REPORT_NAME, parse_build_report
     from ..release.known import get_release
@@ -152,7 +156,7 @@ def _release_checks(fs, root: str, release: str | None, index: str | None, findi
     checks = verify(fs, root, rel, build_report=report, index_path=index)
     for c in checks:
         for msg, loc in c.findings:
-            findings.append(Finding(f"release_{c.name}", msg, **loc))
+            findings.add(Finding(f"release_{c.name}", msg, **loc))
     return {"release": rel.name, "checks": [c.to_dict() for c in checks]}
 
 
@@ -168,6 +172,4 @@ def _concat_rows(per_shard: list[dict[str, np.ndarray] | None], shards: list[Sha
     return out
 
 
-def _sort_key(f: Finding) -> tuple:
-    return (f.shard is not None, f.shard or "", -1 if f.row is None else f.row, f.kind, f.config or "",
-            _SPLIT_INDEX.get(f.split or "", -1))
+_sort_key = sort_key  # the report order, defined with the findings (FindingLog keeps the first of each kind)

@@ -27,7 +27,7 @@ from ..schema import (
     SHA256_RE,
 )
 from ..secrets import scrub
-from .findings import Finding
+from .findings import Finding, FindingLog
 from .images import ImageStats, inspect_image
 from .keys import _h64, _sha_parts, caption_key
 
@@ -52,6 +52,8 @@ class _ShardResult:
     index: int
     info: object | None = None  # card.ShardInfo
     findings: list[Finding] = field(default_factory=list)
+    omitted: dict[str, int] = field(default_factory=dict)
+    """Findings of each kind left out of ``findings`` (at most MAX_FINDINGS_PER_KIND each are kept)."""
     rows: dict[str, np.ndarray] = field(default_factory=dict)
     rows_read: int = 0
     images: int = 0
@@ -96,11 +98,14 @@ def _scan_shard(fs, root: str, task: _Task) -> _ShardResult:
 
     res = _ShardResult(task.index)
     name = task.name
+    log = FindingLog()  # a shard of a million bad rows holds a thousand findings of a kind, and counts the rest
 
     def add(kind: str, message: str, row: int | None = None, sid: str | None = None) -> None:
-        res.findings.append(Finding(kind, message, task.config, name.split, name.path, row, sid))
+        log.add(Finding(kind, message, task.config, name.split, name.path, row, sid))
 
-    cols: dict[str, list] = {k: [] for k in _ROW_FIELDS}
+    # the row records, one numpy array per batch and field: ~100 bytes a row, where Python lists of ints took
+    # several times that (and 2,000,000 rows of a hostile shard gigabytes)
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in _ROW_FIELDS}
     try:
         res.info = shard_info(fs, root, name)
         with fs.open(f"{root}/{name.path}", "rb") as fh:
@@ -111,17 +116,23 @@ def _scan_shard(fs, root: str, task: _Task) -> _ShardResult:
             # a missing or mistyped column is reported above; the row checks skip it
             wanted = [c for c in (_FAST_COLUMNS if task.fast else _FULL_COLUMNS)
                       if c in sch.names and sch.field(c).type.equals(expected.field(c).type)]
-            refuse_big_row_groups(pf.metadata, wanted, name.path)  # before a page is inflated
+            refuse_big_row_groups(pf.metadata, wanted, name.path, fh, shard=True)  # by its pages, none inflated
             batch_size = 4096 if task.fast else 32
             for batch in pf.iter_batches(batch_size=batch_size, columns=wanted, use_threads=False):
-                _check_batch(batch, res, task, add, cols)
+                cols: dict[str, list] = {k: [] for k in _ROW_FIELDS}
+                try:
+                    _check_batch(batch, res, task, add, cols)
+                finally:  # the rows checked before a failure still join
+                    for k, v in cols.items():
+                        parts[k].append(np.asarray(v, dtype=_ROW_DTYPES.get(k, np.uint64)))
         _check_pairs(res, add)
     except Exception as e:  # noqa: BLE001 - a broken file is a finding, not a traceback
         res.unreadable = True
         res.pairs = []
         msg = f"{type(e).__name__}: {e}".strip()
         add("unreadable_shard", f"cannot read parquet after {res.rows_read} rows: {scrub(msg)[:400]}")
-    res.rows = {k: np.asarray(v, dtype=_ROW_DTYPES.get(k, np.uint64)) for k, v in cols.items()}
+    res.rows = {k: np.concatenate(v) if v else np.zeros(0, _ROW_DTYPES.get(k, np.uint64)) for k, v in parts.items()}
+    res.findings, res.omitted = log.kept(), dict(log.omitted)
     return res
 
 

@@ -225,7 +225,7 @@ def _read_embeddings(path: Path) -> Embeddings:
             if "sample_id" not in names:
                 raise ProtocolError(f"{path}: no 'sample_id' column (has {', '.join(names)})")
             wanted = [c for c in ("sample_id", "rgb", "ir", "text") if c in names]
-            refuse_big_row_groups(pf.metadata, wanted, str(path))
+            refuse_big_row_groups(pf.metadata, wanted, str(path), f)
             t = pf.read(columns=wanted, use_threads=False)
         sids = [str(s) for s in t.column("sample_id").to_pylist()]
         arrs = {m: _list_column(t.column(m), path, m) for m in ("rgb", "ir", "text") if m in t.column_names}

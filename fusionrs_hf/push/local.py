@@ -212,7 +212,7 @@ def rights_summary(files: Iterable[Path]) -> list[dict]:
     for path in files:
         with open(path, "rb") as f:  # not read_table: the footer is judged first (a few KB can claim GBs)
             pf = pq.ParquetFile(f, pre_buffer=False)
-            refuse_big_row_groups(pf.metadata, ["source", "rights_code"], str(path))
+            refuse_big_row_groups(pf.metadata, ["source", "rights_code"], str(path), f, shard=True)
             t = pf.read(columns=["source", "rights_code"], use_threads=False)
         for src, code in zip(t.column("source").to_pylist(), t.column("rights_code").to_pylist(), strict=True):
             counts[str(src), code if code is not None else "(none)"] += 1

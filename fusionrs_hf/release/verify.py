@@ -85,7 +85,7 @@ def _read(fs, root: str):
         with fs.open(f"{root}/{name.path}", "rb") as f:
             pf = pq.ParquetFile(f, pre_buffer=False)  # no IO threads outliving the read (see check/joins.py)
             cols = [c for c in COLUMNS if c in pf.schema_arrow.names]
-            refuse_big_row_groups(pf.metadata, cols, name.path)
+            refuse_big_row_groups(pf.metadata, cols, name.path, f, shard=True)
             t = pf.read(columns=cols, use_threads=False).to_pydict()
         n = len(t["sample_id"])
         for i in range(n):

@@ -13,7 +13,11 @@ every request costs a round trip. Four things hide it:
   row group from those bytes (:class:`PrefetchedFile`, which asks the filesystem for anything it was not
   given). At most ``read_ahead`` row groups are fetched or held ahead of the one being decoded, so memory
   stays flat: ``read_ahead + 1`` row groups' column bytes per worker. Row groups smaller than a batch are
-  fetched until a batch's rows are ahead (at most :data:`MAX_SMALL_AHEAD` of them).
+  fetched until a batch's rows are ahead (at most :data:`MAX_SMALL_AHEAD` of them). Before pyarrow inflates
+  a page, the row group's page headers are walked from those same bytes
+  (:func:`~fusionrs_hf.limits.row_group_too_big`: a footer may lie about what its pages inflate to, the
+  headers are what Arrow allocates), so the rule costs no request; ``read_ahead=0`` fetches the row group's
+  spans the same way when it is read (one read a span through the filesystem's file, as pyarrow's own).
 * **Nothing asked twice**: a Hub shard's ``/resolve/`` URL travels with the plan too, so a worker's fresh
   filesystem does not ask the Hub for the repo or list the shard's folder before its first byte; and a row
   group two workers' slices split is fetched by one and handed to the other (:mod:`~fusionrs_hf.torch.share`).
@@ -39,6 +43,7 @@ import numpy as np
 
 from ..decode import DecodeError
 from ..limits import MAX_ROW_GROUP_BYTES, _read_chunks, row_group_too_big  # noqa: F401 - re-exported
+from ..parquet_pages import ByteSource
 from ..safepath import is_local_fs
 from . import share
 
@@ -351,10 +356,19 @@ class PrefetchedFile(io.RawIOBase):
     """A read-only file for pyarrow: reads covered by prefetched spans are served from memory, others go
     to the filesystem (with retries)."""
 
-    def __init__(self, source: RangeSource, size: int) -> None:
+    def __init__(self, source: RangeSource | FileSource, size: int) -> None:
         super().__init__()
         self.source, self._size, self._pos = source, int(size), 0
         self.current: _Fetched | None = None
+        self.closing: FileSource | None = None
+        """A source this file owns (closed with it): the filesystem's file of ``read_ahead=0``."""
+
+    def close(self) -> None:
+        self.current = None
+        if self.closing is not None:
+            self.closing, closing = None, self.closing
+            closing.close()
+        super().close()
 
     def readable(self) -> bool:
         return True
@@ -386,6 +400,32 @@ class PrefetchedFile(io.RawIOBase):
 
     def readall(self) -> bytes:
         return self.read(-1)
+
+
+class FileSource:
+    """What a :class:`PrefetchedFile` reads from an open file of the filesystem (``read_ahead=0``): positioned
+    reads through the file's own cache, as pyarrow's reads through it were, with its ``size``."""
+
+    stats = None
+
+    def __init__(self, f) -> None:
+        size = getattr(f, "size", None)
+        if size is None:  # a file object without fsspec's size (memory://)
+            size = f.seek(0, 2)
+            f.seek(0)
+        self.f, self.size = f, int(size)
+        self._lock = threading.Lock()
+
+    def fetch(self, start: int, end: int) -> bytes:
+        with self._lock:
+            self.f.seek(start)
+            data = self.f.read(end - start)
+        if len(data) != end - start:
+            raise OSError(f"short read: {len(data)} of {end - start} bytes at {start}")
+        return data
+
+    def close(self) -> None:
+        self.f.close()
 
 
 class ReadItem(NamedTuple):
@@ -577,6 +617,9 @@ class RowGroupReading:
         pre = None if local else self._prefetcher(pieces, first_pos, cols)
         pos = 0
         open_name, pf, handle, open_error = None, None, None, None
+        # The shard's bytes as the page-header walk reads them (limits.row_group_too_big): a local file through a
+        # handle of its own (a small read a page), a remote one from the bytes already fetched for pyarrow.
+        pages, local_fh = None, None
         item = -1  # index of the piece among the prefetcher's items
         try:
             for unit_idx, first, end in pieces:
@@ -586,20 +629,28 @@ class RowGroupReading:
                     continue
                 item += 1
                 if unit.shard != open_name:
-                    if handle is not None:
-                        handle.close()
-                    handle, pf, open_error = None, None, None
+                    for h in (handle, local_fh):
+                        if h is not None:
+                            h.close()
+                    handle, pf, open_error, pages, local_fh = None, None, None, None, None
                     path = f"{self.root}/{unit.shard}"
                     try:
                         if local:  # memory-mapped: pages are read from the page cache without a copy
                             pf = pq.ParquetFile(path, memory_map=True)
+                            local_fh = self.fs.open(path, "rb")
+                            pages = ByteSource(local_fh)
                         elif pre is not None:  # the plan's footer, column bytes fetched ahead
                             it = pre.items[item]
                             handle = PrefetchedFile(pre.source(path, it.size, it.url), it.size)
                             pf = pq.ParquetFile(handle, metadata=it.metadata)
-                        else:
-                            handle = self.fs.open(path, "rb")
+                            # the walk reads the row group's fetched bytes (handle.current): no request of its own
+                            pages = ByteSource(handle)
+                        else:  # read_ahead=0: each row group's column bytes fetched when it is read (below)
+                            raw = FileSource(self.fs.open(path, "rb"))
+                            handle = PrefetchedFile(raw, raw.size)
+                            handle.closing = raw
                             pf = pq.ParquetFile(handle)
+                            pages = ByteSource(handle)
                     except Exception as e:  # noqa: BLE001 - truncated footer, not parquet, gone: named below
                         open_error = f"cannot open the parquet file: {type(e).__name__}: {e}"
                     open_name = unit.shard
@@ -617,8 +668,17 @@ class RowGroupReading:
                     if unit.row_group >= md.num_row_groups or md.row_group(unit.row_group).num_rows != unit.num_rows:
                         error = ("the shard changed since this epoch was planned (its row groups differ from the "
                                  "plan); the next epoch re-plans")
-                    else:  # a few KB of zstd can claim GBs: judged from the footer, before anything is inflated
-                        error = row_group_too_big(md, unit.row_group, cols)
+                    else:  # a few KB of zstd can claim GBs, and a footer can lie: judged by the page headers
+                        try:  # (and the shard's rows by its bytes), before anything is inflated
+                            if pre is None and not local:
+                                # read_ahead=0: the bytes pyarrow is about to read, one read a span (uncut, as
+                                # pyarrow's own): the walk reads them from memory, and pyarrow does not read again
+                                handle.current = None
+                                spans = plan_requests(column_ranges(md, unit.row_group, cols), 1 << 62)
+                                handle.current = _Fetched([(a, handle.source.fetch(a, b)) for a, b in spans])
+                            error = row_group_too_big(md, unit.row_group, cols, source=pages, shard=True)
+                        except Exception as e:  # noqa: BLE001 - a read of the row group or a page header failed
+                            error = f"cannot read row group {unit.row_group}: {type(e).__name__}: {e}"
                 done = 0  # rows of this piece delivered
                 if error is None:
                     try:
@@ -639,8 +699,9 @@ class RowGroupReading:
                                     "_error": error}
                         pos += 1
         finally:
-            if handle is not None:
-                handle.close()
+            for h in (handle, local_fh):
+                if h is not None:
+                    h.close()
             if pre is not None:
                 pre.close()
 
