@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .layout import interrupted_build
+from .layout import interrupted_build, unfinished_build
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
@@ -39,7 +39,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def _require_repo(root: Path) -> None:
-    """A card describes shards: refuse (exit 2, one line) a path that is no folder, or a folder without any."""
+    """A card describes shards: refuse (exit 2, one line) a path that is no folder, a folder without any, or one
+    whose build has not finished (:func:`~fusionrs_hf.layout.unfinished_build`): a card rendered from half the
+    shards is self-consistent, so nothing after it would tell the rest is missing."""
     import fsspec
 
     from .errors import CliError
@@ -54,6 +56,9 @@ def _require_repo(root: Path) -> None:
     if not shards:
         raise CliError(f"{root}: no shards under data/ (data/<source>/<split>/*.parquet): nothing for a card to "
                        f"describe{interrupted_build(root)}")
+    unfinished = unfinished_build(root)
+    if unfinished:
+        raise CliError(unfinished)
 
 
 def check_repo_id(value: str) -> str:

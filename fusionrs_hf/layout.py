@@ -83,6 +83,50 @@ def interrupted_build(root) -> str:
         return ""
     return (f"; a fusionrs build into it was interrupted ({state} holds its state): re-run the same "
             "`fusionrs build` command to resume it")
+
+
+def build_progress(root) -> tuple[int, int] | None:
+    """(planned, done) shards of the last ``fusionrs build`` that planned into ``root``, from its state folder:
+    one ``plan/<path with / as __>.jsonl`` per planned shard (written before any shard), one
+    ``done/<path>.json`` per finished one (written after it). None when there is no plan to go by (no state
+    folder, or a build that never got to planning): then the folder's shards say all there is.
+
+    Only names are read, never a shard, so it costs one directory listing per folder of the state."""
+    from pathlib import Path
+
+    state = Path(root) / BUILD_STATE_DIR
+    plan_dir, done_dir = state / "plan", state / "done"
+    if state.is_symlink() or not plan_dir.is_dir() or plan_dir.is_symlink():
+        return None
+    planned = {p.name[: -len(".jsonl")] for p in plan_dir.iterdir() if p.name.endswith(".jsonl")}
+    done = 0
+    if planned and done_dir.is_dir() and not done_dir.is_symlink():
+        for p in done_dir.rglob("*.json"):
+            rel = p.relative_to(done_dir).as_posix()[: -len(".json")]
+            done += rel.replace("/", "__") in planned
+    return len(planned), done
+
+
+def unfinished_build(root) -> str | None:
+    """The one-line refusal for a folder whose last ``fusionrs build`` has not finished, else None.
+
+    The one rule of every command that publishes or describes a local repo (``fusionrs push``, ``fusionrs
+    card``): a build killed half-way (or still running) leaves shards that are each complete, so every check of
+    the shards and any card rendered from them is self-consistent, and only the build's own state tells that
+    half the dataset is missing. A build is finished when every shard its plan lists has its done record
+    (a shard whose rows were all dropped has one too, and no file). Why not the build report: a new-source build
+    writes a report of another name, and a folder copied without its report is still complete."""
+    progress = build_progress(root)
+    if progress is None:
+        return None
+    planned, done = progress
+    if done >= planned:
+        return None
+    return (f"{root}: a fusionrs build was interrupted here (or is still running): {BUILD_STATE_DIR} lists "
+            f"{planned} shards, {done} are done; re-run the build first (the same `fusionrs build` command "
+            "resumes it)")
+
+
 DEFAULT_REPO_ID = "fusionrs/fusionrs"
 """Hub id used by :func:`fusionrs_hf.load` unless ``FUSIONRS_REPO`` or ``repo=`` says otherwise."""
 

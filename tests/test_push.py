@@ -315,7 +315,7 @@ def test_token_never_printed_or_logged(push_local, monkeypatch, capsys, caplog):
     rc = main(["push", str(push_local), REPO])
     rc_json = main(["push", str(push_local), REPO, "--json"])
     captured = capsys.readouterr()
-    assert rc == rc_json == 1
+    assert rc == rc_json == 2  # a refused token: unusable input, not a push to resume
     assert made and made[0].token == secret  # the token was used ...
     assert "401" in captured.err and "Unauthorized" in captured.err
     for text in (captured.out, captured.err, caplog.text):  # ... and never shown

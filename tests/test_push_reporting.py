@@ -345,8 +345,8 @@ def test_a_server_that_wants_a_token_says_so_in_one_line(tmp_path, sample_repo):
                    HF_HOME=str(tmp_path / "hf-home"), FUSIONRS_HUB_TIMEOUT="10")
         res = _push(env, str(sample_repo), "me/locked", "--quiet")
     errors = [line for line in res.stderr.splitlines() if "error" in line]
-    assert res.returncode == 1 and len(errors) == 1, res.stderr
-    assert "401" in errors[0] and "no token was sent: set HF_TOKEN" in errors[0]
+    assert res.returncode == 2 and len(errors) == 1, res.stderr  # unusable input: re-running changes nothing
+    assert "401" in errors[0] and "no token was sent: set HF_TOKEN" in errors[0] and "resume" not in errors[0]
 
 
 def test_only_loopback_endpoints_go_without_a_token():

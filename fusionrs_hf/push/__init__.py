@@ -43,10 +43,16 @@ replaces a destination README.md that fusionrs did not write.
 Re-running after an interruption uploads only what is missing and ends in the same remote state; a re-push
 of an unchanged repo uploads 0 bytes and makes no commit. Remote files are never deleted without --prune
 (and --prune only deletes parquet files under data/). New Hub repos are created private unless --public.
-Shards that exist only on the remote are kept, and the card counts them (their parquet footers are read).
-The token comes from HF_TOKEN or the stored login (`hf auth login`) and is never printed. Against an
-HF_ENDPOINT on this machine (127.0.0.1, localhost: e.g. `python -m fusionrs_hf.testing.hub_server`) none is
-required: the server answers, and a 401 says to set HF_TOKEN.
+Shards that exist only on the remote are kept, and the card counts them (their parquet footers are read);
+one that holds a sample_id a local shard holds too (a rebuild that re-sharded) stops the push before anything
+is written (exit 2: --prune removes the remote-only shards). A folder whose `fusionrs build` was interrupted
+or is still running (its .fusionrs-build lists shards that are not done) is refused (exit 2), whatever the
+check says: re-run the build first. A destination URL with '?' or '#' is refused (exit 2).
+The Hub endpoint is --storage-option endpoint=..., else HF_ENDPOINT; the token is --storage-option token=...,
+else HF_TOKEN or the stored login (`hf auth login`), and is never printed. Against an endpoint on this
+machine (127.0.0.1, localhost: e.g. `python -m fusionrs_hf.testing.hub_server`) none is required: the server
+answers. A token the Hub refuses (HTTP 401/403) or a store without usable credentials is exit 2, one line
+saying where credentials come from.
 
 Examples:
   fusionrs push ./my-fusionrs me/fusionrs --dry-run

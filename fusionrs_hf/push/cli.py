@@ -18,6 +18,7 @@ from .plan import (
     LocalRepoError,
     PushError,
     PushHubUnreachable,
+    PushRefused,
     PushResult,
     _fmt_bytes,
     logger,
@@ -80,8 +81,11 @@ def _print_plan(res: PushResult, out=None) -> None:
             print(f"  - {rel}  (prune)", file=out)
     if plan.rights:
         print("rights summary of the rows to upload (source, rights_code: rows):", file=out)
+        # columns as wide as their longest entry (codes run past 36 characters), so the counts line up
+        src_w = max(10, *(len(str(r["source"])) for r in plan.rights))
+        code_w = max(36, *(len(str(r["rights_code"])) for r in plan.rights))
         for r in plan.rights:
-            print(f"  {r['source']:<10} {r['rights_code']:<36} {r['rows']:>10,}", file=out)
+            print(f"  {str(r['source']):<{src_w}} {str(r['rights_code']):<{code_w}} {r['rows']:>10,}", file=out)
     if plan.upload:
         print(f"note: {TERMS_WARNING}", file=out)
     out.flush()
@@ -164,7 +168,7 @@ def _run(args: argparse.Namespace, progress: bool) -> int:
     except CheckFailed as e:
         _fail(args, str(e), check=e.report.to_dict() if hasattr(e.report, "to_dict") else None)
         return 1
-    except (LocalRepoError, PushHubUnreachable) as e:  # unusable input / no Hub: nothing written
+    except (LocalRepoError, PushHubUnreachable, PushRefused) as e:  # unusable input / no Hub / refused credentials
         _fail(args, str(e))
         return 2
     except PushError as e:

@@ -18,7 +18,7 @@ from .. import secrets as _secrets
 from ..card import CARD_NAME, render_card
 from ..card_assets import ASSET_PATHS
 from ..errors import CliError, UnusableInputError
-from ..layout import SHARD_TEMPLATE, ShardName, layout_for
+from ..layout import SHARD_TEMPLATE, ShardName, layout_for, unfinished_build
 from ..safepath import check_repo_file
 from ..sources import REGISTRY_FILE
 from ..storage import hub_endpoint
@@ -41,9 +41,11 @@ from .plan import (
     LocalFile,
     LocalRepoError,
     Progress,
+    PushAuthError,
     PushError,
     PushHubUnreachable,
     PushPlan,
+    PushRefused,
     PushResult,
     RemoteFile,
     logger,
@@ -60,6 +62,29 @@ def _is_folder(target: str) -> bool:
         return False
     return (target.startswith(("/", "./", "../", "~/")) or target in (".", "..", "~")
             or os.path.exists(os.path.expanduser(target)))
+
+
+_USERINFO = re.compile(r"(?i)^[a-z][a-z0-9+.-]*://(?:[^/\s?#@:]*:[^\s@]*|[^/\s?#@]*)@")
+"""``scheme://user:password@`` at the start of a URL, as :func:`fusionrs_hf.secrets.register_url` finds it (a
+password may hold ``?`` or ``#``)."""
+
+
+def _refuse_query(target: str) -> None:
+    """A destination that is no folder path must carry no ``?`` or ``#``: fsspec takes them for part of the
+    object key (``s3://bkt/q1?secret=X`` wrote ``bkt/q1?secret=X/data/...``: the query, often a credential, in
+    the name of every object), and a Hub id cannot hold them. Reading a repo allows them in object keys
+    (:func:`fusionrs_hf.storage.locate`); a push names where it writes, so here it is refused, in one line that
+    shows the URL only up to the query (and never its user:password)."""
+    if _is_folder(target):
+        return
+    m = _USERINFO.match(target)
+    head, rest = (target[: target.index("://") + 3] + "***@", target[m.end():]) if m else ("", target)
+    cut = min((i for i in (rest.find("?"), rest.find("#")) if i >= 0), default=-1)
+    if cut < 0:
+        return
+    raise CliError(f"{head}{rest[:cut]}?...: a push destination takes no query string or fragment ('?', '#'): "
+                   "the store would make them part of every object's name; give the URL without them, and "
+                   "credentials with --storage-option (or the store's environment variables); nothing was written")
 
 
 def _parse_target(target: str, revision: str | None) -> tuple[str, str | None, bool]:
@@ -161,13 +186,17 @@ def push_repo(
         from ..layout import interrupted_build
 
         raise CliError(f"{local}: not a FusionRS repo folder (no data/ directory){interrupted_build(local)}")
+    unfinished = unfinished_build(local)  # half a build passes every check of its shards: its state says so
+    if unfinished:
+        raise CliError(unfinished)
     if max_files_per_commit < 2:
         raise CliError("max_files_per_commit must be at least 2")
-    ref, revision, is_hub = _parse_target(target, revision)
     secrets: list[str | None] = [token]
     _secrets.register_secret(token)
     _secrets.register_url(target)
     _secrets.register_options(storage_options)
+    _refuse_query(target)
+    ref, revision, is_hub = _parse_target(target, revision)
 
     check_dict = None
     card_notes: list[str] = []
@@ -195,17 +224,18 @@ def push_repo(
     try:
         if is_hub:
             if api is None:
-                from huggingface_hub import get_token
-
-                token = token or get_token()
-                secrets.append(token)
-                _secrets.register_secret(token)
-                if token is None and not dry_run and not _loopback(hub_endpoint()):
-                    raise CliError("no Hugging Face token: set HF_TOKEN or run `hf auth login`")
-                tokenless = token is None
-                api = make_api(token)
+                endpoint, token = _hub_client_options(token, storage_options)
+                secrets.append(token if isinstance(token, str) else None)
+                _secrets.register_secret(token if isinstance(token, str) else None)
+                if token is None and not dry_run and not _loopback(endpoint):
+                    raise CliError("no Hugging Face token: set HF_TOKEN, run `hf auth login` or pass "
+                                   "--storage-option token=...")
+                tokenless = token is None or token is False
+                # HfApi's own default endpoint is HF_ENDPOINT: named only when the option gives another (test
+                # doubles stand in for make_api(token))
+                api = make_api(token, endpoint) if (storage_options or {}).get("endpoint") else make_api(token)
             secrets.append(getattr(api, "token", None) if isinstance(getattr(api, "token", None), str) else None)
-            tgt = _HubTarget(ref, api, revision, private, hub_fs)
+            tgt = _HubTarget(ref, api, revision, private, hub_fs, fs_options=storage_options)
         else:
             tgt = _FsspecTarget(ref, revision, storage_options)
         for note in card_notes:
@@ -238,17 +268,91 @@ def push_repo(
             offline = _offline_error(e)
             why = (f"the Hub is offline here (HF_HUB_OFFLINE is set), so {endpoint} was not contacted" if offline else
                    f"cannot reach the Hub at {endpoint} ({msg.splitlines()[0] if msg else type(e).__name__})")
-            raise PushHubUnreachable(f"push to {where}: {why}; nothing was uploaded. Check the network or "
-                                     "HF_ENDPOINT, then run the same command again", repo=ref, endpoint=endpoint,
+            raise PushHubUnreachable(f"push to {where}: {why}; nothing was uploaded. Check the network or the "
+                                     "endpoint (--storage-option endpoint=..., else HF_ENDPOINT), then run the "
+                                     "same command again", repo=ref, endpoint=endpoint,
                                      offline=offline) from None
-        if tokenless and _http_status(e) == 401:
-            msg += " (no token was sent: set HF_TOKEN or run `hf auth login`)"
+        refused = _auth_refusal(e, tgt, where, tokenless, dry_run, msg)
+        if refused is not None:
+            raise PushAuthError(scrub(refused, secrets)) from None
         if dry_run:
             raise PushError(f"push --dry-run for {where} failed: {msg}; nothing was uploaded") from None
         raise PushError(f"push to {where} failed: {msg}; re-run the same command to resume") from None
     finally:
         if quiet_client:
             enable_progress_bars()
+
+
+def _hub_client_options(token: str | bool | None, storage_options: dict | None) -> tuple[str, str | bool | None]:
+    """(endpoint, token) of the Hub client a push makes: the same rule as every read (``check``,
+    :func:`fusionrs_hf.load`, ``make_dataloader``, through :func:`fusionrs_hf.storage.locate`): the endpoint is
+    ``--storage-option endpoint=...``, else ``HF_ENDPOINT`` (:func:`~fusionrs_hf.storage.hub_endpoint`); the
+    token is ``token=`` of the Python call, else ``--storage-option token=...`` (``token=false``: send none),
+    else ``HF_TOKEN`` / the stored login. Why one rule: a push that took the endpoint option for reads only
+    would upload a private dataset to whatever ``HF_ENDPOINT`` names (huggingface.co by default)."""
+    opts = storage_options or {}
+    endpoint = hub_endpoint(opts)
+    if token is None and "token" in opts:
+        token = opts["token"]
+    if token is None or token is True:
+        from huggingface_hub import get_token
+
+        token = get_token()
+    return endpoint, token
+
+
+_CREDENTIAL_ERRORS = frozenset({"NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError",
+                                "NoAuthTokenError", "ClientAuthenticationError", "DefaultCredentialsError",
+                                "RefreshError"})
+"""Class names of the errors object-store clients raise when they have no usable credentials (botocore,
+azure, google-auth): named, not imported, since each store's client is an optional extra."""
+
+
+def _auth_refusal(e: BaseException, tgt, where: str, tokenless: bool, dry_run: bool, msg: str) -> str | None:
+    """The one-line message when ``e`` means the remote refused (or could not be given) credentials, else None.
+
+    Such a push is unusable input (exit 2): re-running it as it is fails the same way, so it must not be told
+    to "resume". The hint says where credentials come from for this kind of remote; the Hub's own words
+    (``msg``, or the server message of the error: "no rights to create a dataset under ...") are kept, and
+    pass the secret filter with the rest."""
+    hub = isinstance(tgt, _HubTarget)
+    some = tgt is not None and not dry_run and (tgt.committed if hub else tgt.transfer.sent_files > 0)
+    nothing = (f"what was {'committed' if hub else 'written'} before stays; fix that, then run the same command"
+               if some else f"nothing was {'uploaded' if hub else 'written'}")
+    if hub:
+        status = _http_status(e)
+        if status not in (401, 403):
+            return None
+        repo = tgt.repo_id
+        if status == 401:
+            why = ("no token was sent: set HF_TOKEN, run `hf auth login` or pass --storage-option token=..."
+                   if tokenless else "the token was refused: check HF_TOKEN, the stored login (`hf auth login`) "
+                                     "or --storage-option token=...")
+        else:
+            why = (f"the token may not write to {repo} (a read-only token, or a repo of another owner or "
+                   "organization): use a token with write access to it")
+        said, seen = None, e
+        while seen is not None and said is None:
+            said = getattr(seen, "server_message", None) or None
+            seen = seen.__cause__ or seen.__context__
+        said = (str(said).strip() or None) if said else None
+        said = said or (msg.splitlines() or [""])[0]
+        return (f"push to {where}: {tgt.endpoint} answered HTTP {status} ({why}){f'; it said: {said}' if said else ''}"
+                f"; {nothing}")
+    chain, seen = [], e
+    while seen is not None and len(chain) < 8:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    hit = next((x for x in chain if isinstance(x, PermissionError)
+                or any(c.__name__ in _CREDENTIAL_ERRORS for c in type(x).__mro__)), None)
+    if hit is None:
+        return None
+    first = (scrub(f"{type(hit).__name__}: {hit}").splitlines() or [type(hit).__name__])[0]
+    if getattr(tgt, "_local", False):
+        return f"push to {where}: cannot write there ({first}): check the folder's permissions; {nothing}"
+    return (f"push to {where}: the store refused access or has no credentials ({first}): give them with "
+            "--storage-option (e.g. key=..., secret=...) or the store's environment variables (e.g. "
+            f"AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY), and make sure they may write there; {nothing}")
 
 
 def _loopback(endpoint: str) -> bool:
@@ -296,6 +400,41 @@ def _push(local: Path, tgt, *, dry_run: bool, prune: bool, message: str | None, 
                               removed=removed, on_plan=on_plan, say=say)
     finally:
         snapshot.close()
+
+
+def _refuse_duplicate_rows(local: Path, names: list[ShardName], kept: list[str], tgt, n_kept: int) -> None:
+    """Refuse (:class:`PushRefused`, before anything is written) a push whose kept remote-only shards hold a
+    sample_id that a local shard holds too: the remote would then hold that row twice, and fail ``fusionrs
+    check`` (duplicate_sample_id) under a card that counts both. It happens after a rebuild that re-sharded
+    (``--rows-per-shard``, ``--overwrite``): the old shard names are gone locally, their rows are not.
+
+    Only when remote-only shards are kept (a push usually has none, and costs nothing here): the sample_id
+    column of each local shard (a local read), then that column alone of each kept shard, stopping at the
+    first shared id."""
+    if not kept or not names:
+        return
+    from .hub import read_sample_ids
+
+    fs = fsspec.filesystem("file")
+    owner: dict[str, str] = {}
+    for name in names:
+        try:
+            ids = read_sample_ids(fs, str(local / name.path))
+        except FileNotFoundError:
+            raise LocalRepoError(f"local {name.path} disappeared while push was planning (is a build still "
+                                 "running?); nothing was uploaded, re-run when it is done") from None
+        except (OSError, pa.ArrowException) as e:
+            raise LocalRepoError(f"local {name.path}: cannot read its sample_id column ({type(e).__name__}: "
+                                 f"{str(e).splitlines()[0] if str(e) else ''}); nothing was uploaded") from None
+        for sid in ids:
+            owner.setdefault(sid, name.path)
+    for rel in kept:
+        sid = next((x for x in tgt.remote_sample_ids(rel) if x in owner), None)
+        if sid is not None:
+            raise PushRefused(
+                f"remote {rel} (not in the local repo, so push would keep it) holds sample_id {sid!r}, which local "
+                f"{owner[sid]} holds too: the remote would have that row twice; pass --prune to remove the "
+                f"{n_kept} remote-only shard(s), or bring {rel} back into the local repo; nothing was uploaded")
 
 
 def _plan_files(local: Path, names: list[ShardName], remote: dict[str, RemoteFile], tgt, plan: PushPlan
@@ -354,6 +493,8 @@ def _push_snapshot(local: Path, tgt, snapshot: _Snapshot, *, dry_run: bool, prun
             card_shards.append(info)
             infos[rel] = info
     if plan.keep_remote_only:
+        _refuse_duplicate_rows(local, names, [r for r in plan.keep_remote_only if r in infos], tgt,
+                               len(plan.keep_remote_only))
         warnings.append(f"{len(plan.keep_remote_only)} remote shard(s) are not in the local repo; kept and counted "
                         "in the card (pass --prune to delete them)")
 
@@ -411,7 +552,9 @@ def _push_snapshot(local: Path, tgt, snapshot: _Snapshot, *, dry_run: bool, prun
     tgt.create()  # the first write to the remote
     with tqdm(total=plan.upload_bytes, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr,
               desc=f"push 0/{plan.upload_files} files", disable=not progress) as bar:
-        result.commits = tgt.apply(plan, message=message, max_files=max_files, bar=Progress(bar, say))
+        shown = Progress(bar, say)
+        result.commits = tgt.apply(plan, message=message, max_files=max_files, bar=shown)
+        shown.finish(plan.upload_bytes, plan.upload_files)  # every planned file was handled: the bar ends full
     result.uploaded_files, result.uploaded_bytes = plan.upload_files, plan.upload_bytes
     result.transfer = tgt.transfer
     sender: _Sender = plan.sender

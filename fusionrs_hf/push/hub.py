@@ -27,13 +27,28 @@ from .plan import (
 from .sender import _Sender
 
 
-def make_api(token: str | None):
-    """The real client (tests swap this for an in-process double)."""
+def make_api(token: str | bool | None, endpoint: str | None = None):
+    """The real client, for ``endpoint`` (None: ``HF_ENDPOINT``, else huggingface.co) with ``token``. Every call
+    push makes to the Hub goes through it or takes its ``endpoint`` and ``token`` (the LFS batch probe, the
+    footers read through ``HfFileSystem``), so what ``--storage-option endpoint=/token=`` name is where the
+    files go and what is sent. (Tests swap this for an in-process double.)"""
     from huggingface_hub import HfApi
 
     from .. import __version__
 
-    return HfApi(token=token, library_name="fusionrs-hf", library_version=__version__)
+    return HfApi(endpoint=endpoint, token=token, library_name="fusionrs-hf", library_version=__version__)
+
+
+def read_sample_ids(fs, path: str) -> list[str]:
+    """The ``sample_id`` column of one shard on ``fs``: its footer and that column's pages only (none for a
+    file without that column: it holds no FusionRS rows to compare)."""
+    import pyarrow.parquet as pq
+
+    with fs.open(path, "rb") as f:
+        pf = pq.ParquetFile(f)
+        if "sample_id" not in pf.schema_arrow.names:
+            return []
+        return [s for s in pf.read(columns=["sample_id"]).column(0).to_pylist() if s is not None]
 
 
 def _is_pushed_path(rel: str) -> bool:
@@ -47,14 +62,19 @@ class _HubTarget:
 
     kind = "hub"
 
-    def __init__(self, repo_id: str, api, revision: str | None, private: bool, hub_fs=None) -> None:
+    def __init__(self, repo_id: str, api, revision: str | None, private: bool, hub_fs=None,
+                 fs_options: dict | None = None) -> None:
         self.repo_id, self.api, self.revision, self.private = repo_id, api, revision, private
         self._hub_fs = hub_fs
+        self._fs_options = {k: v for k, v in (fs_options or {}).items() if k not in ("endpoint", "token")}
+        """Other ``--storage-option`` values, for ``HfFileSystem`` (as ``check`` and ``load`` pass them)."""
         self.list_revision = revision
         self.parent: str | None = None
         self.warnings: list[str] = []
         self.wrote = False
         """Something was written to the remote (a failure after that is one to resume)."""
+        self.committed = False
+        """A commit of files went in (a created repo or branch alone holds none of ours)."""
         self.transfer = Transfer()
         """What the commits carried: sent, already in the repo's LFS store, or unknown (:meth:`_stored`)."""
 
@@ -147,7 +167,9 @@ class _HubTarget:
         if self._hub_fs is None:
             from huggingface_hub import HfFileSystem
 
-            self._hub_fs = HfFileSystem(endpoint=getattr(self.api, "endpoint", None), token=getattr(self.api, "token", None))
+            # the client's endpoint and token, never HF_ENDPOINT / the stored login behind its back
+            self._hub_fs = HfFileSystem(**self._fs_options, endpoint=getattr(self.api, "endpoint", None),
+                                        token=getattr(self.api, "token", None))
         root = f"datasets/{self.repo_id}"
         if self.list_revision:
             root += "@" + quote(self.list_revision, safe="")
@@ -159,6 +181,10 @@ class _HubTarget:
             return None
         fs, root = self._fs_root()
         return shard_info(fs, root, name)
+
+    def remote_sample_ids(self, rel: str) -> list[str]:
+        fs, root = self._fs_root()
+        return read_sample_ids(fs, f"{root}/{rel}")
 
     def remote_bytes(self, rel: str) -> bytes:
         fs, root = self._fs_root()
@@ -265,13 +291,18 @@ class _HubTarget:
         base = message or _default_message(plan)
         commits: list[str] = []
         done = 0
+        # what the last commit carries besides shards, as planned (the bar's total was made of these numbers)
+        tail_files = plan.upload_files - len(files)
+        tail_bytes = plan.upload_bytes - sum(f.size for f in files)
         for i, batch in enumerate(batches):
             last = i == len(batches) - 1
             ops: list = []
             snaps: list[LocalFile] = []
             for planned in batch:  # snapshot now (copy + hash, one read): that copy is what gets sent
                 f = sender.take(planned)
-                if f is None:
+                if f is None:  # vanished: handled (named in a warning), so the bar moves past it
+                    done += 1
+                    bar.update(planned.size)
                     continue
                 op = CommitOperationAdd(path_in_repo=f.relpath, path_or_fileobj=str(f.path))
                 if op.upload_info.sha256.hex() != f.sha256:
@@ -329,6 +360,7 @@ class _HubTarget:
                 repo_type="dataset", revision=self.revision, parent_commit=self.parent,
             )
             self.parent = getattr(info, "oid", None) or self.parent
+            self.committed = True
             commits.append(getattr(info, "oid", str(info)))
             self._verify(getattr(info, "oid", None), sent)
             logger.info("commit %s: %d file(s)%s", commits[-1], len(ops), " (final, with README.md)" if last else "")
@@ -339,9 +371,9 @@ class _HubTarget:
             gone = sum(1 for op in ops if isinstance(op, CommitOperationDelete))
             bar.line(f"commit {len(commits)}/{len(batches)} {str(commits[-1])[:10]}: {transfer_text(t)}"
                      + (f", {gone} deleted" if gone else "") + (" (with README.md)" if CARD_NAME in sent else ""))
-            if last and CARD_NAME in sent:
-                done += 1
-                bar.update(len(plan.readme_bytes))
+            if last:  # the sources file, the pictures and the card rode in this commit: they count too
+                done += tail_files
+                bar.update(tail_bytes)
                 bar.set_description(f"push {done}/{plan.upload_files} files")
         return commits
 

@@ -74,6 +74,17 @@ class LocalRepoError(PushError):
     complete parquet file). Raised before anything is written; exit code 2."""
 
 
+class PushRefused(PushError):
+    """The push cannot be done as asked, whatever is re-run: unusable input (exit code 2), never "re-run to
+    resume". A destination URL with a query string, a remote-only shard that would duplicate local rows,
+    credentials the remote refuses (:class:`PushAuthError`). The message says whether anything was written."""
+
+
+class PushAuthError(PushRefused):
+    """The remote refused the credentials (HTTP 401/403 from the Hub, no or wrong credentials for a store):
+    exit code 2 with a hint on where credentials come from. Re-running changes nothing until they are fixed."""
+
+
 class PushHubUnreachable(PushError, HubUnreachableError):
     """The Hub did not answer (or ``HF_HUB_OFFLINE`` is set) before anything was written: both a
     :class:`PushError` and the one error type of every entry point, :class:`~fusionrs_hf.storage.HubUnreachableError`."""
@@ -282,6 +293,15 @@ class Progress:
     def line(self, text: str) -> None:
         if self.say is not None:
             self.say(text)
+
+    def finish(self, total: int, files: int) -> None:
+        """End the bar at its total once every planned file was handled. Files whose bytes a target does not
+        count one by one (a vanished shard, a card re-rendered to another size) would otherwise leave a
+        finished push short of 100%."""
+        n = getattr(self.bar, "n", None)
+        if isinstance(n, int | float) and n < total:
+            self.bar.update(total - n)
+        self.bar.set_description(f"push {files}/{files} files")
 
 
 def transfer_text(t: Transfer, done: str = "committed") -> str:

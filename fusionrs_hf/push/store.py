@@ -17,7 +17,7 @@ from ..layout import DEFAULT_LAYOUT, parse_shard_path
 from ..safepath import check_write_under
 from ..sources import REGISTRY_FILE
 from ..storage import describe, locate
-from .hub import _is_pushed_path
+from .hub import _is_pushed_path, read_sample_ids
 from .plan import (
     _CHUNK,
     MANIFEST_NAME,
@@ -144,6 +144,9 @@ class _FsspecTarget:
         name = getattr(self, "layout", DEFAULT_LAYOUT).parse_shard_path(rel)
         return shard_info(self.fs, self.root, name) if name else None
 
+    def remote_sample_ids(self, rel: str) -> list[str]:
+        return read_sample_ids(self.fs, self._full(rel))
+
     def _write(self, rel: str, src: Path | bytes) -> None:
         """Write one file so that its final name never holds partial content."""
         dst = self._full(rel)
@@ -211,13 +214,22 @@ class _FsspecTarget:
         if plan.sources != "unchanged":
             self._put_verified(REGISTRY_FILE, plan.sources_bytes, len(plan.sources_bytes),
                                hashlib.sha256(plan.sources_bytes).hexdigest())
+            done += 1
+            bar.update(len(plan.sources_bytes))
+        planned_assets = {rel: len(plan.assets[rel]) for rel in plan.assets_to_send}  # what the bar's total counts
+        planned_card = len(plan.readme_bytes) if plan.readme != "unchanged" else 0
         readme = sender.final_card()  # from what was actually written
         for rel, data in sender.final_assets().items():  # the card's pictures, before the card that shows them
             self._put_verified(rel, data, len(data), hashlib.sha256(data).hexdigest())
+            if rel in planned_assets:
+                done += 1
+                bar.update(planned_assets.pop(rel))
         if readme is not None:  # after every shard it describes, before removing pruned ones
             self._put_verified(CARD_NAME, readme, len(readme), hashlib.sha256(readme).hexdigest())
-            bar.update(len(readme))
-            bar.set_description(f"push {done + 1}/{plan.upload_files} files")
+            if planned_card:  # (a card re-rendered after a shard vanished was not among the planned files)
+                done += 1
+                bar.update(planned_card)
+        bar.set_description(f"push {done}/{plan.upload_files} files")
         for rel in plan.delete:
             self.fs.rm_file(self._full(rel))
             self.manifest.pop(rel, None)
