@@ -556,6 +556,12 @@ def test_a_shard_of_more_rows_than_its_bytes_allow_is_refused(tmp_path, monkeypa
     with pytest.raises(DecodeError) as e:
         list(make_dataloader(str(repo), "nwpu", "train", batch_size=2, on_error="raise"))
     assert f"shard={rel}" in str(e.value) and why in str(e.value) and "\n" not in str(e.value)
+    # refused when the epoch is planned: a skipping loader leaves the shard out whole, walking none of its rows
+    with pytest.warns(RuntimeWarning, match=f"skipping 1 unreadable shard.*{rel}"):
+        skipping = make_dataloader(str(repo), "nwpu", "train", batch_size=2, on_error="skip")
+    assert skipping.dataset.skipped_shards == [rel]
+    got = [s for b in skipping for s in b["sample_id"]]
+    assert got and skipping.skipped == 0 and len(got) < 1000
     with pytest.raises(limits.RowGroupTooBig, match=f"shard={rel}: {why}"):
         fusionrs_hf.load("nwpu", "train", repo=str(repo))
 
@@ -612,6 +618,10 @@ def test_findings_of_one_kind_are_capped_with_a_summary(tmp_path, monkeypatch):
     assert rep.stats["findings"] == sum(rep.counts_by_kind().values())
     again = check_repo(str(repo), fast=True, workers=1)  # the same rows kept, whatever the order shards finish in
     assert [f.__dict__ for f in again.findings] == [f.__dict__ for f in rep.findings]
+    from fusionrs_hf.check.cli import summary
+
+    text = summary(rep, max_print=3)  # the summary's totals are the true counts, not the listed ones
+    assert f"FAILED: {rep.stats['findings']} finding(s)" in text and f"of {rep.stats['findings']}):" in text
 
 
 def test_the_remote_reader_walks_the_pages_from_the_bytes_it_fetched(tmp_path, monkeypatch):

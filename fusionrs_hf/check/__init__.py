@@ -50,7 +50,8 @@ Finding kinds (stable strings, also in the --json report):
   leak_caption                    full: the same normalized caption in two splits
 
 For a leak the row in the later split (train < validation < test) is reported and the message
-names the earlier row. Rows are 0-based positions inside the shard file.
+names the earlier row. Rows are 0-based positions inside the shard file. At most 1,000 findings
+of a kind are listed (one more says how many were left out); the counts per kind are complete.
 
 Examples:
   fusionrs check ./fusionrs-demo

@@ -88,7 +88,8 @@ def summary(report: CheckReport, max_print: int = 50) -> str:
     for kind, n in report.counts_by_kind().items():
         lines.append(f"  {kind:<28} {n:>6}  {KINDS.get(kind, '')}")
     shown = report.findings[:max(0, max_print)]
-    lines.append(f"findings (showing {len(shown)} of {len(report.findings)}):")
+    total = sum(report.counts_by_kind().values())  # with those past the per-kind cap, only counted
+    lines.append(f"findings (showing {len(shown)} of {total}):")
     lines.extend(printable(f"  [{f.kind}] {f.location()}: {f.message}") for f in shown)  # ids from data: one line
-    lines.append(f"FAILED: {len(report.findings)} finding(s)")
+    lines.append(f"FAILED: {total} finding(s)")
     return "\n".join(lines)

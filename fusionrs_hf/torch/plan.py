@@ -15,6 +15,7 @@ import torch
 from ..decode import DecodeError
 from ..errors import UnusableInputError
 from ..layout import SPLITS, layout_for
+from ..limits import too_many_rows
 from ..storage import locate
 from .reader import FOOTER_THREADS, Footer, is_local, read_footers
 
@@ -153,6 +154,13 @@ def plan_units(fs, root: str, config: str, split: str, files: Sequence[str] | No
     return plan_shards(fs, root, files, unreadable)[0]
 
 
+def _local_size(fs, path: str) -> int | None:
+    try:
+        return int(fs.size(path))
+    except (OSError, TypeError, ValueError):
+        return None
+
+
 def plan_shards(fs, root: str, files: Sequence[str], unreadable: list[tuple[str, str]] | None = None,
                 sizes: dict[str, int] | None = None) -> tuple[list[Unit], dict[str, Footer]]:
     """:func:`plan_units` for ``files``, and for remote shards ``{shard: Footer}``, which the workers'
@@ -164,6 +172,12 @@ def plan_shards(fs, root: str, files: Sequence[str], unreadable: list[tuple[str,
     for rel, (md, footer) in zip(files, got, strict=True):
         if isinstance(md, Exception):  # truncated footer, not parquet, unreadable: name the shard
             reason = f"cannot read the parquet footer: {type(md).__name__}: {md}"
+        else:
+            # more rows than the shard's bytes allow: refused at planning, so that a skipping loader does not
+            # walk (and list) two million hostile rows one by one
+            size = footer.size if footer is not None else (sizes or {}).get(rel)
+            reason = too_many_rows(md, None, size if size is not None else _local_size(fs, f"{root}/{rel}"))
+        if reason is not None:
             if unreadable is None:
                 raise DecodeError(f"shard={rel}: {reason}") from None
             unreadable.append((rel, reason))
