@@ -120,6 +120,33 @@ def test_check_over_http(client_env, pushed):
     assert report["ok"] and report["stats"]["images_decoded"] == 2 * report["stats"]["rows"] > 0
 
 
+def test_a_full_check_over_http_moves_the_shards_bytes_about_once(hub, client_env, tmp_path):
+    """The page-header walk read each remote shard through fsspec's read-ahead cache, then pyarrow read it
+    again (twice the bytes: 201 MB for a 102 MB repo), and HfFileSystem's cat_ranges read each range to the end
+    of the file. Each row group's chunks are now fetched once, in one request; only the footers are read
+    besides (pyarrow's 64 KB tail, twice)."""
+    from fusionrs_hf.demo import make_sample_repo
+
+    # shards larger than the read-ahead block (fsspec's 5 MB; 32 KB here), where reading twice showed
+    repo = make_sample_repo(tmp_path / "big", counts={"train": 12}, size=256, max_rows=12)
+    shards = sorted((repo / "data" / "nwpu").rglob("*.parquet"))  # one source's shards are enough
+    block = 32 << 10
+    assert min(p.stat().st_size for p in shards) > 2 * block
+    hub.create_repo("tester/bytes-once", files={str(p.relative_to(repo)): p.read_bytes() for p in shards})
+    hub.reset_log()
+    full = _cli(client_env, "check", "hf://datasets/tester/bytes-once", "--quiet", "--workers", "1", "--json",
+                "--storage-option", f"block_size={block}")
+    rows = sum(pq.read_metadata(p).num_rows for p in shards)
+    assert full.returncode == 1 and json.loads(full.stdout)["stats"]["rows"] == rows, full.stderr[-2000:]  # no card
+    with hub._lock:
+        got = [r for r in hub.requests if "/resolve/" in r.path and r.path.endswith(".parquet")]
+    served = sum(r.bytes_out for r in got)
+    shard_bytes = sum(p.stat().st_size for p in shards)
+    footers = 2 * sum(min(64 << 10, p.stat().st_size) for p in shards)
+    assert shard_bytes <= served <= shard_bytes + footers, (served, shard_bytes, footers)
+    assert len(got) <= 3 * len(shards)  # two footer reads and one request a row group
+
+
 _STREAM = r"""
 import json, re, sys
 from datasets import load_dataset
