@@ -401,6 +401,27 @@ def test_fsspec_resume_rehashes_equal_size_files_without_manifest(push_local, tm
     assert not list(target.rglob("*.fusionrs-tmp"))
 
 
+def test_a_same_size_rewrite_of_a_pushed_shard_is_found_and_repaired(push_local, tmp_path):
+    """The manifest's digest was trusted on size alone: 64 bytes of a pushed shard overwritten in place (same
+    size) and push said "nothing to do". An entry now also holds the object's ETag or modification time; a
+    changed one is hashed again and the shard sent again."""
+    import os
+
+    target = tmp_path / "mirror"
+    url = f"file://{target}"
+    assert push_repo(push_local, url).ok
+    rel = "data/rs5m/train/base-main-00000.parquet"
+    data = bytearray((target / rel).read_bytes())
+    data[100:164] = bytes(64)
+    st = (target / rel).stat()
+    (target / rel).write_bytes(bytes(data))
+    os.utime(target / rel, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))  # as a later write leaves it
+    again = push_repo(push_local, url)
+    assert [(f.relpath, why) for f, why in again.plan.upload] == [(rel, "changed")]
+    assert _local_shards(target) == _local_shards(push_local)
+    assert push_repo(push_local, url).plan.empty  # and trusted again once push has written it
+
+
 def test_object_store_url_push(push_local):
     """A non-local fsspec target (memory://, as s3:// would be): files PUT directly, manifest spares re-reads."""
     import fsspec

@@ -38,6 +38,18 @@ def _is_managed(rel: str) -> bool:
     return rel in (CARD_NAME, MANIFEST_NAME, REGISTRY_FILE, *ASSET_PATHS) or parse_shard_path(rel) is not None
 
 
+
+def _stamp(info: dict) -> str | None:
+    """What changes when an object is rewritten, as the store reports it: its ETag (S3, GCS, Azure), else its
+    modification time (a local folder, most others); None where the store gives neither."""
+    for key in ("ETag", "etag", "md5Hash", "content_md5"):
+        if info.get(key):
+            return f"{key}:{info[key]}"
+    for key in ("mtime", "LastModified", "last_modified", "updated", "modified"):
+        if info.get(key) is not None:
+            return f"{key}:{info[key]}"
+    return None
+
 class _FsspecTarget:
     """Any fsspec URL (``file://``, ``s3://``, ``memory://``, ...): same plan, files copied one by one."""
 
@@ -114,8 +126,11 @@ class _FsspecTarget:
             if _is_pushed_path(rel):
                 size = int(info.get("size") or 0)
                 m = self.manifest.get(rel)
-                sha = m["sha256"] if m and m.get("size") == size else None
-                out[rel] = RemoteFile(rel, size, sha)
+                # the manifest's digest holds while the object is the one push wrote: same size, and the same
+                # ETag / modification time where the store reports one (a same-size rewrite by anyone else is
+                # then hashed again, not taken at the manifest's word)
+                ok = isinstance(m, dict) and m.get("size") == size and m.get("stamp", _stamp(info)) == _stamp(info)
+                out[rel] = RemoteFile(rel, size, m["sha256"] if ok and isinstance(m.get("sha256"), str) else None)
         return out
 
     def _remote_sha256(self, rel: str) -> str:
@@ -131,7 +146,8 @@ class _FsspecTarget:
         if remote.sha256:
             return remote.sha256 == local.sha256
         sha = self._remote_sha256(remote.relpath)  # no manifest entry: hash once, remember it
-        self.manifest[remote.relpath] = {"sha256": sha, "size": remote.size}
+        self.manifest[remote.relpath] = {"sha256": sha, "size": remote.size,
+                                         "stamp": _stamp(self.fs.info(self._full(remote.relpath)))}
         return sha == local.sha256
 
     def same_bytes(self, data: bytes, remote: RemoteFile) -> bool:
@@ -165,27 +181,27 @@ class _FsspecTarget:
         else:
             self.fs.put_file(str(src), dst)
 
-    def _remote_digest(self, rel: str) -> tuple[int, str]:
-        """(size, SHA-256) of the file as the destination has it now: from the store's own SHA-256 checksum
-        where it reports one, else by reading the file back."""
+    def _remote_digest(self, rel: str) -> tuple[int, str, str | None]:
+        """(size, SHA-256, stamp) of the file as the destination has it now: the digest from the store's own
+        SHA-256 checksum where it reports one, else by reading the file back; :func:`_stamp` of its info."""
         info = self.fs.info(self._full(rel))
         size = int(info.get("size") or 0)
         b64 = info.get("ChecksumSHA256") or info.get("checksum_sha256")
         if isinstance(b64, str) and "-" not in b64:  # S3 full-object checksum (not a multipart composite)
             try:
-                return size, base64.b64decode(b64).hex()
+                return size, base64.b64decode(b64).hex(), _stamp(info)
             except ValueError:
                 pass
-        return size, self._remote_sha256(rel)
+        return size, self._remote_sha256(rel), _stamp(info)
 
     def _put_verified(self, rel: str, src: Path | bytes, size: int, sha256: str) -> None:
         """Write, read back, record in the manifest what the destination really holds; fail on a difference."""
         self._write(rel, src)
         if rel != MANIFEST_NAME:
             self.transfer.add(size, True)
-        got_size, got_sha = self._remote_digest(rel)
+        got_size, got_sha, stamp = self._remote_digest(rel)
         if rel != CARD_NAME:
-            self.manifest[rel] = {"sha256": got_sha, "size": got_size}
+            self.manifest[rel] = {"sha256": got_sha, "size": got_size, "stamp": stamp}
         if (got_size, got_sha) != (size, sha256):
             self._save_manifest()
             raise PushError(f"{self.label}/{rel} reads back as {got_size} bytes, sha256 {got_sha}, but "
