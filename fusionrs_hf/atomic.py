@@ -148,7 +148,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
 
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    for stale in target.parent.glob(f".{target.name}.*{TMP_SUFFIX}"):  # left by a save that was killed
+    for stale in target.parent.iterdir():  # left by a save that was killed (a name, not a glob pattern)
         got = tmp_target(stale.name)
         if got and got[0] == target.name and not writer_alive(got[1]) and stale.is_dir() and not stale.is_symlink():
             shutil.rmtree(stale, ignore_errors=True)

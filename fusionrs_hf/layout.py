@@ -278,8 +278,8 @@ class Layout:
         local = is_local_fs(fs)
         if local:  # an unreadable or symlinked folder would be left out of the listing without a word
             check_tree(root)
-        try:
-            found = fs.glob(f"{root}/data/**/*.parquet")
+        try:  # find, not glob: a root holding [, ] or * is a name, not a pattern (x[1] listed nothing)
+            found = [p for p in fs.find(f"{root}/data", withdirs=True) if p.endswith(".parquet")]
         except FileNotFoundError:
             found = []
         shards, orphans = [], []

@@ -222,9 +222,9 @@ def test_list_shards_roots_and_listing_shapes():
         def __init__(self, found):
             self.found = found
 
-        def glob(self, pattern):
+        def find(self, path, withdirs=False):
             if self.found is None:
-                raise FileNotFoundError(pattern)
+                raise FileNotFoundError(path)
             return self.found
 
         def exists(self, path):
@@ -266,3 +266,20 @@ def test_a_repo_that_declares_its_own_source(tmp_path):
                                                     ("RS5M", "data/rs5m/test/base-main-00000.parquet")]
     assert orphans == []
     assert layout.parse_shard_path("data/drone/train/base-main-00000.parquet") is None  # the default layout
+
+
+def test_a_repo_root_with_glob_characters_is_a_name_not_a_pattern(sample_repo, tmp_path):
+    """The listing globbed ``{root}/data/**/*.parquet``: a root like ``runs[1]`` matched nothing (or, on a
+    store, other prefixes)."""
+    import shutil
+
+    import fsspec
+
+    from fusionrs_hf.layout import list_shards
+
+    root = tmp_path / "runs[1]" / "repo*"
+    shutil.copytree(sample_repo, root)
+    fs = fsspec.filesystem("file")
+    got, orphans = list_shards(fs, str(root))
+    want, _ = list_shards(fs, str(sample_repo))
+    assert [s.path for s in got] == [s.path for s in want] and got and not orphans
