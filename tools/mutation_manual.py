@@ -1,7 +1,7 @@
 """Hand-written mutants: the breaks issue 15 found with every test green, plus module-level constants that
 mutmut 3 does not mutate. Each must make its tests fail (called by ``tools/mutation.sh manual``).
 
-    python tools/mutation_manual.py WORKDIR      # WORKDIR: a snapshot of the repo (tests/ and fusionrs_hf/)
+    python tools/mutation_manual.py WORKDIR [NAME_PART]   # WORKDIR: a snapshot of the repo; NAME_PART: only those
 
 Each mutant replaces one exact piece of source text; if the text is no longer in the file (the code was
 rewritten), the mutant is reported ``stale`` instead of being run. Results: WORKDIR/manual.md (+ .json).
@@ -136,6 +136,35 @@ MUTANTS: list[tuple[str, str, str, str, list[str]]] = [
     ("metrics: ties counted for the query", "fusionrs_hf/metrics.py",
      "rank = 1 + ((~r) & (s >= best)).sum(axis=1)", "rank = 1 + ((~r) & (s > best)).sum(axis=1)",
      ["tests/test_promises_metrics.py"]),
+    ("limits: a footer that understates its pages read", "fusionrs_hf/limits.py",
+     "            if got > c.total_uncompressed_size:", "            if False:",
+     ["tests/test_parquet_pages.py::-k understates"]),
+    ("limits: rows not held to the shard's bytes", "fusionrs_hf/limits.py",
+     "MIN_BYTES_PER_ROW = 64", "MIN_BYTES_PER_ROW = 0", ["tests/test_parquet_pages.py::-k more_rows"]),
+    ("pil_guard: JPEG scans not counted on datasets' decode", "fusionrs_hf/pil_guard.py",
+     "        if scans > limits.MAX_JPEG_SCANS:", "        if False:", ["tests/test_load_image_limits.py"]),
+    ("secrets: header values not secrets", "fusionrs_hf/secrets.py",
+     "_register_value(v, str(name).lower() not in PUBLIC_HEADER_NAMES, _depth + 2)",
+     "_register_value(v, False, _depth + 2)", ["tests/test_storage.py::-k header_values"]),
+    ("terminal: newlines from data printed as they are", "fusionrs_hf/terminal.py",
+     '_ACTIVE = re.compile("[\\x00-\\x08\\x0a-\\x1f', '_ACTIVE = re.compile("[\\x00-\\x08\\x0b-\\x1f',
+     ["tests/test_terminal.py"]),
+    ("card: alias expansion not bounded", "fusionrs_hf/card.py",
+     "    _refuse_expansion(data)\n    return data", "    return data", ["tests/test_card.py::-k alias"]),
+    ("release: caption-key counts not compared", "fusionrs_hf/release/verify.py",
+     "    if (len(per_key), shared) != (release.caption_keys, release.caption_shared_keys):", "    if False:",
+     ["tests/test_release.py::-k caption_choice"]),
+    ("captions: strict-v3 filter on whitespace-collapsed text", "fusionrs_hf/captions/policies.py",
+     'violations(str(text), "ir_filter", skip)', 'violations(flat, "ir_filter", skip)',
+     ["tests/test_promises_captions.py::-k authors_did"]),
+    ("torch: Lightning's own DistributedSampler kept", "fusionrs_hf/torch/mapstyle.py",
+     "        if type(sampler) in (DistributedSampler, _LateRankSampler):", "        if False:",
+     ["tests/test_lightning.py::-k ddp"]),
+    ("push: an unfinished build pushed", "fusionrs_hf/push/flow.py",
+     "    if unfinished:\n        raise CliError(unfinished)", "    if False:\n        raise CliError(unfinished)",
+     ["tests/test_push_guards.py::-k interrupted_build"]),
+    ("push: the manifest trusted on size alone", "fusionrs_hf/push/store.py",
+     'm.get("stamp", _stamp(info)) == _stamp(info)', "True", ["tests/test_push.py::-k same_size_rewrite"]),
 ]
 
 
@@ -150,10 +179,13 @@ def _pytest_args(tests: list[str]) -> list[str]:
     return args
 
 
-def main(workdir: str) -> int:
+def main(workdir: str, only: str | None = None) -> int:
+    """Run every mutant (or those whose name holds ``only``) in ``workdir``, a snapshot of the repo."""
     root = Path(workdir)
     results = []
     for name, rel, old, new, tests in MUTANTS:
+        if only and only not in name:
+            continue
         path = root / rel
         text = path.read_text(encoding="utf-8") if path.exists() else ""
         if text.count(old) != 1:
@@ -184,4 +216,4 @@ def main(workdir: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))
+    sys.exit(main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else None))
