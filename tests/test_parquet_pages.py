@@ -657,3 +657,26 @@ def test_the_remote_reader_walks_the_pages_from_the_bytes_it_fetched(tmp_path, m
                                       read_ahead=read_ahead, storage_options={"endpoint": server.url})
             with pytest.raises(DecodeError, match=f"shard={rel} row=0: row group 0 column 'rgb.bytes': its pages"):
                 list(strict)
+
+
+def test_a_zero_row_row_group_is_no_reason_to_refuse_a_file(tmp_path, script):
+    """pyarrow writes an empty row group's chunks at offset 0 (its dictionary page at 4): walked from byte 0,
+    'PAR1' parsed as a page header refused ordinary files (an empty batch written by a ParquetWriter loop,
+    ``DataFrame().to_parquet()``). Arrow reads nothing of such a row group, and neither does the walk."""
+    rng = np.random.default_rng(0)
+    t = pa.table({"sample_id": pa.array(["a", "b", "c"]), "caption": pa.array(["x y", "y z", "z w"]),
+                  "rgb": pa.array([rng.bytes(300) for _ in range(3)])})  # a row's bytes, as a shard's are
+    path = tmp_path / "empty_group.parquet"
+    with pq.ParquetWriter(path, t.schema) as w:
+        w.write_table(t)
+        w.write_table(t.slice(0, 0))  # an empty batch, as a filtering loop writes one
+        w.write_table(t)
+    md = pq.read_metadata(path)
+    assert md.num_row_groups == 3 and md.row_group(1).num_rows == 0
+    with open(path, "rb") as fh:
+        limits.refuse_big_row_groups(md, None, str(path), fh)  # no error
+        assert script.row_groups_problem(md, fh) is None
+    empty = tmp_path / "empty.parquet"
+    pq.write_table(t.slice(0, 0), empty)
+    with open(empty, "rb") as fh:
+        limits.refuse_big_row_groups(pq.read_metadata(empty), None, str(empty), fh)

@@ -167,9 +167,12 @@ def _batches(fs, path: str, fh, pf, wanted: list[str], batch_size: int, rel: str
         lambda a, b: fs.cat_file(path, start=a, end=b))
     try:
         for i in range(md.num_row_groups):
+            if md.row_group(i).num_rows == 0:
+                continue  # nothing to read (pyarrow writes its empty chunks at offset 0)
             spans = _spans(sorted({chunk_range(c) for c in _read_chunks(md, i, wanted)}))
             parts = {(a, b): fetch(a, b) for a, b in spans}
-            with fs.open(path, "rb", cache_type="parts", cache_options={"data": parts}) as f:
+            # strict: a read outside the fetched parts is an error, not zeros
+            with fs.open(path, "rb", cache_type="parts", cache_options={"data": parts, "strict": True}) as f:
                 why = row_group_too_big(md, i, wanted, source=f, shard=True)
                 if why:
                     raise RowGroupTooBig(f"{rel}: {why}")

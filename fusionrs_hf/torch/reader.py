@@ -43,7 +43,7 @@ import numpy as np
 
 from ..decode import DecodeError
 from ..limits import MAX_ROW_GROUP_BYTES, _read_chunks, row_group_too_big  # noqa: F401 - re-exported
-from ..parquet_pages import ByteSource
+from ..parquet_pages import ByteSource, chunk_range
 from ..safepath import is_local_fs
 from . import share
 
@@ -264,14 +264,9 @@ def read_footers(fs, paths: Sequence[str], sizes: Sequence[int | None] | None = 
 
 
 def column_ranges(md, row_group: int, columns: Sequence[str]) -> list[tuple[int, int]]:
-    """Byte ranges ``[start, end)`` of the column chunks of ``row_group`` that ``columns`` read."""
-    out = []
-    for c in _read_chunks(md, row_group, columns):
-        start = c.data_page_offset
-        if c.has_dictionary_page and c.dictionary_page_offset is not None and 0 < c.dictionary_page_offset < start:
-            start = c.dictionary_page_offset
-        out.append((start, start + c.total_compressed_size))
-    return out
+    """Byte ranges ``[start, end)`` of the column chunks of ``row_group`` that ``columns`` read (one rule for
+    where a chunk's bytes are, walked and fetched alike: :func:`~fusionrs_hf.parquet_pages.chunk_range`)."""
+    return [chunk_range(c) for c in _read_chunks(md, row_group, columns)]
 
 
 def plan_requests(ranges: Sequence[tuple[int, int]], request_size: int) -> list[tuple[int, int]]:
