@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import io
 import threading
-import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -71,10 +70,12 @@ def check_image_bytes(data: bytes | bytearray | memoryview, name: str | None = N
         if scans > limits.MAX_JPEG_SCANS:
             raise ImageRefusedOnDecode(where + limits.too_many_scans(scans), "too_many_scans")
     limit = limits.DEFAULT_MAX_PIXELS
+    if limit is None:  # the pixel limit lifted: PIL's own (if any) holds, as in the stock decode
+        return
     try:
-        with warnings.catch_warnings():  # PIL warns from 89 M pixels; the limit below refuses from `limit`
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data))
+        # no warnings filter here: it is the process's, not this thread's (PIL's own warning, from 89 M pixels,
+        # comes only where the limit was raised past it, and the stock decode would give it too)
+        im = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as e:  # over twice PIL's own limit: refused at open
         raise ImageRefusedOnDecode(where + limits.too_many_pixels(None, None, limit, limits.bomb_pixels(e)),
                                    "too_many_pixels") from None
@@ -107,7 +108,10 @@ def _guarded(original: Callable[..., Any]) -> Callable[..., Any]:
     """``original`` (``Image.decode_example``) with :func:`check_image_bytes` first."""
 
     def decode_example(self: Any, value: Any, token_per_repo_id: dict | None = None) -> Any:
-        if self.decode and isinstance(value, dict):  # anything else: the stock code passes it or raises
+        # the features of a dataset load() returned (marked, see follow()), or every one where install() was a
+        # worker's init: another dataset of the process decodes as stock datasets does, its limits its own
+        ours = _everywhere or getattr(self, _ATTR, None) is _FOLLOWS
+        if ours and self.decode and isinstance(value, dict):  # anything else: the stock code passes it or raises
             data, path = value.get("bytes"), value.get("path")
             if data is None and path is not None:
                 from datasets.utils.file_utils import is_local_path
@@ -158,6 +162,9 @@ _ATTR = "_fusionrs_image_guard"
 """Attribute of a marked feature object: not a dataclass field, so equality, ``repr`` and ``to_dict`` ignore it."""
 _lifted = False
 """Whether :func:`uninstall` lifted the guard in this process: then an unpickled dataset does not put it back."""
+_everywhere = False
+"""Whether every ``Image`` decode of the process is guarded (``install`` as a DataLoader's ``worker_init_fn``), not
+only those of the datasets :func:`fusionrs_hf.load` returned."""
 
 
 def _revived() -> _Follows:
@@ -197,19 +204,24 @@ def follow(ds: Any) -> Any:
     return ds
 
 
-def install(worker_id: int | None = None) -> None:
-    """Hold every image stock ``datasets`` decodes in this process to the limits, and unregister PIL's EPS
-    opener (:func:`~fusionrs_hf.limits.refuse_external_decoders`). Idempotent (a second call wraps nothing
-    again) and thread-safe; :func:`fusionrs_hf.load` calls it before it hands out a dataset. Takes the worker
-    id a DataLoader passes, so that it can be the ``worker_init_fn`` of workers started with ``spawn`` or
-    ``forkserver`` (they import ``datasets`` afresh) over a dataset that carries no :func:`follow` mark."""
-    global _lifted
+def install(worker_id: int | None = None, *, every_dataset: bool | None = None) -> None:
+    """Hold the images stock ``datasets`` decodes for the datasets :func:`fusionrs_hf.load` returned (their
+    features carry :func:`follow`'s mark) to the limits, and unregister PIL's EPS opener
+    (:func:`~fusionrs_hf.limits.refuse_external_decoders`); other datasets of the process decode as stock does.
+    Idempotent (a second call wraps nothing again) and thread-safe; :func:`fusionrs_hf.load` calls it before it
+    hands out a dataset. As a DataLoader's ``worker_init_fn`` (it takes the worker id; ``every_dataset``
+    defaults to True then) it guards every decode of that worker: the dataset it serves may have lost its mark
+    (``load_from_disk``, a ``flatten_indices`` copy), and a worker started with ``spawn`` or ``forkserver``
+    imports ``datasets`` afresh."""
+    global _lifted, _everywhere
 
     from datasets.features.image import Image
 
     limits.refuse_external_decoders()
     with _LOCK:
         _lifted = False
+        if every_dataset if every_dataset is not None else worker_id is not None:
+            _everywhere = True  # a worker's init: the dataset it serves may have lost its mark (load_from_disk)
         current = Image.__dict__["decode_example"]
         if not hasattr(current, _ORIGINAL):
             Image.decode_example = _guarded(current)
@@ -218,12 +230,12 @@ def install(worker_id: int | None = None) -> None:
 def uninstall() -> None:
     """Put stock ``decode_example`` back (EPS stays unregistered: ``Image.register_open`` restores it).
     For an application that wants ``datasets`` to decode images past the limits, and for tests."""
-    global _lifted
+    global _lifted, _everywhere
 
     from datasets.features.image import Image
 
     with _LOCK:
-        _lifted = True
+        _lifted, _everywhere = True, False
         current = Image.__dict__["decode_example"]
         if hasattr(current, _ORIGINAL):
             Image.decode_example = getattr(current, _ORIGINAL)

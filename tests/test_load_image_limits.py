@@ -217,7 +217,7 @@ def test_a_row_given_by_path_is_judged_by_the_file_it_names(tmp_path):
 
     from fusionrs_hf import pil_guard
 
-    pil_guard.install()
+    pil_guard.install(every_dataset=True)  # a feature without load()'s mark: guarded as in a worker's init
     bomb, good = tmp_path / "bomb.jpg", tmp_path / "good.png"
     bomb.write_bytes(_progressive(150))
     good.write_bytes(_png((8, 6)))
@@ -241,3 +241,23 @@ def test_our_own_loaders_keep_their_max_pixels(tmp_path, monkeypatch):
     ds = fusionrs_hf.load(CONFIG, "train", repo=str(repo))  # stock decoding of the same row: the limit holds
     with pytest.raises(ImageRefusedOnDecode, match="128x100 = 12,800 pixels, more than the limit 10,000"):
         ds[list(ds["sample_id"]).index(sid)]
+
+
+def test_another_dataset_of_the_process_decodes_as_stock_datasets_does(tmp_path, monkeypatch):
+    """The guard held every `datasets` image decode of the process once `load` had run: an 8000x8000 tile of an
+    unrelated dataset was refused at 50 M pixels. Only the datasets `load` returned (their features carry the
+    mark) are held to the limits now; a lifted limit (None) is no error either."""
+    import datasets
+
+    from fusionrs_hf.pil_guard import ImageRefusedOnDecode
+
+    monkeypatch.setattr(limits, "DEFAULT_MAX_PIXELS", 10_000)
+    repo, sid, _ = _repo_with(tmp_path, _png((128, 100)))
+    ours = fusionrs_hf.load(CONFIG, "train", repo=str(repo))
+    with pytest.raises(ImageRefusedOnDecode):
+        ours[list(ours["sample_id"]).index(sid)]
+    other = datasets.Dataset.from_dict({"im": [{"bytes": _png((128, 100)), "path": None}]},
+                                       features=datasets.Features({"im": datasets.Image()}))
+    assert other[0]["im"].size == (128, 100)  # not ours: stock decoding, stock limits
+    monkeypatch.setattr(limits, "DEFAULT_MAX_PIXELS", None)
+    assert ours[list(ours["sample_id"]).index(sid)]["rgb"].size == (128, 100)
