@@ -76,8 +76,11 @@ name being no promise about its value (``connection_string`` holds an account ke
 and ``headers`` whatever a server takes as a credential: ``X-JFrog-Art-Api``). Their values are never registered
 as secrets (``signature_version="s3v4"`` is configuration, though its name holds "sig")."""
 
-PUBLIC_HEADER_NAMES = frozenset(("accept", "accept-encoding", "accept-language", "user-agent", "content-type",
-                                 "cache-control", "connection", "range"))
+PUBLIC_HEADER_NAMES = frozenset(("accept", "accept-encoding", "accept-language", "accept-charset", "user-agent",
+                                 "content-type", "content-language", "cache-control", "pragma", "connection", "range",
+                                 "referer", "origin", "x-requested-with", "if-match", "if-none-match",
+                                 "if-modified-since", "if-unmodified-since", "if-range", "x-amz-request-payer",
+                                 "x-goog-user-project", "x-client", "x-client-name", "x-client-version"))
 """HTTP headers that carry no credential: the value of any other header in ``headers`` is a secret, whatever
 the header is called."""
 

@@ -153,6 +153,8 @@ def validate_new(src: Source, reg: SourceRegistry) -> None:
     """Why ``src`` cannot join ``reg`` (one line), or nothing."""
     if not NAME_RE.match(src.name or ""):
         raise SourceError(f"source name {src.name!r}: must match {NAME_RE.pattern} (a safe folder and config name)")
+    if len(reg.extra) >= MAX_OWN_SOURCES:  # refused where it would be written, not only where it is read
+        raise SourceError(f"source {src.name!r}: the repo has {len(reg.extra)} own sources, the limit")
     if reg.get(src.name) is not None:
         raise SourceError(f"source {src.name!r} already exists in this repo")
     if reg.by_dir(src.dir) is not None or src.dir in RESERVED_CONFIGS:

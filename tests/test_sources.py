@@ -178,6 +178,11 @@ def test_a_registry_of_more_sources_than_the_limit_is_one_error():
         return json.dumps({"schema_version": "fusionrs-sources-v1", "sources": [
             {"name": f"Own{i}", "title": "t", "terms": "t", "rights_code": "own-data"} for i in range(n)]})
 
-    assert len(SourceRegistry.from_json(doc(MAX_OWN_SOURCES)).extra) == MAX_OWN_SOURCES
+    full = SourceRegistry.from_json(doc(MAX_OWN_SOURCES))
+    assert len(full.extra) == MAX_OWN_SOURCES
+    from fusionrs_hf.sources import Source
+
+    with pytest.raises(SourceError, match="256 own sources, the limit"):  # refused where it would be written
+        full.with_source(Source("OneMore", "t", "t", rights_code="own-data"))
     with pytest.raises(SourceError, match=f"16,000 sources, more than the limit {MAX_OWN_SOURCES}"):
         SourceRegistry.from_json(doc(16_000))

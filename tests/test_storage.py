@@ -332,6 +332,9 @@ def test_header_values_are_secrets_never_written_and_never_in_a_repr(tmp_path):
     register_options({"headers": {"X-JFrog-Art-Api": key, "Accept": "application/x-parquet"}})
     assert key not in scrub(f"GET failed, headers {{'X-JFrog-Art-Api': '{key}'}}")
     assert scrub("Accept: application/x-parquet") == "Accept: application/x-parquet"
+    register_options({"headers": {"Referer": "https://hub.example.org", "X-Client": "fusionrs-hf"}})
+    assert scrub("cannot reach https://hub.example.org as fusionrs-hf") == (
+        "cannot reach https://hub.example.org as fusionrs-hf")  # headers that name no credential stay readable
     loc = locate("https://artifacts.example/fusionrs", storage_options={"headers": {"X-Other": "ZZotherSECRET77"}})
     assert "ZZotherSECRET77" not in repr(loc) and "ZZotherSECRET77" not in scrub("echo ZZotherSECRET77")
     assert public_options(loc.storage_options) == {}

@@ -42,3 +42,11 @@ def test_check_prints_each_finding_on_one_line_with_data_escaped(sample_repo, tm
     finding_lines = [line for line in proc.stdout.splitlines() if line.startswith("  [")]
     assert any("nwpu-x\\x0a  OK: no findings\\x0a\\x1b[31mFORGED LINE" in line for line in finding_lines)
     assert any("x\\x1b[2K.parquet" in line for line in finding_lines)
+
+
+def test_a_file_name_that_is_not_utf8_is_escaped_too():
+    """surrogateescape turns byte 0x9B (an 8-bit CSI) into '\\udc9b': a UTF-8 stdout refused it (the report
+    lost) or wrote the raw byte. It is written as the byte's escape."""
+    assert printable("evil\udc9b31mX.parquet") == "evil\\x9b31mX.parquet"
+    assert printable("\ud800") == "\\ud800"
+    printable("evil\udc9b").encode("utf-8")  # and the result can be printed

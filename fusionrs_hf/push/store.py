@@ -145,9 +145,9 @@ class _FsspecTarget:
             return False
         if remote.sha256:
             return remote.sha256 == local.sha256
+        stamp = _stamp(self.fs.info(self._full(remote.relpath)))  # before the read: a rewrite during it shows
         sha = self._remote_sha256(remote.relpath)  # no manifest entry: hash once, remember it
-        self.manifest[remote.relpath] = {"sha256": sha, "size": remote.size,
-                                         "stamp": _stamp(self.fs.info(self._full(remote.relpath)))}
+        self.manifest[remote.relpath] = {"sha256": sha, "size": remote.size, "stamp": stamp}
         return sha == local.sha256
 
     def same_bytes(self, data: bytes, remote: RemoteFile) -> bool:

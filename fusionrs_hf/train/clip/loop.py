@@ -318,7 +318,7 @@ def _train(cfg: ClipTrainConfig, ddp: Dist, model: ClipAdapter | None,
         dtype = training.amp_dtype
         per_epoch = len(train_loader)
         return {"device": training.device.type,
-                "precision": "fp32" if dtype is None else str(dtype).replace("torch.", "").replace("float", "fp"),
+                "precision": {None: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}.get(dtype, str(dtype)),
                 "loss_scaling": bool(training.scaler.is_enabled()),
                 "batches_per_epoch": per_epoch, "epochs": round(step / per_epoch, 4) if per_epoch else None}
 
