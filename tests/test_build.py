@@ -300,8 +300,14 @@ def test_changed_plan_needs_overwrite(build_fx, built, tmp_path):
     out = tmp_path / "replan"
     shutil.copytree(ref, out)
     index = write_jsonl(tmp_path / "no_rsicd.jsonl", [r for r in build_fx.records if r["source_dataset"] != "RSICD"])
-    with pytest.raises(BuildError, match=r"data/rsicd/.*--overwrite"):
-        build(_opts(build_fx, out, index=str(index)))
+    from fusionrs_hf.layout import unfinished_build
+
+    assert unfinished_build(out) is None
+    with pytest.raises(BuildError, match=r"data/rsicd/.*--overwrite"):  # and shards of new names planned
+        build(_opts(build_fx, out, index=str(index), rows_per_shard=1))
+    # refused before it wrote anything: the folder is still the finished build push and card take (the new
+    # plan, of fewer shards than are done, was put back; push and card refused the folder as interrupted)
+    assert unfinished_build(out) is None and not (out / ".fusionrs-build" / "plan.prev").exists()
     report = build(_opts(build_fx, out, index=str(index), overwrite=True))
     assert report["shards"]["skipped_unchanged"] == report["shards"]["planned"]  # the rest is untouched
     assert not list(out.glob("data/rsicd/**/*.parquet"))

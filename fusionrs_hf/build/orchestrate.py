@@ -20,7 +20,7 @@ from ..index import (
 )
 from ..layout import REPORT_NAME, list_shards
 from .options import CRASH_ENV, STATE_DIR, BuildError, BuildOptions, _check_inputs
-from .plan import Plan, make_plan
+from .plan import Plan, drop_previous_plan, make_plan, restore_previous_plan
 from .report import make_report
 from .shard import build_shard
 
@@ -71,13 +71,16 @@ def _build_locked(opts: BuildOptions, out: Path, state: Path, on_shard_done) -> 
     try:
         plan = make_plan(opts, state)
     except (IndexFormatError, CaptionFileError) as e:
+        restore_previous_plan(state)  # the folder is as the last build left it (push and card read its plan)
         raise BuildError(str(e)) from None
     except OSError as e:
+        restore_previous_plan(state)
         raise BuildError(f"{state}: cannot write the build plan ({e.strerror or e})") from None
 
     stale = _stale_shards(out, opts.batch, set(plan.shard_paths), set(plan.index_counts) | set(opts.source_roots))
     if stale:
         if not opts.overwrite:
+            restore_previous_plan(state)
             raise BuildError(
                 f"{out} has {len(stale)} shard(s) of batch {opts.batch!r} that this build would not write "
                 f"(e.g. {stale[0]}; a different index or --rows-per-shard?); pass --overwrite to delete them, "
@@ -85,6 +88,7 @@ def _build_locked(opts: BuildOptions, out: Path, state: Path, on_shard_done) -> 
         for rel in stale:
             (out / rel).unlink()
             (state / "done" / (rel + ".json")).unlink(missing_ok=True)
+    drop_previous_plan(state)
 
     ctx = {"out": str(out), "roots": dict(opts.source_roots), "ir_root": opts.ir_root,
            "sources": list(registry.names), "dir_sources": {s.dir: s.name for s in registry.all},

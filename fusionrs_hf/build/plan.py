@@ -192,15 +192,35 @@ def index_identity(path: str | os.PathLike, rows: int) -> dict:
     return identify_index(file_sha256(path), rows).to_dict()
 
 
+PREVIOUS_PLAN = "plan.prev"
+"""The last build's plan, kept while a new one is made: a build refused after planning (stale shards without
+--overwrite, a bad index line) puts it back, so a finished folder still reads as finished to push and card."""
+
+
+def restore_previous_plan(state: Path) -> None:
+    """Put the previous plan back in place of one the build will not run."""
+    plan_dir, prev = state / "plan", state / PREVIOUS_PLAN
+    if prev.is_dir():
+        if plan_dir.exists():
+            shutil.rmtree(plan_dir)
+        prev.rename(plan_dir)
+
+
+def drop_previous_plan(state: Path) -> None:
+    shutil.rmtree(state / PREVIOUS_PLAN, ignore_errors=True)
+
+
 def make_plan(opts: BuildOptions, state: Path) -> Plan:
     """Read captions into the store, stream the index once and write one plan file per shard.
 
     A plan file lists the shard's records in index order with their resolved captions; it is
     all a worker needs, and its bytes are the shard's membership fingerprint.
     """
-    plan_dir = state / "plan"
-    if plan_dir.exists():
-        shutil.rmtree(plan_dir)
+    plan_dir, prev = state / "plan", state / PREVIOUS_PLAN
+    if prev.exists():
+        shutil.rmtree(prev)
+    if plan_dir.exists():  # kept until the new plan is accepted (see restore_previous_plan)
+        plan_dir.rename(prev)
     plan_dir.mkdir(parents=True)
     planner = _Planner(opts, state)
     try:
