@@ -241,3 +241,18 @@ def test_lightning_ddp_gives_each_rank_its_own_share_of_every_epoch(sample_repo,
                 ref.set_epoch(e)
                 assert _ids(ref) == ids, (name, e, r)
         assert epochs[0][0] != epochs[1][0]
+
+
+def test_a_batch_sampler_a_framework_passes_is_taken_as_it_is(sample_repo):
+    """Lightning's predict re-makes the loader with a wrapper of the batch sampler it had: with a world size
+    given, our own sampler was passed beside it ("batch_sampler option is mutually exclusive")."""
+    from torch.utils.data import BatchSampler
+
+    from fusionrs_hf.torch.mapstyle import FusionRSMapDataLoader
+
+    ref = make_dataloader(sample_repo, world_size=2, rank=1, **{**KW, "shuffle": "global"})
+    want = _ids(ref)
+    remade = FusionRSMapDataLoader(ref.dataset, batch_sampler=BatchSampler(ref.sampler, 3, False), world_size=2,
+                                   rank=1, seed=KW["seed"], collate_fn=ref.collate_fn)
+    got = [s for b in remade for s in b["sample_id"]]
+    assert got == want and [len(b["sample_id"]) for b in remade][:1] == [3]

@@ -354,7 +354,11 @@ class FusionRSMapDataLoader(DataLoader):
         # passed in (a framework re-making the loader passes the old one) is re-seeded, as the orders are seed's
         generator = kw.pop("generator", None) or torch.Generator()
         generator.manual_seed(int(seed))
-        if world_size > 1:
+        if kw.get("batch_sampler") is not None:
+            # a framework's own batches (Lightning's predict re-makes the loader with a wrapper of the batch
+            # sampler it had, ours inside): taken as they are, with this loader's generator and collate
+            super().__init__(dataset, generator=generator, collate_fn=collate_fn, num_workers=num_workers, **kw)
+        elif world_size > 1:
             # drop_last=True on the sampler whatever the batches' drop_last: every rank gets N // world_size
             # rows of one permutation, none twice (its default pads the last share with repeated rows), as
             # the streaming loader gives; the rank is read when a pass begins (see _LateRankSampler)
@@ -393,7 +397,9 @@ class FusionRSMapDataLoader(DataLoader):
         epoch = self._next_epoch
         self._next_epoch = epoch + 1
         if self.world_size > 1:
-            self.sampler.set_epoch(epoch)
+            sampler = getattr(self.batch_sampler, "sampler", self.sampler)
+            if hasattr(sampler, "set_epoch"):
+                sampler.set_epoch(epoch)
         elif self.shuffle and self._generator_at != epoch:
             self._replay(epoch)
         self._generator_at = None
