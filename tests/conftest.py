@@ -41,3 +41,19 @@ def _pil_registry():
     Image.OPEN.clear()
     Image.OPEN.update(opened)
     Image.ID[:] = ids
+
+
+@pytest.fixture(scope="module")
+def script():
+    """``loading_script/fusionrs.py`` imported as a module: it stands alone (no fusionrs_hf import), so its own
+    copies of the rules are tested through it."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "loading_script" / "fusionrs.py"
+    spec = importlib.util.spec_from_file_location("fusionrs_loading_script", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # datasets re-imports the builder's module by name for streaming
+    spec.loader.exec_module(mod)
+    return mod

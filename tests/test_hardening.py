@@ -341,18 +341,6 @@ def test_a_sources_file_that_is_no_file_of_the_repo_is_refused_not_read(what, sa
 
 # --------------------------------------------------------------------------- 5. the loading script
 
-@pytest.fixture(scope="module")
-def script():
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "loading_script" / "fusionrs.py"
-    spec = importlib.util.spec_from_file_location("fusionrs_loading_script", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # datasets re-imports the builder's module by name for streaming
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.mark.parametrize("what", ["outside_shard", "fifo_shard", "linked_folder"])
 def test_the_loading_script_reads_only_regular_files_inside_data_dir(what, script, sample_repo, tmp_path):
     """Before, a shard symlinked to an outside parquet was streamed although `fusionrs check` refuses the repo."""

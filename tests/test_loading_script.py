@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,15 +13,6 @@ from fusionrs_hf import layout
 from fusionrs_hf.schema import FEATURES, SOURCES
 
 SCRIPT = Path(__file__).resolve().parents[1] / "loading_script" / "fusionrs.py"
-
-
-@pytest.fixture(scope="module")
-def script():
-    spec = importlib.util.spec_from_file_location("fusionrs_loading_script", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # datasets re-imports the builder's module by name for streaming
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _key(r):

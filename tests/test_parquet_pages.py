@@ -9,7 +9,6 @@ pages, and the loading script's copy of it to the package's, on real and hostile
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import struct
@@ -32,15 +31,6 @@ BOMB = 50 << 20
 """The hostile cell: 50 MB of zeros (the review's was 1.2 GB), a few KB stored."""
 LIMIT = 10 << 20
 """MAX_ROW_GROUP_BYTES in these tests (1 GiB in the library), so the bomb is past it and cheap to make."""
-
-
-@pytest.fixture(scope="module")
-def script():
-    spec = importlib.util.spec_from_file_location("fusionrs_loading_script", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # datasets re-imports the builder's module by name for streaming
-    spec.loader.exec_module(mod)
-    return mod
 
 
 # --------------------------------------------------------------------------- a Thrift compact codec (tests only)
